@@ -1,0 +1,206 @@
+//! Timeouts: stalled connections are aborted after the stall timeout T, active ones never (R7).
+//!
+//! Time windows, relative to T and chosen so that a correct proxy on a busy 2-core machine never
+//! fails:
+//! * a stalled pair must be closed no sooner than [`EARLIEST`] × T and no later than
+//!   [`LATEST`] × T + [`LATEST_SLACK`] after the flooding side's last write progress;
+//! * an active connection writes every [`ACTIVE_INTERVAL`] × T for [`ACTIVE_SPAN`] × T, and every
+//!   write must be echoed within [`PROMPT`].
+
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::case::{Case, Failure, Level, Stop};
+use crate::cases::bulk::{BLOCKED_QUIET, UNBOUNDED_CAP};
+use crate::harness::{Ctx, PROMPT};
+use crate::net::{flood, mib, read_exact_within, spawn_echo, wait_end, FloodEnd, Progress};
+use crate::rules::Rule;
+
+pub const EARLIEST: f64 = 0.5;
+pub const LATEST: f64 = 1.5;
+pub const LATEST_SLACK: Duration = Duration::from_secs(3);
+pub const ACTIVE_INTERVAL: f64 = 0.3;
+pub const ACTIVE_SPAN: f64 = 1.5;
+
+pub static ACTIVE: Case = Case {
+    id: "timeout/active",
+    name: "Non-timeout of active client",
+    requirement: "A connection that makes progress MUST NOT be aborted: every write restarts the stall clock, and an idle connection holds no data.",
+    rules: &[Rule::R7],
+    level: Level::Must,
+    body: |cx| Box::pin(active(cx)),
+};
+
+pub static LAZY_FORWARD: Case = Case {
+    id: "timeout/lazy-forward",
+    name: "Timeout of lazy client",
+    requirement: "When the server stops reading, the proxy MUST stop reading from the client and, once it has written nothing for T, abort both connections.",
+    rules: &[Rule::R7, Rule::R4],
+    level: Level::Must,
+    body: |cx| Box::pin(lazy(cx, Side::Client)),
+};
+
+pub static LAZY_REVERSE: Case = Case {
+    id: "timeout/lazy-reverse",
+    name: "Timeout of lazy reverse client",
+    requirement: "When the client stops reading, the proxy MUST stop reading from the server and, once it has written nothing for T, abort both connections.",
+    rules: &[Rule::R7, Rule::R4],
+    level: Level::Must,
+    body: |cx| Box::pin(lazy(cx, Side::Server)),
+};
+
+async fn active(mut cx: Ctx) -> Result<(), Stop> {
+    let (mut client, server) = cx.open_pair().await?;
+    spawn_echo(server);
+    let interval = cx.stall.mul_f64(ACTIVE_INTERVAL);
+    let span = cx.stall.mul_f64(ACTIVE_SPAN);
+    let start = Instant::now();
+    for i in 1.. {
+        let message = cx.payload(8);
+        let at = start.elapsed().as_secs_f64();
+        let echoed = match client.write_all(&message).await {
+            Ok(()) => read_exact_within(&mut client, message.len(), PROMPT)
+                .await
+                .map_err(|s| s.to_string()),
+            Err(e) => Err(format!("the write failed ({e})")),
+        };
+        match echoed {
+            Ok(got) if got == message => cx.trace.event(format_args!("write {i} at {at:.1} s echoed")),
+            Ok(_) => {
+                return Err(Failure::new(
+                    format!("write {i} echoed unchanged"),
+                    "the echo differs from what was sent",
+                )
+                .into())
+            }
+            Err(observed) => {
+                return Err(Failure::new(
+                    format!(
+                        "a connection that writes every {:.1} s is never aborted (stall timeout {:.1} s)",
+                        interval.as_secs_f64(),
+                        cx.stall.as_secs_f64()
+                    ),
+                    format!("write {i}, {at:.1} s after the connection opened: {observed}"),
+                )
+                .hint("the proxy's timeout does not restart on progress: it measures from when the connection opened, or times out idle connections that hold no data")
+                .into())
+            }
+        }
+        if start.elapsed() >= span {
+            return Ok(());
+        }
+        tokio::time::sleep_until((start + interval * i).into()).await;
+    }
+    unreachable!("the loop returns")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+}
+
+/// `writer` floods a peer that never reads; the proxy must abort the pair about T after the
+/// flood stops making progress, and close both connections.
+async fn lazy(cx: Ctx, writer: Side) -> Result<(), Stop> {
+    let (client, server) = cx.open_pair().await?;
+    let (flooder, mut idle_peer): (TcpStream, TcpStream) = match writer {
+        Side::Client => (client, server),
+        Side::Server => (server, client),
+    };
+    let (w, r) = (writer.name(), writer.other().name());
+    let stall = cx.stall;
+    let (mut flooder_rx, flooder_tx) = flooder.into_split();
+    let progress = Progress::new();
+    let mut flooding = flood(flooder_tx, UNBOUNDED_CAP, progress.clone());
+
+    // The proxy may close the flooder's connection however it likes: the flooder's reads see
+    // EOF or a reset, or its blocked write fails. Whichever comes first marks the abort.
+    let latest = stall.mul_f64(LATEST) + LATEST_SLACK;
+    let closed_at = loop {
+        tokio::select! {
+            ended = wait_end(&mut flooder_rx, Duration::from_millis(100)) => {
+                if let Some(ended) = ended {
+                    cx.trace.event(format_args!("{w} saw {}", ended.end));
+                    break ended.at;
+                }
+            }
+            end = &mut flooding => match end {
+                Ok(FloodEnd::Failed(e, at)) => {
+                    cx.trace.event(format_args!("{w}'s write failed: {e}"));
+                    break at;
+                }
+                _ => return Err(Failure::new(
+                    format!("the proxy stops reading from the {w} while the {r} reads nothing (backpressure)"),
+                    format!("the {w} wrote {} and the proxy kept accepting", mib(progress.bytes())),
+                )
+                .hint("the proxy buffers without bound: it must stop reading from one side while it cannot write to the other")
+                .into()),
+            },
+        }
+        if progress.last().elapsed() > latest && progress.last().elapsed() > BLOCKED_QUIET {
+            return Err(Failure::new(
+                format!("the proxy aborts the pair about {:.1} s after the {w}'s writes stop making progress", stall.as_secs_f64()),
+                format!(
+                    "the {w}'s writes stopped after {} and the connection was still open {:.1} s later",
+                    mib(progress.bytes()),
+                    progress.last().elapsed().as_secs_f64()
+                ),
+            )
+            .hint("the proxy has no stall timeout: a write that cannot make progress must be abandoned after T")
+            .into());
+        }
+    };
+    flooding.abort();
+    let waited = closed_at.saturating_duration_since(progress.last());
+    cx.trace.event(format_args!(
+        "{w} connection closed {:.2} s after its last progress ({} accepted)",
+        waited.as_secs_f64(),
+        mib(progress.bytes())
+    ));
+    if waited < stall.mul_f64(EARLIEST) {
+        return Err(Failure::new(
+            format!(
+                "the proxy aborts the pair about {:.1} s after the {w}'s writes stop making progress, and not before {:.1} s",
+                stall.as_secs_f64(),
+                stall.mul_f64(EARLIEST).as_secs_f64()
+            ),
+            format!(
+                "it closed the {w}'s connection {:.2} s after the last progress, having accepted {}",
+                waited.as_secs_f64(),
+                mib(progress.bytes())
+            ),
+        )
+        .hint("the proxy gives up too early: the stall clock must start when a write stops making progress, not when data stops arriving")
+        .into());
+    }
+    match wait_end(&mut idle_peer, PROMPT).await {
+        Some(ended) => {
+            cx.trace.event(format_args!("{r} saw {} after {} buffered byte(s)", ended.end, ended.bytes));
+            Ok(())
+        }
+        None => Err(Failure::new(
+            format!("when the pair is aborted, the {r}'s connection is closed too"),
+            format!("the {w}'s connection was closed, but the {r}'s stayed open for {} s more", PROMPT.as_secs()),
+        )
+        .hint("the proxy closes only the socket whose write timed out; it must close both connections of the pair")
+        .into()),
+    }
+}

@@ -1,0 +1,41 @@
+//! tprox: a conformance test harness for TCP proxies.
+//!
+//! tprox starts any proxy program as a subprocess, plays both the client and the destination
+//! server itself, and runs the cases of the contract in `shared/CONFORMANCE.md` against it.
+//!
+//! The pieces, in the order data flows through them:
+//! * [`cases`]: the catalogue. Each [`case::Case`] is an id, a name, a requirement, the
+//!   [`rules::Rule`]s it checks, a level, and a body written against [`harness::Ctx`] with the
+//!   helpers of [`net`].
+//! * [`proxy`]: starting, watching and stopping the proxy under test.
+//! * [`runner`]: one fresh proxy and destination per case, cases in parallel, outcomes out.
+//! * [`report`]: turning outcomes into output.
+//! * [`select`]: `--only` / `--skip` patterns.
+
+pub mod case;
+pub mod cases;
+pub mod harness;
+pub mod net;
+pub mod proxy;
+pub mod report;
+pub mod rules;
+pub mod runner;
+pub mod select;
+
+pub use case::{Case, Failure, Level, Outcome};
+pub use cases::CATALOGUE;
+pub use rules::Rule;
+
+/// tprox's exit statuses, documented in the README and `--help`.
+pub mod exit {
+    /// Every selected case passed (SHOULD failures are only warnings without `--strict`).
+    pub const PASSED: u8 = 0;
+    /// At least one case failed: the proxy does not conform.
+    pub const FAILED: u8 = 1;
+    /// Bad usage, or the proxy could not be set up (did not start, exited, never listened).
+    pub const SETUP: u8 = 2;
+    /// The filters selected no case at all.
+    pub const NOTHING_SELECTED: u8 = 3;
+    /// tprox was interrupted (Ctrl-C); every proxy it started was stopped.
+    pub const INTERRUPTED: u8 = 130;
+}

@@ -1,0 +1,280 @@
+//! The `tprox` command: parses the command line and dispatches to the library.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tprox::harness::Scale;
+use tprox::proxy::{self, ProxyCommand, REFERENCE_ARG};
+use tprox::report::{HumanReporter, Summary};
+use tprox::runner::{self, RunOptions};
+use tprox::select::{self, Pattern};
+use tprox::{exit, rules, CATALOGUE};
+
+const EXAMPLES: &str = "\
+Examples:
+  tprox --reference                       test the reference proxy built into tprox
+  tprox ./tcpproxy                        runs ./tcpproxy 127.0.0.1 DEST_PORT LISTEN_PORT
+  tprox -- socat TCP-LISTEN:{listen_port},reuseaddr,fork TCP:{dest_host}:{dest_port}
+  tprox --only shutdown/ --only 'timeout/*' ./tcpproxy
+  tprox --stall-timeout 2 -- ./myproxy --timeout {stall_timeout} {dest_host} {dest_port} {listen_port}
+
+Exit status:
+  0  every selected case passed
+  1  at least one case failed
+  2  bad usage, or the proxy could not be started (it exited, or never listened)
+  3  the filters selected no case
+  130 interrupted; every proxy tprox started was stopped";
+
+/// Conformance tests for TCP proxies.
+///
+/// tprox starts the proxy under test, plays both the client and the destination server, and
+/// runs each case of the TCP proxy contract against it: echo through chains of connections,
+/// bulk data, blocked peers, half-close, early close, stall timeouts. Every case gets a fresh
+/// proxy instance; cases run in parallel.
+///
+/// PROXY is started as `PROXY [ARGS]... DEST_HOST DEST_PORT LISTEN_PORT`, like the original
+/// lab tester, unless an argument contains a placeholder: then `{dest_host}`, `{dest_port}`,
+/// `{listen_port}` and `{stall_timeout}` are substituted wherever they appear and nothing is
+/// appended.
+#[derive(Debug, Parser)]
+#[command(name = "tprox", version, after_help = EXAMPLES)]
+struct Cli {
+    /// The proxy program and its arguments (put `--` before it if it has options of its own).
+    #[arg(
+        value_name = "PROXY",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    proxy: Vec<String>,
+
+    /// Test the reference proxy that ships with tprox instead of a program of yours.
+    #[arg(long, conflicts_with = "proxy")]
+    reference: bool,
+
+    /// List the cases (id, rules, level, name) and exit.
+    #[arg(long)]
+    list: bool,
+
+    /// Run only cases whose id starts with PATTERN, or matches it as a glob (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    only: Vec<String>,
+
+    /// Leave out cases whose id starts with PATTERN, or matches it as a glob (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    skip: Vec<String>,
+
+    /// The stall timeout the proxy uses, in seconds (what the timeout cases expect).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds)]
+    stall_timeout: f64,
+
+    /// How many cases run at once. Cases mostly wait, so this may exceed the cores.
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: u16,
+
+    /// How long the proxy may take to start listening, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds)]
+    startup_timeout: f64,
+
+    /// Seed for every random payload; printed with each run, so a failure can be replayed.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Show each case's trace and the proxy's output as it runs.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() && secs <= 3600.0 => Ok(secs),
+        _ => Err("expected a number of seconds between 0 and 3600, such as 10 or 2.5".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|first| first == REFERENCE_ARG) {
+        // tprox is re-running itself as the reference proxy (see `ProxyCommand::reference`).
+        return tcpproxy::cli::main_with_args(std::iter::once("tcpproxy".into()).chain(args));
+    }
+    let cli = Cli::parse();
+    ExitCode::from(dispatch(cli))
+}
+
+fn dispatch(cli: Cli) -> u8 {
+    if cli.list {
+        list();
+        return exit::PASSED;
+    }
+    let proxy = match (cli.reference, cli.proxy.is_empty()) {
+        (true, _) => ProxyCommand::reference(),
+        (false, false) => ProxyCommand::new(&cli.proxy),
+        (false, true) => Err(
+            "no proxy to test: give the proxy command (tprox ./tcpproxy), or --reference \
+                              for the built-in reference proxy; see tprox --help"
+                .into(),
+        ),
+    };
+    let proxy = match proxy {
+        Ok(proxy) => proxy,
+        Err(message) => return usage_error(&message),
+    };
+    let parse = |patterns: &[String]| {
+        patterns
+            .iter()
+            .map(|p| Pattern::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (only, skip) = match (parse(&cli.only), parse(&cli.skip)) {
+        (Ok(only), Ok(skip)) => (only, skip),
+        (Err(message), _) | (_, Err(message)) => return usage_error(&message),
+    };
+    let (cases, unmatched) = select::select(CATALOGUE, &only, &skip);
+    for pattern in &unmatched {
+        eprintln!("tprox: warning: pattern '{pattern}' matches no case (see tprox --list)");
+    }
+    if cases.is_empty() {
+        eprintln!("tprox: no case selected; see tprox --list for the case ids");
+        return exit::NOTHING_SELECTED;
+    }
+    let seed = cli.seed.unwrap_or_else(|| fastrand::u64(..1_000_000_000));
+    let options = RunOptions {
+        proxy,
+        stall: Duration::from_secs_f64(cli.stall_timeout),
+        startup_timeout: Duration::from_secs_f64(cli.startup_timeout),
+        jobs: cli.jobs.into(),
+        seed,
+        scale: Scale::default(),
+        echo_proxy_output: cli.verbose,
+    };
+    let rerun = rerun_template(&cli, seed);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tprox: cannot start the async runtime: {e}");
+            return exit::SETUP;
+        }
+    };
+    let code = runtime.block_on(async {
+        tokio::select! {
+            code = run(&cases, &options, cli.verbose, rerun) => code,
+            signal = interrupted() => {
+                proxy::kill_all();
+                eprintln!("\ntprox: interrupted by {signal}; every proxy tprox started has been stopped");
+                exit::INTERRUPTED
+            }
+        }
+    });
+    // Dropping the runtime drops any case still running, and with it its proxy.
+    drop(runtime);
+    code
+}
+
+async fn run(
+    cases: &[&'static tprox::Case],
+    options: &RunOptions,
+    verbose: bool,
+    rerun: String,
+) -> u8 {
+    println!(
+        "tprox {}: testing {} (stall timeout {} s, seed {}, {} case(s))",
+        env!("CARGO_PKG_VERSION"),
+        options.proxy.label,
+        options.stall.as_secs_f64(),
+        options.seed,
+        cases.len()
+    );
+    if let Err(e) = runner::preflight(options).await {
+        eprintln!("tprox: setup failed: {e}");
+        return exit::SETUP;
+    }
+    let mut reporter =
+        HumanReporter::new(std::io::stdout(), verbose, false, cases.len()).with_rerun(rerun);
+    match runner::run(cases, options, &mut reporter).await {
+        Ok(reports) => {
+            let summary = Summary::of(&reports, false);
+            reporter.finish(&summary);
+            if summary.failed > 0 {
+                exit::FAILED
+            } else {
+                exit::PASSED
+            }
+        }
+        Err(e) => {
+            eprintln!("tprox: setup failed: {e}");
+            exit::SETUP
+        }
+    }
+}
+
+/// The command line that reruns one case (`{id}`) with the same seed and settings.
+fn rerun_template(cli: &Cli, seed: u64) -> String {
+    let mut parts = vec![
+        "tprox".to_string(),
+        "--only".into(),
+        "{id}".into(),
+        "--seed".into(),
+        seed.to_string(),
+    ];
+    if cli.stall_timeout != 10.0 {
+        parts.extend(["--stall-timeout".into(), cli.stall_timeout.to_string()]);
+    }
+    if cli.reference {
+        parts.push("--reference".into());
+    } else {
+        parts.push("--".into());
+        parts.extend(cli.proxy.iter().map(|a| shell_quote(a)));
+    }
+    parts.join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,{}@%+".contains(c))
+    {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+fn list() {
+    for case in CATALOGUE {
+        println!(
+            "{:<24} {:<12} {:<6}  {}",
+            case.id,
+            rules::list(case.rules),
+            case.level,
+            case.name
+        );
+    }
+}
+
+fn usage_error(message: &str) -> u8 {
+    eprintln!("tprox: {message}");
+    exit::SETUP
+}
+
+/// Resolves when tprox is asked to stop, with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    async fn recv(stream: &mut Option<Signal>) {
+        match stream {
+            Some(stream) => {
+                stream.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    tokio::select! {
+        _ = recv(&mut int) => "SIGINT",
+        _ = recv(&mut term) => "SIGTERM",
+        _ = recv(&mut hup) => "SIGHUP",
+    }
+}

@@ -1,0 +1,311 @@
+//! Stream helpers the cases share: exact reads with a deadline, waiting for a close, flooding a
+//! peer that does not read, echo servers, and comparing a stream with what was sent.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+/// How a stream ended, as its reader saw it.
+#[derive(Debug)]
+pub enum End {
+    /// An orderly end of stream (FIN).
+    Eof,
+    /// The connection was reset (RST), or failed in another way.
+    Error(io::Error),
+}
+
+impl End {
+    fn from_error(e: io::Error) -> Self {
+        End::Error(e)
+    }
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Eof => f.write_str("EOF"),
+            End::Error(e) if e.kind() == io::ErrorKind::ConnectionReset => f.write_str("a reset"),
+            End::Error(e) => write!(f, "an error ({e})"),
+        }
+    }
+}
+
+/// What an incomplete read got before it gave up.
+#[derive(Debug)]
+pub struct Short {
+    pub got: Vec<u8>,
+    /// How the stream ended, or `None` when the deadline passed first.
+    pub end: Option<End>,
+}
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} byte(s) ", self.got.len())?;
+        match &self.end {
+            Some(end) => write!(f, "then {end}"),
+            None => f.write_str("then nothing before the deadline"),
+        }
+    }
+}
+
+/// Reads exactly `n` bytes within `limit`.
+pub async fn read_exact_within<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    n: usize,
+    limit: Duration,
+) -> Result<Vec<u8>, Short> {
+    let mut got = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = vec![0u8; n.clamp(1, 64 * 1024)];
+    while got.len() < n {
+        let want = (n - got.len()).min(buf.len());
+        match tokio::time::timeout_at(deadline, reader.read(&mut buf[..want])).await {
+            Err(_) => return Err(Short { got, end: None }),
+            Ok(Ok(0)) => {
+                return Err(Short {
+                    got,
+                    end: Some(End::Eof),
+                })
+            }
+            Ok(Ok(k)) => got.extend_from_slice(&buf[..k]),
+            Ok(Err(e)) => {
+                return Err(Short {
+                    got,
+                    end: Some(End::from_error(e)),
+                })
+            }
+        }
+    }
+    Ok(got)
+}
+
+/// The end of a stream and when it was seen.
+#[derive(Debug)]
+pub struct Ended {
+    pub end: End,
+    pub at: Instant,
+    /// Bytes read (and discarded) before the end.
+    pub bytes: u64,
+}
+
+/// Reads and discards until the stream ends; `None` if it has not ended within `limit`.
+pub async fn wait_end<R: AsyncRead + Unpin>(reader: &mut R, limit: Duration) -> Option<Ended> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    let read_all = async {
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) => return End::Eof,
+                Ok(k) => bytes += k as u64,
+                Err(e) => return End::from_error(e),
+            }
+        }
+    };
+    let end = timeout(limit, read_all).await.ok()?;
+    Some(Ended {
+        end,
+        at: Instant::now(),
+        bytes,
+    })
+}
+
+/// Write progress shared between a flooding task and whoever watches it.
+#[derive(Clone)]
+pub struct Progress {
+    base: Instant,
+    bytes: Arc<AtomicU64>,
+    last_nanos: Arc<AtomicU64>,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Progress {
+            base: Instant::now(),
+            bytes: Arc::default(),
+            last_nanos: Arc::default(),
+        }
+    }
+
+    fn record(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::SeqCst);
+        let nanos = self.base.elapsed().as_nanos() as u64;
+        self.last_nanos.store(nanos, Ordering::SeqCst);
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::SeqCst)
+    }
+
+    /// When the last write made progress (the start, if none did).
+    pub fn last(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last_nanos.load(Ordering::SeqCst))
+    }
+
+    /// Waits until no write has made progress for `quiet`; gives up after `limit`.
+    pub async fn wait_blocked(&self, quiet: Duration, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.last().elapsed() >= quiet && self.bytes() > 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a flood ended.
+#[derive(Debug)]
+pub enum FloodEnd {
+    /// `cap` bytes were accepted: the proxy never pushed back.
+    Capped,
+    /// A write failed: the connection was closed or reset under the writer.
+    Failed(io::Error, Instant),
+}
+
+/// Writes as fast as the peer accepts, recording progress, until `cap` bytes or an error.
+/// Spawned, so that the caller can watch the progress and abort it.
+pub fn flood<W>(mut writer: W, cap: u64, progress: Progress) -> JoinHandle<FloodEnd>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let chunk = vec![0x5a_u8; 64 * 1024];
+        loop {
+            if progress.bytes() >= cap {
+                return FloodEnd::Capped;
+            }
+            match writer.write(&chunk).await {
+                Ok(0) => return FloodEnd::Failed(io::ErrorKind::WriteZero.into(), Instant::now()),
+                Ok(n) => progress.record(n),
+                Err(e) => return FloodEnd::Failed(e, Instant::now()),
+            }
+        }
+    })
+}
+
+/// Echoes everything it reads until EOF, then shuts its side down.
+pub fn spawn_echo(stream: TcpStream) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let (mut rx, mut tx) = stream.into_split();
+        let _ = tokio::io::copy(&mut rx, &mut tx).await;
+        let _ = tx.shutdown().await;
+    })
+}
+
+/// Where a received stream stopped matching what was sent.
+#[derive(Debug)]
+pub enum Mismatch {
+    /// A byte differs.
+    Differs {
+        offset: usize,
+        expected: u8,
+        got: u8,
+    },
+    /// The stream ended early.
+    Ended { received: usize, end: End },
+    /// Nothing arrived for `idle`.
+    Stalled { received: usize, idle: Duration },
+    /// More bytes arrived than were sent.
+    Extra { received: usize },
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mismatch::Differs {
+                offset,
+                expected,
+                got,
+            } => write!(
+                f,
+                "the bytes differ at offset {offset}: expected 0x{expected:02x}, got 0x{got:02x}"
+            ),
+            Mismatch::Ended { received, end } => {
+                write!(f, "{end} after {received} byte(s)")
+            }
+            Mismatch::Stalled { received, idle } => write!(
+                f,
+                "{received} byte(s) arrived, then nothing for {} s",
+                idle.as_secs()
+            ),
+            Mismatch::Extra { received } => {
+                write!(f, "{received} byte(s) arrived, more than were sent")
+            }
+        }
+    }
+}
+
+/// Reads `expected.len()` bytes and compares them as they arrive, failing at the first
+/// divergence, an early end, or a pause of `idle` with nothing arriving.
+pub async fn expect_stream<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    expected: &[u8],
+    idle: Duration,
+) -> Result<(), Mismatch> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut received = 0;
+    while received < expected.len() {
+        let want = (expected.len() - received).min(buf.len());
+        let n = match timeout(idle, reader.read(&mut buf[..want])).await {
+            Err(_) => return Err(Mismatch::Stalled { received, idle }),
+            Ok(Ok(0)) => {
+                return Err(Mismatch::Ended {
+                    received,
+                    end: End::Eof,
+                })
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                return Err(Mismatch::Ended {
+                    received,
+                    end: End::from_error(e),
+                })
+            }
+        };
+        if let Some(i) = (0..n).find(|&i| buf[i] != expected[received + i]) {
+            return Err(Mismatch::Differs {
+                offset: received + i,
+                expected: expected[received + i],
+                got: buf[i],
+            });
+        }
+        received += n;
+    }
+    Ok(())
+}
+
+/// Formats bytes for a failure message: printable ASCII as text, anything else as hex.
+pub fn show(bytes: &[u8]) -> String {
+    const MAX: usize = 32;
+    let shown = &bytes[..bytes.len().min(MAX)];
+    let more = if bytes.len() > MAX {
+        format!(" … ({} bytes)", bytes.len())
+    } else {
+        String::new()
+    };
+    if shown.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("\"{}\"{more}", String::from_utf8_lossy(shown))
+    } else {
+        let hex: Vec<String> = shown.iter().map(|b| format!("{b:02x}")).collect();
+        format!("[{}]{more}", hex.join(" "))
+    }
+}
+
+/// Mebibytes, for messages.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}

@@ -1,0 +1,475 @@
+//! Starting, watching and stopping the proxy under test.
+//!
+//! Each proxy runs in a process group of its own, so that stopping it also stops whatever it
+//! started. Its stdout and stderr are drained continuously (a chatty proxy must never block on a
+//! full pipe) and their tail is kept for diagnostics. Every live group is registered, so that an
+//! interrupted tprox ([`kill_all`]) and a panicking case (`Drop`) leave nothing behind.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The address every proxy is asked to forward to and to listen on: loopback only.
+pub const HOST: &str = "127.0.0.1";
+
+/// The placeholders a proxy command may contain.
+pub const PLACEHOLDERS: [&str; 4] = [
+    "{dest_host}",
+    "{dest_port}",
+    "{listen_port}",
+    "{stall_timeout}",
+];
+
+/// How to start the proxy under test.
+#[derive(Debug, Clone)]
+pub struct ProxyCommand {
+    program: String,
+    args: Vec<String>,
+    /// How the command is shown to people.
+    pub label: String,
+}
+
+impl ProxyCommand {
+    /// A command given on the command line. Without placeholders, the classic arguments
+    /// `DEST_HOST DEST_PORT LISTEN_PORT` are appended, as the original tester did.
+    pub fn new(argv: &[String]) -> Result<Self, String> {
+        let (program, args) = argv.split_first().ok_or(
+            "no proxy command given: pass the proxy program (and its arguments), or --reference",
+        )?;
+        let mut args = args.to_vec();
+        let templated = argv
+            .iter()
+            .any(|a| PLACEHOLDERS.iter().any(|p| a.contains(p)));
+        if !templated {
+            args.extend(["{dest_host}", "{dest_port}", "{listen_port}"].map(String::from));
+        }
+        let label = std::iter::once(program.as_str())
+            .chain(args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(ProxyCommand {
+            program: program.clone(),
+            args,
+            label,
+        })
+    }
+
+    /// The reference proxy, built into tprox itself and started as a subprocess like any other.
+    pub fn reference() -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| {
+            format!("cannot find the tprox executable to start the reference proxy: {e}")
+        })?;
+        let mut command = Self::new(&[
+            exe.to_string_lossy().into_owned(),
+            REFERENCE_ARG.into(),
+            "{dest_host}".into(),
+            "{dest_port}".into(),
+            "{listen_port}".into(),
+            "--stall-timeout".into(),
+            "{stall_timeout}".into(),
+        ])?;
+        command.label = "reference proxy (tcpproxy, built in)".into();
+        Ok(command)
+    }
+
+    fn render(&self, dest_port: u16, listen_port: u16, stall: Duration) -> Vec<String> {
+        let stall = format_seconds(stall);
+        self.args
+            .iter()
+            .map(|arg| {
+                arg.replace("{dest_host}", HOST)
+                    .replace("{dest_port}", &dest_port.to_string())
+                    .replace("{listen_port}", &listen_port.to_string())
+                    .replace("{stall_timeout}", &stall)
+            })
+            .collect()
+    }
+}
+
+/// The first argument that makes the tprox binary run the reference proxy instead.
+pub const REFERENCE_ARG: &str = "__reference-proxy";
+
+fn format_seconds(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("{}", secs as u64)
+    } else {
+        format!("{secs}")
+    }
+}
+
+/// Why a proxy could not be brought up. Never a conformance failure: the run stops with status 2.
+#[derive(Debug, Clone)]
+pub enum StartError {
+    Spawn {
+        command: String,
+        error: String,
+    },
+    Exited {
+        command: String,
+        status: String,
+        output: String,
+    },
+    NeverListened {
+        command: String,
+        port: u16,
+        waited: Duration,
+        output: String,
+    },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Spawn { command, error } => {
+                write!(f, "cannot start the proxy `{command}`: {error}")
+            }
+            StartError::Exited {
+                command,
+                status,
+                output,
+            } => {
+                write!(
+                    f,
+                    "the proxy exited during startup ({status})\n  command: {command}"
+                )?;
+                write_output(f, output)
+            }
+            StartError::NeverListened {
+                command,
+                port,
+                waited,
+                output,
+            } => {
+                write!(
+                    f,
+                    "the proxy never listened on {HOST}:{port} (waited {:.1} s)\n  command: {command}",
+                    waited.as_secs_f64()
+                )?;
+                write_output(f, output)
+            }
+        }
+    }
+}
+
+fn write_output(f: &mut std::fmt::Formatter<'_>, output: &str) -> std::fmt::Result {
+    if output.trim().is_empty() {
+        write!(f, "\n  it printed nothing")
+    } else {
+        write!(f, "\n  its output ended with:")?;
+        for line in output.lines() {
+            write!(f, "\n    | {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Settings for starting one proxy instance.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub dest_port: u16,
+    pub stall: Duration,
+    pub startup_timeout: Duration,
+    /// Copy the proxy's output to stderr, prefixed with this tag.
+    pub echo_output: Option<String>,
+}
+
+/// A running proxy instance. Dropping it kills its whole process group.
+pub struct RunningProxy {
+    child: Child,
+    pgid: Pid,
+    pub listen: SocketAddr,
+    pub command: String,
+    output: Arc<Mutex<Tail>>,
+    stopped: bool,
+}
+
+/// Attempts at finding a listen port that nobody else takes first.
+const PORT_ATTEMPTS: usize = 5;
+
+impl RunningProxy {
+    /// Starts the proxy and waits until its listen port accepts a connection.
+    pub async fn start(command: &ProxyCommand, launch: &Launch) -> Result<Self, StartError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            match Self::start_on(command, launch, port).await {
+                Err(StartError::Exited { .. }) if attempt < PORT_ATTEMPTS && port_taken(port) => {
+                    continue; // someone else took the port first: try another
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_on(
+        command: &ProxyCommand,
+        launch: &Launch,
+        port: u16,
+    ) -> Result<Self, StartError> {
+        let args = command.render(launch.dest_port, port, launch.stall);
+        let shown = std::iter::once(command.program.clone())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new(&command.program);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = {
+            // Register under the same lock as the spawn, so that an interrupt arriving in
+            // between cannot miss the new group.
+            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            let child = cmd.spawn().map_err(|e| StartError::Spawn {
+                command: shown.clone(),
+                error: explain_spawn_error(&command.program, &e),
+            })?;
+            let pid = child.id().expect("a just-spawned child has a pid") as i32;
+            live.insert(pid);
+            child
+        };
+        let pgid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
+        let output = Arc::new(Mutex::new(Tail::default()));
+        for (stream, name) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+                "stdout",
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+                "stderr",
+            ),
+        ] {
+            if let Some(stream) = stream {
+                tokio::spawn(drain(
+                    stream,
+                    output.clone(),
+                    launch.echo_output.clone(),
+                    name,
+                ));
+            }
+        }
+        let mut proxy = RunningProxy {
+            child,
+            pgid,
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            command: shown.clone(),
+            output,
+            stopped: false,
+        };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = proxy.exit_status() {
+                // Give the drainers a moment to collect the last words.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return Err(StartError::Exited {
+                    command: shown,
+                    status: describe_status(status),
+                    output: proxy.output_tail(),
+                });
+            }
+            if let Ok(Ok(probe)) =
+                tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(proxy.listen))
+                    .await
+            {
+                drop(probe);
+                return Ok(proxy);
+            }
+            if started.elapsed() >= launch.startup_timeout {
+                return Err(StartError::NeverListened {
+                    command: shown,
+                    port,
+                    waited: started.elapsed(),
+                    output: proxy.output_tail(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The exit status, if the proxy has exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last lines the proxy printed, stdout and stderr interleaved.
+    pub fn output_tail(&self) -> String {
+        self.output.lock().unwrap_or_else(|e| e.into_inner()).text()
+    }
+
+    /// Stops the proxy: SIGTERM to its group, SIGKILL after a short grace, and reaps it.
+    pub async fn stop(mut self) {
+        let _ = killpg(self.pgid, Signal::SIGTERM);
+        let exited = tokio::time::timeout(Duration::from_millis(500), self.child.wait()).await;
+        // Also after the leader exited: a child it left behind may still hold the group.
+        let _ = killpg(self.pgid, Signal::SIGKILL);
+        if exited.is_err() {
+            let _ = self.child.wait().await;
+        }
+        self.stopped = true;
+        unregister(self.pgid);
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        if !self.stopped {
+            // A panic or a cancelled case: no time for grace. kill_on_drop lets tokio reap it.
+            let _ = killpg(self.pgid, Signal::SIGKILL);
+            let _ = self.child.try_wait();
+            unregister(self.pgid);
+        }
+    }
+}
+
+/// Process groups of proxies that are running now.
+static LIVE: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn unregister(pgid: Pid) {
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&pgid.as_raw());
+}
+
+/// Kills every running proxy's process group. For interrupts: tprox must leave nothing behind.
+pub fn kill_all() {
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    for &pgid in live.iter() {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+fn explain_spawn_error(program: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("{e}: no such program; give a path (./{program}) or a program on PATH")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{e}: is it executable? (chmod +x {program})")
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!(
+            "killed by signal {signal}{}",
+            Signal::try_from(signal)
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
+        ),
+        _ => status.to_string(),
+    }
+}
+
+/// Picks a free loopback port that this run has not handed out before.
+fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let port = StdListener::bind((HOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0);
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if port != 0 && given.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+fn port_taken(port: u16) -> bool {
+    StdListener::bind((HOST, port)).is_err()
+}
+
+/// The last lines of a proxy's output, bounded in lines and bytes.
+#[derive(Default)]
+struct Tail {
+    lines: VecDeque<String>,
+    bytes: usize,
+}
+
+impl Tail {
+    const MAX_LINES: usize = 40;
+    const MAX_BYTES: usize = 8 * 1024;
+    const MAX_LINE: usize = 500;
+
+    fn push(&mut self, mut line: String) {
+        if line.len() > Self::MAX_LINE {
+            let mut cut = Self::MAX_LINE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push_str(" …");
+        }
+        self.bytes += line.len();
+        self.lines.push_back(line);
+        while self.lines.len() > Self::MAX_LINES || self.bytes > Self::MAX_BYTES {
+            if let Some(old) = self.lines.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        self.lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+}
+
+async fn drain(
+    mut stream: Box<dyn AsyncRead + Send + Unpin>,
+    tail: Arc<Mutex<Tail>>,
+    echo: Option<String>,
+    name: &'static str,
+) {
+    // Read in chunks, not lines: a proxy that prints without newlines must neither block on a
+    // full pipe nor make tprox hold its whole output.
+    let mut buf = vec![0u8; 8192];
+    let mut line = Vec::new();
+    let emit = |line: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line).trim_end().to_string();
+        line.clear();
+        if let Some(tag) = &echo {
+            eprintln!("[{tag}] proxy {name}: {text}");
+        }
+        tail.lock().unwrap_or_else(|e| e.into_inner()).push(text);
+    };
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for piece in buf[..n].split_inclusive(|&b| b == b'\n') {
+            if line.len() < Tail::MAX_LINE + 4 {
+                line.extend_from_slice(piece);
+            }
+            if piece.ends_with(b"\n") {
+                emit(&mut line);
+            }
+        }
+    }
+    if !line.is_empty() {
+        emit(&mut line);
+    }
+}
