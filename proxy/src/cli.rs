@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     pub listen_port: u16,
     /// Seconds a connection may hold undeliverable data before it is aborted.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub stall_timeout: f64,
     /// Address to listen on; use 0.0.0.0 to accept clients from other machines.
     #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]

@@ -21,10 +21,12 @@ pub mod report;
 pub mod rules;
 pub mod runner;
 pub mod select;
+pub mod suite;
 
 pub use case::{Case, Failure, Level, Outcome};
 pub use cases::CATALOGUE;
 pub use rules::Rule;
+pub use suite::{Suite, SuiteReport};
 
 /// tprox's exit statuses, documented in the README and `--help`.
 pub mod exit {

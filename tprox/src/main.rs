@@ -56,6 +56,10 @@ struct Cli {
     #[arg(long)]
     list: bool,
 
+    /// Print each rule of the contract with the cases that check it, and exit.
+    #[arg(long)]
+    rules: bool,
+
     /// Run only cases whose id starts with PATTERN, or matches it as a glob (repeatable).
     #[arg(long, value_name = "PATTERN")]
     only: Vec<String>,
@@ -65,7 +69,7 @@ struct Cli {
     skip: Vec<String>,
 
     /// The stall timeout the proxy uses, in seconds (what the timeout cases expect).
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds, allow_negative_numbers = true)]
     stall_timeout: f64,
 
     /// How many cases run at once. Cases mostly wait, so this may exceed the cores.
@@ -73,7 +77,7 @@ struct Cli {
     jobs: u16,
 
     /// How long the proxy may take to start listening, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds, allow_negative_numbers = true)]
     startup_timeout: f64,
 
     /// Seed for every random payload; printed with each run, so a failure can be replayed.
@@ -105,6 +109,10 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> u8 {
     if cli.list {
         list();
+        return exit::PASSED;
+    }
+    if cli.rules {
+        print_rules();
         return exit::PASSED;
     }
     let proxy = match (cli.reference, cli.proxy.is_empty()) {
@@ -177,14 +185,14 @@ async fn run(
     verbose: bool,
     rerun: String,
 ) -> u8 {
-    println!(
+    say(format_args!(
         "tprox {}: testing {} (stall timeout {} s, seed {}, {} case(s))",
         env!("CARGO_PKG_VERSION"),
         options.proxy.label,
         options.stall.as_secs_f64(),
         options.seed,
         cases.len()
-    );
+    ));
     if let Err(e) = runner::preflight(options).await {
         eprintln!("tprox: setup failed: {e}");
         return exit::SETUP;
@@ -251,6 +259,30 @@ fn list() {
             case.name
         );
     }
+}
+
+fn print_rules() {
+    for rule in rules::Rule::ALL {
+        let cases: Vec<&str> = CATALOGUE
+            .iter()
+            .filter(|c| c.rules.contains(&rule))
+            .map(|c| c.id)
+            .collect();
+        say(format_args!("{rule} {}", rule.title()));
+        say(format_args!("    {}", rule.text()));
+        if cases.is_empty() {
+            say("    checked by: no case yet");
+        } else {
+            say(format_args!("    checked by: {}", cases.join(", ")));
+        }
+    }
+}
+
+/// Prints a line on stdout. A closed stdout (`tprox --list | head`) is not an error worth a
+/// panic: the output is simply not wanted any more.
+fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 fn usage_error(message: &str) -> u8 {

@@ -309,3 +309,95 @@ pub fn show(bytes: &[u8]) -> String {
 pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// Sends `data` in the given chunk sizes through an in-memory pipe and compares it with
+    /// `expected` on the other end.
+    fn compare(data: Vec<u8>, chunks: Vec<usize>, expected: Vec<u8>) -> Result<(), Mismatch> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (mut tx, mut rx) = tokio::io::duplex(1024);
+            let writer = tokio::spawn(async move {
+                let mut rest = &data[..];
+                for size in chunks.into_iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (now, later) = rest.split_at(size.clamp(1, rest.len()));
+                    if tx.write_all(now).await.is_err() {
+                        break;
+                    }
+                    rest = later;
+                }
+            });
+            let result = expect_stream(&mut rx, &expected, Duration::from_millis(500)).await;
+            writer.abort();
+            result
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn identical_streams_match_however_they_are_chunked(
+            data in proptest::collection::vec(any::<u8>(), 1..5000),
+            chunks in proptest::collection::vec(1usize..700, 1..8),
+        ) {
+            prop_assert!(compare(data.clone(), chunks, data).is_ok());
+        }
+
+        #[test]
+        fn a_changed_byte_is_found_at_its_offset(
+            data in proptest::collection::vec(any::<u8>(), 1..5000),
+            chunks in proptest::collection::vec(1usize..700, 1..8),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let offset = at.index(data.len());
+            let mut sent = data.clone();
+            sent[offset] ^= 0x40;
+            match compare(sent, chunks, data) {
+                Err(Mismatch::Differs { offset: found, .. }) => prop_assert_eq!(found, offset),
+                other => prop_assert!(false, "expected a difference at {}, got {:?}", offset, other),
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_stream_is_reported_as_ended_or_stalled() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (mut tx, mut rx) = tokio::io::duplex(64);
+            tx.write_all(b"abc").await.unwrap();
+            drop(tx);
+            let result = expect_stream(&mut rx, b"abcdef", Duration::from_millis(200)).await;
+            assert!(
+                matches!(
+                    result,
+                    Err(Mismatch::Ended {
+                        received: 3,
+                        end: End::Eof
+                    })
+                ),
+                "{result:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn show_prints_text_as_text_and_bytes_as_hex() {
+        assert_eq!(show(b"ping"), "\"ping\"");
+        assert_eq!(show(&[0, 255]), "[00 ff]");
+    }
+}

@@ -6,7 +6,7 @@
 //! interrupted tprox ([`kill_all`]) and a panicking case (`Drop`) leave nothing behind.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -203,7 +203,10 @@ impl RunningProxy {
             attempt += 1;
             let port = free_port();
             match Self::start_on(command, launch, port).await {
-                Err(StartError::Exited { .. }) if attempt < PORT_ATTEMPTS && port_taken(port) => {
+                Err(StartError::Exited { output, .. })
+                    if attempt < PORT_ATTEMPTS
+                        && (port_taken(port) || output.to_lowercase().contains("in use")) =>
+                {
                     continue; // someone else took the port first: try another
                 }
                 result => return result,
@@ -383,23 +386,48 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// Picks a free loopback port that this run has not handed out before.
+/// Picks a free loopback port for a proxy to listen on, one this run has not handed out before.
+///
+/// Ports come from outside the kernel's ephemeral range: every outgoing connection and every
+/// bind to port 0 (tprox's own clients and destinations, and the proxies' connections) takes its
+/// port from that range, so a port chosen there could be taken between choosing it and the
+/// proxy binding it.
 fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let (low, high) = ephemeral_range();
     loop {
-        let port = StdListener::bind((HOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or(0);
+        let port = fastrand::u16(1024..=u16::MAX);
+        if (low..=high).contains(&port) || port_taken(port) {
+            continue;
+        }
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if port != 0 && given.get_or_insert_with(HashSet::new).insert(port) {
+        if given.get_or_insert_with(HashSet::new).insert(port) {
             return port;
         }
     }
 }
 
+/// The kernel's ephemeral port range (Linux); the usual default where it cannot be read.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// Whether something on this machine holds `port` on loopback. Uses a plain bind, without
+/// SO_REUSEADDR, so that connections using the port count too.
 fn port_taken(port: u16) -> bool {
-    StdListener::bind((HOST, port)).is_err()
+    use socket2::{Domain, Socket, Type};
+    let Ok(socket) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
+        return true;
+    };
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .is_err()
 }
 
 /// The last lines of a proxy's output, bounded in lines and bytes.
@@ -471,5 +499,68 @@ async fn drain(
     }
     if !line.is_empty() {
         emit(&mut line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn classic_arguments_are_appended_without_placeholders() {
+        let command = ProxyCommand::new(&argv(&["./tcpproxy"])).unwrap();
+        assert_eq!(
+            command.render(4000, 5000, Duration::from_secs(10)),
+            ["127.0.0.1", "4000", "5000"]
+        );
+    }
+
+    #[test]
+    fn placeholders_are_substituted_wherever_they_appear() {
+        let command = ProxyCommand::new(&argv(&[
+            "socat",
+            "TCP-LISTEN:{listen_port},fork",
+            "TCP:{dest_host}:{dest_port}",
+            "--timeout={stall_timeout}",
+        ]))
+        .unwrap();
+        assert_eq!(
+            command.render(4000, 5000, Duration::from_millis(2500)),
+            [
+                "TCP-LISTEN:5000,fork",
+                "TCP:127.0.0.1:4000",
+                "--timeout=2.5"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_command_is_an_error() {
+        assert!(ProxyCommand::new(&[]).unwrap_err().contains("--reference"));
+    }
+
+    #[test]
+    fn listen_ports_avoid_the_ephemeral_range_and_never_repeat() {
+        let (low, high) = ephemeral_range();
+        let ports: HashSet<u16> = (0..200).map(|_| free_port()).collect();
+        assert_eq!(ports.len(), 200);
+        assert!(ports
+            .iter()
+            .all(|p| !(low..=high).contains(p) && *p >= 1024));
+    }
+
+    #[test]
+    fn the_output_tail_stays_bounded() {
+        let mut tail = Tail::default();
+        for i in 0..1000 {
+            tail.push(format!("line {i} {}", "x".repeat(i % 700)));
+        }
+        assert!(tail.lines.len() <= Tail::MAX_LINES);
+        assert!(tail.bytes <= Tail::MAX_BYTES);
+        assert!(tail.text().lines().last().unwrap().starts_with("line 999 "));
     }
 }

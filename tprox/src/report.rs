@@ -152,38 +152,9 @@ impl<W: Write> Reporter for HumanReporter<W> {
             (Outcome::Fail(_), _) => "failed".to_string(),
         };
         text.push_str(&format!("{}: {verdict}\n", case.name));
-        if let Outcome::Fail(failure) = &report.outcome {
-            let field = |text: &mut String, name: &str, value: &str| {
-                text.push_str(&format!("    {name:<12}{value}\n"));
-            };
-            field(
-                &mut text,
-                "case",
-                &format!("{} ({}, {})", case.id, rules::list(case.rules), case.level),
-            );
-            field(&mut text, "requirement", case.requirement);
-            field(&mut text, "expected", &failure.expected);
-            field(&mut text, "observed", &failure.observed);
-            if let Some(hint) = &failure.hint {
-                field(&mut text, "usual cause", hint);
-            }
-            if let Some(rerun) = &self.rerun {
-                field(&mut text, "rerun", &rerun.replace("{id}", case.id));
-            }
-            if !self.verbose && !report.proxy_output.trim().is_empty() {
-                text.push_str("    proxy output (last lines):\n");
-                for line in report
-                    .proxy_output
-                    .lines()
-                    .rev()
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                {
-                    text.push_str(&format!("      | {line}\n"));
-                }
-            }
+        if let Outcome::Fail(_) = &report.outcome {
+            let rerun = self.rerun.as_ref().map(|r| r.replace("{id}", case.id));
+            text.push_str(&failure_details(report, rerun.as_deref(), !self.verbose));
         }
         if self.verbose {
             text.push_str(&format!(
@@ -202,5 +173,63 @@ impl<W: Write> Reporter for HumanReporter<W> {
             }
         }
         self.print(&text);
+    }
+}
+
+/// The indented block shown under a failed case: which case, what it required, what was
+/// expected and observed, the usual cause, how to rerun it, and optionally the proxy's last
+/// words.
+pub fn failure_details(report: &CaseReport, rerun: Option<&str>, proxy_output: bool) -> String {
+    let Outcome::Fail(failure) = &report.outcome else {
+        return String::new();
+    };
+    let case = report.case;
+    let mut text = String::new();
+    let mut field = |name: &str, value: &str| {
+        text.push_str(&format!("    {name:<12}{value}\n"));
+    };
+    field(
+        "case",
+        &format!("{} ({}, {})", case.id, rules::list(case.rules), case.level),
+    );
+    field("requirement", case.requirement);
+    field("expected", &failure.expected);
+    field("observed", &failure.observed);
+    if let Some(hint) = &failure.hint {
+        field("usual cause", hint);
+    }
+    if let Some(rerun) = rerun {
+        field("rerun", rerun);
+    }
+    if proxy_output && !report.proxy_output.trim().is_empty() {
+        text.push_str("    proxy output (last lines):\n");
+        let lines: Vec<&str> = report.proxy_output.lines().collect();
+        for line in &lines[lines.len().saturating_sub(5)..] {
+            text.push_str(&format!("      | {line}\n"));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closing_line_is_exactly_the_original_form() {
+        let summary = Summary {
+            passed: 9,
+            failed: 1,
+            skipped: 0,
+            warnings: 0,
+        };
+        assert_eq!(summary.line(), "9 passed, 1 failed");
+        let summary = Summary {
+            passed: 7,
+            failed: 0,
+            skipped: 2,
+            warnings: 1,
+        };
+        assert_eq!(summary.line(), "7 passed, 0 failed, 2 skipped");
     }
 }

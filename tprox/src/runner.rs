@@ -222,3 +222,15 @@ pub fn case_seed(seed: u64, id: &str) -> u64 {
     }
     hash
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_seeds_are_stable_and_differ_between_cases_and_runs() {
+        assert_eq!(case_seed(1, "echo/single"), case_seed(1, "echo/single"));
+        assert_ne!(case_seed(1, "echo/single"), case_seed(1, "echo/chain-2"));
+        assert_ne!(case_seed(1, "echo/single"), case_seed(2, "echo/single"));
+    }
+}

@@ -26,3 +26,57 @@ pub static CATALOGUE: &[&Case] = &[
 pub fn find(id: &str) -> Option<&'static Case> {
     CATALOGUE.iter().copied().find(|case| case.id == id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::Level;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ids_are_unique_and_hierarchical() {
+        let mut seen = HashSet::new();
+        for case in CATALOGUE {
+            assert!(seen.insert(case.id), "duplicate id {}", case.id);
+            let (group, name) = case.id.split_once('/').expect("ids are group/name");
+            assert!(!group.is_empty() && !name.is_empty(), "{}", case.id);
+            assert_eq!(find(case.id).map(|c| c.id), Some(case.id));
+        }
+    }
+
+    #[test]
+    fn every_case_states_its_requirement_at_its_level_and_names_its_rules() {
+        for case in CATALOGUE {
+            assert!(!case.rules.is_empty(), "{} names no rule", case.id);
+            let keyword = match case.level {
+                Level::Must => "MUST",
+                Level::Should => "SHOULD",
+            };
+            assert!(
+                case.requirement.contains(keyword),
+                "{}: requirement lacks {keyword}",
+                case.id
+            );
+        }
+    }
+
+    #[test]
+    fn the_ten_original_phases_keep_their_names_and_order() {
+        let names: Vec<&str> = CATALOGUE.iter().take(10).map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "Single echo connection",
+                "Two echo connections",
+                "20 echo connections",
+                "Bulk data, 20 connections",
+                "Mix of blocked and normal",
+                "One-way shutdown",
+                "Early close",
+                "Non-timeout of active client",
+                "Timeout of lazy client",
+                "Timeout of lazy reverse client",
+            ]
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! The `tprox` command as a user meets it: exit codes, listings, filters, setup failures, and
+//! no process left behind.
+
+use std::path::Path;
+use std::process::Command as StdCommand;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+const TPROX: &str = env!("CARGO_BIN_EXE_tprox");
+
+fn tprox() -> Command {
+    Command::new(TPROX)
+}
+
+/// Waits until none of the processes listed (one pid per line) in `pidfile` exists any more.
+fn assert_all_gone(pidfile: &Path) {
+    let pids: Vec<u32> = std::fs::read_to_string(pidfile)
+        .expect("the proxy wrapper wrote its pid")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(!pids.is_empty(), "no pid was recorded");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pid in pids {
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie waiting for init to reap it: either way no longer running.
+            let running = status
+                .split_whitespace()
+                .nth(2)
+                .is_some_and(|state| state != "Z");
+            if !running {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} started for the proxy is still running"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn list_shows_every_case_with_its_rules() {
+    let out = tprox()
+        .arg("--list")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    for case in tprox::CATALOGUE {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(case.id))
+            .unwrap_or_else(|| panic!("{} not listed", case.id));
+        assert!(line.contains(&tprox::rules::list(case.rules)), "{line}");
+        assert!(line.contains(case.name), "{line}");
+    }
+}
+
+#[test]
+fn help_teaches_placeholders_and_exit_codes() {
+    let out = tprox()
+        .arg("--help")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    for needle in [
+        "{listen_port}",
+        "{stall_timeout}",
+        "--reference",
+        "Exit status",
+        "130",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle}");
+    }
+}
+
+#[test]
+fn no_proxy_is_a_usage_error_that_says_what_to_do() {
+    tprox()
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--reference"));
+}
+
+#[test]
+fn reference_and_a_proxy_together_are_a_usage_error() {
+    tprox().args(["--reference", "./tcpproxy"]).assert().code(2);
+}
+
+#[test]
+fn a_filter_that_selects_nothing_has_its_own_exit_code() {
+    tprox()
+        .args(["--reference", "--only", "nosuch/"])
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains("matches no case"));
+}
+
+#[test]
+fn a_bad_glob_is_a_usage_error() {
+    tprox()
+        .args(["--reference", "--only", "echo/["])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("invalid pattern"));
+}
+
+#[test]
+fn a_missing_program_is_a_setup_error() {
+    tprox()
+        .arg("./no-such-proxy")
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("no such program"));
+}
+
+#[test]
+fn a_proxy_that_exits_at_once_is_reported_with_its_status_and_output() {
+    tprox()
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo 'usage: proxy HOST PORT' >&2; exit 7",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("exit status 7"))
+        .stderr(predicates::str::contains("usage: proxy HOST PORT"));
+}
+
+#[test]
+fn a_proxy_that_never_listens_is_a_setup_error_and_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pids");
+    let script = format!(
+        "echo $$ >> {}; echo starting; exec sleep 60",
+        pidfile.display()
+    );
+    let started = Instant::now();
+    tprox()
+        .args(["--startup-timeout", "1", "--", "sh", "-c", &script])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("never listened"))
+        .stderr(predicates::str::contains("starting"));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_all_gone(&pidfile);
+}
+
+#[test]
+fn a_passing_run_prints_the_original_format_and_exits_0() {
+    let out = tprox()
+        .args(["--reference", "--only", "echo/single"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("Single echo connection: passed\n"), "{text}");
+    assert_eq!(text.lines().last(), Some("1 passed, 0 failed"));
+}
+
+#[test]
+fn a_failing_run_explains_the_failure_and_exits_1() {
+    // The reference proxy pointed at a port where nothing listens: it closes every client.
+    let out = tprox()
+        .args([
+            "--only",
+            "echo/single",
+            "--",
+            TPROX,
+            "__reference-proxy",
+            "{dest_host}",
+            "1",
+            "{listen_port}",
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("Single echo connection: failed"), "{text}");
+    for field in ["expected", "observed", "rerun", "echo/single (R1, MUST)"] {
+        assert!(text.contains(field), "no {field} in {text}");
+    }
+    assert_eq!(text.lines().last(), Some("0 passed, 1 failed"));
+}
+
+#[test]
+fn proxies_and_their_children_are_gone_after_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pids");
+    // A chatty proxy: a child floods stdout without end. tprox must drain it, pass the case,
+    // and stop the child with the proxy's process group.
+    let script = format!(
+        "yes 'chatter from the proxy' & echo $! >> {pids}; echo $$ >> {pids}; exec {TPROX} __reference-proxy \"$@\"",
+        pids = pidfile.display()
+    );
+    tprox()
+        .args([
+            "--only",
+            "echo/",
+            "--",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+            "{dest_host}",
+            "{dest_port}",
+            "{listen_port}",
+        ])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .success();
+    assert_all_gone(&pidfile);
+}
+
+#[test]
+fn ctrl_c_stops_every_proxy_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pids");
+    let script = format!(
+        "echo $$ >> {}; exec {TPROX} __reference-proxy \"$@\"",
+        pidfile.display()
+    );
+    let mut child = StdCommand::new(TPROX)
+        .args([
+            "--only",
+            "timeout/",
+            "--",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+            "{dest_host}",
+            "{dest_port}",
+            "{listen_port}",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the cases' proxies are up (preflight plus three cases).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&pidfile)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < 4
+    {
+        assert!(Instant::now() < deadline, "the proxies never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_all_gone(&pidfile);
+}
+
+#[test]
+fn rules_lists_every_rule_with_its_cases() {
+    let out = tprox()
+        .arg("--rules")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    for rule in tprox::Rule::ALL {
+        assert!(
+            text.contains(&format!("{rule} {}", rule.title())),
+            "{rule} missing"
+        );
+    }
+    assert!(text.contains("checked by: echo/single"), "{text}");
+}
