@@ -251,13 +251,13 @@ fn shell_quote(arg: &str) -> String {
 
 fn list() {
     for case in CATALOGUE {
-        println!(
+        say(format_args!(
             "{:<24} {:<12} {:<6}  {}",
             case.id,
             rules::list(case.rules),
             case.level,
             case.name
-        );
+        ));
     }
 }
 

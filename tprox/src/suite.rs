@@ -2,9 +2,10 @@
 //! every case its own test in `cargo test` output.
 //!
 //! ```no_run
-//! // tests/conformance.rs of a proxy crate, with `harness = false` in Cargo.toml:
+//! // tests/conformance.rs of a proxy crate, with `harness = false` in Cargo.toml.
+//! // In a real crate, name the binary with env!("CARGO_BIN_EXE_myproxy").
 //! fn main() -> std::process::ExitCode {
-//!     tprox::Suite::new([env!("CARGO_BIN_EXE_myproxy")])
+//!     tprox::Suite::new(["./target/debug/myproxy"])
 //!         .stall_timeout(std::time::Duration::from_secs(2))
 //!         .libtest_main()
 //! }
