@@ -2,27 +2,34 @@
 //! timeout, a seeded random source, and a trace of what happened.
 
 use std::fmt::Display;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 use crate::case::Failure;
+use crate::net::read_exact_within;
+use crate::proxy::{free_port, HOST};
 
 /// How long "promptly" may take: the time tprox allows for anything the contract expects to
 /// happen at once (an echo, a connect, a close). Generous on purpose: a correct proxy on a busy
 /// 2-core machine answers in milliseconds, a broken one never.
 pub const PROMPT: Duration = Duration::from_secs(5);
 
-/// Scale settings for the cases that scale.
+/// Scale settings for the cases that scale. The defaults fit the default open-file limit
+/// (1024) of both tprox and the proxy.
 #[derive(Debug, Clone)]
 pub struct Scale {
     /// Bytes pushed through the bulk chain (the original tester used 2 MiB).
     pub bulk_bytes: usize,
     /// Connections in the long echo and bulk chains (the original used 20).
     pub chain_length: usize,
+    /// Connections open at once in concurrency/many.
+    pub connections: usize,
 }
 
 impl Default for Scale {
@@ -30,14 +37,142 @@ impl Default for Scale {
         Scale {
             bulk_bytes: 2 * 1024 * 1024,
             chain_length: 20,
+            connections: 200,
         }
+    }
+}
+
+/// The fake destination server: a listener on a fixed loopback port that a case can close (so
+/// that connecting to it is refused) and open again.
+pub struct Destination {
+    port: u16,
+    listener: RwLock<Option<Arc<TcpListener>>>,
+}
+
+impl Destination {
+    /// Binds a port outside the kernel's ephemeral range, so that after [`Destination::close`]
+    /// no outgoing connection can take it before [`Destination::reopen`].
+    pub async fn bind() -> io::Result<Self> {
+        let mut last = None;
+        for _ in 0..10 {
+            let port = free_port();
+            match TcpListener::bind((HOST, port)).await {
+                Ok(listener) => {
+                    return Ok(Destination {
+                        port,
+                        listener: RwLock::new(Some(Arc::new(listener))),
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn current(&self) -> Option<Arc<TcpListener>> {
+        self.listener
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Accepts the next connection the proxy makes.
+    pub async fn accept(&self) -> io::Result<TcpStream> {
+        let listener = self.current().ok_or(io::ErrorKind::NotConnected)?;
+        Ok(listener.accept().await?.0)
+    }
+
+    /// Stops listening: connections to the destination are refused from now on.
+    pub fn close(&self) {
+        self.listener
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// Listens again on the same port.
+    pub async fn reopen(&self) -> io::Result<()> {
+        let listener = TcpListener::bind((HOST, self.port)).await?;
+        *self.listener.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(listener));
+        Ok(())
+    }
+}
+
+/// A plain echo through the proxy: tprox's check that the proxy is alive and still accepting,
+/// before and after each case. It identifies its own destination connection by a token, so
+/// connections a case left behind cannot confuse it. Liveness only: a proxy that mangles data
+/// is the cases' business.
+pub async fn survival_echo(
+    proxy: SocketAddr,
+    dest: &Destination,
+    rng: &mut fastrand::Rng,
+) -> Result<(), String> {
+    let token: Vec<u8> = (0..16).map(|_| rng.alphanumeric() as u8).collect();
+    let mut client = match timeout(PROMPT, TcpStream::connect(proxy)).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return Err(format!("connecting to the proxy failed: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "the proxy accepted no connection within {} s",
+                PROMPT.as_secs()
+            ))
+        }
+    };
+    let expected = token.clone();
+    let server = async {
+        // Take connections until one carries the token; stale ones from the case are dropped.
+        let (found_tx, mut found_rx) = tokio::sync::mpsc::channel::<TcpStream>(1);
+        loop {
+            tokio::select! {
+                accepted = dest.accept() => {
+                    let Ok(mut stream) = accepted else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let found = found_tx.clone();
+                    let expected = expected.clone();
+                    tokio::spawn(async move {
+                        if read_exact_within(&mut stream, expected.len(), PROMPT).await.ok() == Some(expected) {
+                            let _ = found.send(stream).await;
+                        }
+                    });
+                }
+                Some(mut stream) = found_rx.recv() => {
+                    let _ = stream.write_all(&expected).await;
+                    // Hold the connection until the client has read the reply and closed.
+                    let _ = timeout(PROMPT, stream.read(&mut [0u8; 1])).await;
+                    return;
+                }
+            }
+        }
+    };
+    let client_side = async {
+        client
+            .write_all(&token)
+            .await
+            .map_err(|e| format!("writing to the proxy failed: {e}"))?;
+        match read_exact_within(&mut client, token.len(), PROMPT).await {
+            Ok(echo) if echo == token => Ok(()),
+            Ok(_) => Err("the echo came back altered".to_string()),
+            Err(short) => Err(format!("the echo did not come back: received {short}")),
+        }
+    };
+    tokio::select! {
+        result = client_side => result,
+        _ = server => Err("the destination side ended early".into()),
     }
 }
 
 /// A case's view of one running proxy.
 pub struct Ctx {
     proxy: SocketAddr,
-    dest: Arc<TcpListener>,
+    /// The proxy's process group, for the resource probes.
+    pub proxy_pgid: i32,
+    pub dest: Arc<Destination>,
     /// The stall timeout the proxy was told to use (R7).
     pub stall: Duration,
     pub scale: Scale,
@@ -49,19 +184,26 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(
         proxy: SocketAddr,
-        dest: Arc<TcpListener>,
+        proxy_pgid: i32,
+        dest: Arc<Destination>,
         stall: Duration,
         scale: Scale,
         seed: u64,
     ) -> Self {
         Ctx {
             proxy,
+            proxy_pgid,
             dest,
             stall,
             scale,
             rng: fastrand::Rng::with_seed(seed),
             trace: Trace::new(),
         }
+    }
+
+    /// The address the proxy listens on.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy
     }
 
     /// Connects a client to the proxy.
@@ -88,7 +230,7 @@ impl Ctx {
     /// Accepts the proxy's connection to the destination.
     pub async fn accept(&self) -> Result<TcpStream, Failure> {
         match timeout(PROMPT, self.dest.accept()).await {
-            Ok(Ok((stream, _))) => {
+            Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 self.trace.event(format_args!("destination accepted {}", peer(&stream)));
                 Ok(stream)
@@ -113,6 +255,11 @@ impl Ctx {
         let client = self.connect().await?;
         let server = self.accept().await?;
         Ok((client, server))
+    }
+
+    /// `len` random letters and digits: for messages that should read well in a failure.
+    pub fn text(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.rng.alphanumeric() as u8).collect()
     }
 
     /// `len` random bytes from the case's seeded source.
@@ -158,6 +305,10 @@ impl Trace {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(line);
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
     }
 
     pub fn lines(&self) -> Vec<String> {

@@ -16,6 +16,7 @@ pub mod case;
 pub mod cases;
 pub mod harness;
 pub mod net;
+pub mod probe;
 pub mod proxy;
 pub mod report;
 pub mod rules;

@@ -80,6 +80,24 @@ struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds, allow_negative_numbers = true)]
     startup_timeout: f64,
 
+    /// Run every case against one proxy instance, in sequence, like the original tester: state
+    /// that leaks from one case into the next then shows up.
+    #[arg(long)]
+    shared: bool,
+
+    /// Count failed SHOULD cases (low latency, R12) as failures, not warnings.
+    #[arg(long)]
+    strict: bool,
+
+    /// Connections open at once in concurrency/many. Each needs two descriptors in tprox and
+    /// two in the proxy: mind the open-file limit (ulimit -n).
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=20000))]
+    connections: u32,
+
+    /// Size of the bulk transfer through the chain of connections, in KiB (the original: 2048).
+    #[arg(long, value_name = "KIB", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1048576))]
+    bulk_kib: u32,
+
     /// Seed for every random payload; printed with each run, so a failure can be replayed.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
@@ -153,8 +171,13 @@ fn dispatch(cli: Cli) -> u8 {
         startup_timeout: Duration::from_secs_f64(cli.startup_timeout),
         jobs: cli.jobs.into(),
         seed,
-        scale: Scale::default(),
+        scale: Scale {
+            connections: cli.connections as usize,
+            bulk_bytes: cli.bulk_kib as usize * 1024,
+            ..Scale::default()
+        },
         echo_proxy_output: cli.verbose,
+        shared: cli.shared,
     };
     let rerun = rerun_template(&cli, seed);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -166,7 +189,7 @@ fn dispatch(cli: Cli) -> u8 {
     };
     let code = runtime.block_on(async {
         tokio::select! {
-            code = run(&cases, &options, cli.verbose, rerun) => code,
+            code = run(&cases, &options, cli.verbose, cli.strict, rerun) => code,
             signal = interrupted() => {
                 proxy::kill_all();
                 eprintln!("\ntprox: interrupted by {signal}; every proxy tprox started has been stopped");
@@ -183,6 +206,7 @@ async fn run(
     cases: &[&'static tprox::Case],
     options: &RunOptions,
     verbose: bool,
+    strict: bool,
     rerun: String,
 ) -> u8 {
     say(format_args!(
@@ -198,10 +222,10 @@ async fn run(
         return exit::SETUP;
     }
     let mut reporter =
-        HumanReporter::new(std::io::stdout(), verbose, false, cases.len()).with_rerun(rerun);
+        HumanReporter::new(std::io::stdout(), verbose, strict, cases.len()).with_rerun(rerun);
     match runner::run(cases, options, &mut reporter).await {
         Ok(reports) => {
-            let summary = Summary::of(&reports, false);
+            let summary = Summary::of(&reports, strict);
             reporter.finish(&summary);
             if summary.failed > 0 {
                 exit::FAILED
@@ -227,6 +251,15 @@ fn rerun_template(cli: &Cli, seed: u64) -> String {
     ];
     if cli.stall_timeout != 10.0 {
         parts.extend(["--stall-timeout".into(), cli.stall_timeout.to_string()]);
+    }
+    if cli.connections != 200 {
+        parts.extend(["--connections".into(), cli.connections.to_string()]);
+    }
+    if cli.bulk_kib != 2048 {
+        parts.extend(["--bulk-kib".into(), cli.bulk_kib.to_string()]);
+    }
+    if cli.strict {
+        parts.push("--strict".into());
     }
     if cli.reference {
         parts.push("--reference".into());

@@ -308,6 +308,11 @@ impl RunningProxy {
         }
     }
 
+    /// The proxy's process group id (its pid: it leads its own group).
+    pub fn pgid(&self) -> i32 {
+        self.pgid.as_raw()
+    }
+
     /// The exit status, if the proxy has exited.
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -392,7 +397,7 @@ fn describe_status(status: ExitStatus) -> String {
 /// bind to port 0 (tprox's own clients and destinations, and the proxies' connections) takes its
 /// port from that range, so a port chosen there could be taken between choosing it and the
 /// proxy binding it.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let (low, high) = ephemeral_range();
     loop {

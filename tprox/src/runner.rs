@@ -1,17 +1,20 @@
-//! Running cases: one fresh proxy and destination per case, several cases at once.
+//! Running cases: by default one fresh proxy and destination per case, several cases at once;
+//! with `shared`, one proxy for all cases in sequence, as the original tester did.
 //!
 //! Data flows one way: the runner turns each [`Case`] into a [`CaseReport`] and hands the reports
 //! to a [`Reporter`] in catalogue order; it never prints anything itself.
+//!
+//! Around every case body the runner checks that the proxy survives: a plain echo before and
+//! after the body, and the proxy's exit status (R11).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::case::{Case, Failure, Outcome};
-use crate::harness::{Ctx, Scale};
-use crate::proxy::{Launch, ProxyCommand, RunningProxy, StartError, HOST};
+use crate::harness::{survival_echo, Ctx, Destination, Scale};
+use crate::proxy::{Launch, ProxyCommand, RunningProxy, StartError};
 use crate::report::Reporter;
 
 /// Everything a run needs besides the cases.
@@ -29,6 +32,9 @@ pub struct RunOptions {
     pub scale: Scale,
     /// Copy each proxy's output to stderr as it is printed.
     pub echo_proxy_output: bool,
+    /// Run every case against one proxy instance, in sequence, so that state leaking from one
+    /// case into the next shows up.
+    pub shared: bool,
 }
 
 /// The result of one case.
@@ -50,8 +56,7 @@ const PROBE_FORWARD_WAIT: Duration = Duration::from_secs(2);
 /// Starts the proxy once and stops it, so that a proxy that cannot start at all is reported
 /// before any case runs.
 pub async fn preflight(options: &RunOptions) -> Result<(), StartError> {
-    let dest = bind_destination().await?;
-    let proxy = start(options, &dest, None).await?;
+    let (proxy, _dest) = start(options, None).await?;
     proxy.stop().await;
     Ok(())
 }
@@ -63,6 +68,9 @@ pub async fn run(
     options: &RunOptions,
     reporter: &mut dyn Reporter,
 ) -> Result<Vec<CaseReport>, StartError> {
+    if options.shared {
+        return run_shared(cases, options, reporter).await;
+    }
     let slots = Arc::new(Semaphore::new(options.jobs.max(1)));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut tasks = Vec::new();
@@ -76,7 +84,7 @@ pub async fn run(
                 .await
                 .expect("the semaphore is never closed");
             let _ = done.send((index, Event::Started));
-            let result = run_case(case, &options).await;
+            let result = run_alone(case, &options).await;
             let _ = done.send((index, Event::Finished(Box::new(result))));
         }));
     }
@@ -104,6 +112,24 @@ pub async fn run(
     Ok(reports)
 }
 
+async fn run_shared(
+    cases: &[&'static Case],
+    options: &RunOptions,
+    reporter: &mut dyn Reporter,
+) -> Result<Vec<CaseReport>, StartError> {
+    let echo_tag = options.echo_proxy_output.then(|| "shared".to_string());
+    let (mut proxy, dest) = start(options, echo_tag).await?;
+    let mut reports = Vec::with_capacity(cases.len());
+    for &case in cases {
+        reporter.case_started(case);
+        let report = run_case(case, options, &mut proxy, &dest).await;
+        reporter.case_finished(&report);
+        reports.push(report);
+    }
+    proxy.stop().await;
+    Ok(reports)
+}
+
 enum Event {
     Started,
     Finished(Box<Result<CaseReport, StartError>>),
@@ -119,22 +145,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn bind_destination() -> Result<TcpListener, StartError> {
-    TcpListener::bind((HOST, 0))
-        .await
-        .map_err(|e| StartError::Spawn {
-            command: "(destination server)".into(),
-            error: format!("cannot listen on {HOST}: {e}"),
-        })
-}
-
+/// Starts a proxy forwarding to a fresh destination.
 async fn start(
     options: &RunOptions,
-    dest: &TcpListener,
     echo_tag: Option<String>,
-) -> Result<RunningProxy, StartError> {
+) -> Result<(RunningProxy, Arc<Destination>), StartError> {
+    let dest = Destination::bind().await.map_err(|e| StartError::Spawn {
+        command: "(destination server)".into(),
+        error: format!("cannot listen on loopback: {e}"),
+    })?;
     let launch = Launch {
-        dest_port: dest.local_addr().map(|a| a.port()).unwrap_or(0),
+        dest_port: dest.port(),
         stall: options.stall,
         startup_timeout: options.startup_timeout,
         echo_output: echo_tag,
@@ -142,10 +163,10 @@ async fn start(
     let proxy = RunningProxy::start(&options.proxy, &launch).await?;
     // The readiness probe was a real connection: take the destination side the proxy opened for
     // it, so that the case's first accept is the case's own connection.
-    if let Ok(Ok((forwarded, _))) = tokio::time::timeout(PROBE_FORWARD_WAIT, dest.accept()).await {
+    if let Ok(Ok(forwarded)) = tokio::time::timeout(PROBE_FORWARD_WAIT, dest.accept()).await {
         drop(forwarded);
     }
-    Ok(proxy)
+    Ok((proxy, Arc::new(dest)))
 }
 
 /// Extra time a case may take beyond its own limits before tprox stops it regardless.
@@ -153,22 +174,62 @@ fn backstop(stall: Duration) -> Duration {
     Duration::from_secs(60) + stall * 3
 }
 
-async fn run_case(case: &'static Case, options: &RunOptions) -> Result<CaseReport, StartError> {
-    let dest = Arc::new(bind_destination().await?);
+async fn run_alone(case: &'static Case, options: &RunOptions) -> Result<CaseReport, StartError> {
     let echo_tag = options.echo_proxy_output.then(|| case.id.to_string());
-    let mut proxy = start(options, &dest, echo_tag).await?;
+    let (mut proxy, dest) = start(options, echo_tag).await?;
+    let report = run_case(case, options, &mut proxy, &dest).await;
+    proxy.stop().await;
+    Ok(report)
+}
+
+/// Runs one case body against a running proxy, with the survival checks around it.
+async fn run_case(
+    case: &'static Case,
+    options: &RunOptions,
+    proxy: &mut RunningProxy,
+    dest: &Arc<Destination>,
+) -> CaseReport {
     let started = Instant::now();
+    let seed = case_seed(options.seed, case.id);
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
     let cx = Ctx::new(
         proxy.listen,
-        dest,
+        proxy.pgid(),
+        dest.clone(),
         options.stall,
         options.scale.clone(),
-        case_seed(options.seed, case.id),
+        seed,
     );
     let trace = cx.trace.clone();
+
+    let outcome = match survival_echo(proxy.listen, dest, &mut rng).await {
+        Err(problem) => Outcome::Fail(
+            Failure::new("before the case, the proxy forwards a plain echo", problem)
+                .hint(if options.shared {
+                    "an earlier case left the proxy broken (this run shares one proxy between cases)"
+                } else {
+                    "the proxy does not forward data at all"
+                }),
+        ),
+        Ok(()) => {
+            trace.event("survival echo before the case: ok");
+            let outcome = run_body(case, cx, options.stall).await;
+            check_survival(outcome, proxy, dest, &mut rng, &trace).await
+        }
+    };
+    CaseReport {
+        case,
+        outcome,
+        duration: started.elapsed(),
+        trace: trace.lines(),
+        proxy_output: proxy.output_tail(),
+    }
+}
+
+async fn run_body(case: &'static Case, cx: Ctx, stall: Duration) -> Outcome {
     let body = tokio::spawn((case.body)(cx));
     let abort = body.abort_handle();
-    let mut outcome = match tokio::time::timeout(backstop(options.stall), body).await {
+    match tokio::time::timeout(backstop(stall), body).await {
         Ok(Ok(result)) => Outcome::from(result),
         Ok(Err(e)) if e.is_panic() => Outcome::Fail(Failure::new(
             "the case runs to its end",
@@ -181,34 +242,52 @@ async fn run_case(case: &'static Case, options: &RunOptions) -> Result<CaseRepor
                 "the case finishes",
                 format!(
                     "it was still running after {} s and was stopped",
-                    backstop(options.stall).as_secs()
+                    backstop(stall).as_secs()
                 ),
             ))
         }
-    };
-    if let Some(status) = proxy.exit_status() {
-        let died = format!("the proxy exited during the case ({status})");
-        outcome = match outcome {
-            Outcome::Fail(mut failure) => {
-                failure.observed = format!("{}; {died}", failure.observed);
-                Outcome::Fail(failure)
-            }
-            _ => Outcome::Fail(
-                Failure::new("the proxy keeps running whatever its peers do", died)
-                    .hint("the proxy crashed: a common cause is SIGPIPE on writing to a closed socket, or a panic on a reset"),
-            ),
-        };
     }
-    let duration = started.elapsed();
-    let proxy_output = proxy.output_tail();
-    proxy.stop().await;
-    Ok(CaseReport {
-        case,
-        outcome,
-        duration,
-        trace: trace.lines(),
-        proxy_output,
-    })
+}
+
+/// After the body: the proxy must still be running and still serve a plain echo (R11).
+async fn check_survival(
+    outcome: Outcome,
+    proxy: &mut RunningProxy,
+    dest: &Destination,
+    rng: &mut fastrand::Rng,
+    trace: &crate::harness::Trace,
+) -> Outcome {
+    let problem = match proxy.exit_status() {
+        Some(status) => Some(format!("the proxy exited during the case ({status})")),
+        None => match survival_echo(proxy.listen, dest, rng).await {
+            Ok(()) => {
+                trace.event("survival echo after the case: ok");
+                None
+            }
+            Err(problem) => Some(match proxy.exit_status() {
+                Some(status) => format!("the proxy exited during the case ({status})"),
+                None => {
+                    format!("after the case, the proxy no longer served a plain echo: {problem}")
+                }
+            }),
+        },
+    };
+    let Some(problem) = problem else {
+        return outcome;
+    };
+    trace.event(&problem);
+    match outcome {
+        Outcome::Fail(mut failure) => {
+            failure.observed = format!("{}; {problem}", failure.observed);
+            Outcome::Fail(failure)
+        }
+        _ => Outcome::Fail(
+            Failure::new("the proxy keeps running and accepting whatever its peers do (R11)", problem).hint(
+                "the proxy crashed or stopped accepting: common causes are SIGPIPE on writing to a closed socket \
+                 (ignore SIGPIPE or use MSG_NOSIGNAL), exiting on ECONNRESET, or an accept loop that ends on an error",
+            ),
+        ),
+    }
 }
 
 /// Each case gets its own seed, derived from the run's seed and its id, so that a case run

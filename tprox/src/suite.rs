@@ -59,6 +59,7 @@ impl Suite {
                 seed: 0x7072_6f78,
                 scale: Scale::default(),
                 echo_proxy_output: false,
+                shared: false,
             },
             only: Vec::new(),
             skip: Vec::new(),

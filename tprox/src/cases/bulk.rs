@@ -35,8 +35,38 @@ pub static BLOCKED_MIX: Case = Case {
     requirement: "When one peer stops reading, the proxy MUST stop reading from its sender instead of buffering without limit, and every other connection MUST keep its full service.",
     rules: &[Rule::R3, Rule::R4],
     level: Level::Must,
-    body: |cx| Box::pin(blocked_mix(cx)),
+    body: |cx| Box::pin(blocked_mix(cx, Flooder::Client)),
 };
+
+pub static BLOCKED_DOWNLOAD: Case = Case {
+    id: "bulk/blocked-download",
+    name: "Mix of blocked download and normal",
+    requirement: "When a client stops reading a large download, the proxy MUST stop reading from its server instead of buffering without limit, and every other connection MUST keep its full service.",
+    rules: &[Rule::R3, Rule::R4],
+    level: Level::Must,
+    body: |cx| Box::pin(blocked_mix(cx, Flooder::Server)),
+};
+
+pub static DUPLEX: Case = Case {
+    id: "bulk/duplex",
+    name: "Bulk data both ways at once",
+    requirement: "Data MUST flow in both directions of one connection at the same time, without deadlock, each direction arriving intact.",
+    rules: &[Rule::R1, Rule::R3],
+    level: Level::Must,
+    body: |cx| Box::pin(duplex(cx)),
+};
+
+/// Bytes each way in bulk/duplex. Unequal on purpose: a proxy that alternates between the
+/// directions in lock-step gets stuck once the shorter one is done.
+const DUPLEX_UP: usize = 3 * 1024 * 1024;
+const DUPLEX_DOWN: usize = 5 * 1024 * 1024;
+
+/// Which peer of the blocked connection writes without end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flooder {
+    Client,
+    Server,
+}
 
 async fn chain_20(mut cx: Ctx) -> Result<(), Stop> {
     bulk_through_chain(&mut cx).await?;
@@ -94,9 +124,13 @@ async fn bulk_through_chain(cx: &mut Ctx) -> Result<Duration, Failure> {
     }
 }
 
-async fn blocked_mix(mut cx: Ctx) -> Result<(), Stop> {
-    // The blocked connection: its destination never reads, its client writes as fast as it can.
-    let (blocked, _never_read) = cx.open_pair().await?;
+async fn blocked_mix(mut cx: Ctx, flooder: Flooder) -> Result<(), Stop> {
+    // The blocked connection: one peer writes as fast as it can, the other never reads.
+    let (client, server) = cx.open_pair().await?;
+    let (blocked, _never_read) = match flooder {
+        Flooder::Client => (client, server),
+        Flooder::Server => (server, client),
+    };
     let (mut blocked_rx, blocked_tx) = blocked.into_split();
     let progress = Progress::new();
     let flooding = flood(blocked_tx, UNBOUNDED_CAP, progress.clone());
@@ -117,7 +151,10 @@ async fn blocked_mix(mut cx: Ctx) -> Result<(), Stop> {
             Err(_) => "the flooding client stopped".into(),
         };
         return Err(Failure::new(
-            "the proxy stops reading from a client whose destination does not read (backpressure)",
+            match flooder {
+                Flooder::Client => "the proxy stops reading from a client whose server does not read (backpressure)",
+                Flooder::Server => "the proxy stops reading from a server whose client does not read (backpressure)",
+            },
             observed,
         )
         .hint("the proxy reads into a queue that grows without bound instead of waiting until the destination can take more")
@@ -154,4 +191,59 @@ async fn blocked_mix(mut cx: Ctx) -> Result<(), Stop> {
         .into()),
         Ok(_) => Ok(()),
     }
+}
+
+async fn duplex(mut cx: Ctx) -> Result<(), Stop> {
+    let up = cx.payload(DUPLEX_UP);
+    let down = cx.payload(DUPLEX_DOWN);
+    let (client, server) = cx.open_pair().await?;
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut server_rx, mut server_tx) = server.into_split();
+    let (up_sent, down_sent) = (up.clone(), down.clone());
+    // Both peers write and read at the same time; neither shuts down until the end.
+    let writers = [
+        tokio::spawn(async move {
+            let _ = client_tx.write_all(&up_sent).await;
+            client_tx
+        }),
+        tokio::spawn(async move {
+            let _ = server_tx.write_all(&down_sent).await;
+            server_tx
+        }),
+    ];
+    let started = Instant::now();
+    let (at_server, at_client) = tokio::join!(
+        expect_stream(&mut server_rx, &up, PROMPT),
+        expect_stream(&mut client_rx, &down, PROMPT),
+    );
+    for writer in &writers {
+        writer.abort();
+    }
+    let describe = |result: Result<(), crate::net::Mismatch>, bytes: usize| match result {
+        Ok(()) => format!("all {} arrived", mib(bytes as u64)),
+        Err(m) => m.to_string(),
+    };
+    if at_server.is_ok() && at_client.is_ok() {
+        cx.trace.event(format_args!(
+            "{} up and {} down in {:.2} s",
+            mib(DUPLEX_UP as u64),
+            mib(DUPLEX_DOWN as u64),
+            started.elapsed().as_secs_f64()
+        ));
+        return Ok(());
+    }
+    Err(Failure::new(
+        format!(
+            "{} from client to server and {} from server to client, at the same time, all arrive",
+            mib(DUPLEX_UP as u64),
+            mib(DUPLEX_DOWN as u64)
+        ),
+        format!(
+            "at the server: {}; at the client: {}",
+            describe(at_server, DUPLEX_UP),
+            describe(at_client, DUPLEX_DOWN)
+        ),
+    )
+    .hint("the proxy serves one direction at a time (a blocking read on one socket while the other has data), so the directions wait for each other")
+    .into())
 }

@@ -73,7 +73,7 @@ pub(crate) async fn open_chain(cx: &Ctx, n: usize) -> Result<Vec<TcpStream>, Fai
 async fn chain(mut cx: Ctx, n: usize) -> Result<(), Stop> {
     let mut clients = open_chain(&cx, n).await?;
     for m in 0..MESSAGES {
-        let sent = cx.payload(MESSAGE_LEN);
+        let sent = cx.text(MESSAGE_LEN);
         let mut message = sent.clone();
         for (i, client) in clients.iter_mut().enumerate() {
             let hop = if n == 1 {

@@ -2,13 +2,20 @@
 
 mod bulk;
 mod close;
+mod concurrency;
+mod connect;
+mod data;
 mod echo;
+mod latency;
+mod resources;
 mod shutdown;
 mod timeout;
 
 use crate::case::Case;
 
-/// Every case, in catalogue order (the order of human output).
+/// Every case, in catalogue order (the order of human output): the ten phases of the original
+/// tester, the rest of the contract's catalogue, then cases for clauses the catalogue leaves
+/// unchecked.
 pub static CATALOGUE: &[&Case] = &[
     &echo::SINGLE,
     &echo::CHAIN_2,
@@ -20,6 +27,25 @@ pub static CATALOGUE: &[&Case] = &[
     &timeout::ACTIVE,
     &timeout::LAZY_FORWARD,
     &timeout::LAZY_REVERSE,
+    // The rest of the catalogue of the contract.
+    &shutdown::REVERSE,
+    &shutdown::FLUSH,
+    &bulk::DUPLEX,
+    &data::BINARY,
+    &connect::SERVER_FIRST,
+    &connect::REFUSED,
+    &close::RESET_SERVER,
+    &close::RESET_CLIENT,
+    &concurrency::MANY,
+    &resources::FDS,
+    &resources::MEMORY,
+    &resources::CPU,
+    &latency::SMALL_WRITES,
+    // Clauses of the rules that the rows above leave unchecked.
+    &bulk::BLOCKED_DOWNLOAD,
+    &timeout::IDLE,
+    &timeout::SLOW_READER,
+    &close::WRITE_AFTER_CLOSE,
 ];
 
 /// Looks a case up by its exact id.

@@ -4,7 +4,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::case::{Case, Failure, Level, Stop};
 use crate::harness::{Ctx, PROMPT};
-use crate::net::{read_exact_within, show, wait_end, End, Ended};
+use tokio::net::TcpStream;
+
+use crate::net::{expect_stream, mib, read_exact_within, show, wait_end, End, Ended};
 use crate::rules::Rule;
 
 pub static ONE_WAY: Case = Case {
@@ -95,5 +97,151 @@ async fn one_way(cx: Ctx) -> Result<(), Stop> {
         )
         .hint("the proxy does not pass the server's EOF on to the client")
         .into()),
+    }
+}
+
+pub static REVERSE: Case = Case {
+    id: "shutdown/reverse",
+    name: "Reverse one-way shutdown",
+    requirement: "When the server shuts down its sending direction, the proxy MUST pass the EOF on to the client and keep forwarding the client's data to the server.",
+    rules: &[Rule::R5],
+    level: Level::Must,
+    body: |cx| Box::pin(reverse(cx)),
+};
+
+pub static FLUSH: Case = Case {
+    id: "shutdown/flush",
+    name: "Shutdown after bulk data",
+    requirement: "On EOF from one side, the proxy MUST first deliver every byte it still holds, and only then shut the other side down; from the client and from the server alike.",
+    rules: &[Rule::R5, Rule::R1],
+    level: Level::Must,
+    body: |cx| Box::pin(flush(cx)),
+};
+
+/// Bytes written just before each shutdown in shutdown/flush: far more than socket buffers and
+/// a proxy's own buffer hold at once, so some are always in flight at the EOF.
+const FLUSH_BYTES: usize = 4 * 1024 * 1024;
+
+async fn reverse(mut cx: Ctx) -> Result<(), Stop> {
+    let (mut client, mut server) = cx.open_pair().await?;
+    server.shutdown().await.map_err(|e| {
+        Failure::new(
+            "the server can shut down its sending direction",
+            format!("shutdown failed: {e}"),
+        )
+    })?;
+    cx.trace.event("server shut down its sending direction");
+    match wait_end(&mut client, PROMPT).await {
+        Some(Ended { end: End::Eof, bytes: 0, .. }) => {}
+        Some(ended) => {
+            return Err(Failure::new(
+                "the client reads EOF, and no data, after the server's shutdown",
+                format!("the client read {} byte(s), then {}", ended.bytes, ended.end),
+            )
+            .hint("the proxy aborted the connection instead of passing the shutdown on")
+            .into())
+        }
+        None => {
+            return Err(Failure::new(
+                format!("the client reads EOF within {} s of the server's shutdown", PROMPT.as_secs()),
+                "the client saw nothing: the proxy kept its connection to the client open for writing",
+            )
+            .hint("the proxy does not pass the server's EOF on: it must call shutdown(SHUT_WR) on the client's socket")
+            .into())
+        }
+    }
+    let message = cx.text(1024);
+    client.write_all(&message).await.map_err(|e| {
+        Failure::new(
+            "the client can still write after the server's shutdown",
+            format!("the write failed: {e}"),
+        )
+        .hint("the proxy closed both directions on the server's EOF instead of shutting down one")
+    })?;
+    client.shutdown().await.ok();
+    cx.trace.event("client wrote 1 KiB and shut down");
+    expect_stream(&mut server, &message, PROMPT)
+        .await
+        .map_err(|m| {
+            Failure::new(
+                "the server receives the client's 1 KiB sent after the server's own shutdown",
+                m.to_string(),
+            )
+            .hint(
+                "the proxy closed both directions on the server's EOF instead of shutting down one",
+            )
+        })?;
+    match wait_end(&mut server, PROMPT).await {
+        Some(Ended {
+            end: End::Eof,
+            bytes: 0,
+            ..
+        }) => Ok(()),
+        other => Err(Failure::new(
+            "after the client's data, the server reads EOF",
+            match other {
+                Some(ended) => format!("it read {} more byte(s), then {}", ended.bytes, ended.end),
+                None => "the connection stayed open".into(),
+            },
+        )
+        .into()),
+    }
+}
+
+async fn flush(mut cx: Ctx) -> Result<(), Stop> {
+    let upload = cx.payload(FLUSH_BYTES);
+    let download = cx.payload(FLUSH_BYTES);
+    let (client, server) = cx.open_pair().await?;
+    flush_one_way(&cx, client, server, upload, "client", "server").await?;
+    let (client, server) = cx.open_pair().await?;
+    flush_one_way(&cx, server, client, download, "server", "client").await?;
+    Ok(())
+}
+
+/// `sender` writes `data` and shuts down at once; `receiver` must get every byte, then EOF.
+async fn flush_one_way(
+    cx: &Ctx,
+    sender: TcpStream,
+    mut receiver: TcpStream,
+    data: Vec<u8>,
+    from: &str,
+    to: &str,
+) -> Result<(), Failure> {
+    let expected = data.clone();
+    let (_sender_rx, mut sender_tx) = sender.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = sender_tx.write_all(&data).await;
+        let _ = sender_tx.shutdown().await;
+        sender_tx
+    });
+    let result = expect_stream(&mut receiver, &expected, PROMPT).await;
+    writer.abort();
+    result.map_err(|m| {
+        Failure::new(
+            format!("the {to} receives all {} the {from} wrote before shutting down, then EOF", mib(expected.len() as u64)),
+            m.to_string(),
+        )
+        .hint("the proxy passed the EOF on before delivering what it still held: on EOF it must flush its buffer first, then shut down")
+    })?;
+    match wait_end(&mut receiver, PROMPT).await {
+        Some(Ended {
+            end: End::Eof,
+            bytes: 0,
+            ..
+        }) => {
+            cx.trace.event(format_args!(
+                "{from} → {to}: {} then EOF",
+                mib(expected.len() as u64)
+            ));
+            Ok(())
+        }
+        other => Err(Failure::new(
+            format!("after the {from}'s data, the {to} reads EOF"),
+            match other {
+                Some(ended) => format!("it read {} more byte(s), then {}", ended.bytes, ended.end),
+                None => "the connection stayed open".into(),
+            },
+        )
+        .hint("the proxy does not pass EOF on")),
     }
 }

@@ -204,3 +204,116 @@ async fn lazy(cx: Ctx, writer: Side) -> Result<(), Stop> {
         .into()),
     }
 }
+
+pub static IDLE: Case = Case {
+    id: "timeout/idle",
+    name: "Non-timeout of idle connection",
+    requirement: "A connection that holds no data MUST NOT be aborted, however long it is idle.",
+    rules: &[Rule::R7],
+    level: Level::Must,
+    body: |cx| Box::pin(idle(cx)),
+};
+
+pub static SLOW_READER: Case = Case {
+    id: "timeout/slow-reader",
+    name: "Non-timeout of slow reader",
+    requirement: "A slow but steady reader MUST NOT be aborted: every write that makes progress, however small, restarts the stall clock.",
+    rules: &[Rule::R7],
+    level: Level::Must,
+    body: |cx| Box::pin(slow_reader(cx)),
+};
+
+/// How long timeout/idle stays silent, relative to T.
+pub const IDLE_SPAN: f64 = 1.5;
+/// timeout/slow-reader: the server reads [`SLOW_READ`] bytes every [`SLOW_INTERVAL`] × T,
+/// for [`SLOW_SPAN`] × T. Progress must be visible to the proxy: Linux reports a socket
+/// writable only once about a third of its send buffer is free, and loopback send buffers
+/// autotune up to 4 MiB, so each read frees 1 MiB.
+pub const SLOW_READ: usize = 1024 * 1024;
+pub const SLOW_INTERVAL: f64 = 0.25;
+pub const SLOW_SPAN: f64 = 1.5;
+
+async fn idle(mut cx: Ctx) -> Result<(), Stop> {
+    let (mut client, server) = cx.open_pair().await?;
+    spawn_echo(server);
+    let span = cx.stall.mul_f64(IDLE_SPAN);
+    cx.trace
+        .event(format_args!("idle for {:.1} s", span.as_secs_f64()));
+    tokio::time::sleep(span).await;
+    let message = cx.text(8);
+    let echoed = match client.write_all(&message).await {
+        Ok(()) => read_exact_within(&mut client, message.len(), PROMPT)
+            .await
+            .map_err(|s| s.to_string()),
+        Err(e) => Err(format!("the write failed ({e})")),
+    };
+    match echoed {
+        Ok(got) if got == message => Ok(()),
+        Ok(_) => Err(Failure::new("the echo after the idle time is intact", "it differs").into()),
+        Err(observed) => Err(Failure::new(
+            format!(
+                "a connection idle for {:.1} s (longer than the stall timeout) is still open and echoes",
+                span.as_secs_f64()
+            ),
+            observed,
+        )
+        .hint("the proxy times out idle connections (a read timeout): only a write that cannot make progress may be timed out")
+        .into()),
+    }
+}
+
+async fn slow_reader(cx: Ctx) -> Result<(), Stop> {
+    let (client, mut server) = cx.open_pair().await?;
+    let (mut client_rx, client_tx) = client.into_split();
+    let progress = Progress::new();
+    let flooding = flood(client_tx, UNBOUNDED_CAP, progress.clone());
+    let interval = cx.stall.mul_f64(SLOW_INTERVAL);
+    let span = cx.stall.mul_f64(SLOW_SPAN);
+    let start = Instant::now();
+    let mut received = 0usize;
+    let mut reads = 0;
+    let result = loop {
+        tokio::time::sleep(interval).await;
+        match read_exact_within(&mut server, SLOW_READ, PROMPT).await {
+            Ok(_) => {
+                received += SLOW_READ;
+                reads += 1;
+            }
+            Err(short) => {
+                break Err(format!(
+                    "after {} the server's read got {short}",
+                    mib(received as u64)
+                ))
+            }
+        }
+        if let Some(ended) = wait_end(&mut client_rx, Duration::ZERO).await {
+            break Err(format!(
+                "the client's connection ended ({}) after {:.1} s",
+                ended.end,
+                start.elapsed().as_secs_f64()
+            ));
+        }
+        if start.elapsed() >= span {
+            break Ok(());
+        }
+    };
+    flooding.abort();
+    match result {
+        Ok(()) => {
+            cx.trace.event(format_args!("server read {} in {reads} slow reads over {:.1} s", mib(received as u64), span.as_secs_f64()));
+            Ok(())
+        }
+        Err(observed) => Err(Failure::new(
+            format!(
+                "a server reading {} KiB every {:.1} s keeps its connection for {:.1} s (stall timeout {:.1} s)",
+                SLOW_READ / 1024,
+                interval.as_secs_f64(),
+                span.as_secs_f64(),
+                cx.stall.as_secs_f64()
+            ),
+            observed,
+        )
+        .hint("the proxy's stall clock does not restart on progress: it must measure from the last byte written, not from when the data (or the connection) arrived")
+        .into()),
+    }
+}
