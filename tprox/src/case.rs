@@ -44,6 +44,9 @@ pub struct Case {
     /// The contract rules this case checks.
     pub rules: &'static [Rule],
     pub level: Level,
+    /// Run with no other case at once: the case measures time at the millisecond scale, which
+    /// other cases' load on a small machine would disturb.
+    pub alone: bool,
     /// Plays client and destination; returns `Ok` when the proxy behaved.
     pub body: fn(Ctx) -> BodyFuture,
 }

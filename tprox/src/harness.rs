@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
@@ -143,9 +143,9 @@ pub async fn survival_echo(
                 }
                 Some(mut stream) = found_rx.recv() => {
                     let _ = stream.write_all(&expected).await;
-                    // Hold the connection until the client has read the reply and closed.
-                    let _ = timeout(PROMPT, stream.read(&mut [0u8; 1])).await;
-                    return;
+                    // Hold the connection open until the client side has finished; whatever
+                    // else arrives on it is not this check's business.
+                    std::future::pending::<()>().await;
                 }
             }
         }

@@ -133,7 +133,7 @@ impl Progress {
         }
     }
 
-    fn record(&self, n: usize) {
+    pub(crate) fn record(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::SeqCst);
         let nanos = self.base.elapsed().as_nanos() as u64;
         self.last_nanos.store(nanos, Ordering::SeqCst);

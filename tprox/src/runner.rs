@@ -72,19 +72,25 @@ pub async fn run(
         return run_shared(cases, options, reporter).await;
     }
     let slots = Arc::new(Semaphore::new(options.jobs.max(1)));
+    let everything = options.jobs.max(1) as u32;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut tasks = Vec::new();
-    for (index, &case) in cases.iter().enumerate() {
+    // Cases that run alone are queued last and take every slot while they run.
+    let mut order: Vec<usize> = (0..cases.len()).collect();
+    order.sort_by_key(|&i| cases[i].alone);
+    for index in order {
+        let case = cases[index];
         let slots = slots.clone();
         let done = done_tx.clone();
         let options = options.clone();
+        let wanted = if case.alone { everything } else { 1 };
         tasks.push(tokio::spawn(async move {
-            let _slot = slots
-                .acquire_owned()
+            let _slots = slots
+                .acquire_many_owned(wanted)
                 .await
                 .expect("the semaphore is never closed");
             let _ = done.send((index, Event::Started));
-            let result = run_alone(case, &options).await;
+            let result = run_isolated(case, &options).await;
             let _ = done.send((index, Event::Finished(Box::new(result))));
         }));
     }
@@ -174,7 +180,7 @@ fn backstop(stall: Duration) -> Duration {
     Duration::from_secs(60) + stall * 3
 }
 
-async fn run_alone(case: &'static Case, options: &RunOptions) -> Result<CaseReport, StartError> {
+async fn run_isolated(case: &'static Case, options: &RunOptions) -> Result<CaseReport, StartError> {
     let echo_tag = options.echo_proxy_output.then(|| case.id.to_string());
     let (mut proxy, dest) = start(options, echo_tag).await?;
     let report = run_case(case, options, &mut proxy, &dest).await;
@@ -249,6 +255,11 @@ async fn run_body(case: &'static Case, cx: Ctx, stall: Duration) -> Outcome {
     }
 }
 
+/// How long after a case body ends the survival check waits: closing the case's connections
+/// is itself a peer behaviour (writes into closed sockets), and a proxy that dies of it must be
+/// seen dying.
+const AFTERMATH: Duration = Duration::from_millis(250);
+
 /// After the body: the proxy must still be running and still serve a plain echo (R11).
 async fn check_survival(
     outcome: Outcome,
@@ -257,6 +268,7 @@ async fn check_survival(
     rng: &mut fastrand::Rng,
     trace: &crate::harness::Trace,
 ) -> Outcome {
+    tokio::time::sleep(AFTERMATH).await;
     let problem = match proxy.exit_status() {
         Some(status) => Some(format!("the proxy exited during the case ({status})")),
         None => match survival_echo(proxy.listen, dest, rng).await {

@@ -86,7 +86,7 @@ mod tests {
     #[case(&["echo/chain"], &[], &["echo/chain-2", "echo/chain-20"])]
     #[case(&["echo/chain-2"], &[], &["echo/chain-2", "echo/chain-20"])]
     #[case(&["timeout/lazy-*"], &[], &["timeout/lazy-forward", "timeout/lazy-reverse"])]
-    #[case(&["echo/*", "close/"], &["echo/chain*"], &["echo/single", "close/early"])]
+    #[case(&["echo/*", "close/e"], &["echo/chain*"], &["echo/single", "close/early"])]
     fn patterns_select_by_prefix_or_glob(
         #[case] only: &[&str],
         #[case] skip: &[&str],
@@ -99,7 +99,9 @@ mod tests {
     fn skip_alone_removes_from_the_whole_catalogue() {
         let all = ids(&[], &[]);
         let rest = ids(&[], &["timeout/"]);
-        assert_eq!(rest.len(), all.len() - 3);
+        let timeouts = all.iter().filter(|id| id.starts_with("timeout/")).count();
+        assert!(timeouts >= 3);
+        assert_eq!(rest.len(), all.len() - timeouts);
         assert!(rest.iter().all(|id| !id.starts_with("timeout/")));
     }
 

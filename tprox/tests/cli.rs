@@ -291,3 +291,38 @@ fn rules_lists_every_rule_with_its_cases() {
     }
     assert!(text.contains("checked by: echo/single"), "{text}");
 }
+
+#[test]
+fn shared_mode_runs_every_case_on_one_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pids");
+    let script = format!(
+        "echo $$ >> {}; exec {TPROX} __reference-proxy \"$@\"",
+        pidfile.display()
+    );
+    let out = tprox()
+        .args(["--shared", "--only", "echo/", "--only", "shutdown/one-way"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+            "{dest_host}",
+            "{dest_port}",
+            "{listen_port}",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(
+        String::from_utf8(out).unwrap().lines().last(),
+        Some("4 passed, 0 failed")
+    );
+    // One proxy for the preflight, one for all four cases.
+    let started = std::fs::read_to_string(&pidfile).unwrap().lines().count();
+    assert_eq!(started, 2);
+    assert_all_gone(&pidfile);
+}

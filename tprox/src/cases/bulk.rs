@@ -26,6 +26,7 @@ pub static CHAIN_20: Case = Case {
     requirement: "A large stream MUST arrive unchanged through many connections at once.",
     rules: &[Rule::R1, Rule::R2],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(chain_20(cx)),
 };
 
@@ -35,6 +36,7 @@ pub static BLOCKED_MIX: Case = Case {
     requirement: "When one peer stops reading, the proxy MUST stop reading from its sender instead of buffering without limit, and every other connection MUST keep its full service.",
     rules: &[Rule::R3, Rule::R4],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(blocked_mix(cx, Flooder::Client)),
 };
 
@@ -44,6 +46,7 @@ pub static BLOCKED_DOWNLOAD: Case = Case {
     requirement: "When a client stops reading a large download, the proxy MUST stop reading from its server instead of buffering without limit, and every other connection MUST keep its full service.",
     rules: &[Rule::R3, Rule::R4],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(blocked_mix(cx, Flooder::Server)),
 };
 
@@ -53,13 +56,15 @@ pub static DUPLEX: Case = Case {
     requirement: "Data MUST flow in both directions of one connection at the same time, without deadlock, each direction arriving intact.",
     rules: &[Rule::R1, Rule::R3],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(duplex(cx)),
 };
 
 /// Bytes each way in bulk/duplex. Unequal on purpose: a proxy that alternates between the
-/// directions in lock-step gets stuck once the shorter one is done.
-const DUPLEX_UP: usize = 3 * 1024 * 1024;
-const DUPLEX_DOWN: usize = 5 * 1024 * 1024;
+/// directions in lock-step gets stuck once the shorter one is done. Not multiples of any
+/// buffer size, so that short reads are certain.
+const DUPLEX_UP: usize = 3 * 1024 * 1024 + 777;
+const DUPLEX_DOWN: usize = 5 * 1024 * 1024 + 333;
 
 /// Which peer of the blocked connection writes without end.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,7 @@ pub static EARLY: Case = Case {
     requirement: "When the server closes its connection, the proxy MUST close the client's connection promptly (EOF or reset), even while the client keeps writing.",
     rules: &[Rule::R6, Rule::R8],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(early(cx)),
 };
 
@@ -30,10 +31,9 @@ async fn early(cx: Ctx) -> Result<(), Stop> {
     let (mut rx, mut tx) = client.into_split();
     let watch =
         tokio::spawn(async move { wait_end(&mut rx, PROMPT + Duration::from_secs(1)).await });
+    // The client goes on writing after it sees the close, as a careless client would: the
+    // proxy must survive writing into the dead connection (R11; the runner checks afterwards).
     for i in 0..WRITES {
-        if watch.is_finished() {
-            break;
-        }
         match tx.write_all(b"x").await {
             Ok(()) => cx.trace.event(format_args!("client wrote byte {}", i + 1)),
             Err(e) => {
@@ -69,6 +69,7 @@ pub static RESET_SERVER: Case = Case {
     requirement: "When the server aborts with a reset while sending, the proxy MUST treat it as the server closing and close the client's connection promptly.",
     rules: &[Rule::R6, Rule::R11],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(reset_mid_stream(cx, Resetter::Server)),
 };
 
@@ -78,6 +79,7 @@ pub static RESET_CLIENT: Case = Case {
     requirement: "When the client aborts with a reset while sending, the proxy MUST treat it as the client closing and close the server's connection promptly.",
     rules: &[Rule::R6, Rule::R11],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(reset_mid_stream(cx, Resetter::Client)),
 };
 
@@ -87,6 +89,7 @@ pub static WRITE_AFTER_CLOSE: Case = Case {
     requirement: "When the proxy writes to a peer that has closed (EPIPE, SIGPIPE), it MUST NOT crash, and MUST go on serving new connections.",
     rules: &[Rule::R11, Rule::R6],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(write_after_close(cx)),
 };
 
@@ -116,16 +119,17 @@ async fn reset_mid_stream(mut cx: Ctx, resetter: Resetter) -> Result<(), Stop> {
         Resetter::Client => ("client", "server"),
     };
     // The receiver only reads: the proxy learns of the reset by reading it, not by a failed
-    // write towards the resetting peer.
-    let data = cx.payload(BEFORE_RESET);
+    // write towards the resetting peer. Once data has started to arrive, the stream is under way.
+    let data = cx.text(BEFORE_RESET);
     sender.write_all(&data).await.ok();
-    let _ = read_exact_within(&mut receiver, BEFORE_RESET / 2, PROMPT)
+    let _ = read_exact_within(&mut receiver, 1, PROMPT)
         .await
         .map_err(|short| {
             Failure::new(
                 format!("the {to} receives the {from}'s data"),
                 format!("received {short}"),
             )
+            .hint("the proxy does not forward this direction while the other is silent")
         })?;
     reset(sender);
     let reset_at = Instant::now();

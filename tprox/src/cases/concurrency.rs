@@ -14,6 +14,7 @@ pub static MANY: Case = Case {
     requirement: "Many client connections open at the same time MUST each be served, each with its own connection to the destination.",
     rules: &[Rule::R2],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(many(cx)),
 };
 

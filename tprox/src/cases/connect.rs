@@ -15,6 +15,7 @@ pub static SERVER_FIRST: Case = Case {
     requirement: "Data the destination sends before the client sends anything (a greeting) MUST be forwarded to the client.",
     rules: &[Rule::R8, Rule::R1],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(server_first(cx)),
 };
 
@@ -24,6 +25,7 @@ pub static REFUSED: Case = Case {
     requirement: "When the connection to the destination cannot be made, the proxy MUST close the client's connection promptly and go on serving.",
     rules: &[Rule::R8, Rule::R11],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(refused(cx)),
 };
 

@@ -13,6 +13,7 @@ pub static BINARY: Case = Case {
     requirement: "Every byte value MUST arrive unchanged, in messages of any size: NUL, newlines and high bytes are data like any other.",
     rules: &[Rule::R1],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(binary(cx)),
 };
 

@@ -18,6 +18,7 @@ pub static SINGLE: Case = Case {
     requirement: "Bytes sent by the client MUST arrive at the server, and the server's bytes at the client, unchanged and in order.",
     rules: &[Rule::R1],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(chain(cx, 1)),
 };
 
@@ -27,6 +28,7 @@ pub static CHAIN_2: Case = Case {
     requirement: "Two connections open at once MUST each be served, each with its own connection to the destination.",
     rules: &[Rule::R1, Rule::R2],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(chain(cx, 2)),
 };
 
@@ -36,6 +38,7 @@ pub static CHAIN_20: Case = Case {
     requirement: "Twenty connections open at once MUST each be served, each with its own connection to the destination.",
     rules: &[Rule::R1, Rule::R2],
     level: Level::Must,
+    alone: false,
     body: |cx| {
         let n = cx.scale.chain_length;
         Box::pin(chain(cx, n))

@@ -25,6 +25,7 @@ pub static SMALL_WRITES: Case = Case {
     requirement: "The proxy SHOULD forward each small write as soon as it reads it (TCP_NODELAY on both sockets), so request/response traffic made of small writes sees no Nagle or delayed-ACK stall.",
     rules: &[Rule::R12],
     level: Level::Should,
+    alone: true,
     body: |cx| Box::pin(small_writes(cx)),
 };
 

@@ -87,6 +87,16 @@ mod tests {
     }
 
     #[test]
+    fn every_rule_is_checked_by_a_case() {
+        for rule in crate::Rule::ALL {
+            assert!(
+                CATALOGUE.iter().any(|c| c.rules.contains(&rule)),
+                "no case checks {rule}"
+            );
+        }
+    }
+
+    #[test]
     fn the_ten_original_phases_keep_their_names_and_order() {
         let names: Vec<&str> = CATALOGUE.iter().take(10).map(|c| c.name).collect();
         assert_eq!(

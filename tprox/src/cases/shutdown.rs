@@ -6,7 +6,8 @@ use crate::case::{Case, Failure, Level, Stop};
 use crate::harness::{Ctx, PROMPT};
 use tokio::net::TcpStream;
 
-use crate::net::{expect_stream, mib, read_exact_within, show, wait_end, End, Ended};
+use crate::cases::bulk::BLOCKED_QUIET;
+use crate::net::{expect_stream, mib, read_exact_within, show, wait_end, End, Ended, Progress};
 use crate::rules::Rule;
 
 pub static ONE_WAY: Case = Case {
@@ -15,6 +16,7 @@ pub static ONE_WAY: Case = Case {
     requirement: "When the client shuts down its sending direction, the proxy MUST pass the EOF on to the server and keep forwarding the server's data to the client.",
     rules: &[Rule::R5],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(one_way(cx)),
 };
 
@@ -106,6 +108,7 @@ pub static REVERSE: Case = Case {
     requirement: "When the server shuts down its sending direction, the proxy MUST pass the EOF on to the client and keep forwarding the client's data to the server.",
     rules: &[Rule::R5],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(reverse(cx)),
 };
 
@@ -115,12 +118,14 @@ pub static FLUSH: Case = Case {
     requirement: "On EOF from one side, the proxy MUST first deliver every byte it still holds, and only then shut the other side down; from the client and from the server alike.",
     rules: &[Rule::R5, Rule::R1],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(flush(cx)),
 };
 
 /// Bytes written just before each shutdown in shutdown/flush: far more than socket buffers and
-/// a proxy's own buffer hold at once, so some are always in flight at the EOF.
-const FLUSH_BYTES: usize = 4 * 1024 * 1024;
+/// a proxy's own buffer hold at once, so some are always in flight at the EOF. Not a multiple of
+/// any buffer size, so that the last read before the EOF is a short one.
+const FLUSH_BYTES: usize = 4 * 1024 * 1024 + 1001;
 
 async fn reverse(mut cx: Ctx) -> Result<(), Stop> {
     let (mut client, mut server) = cx.open_pair().await?;
@@ -199,6 +204,10 @@ async fn flush(mut cx: Ctx) -> Result<(), Stop> {
 }
 
 /// `sender` writes `data` and shuts down at once; `receiver` must get every byte, then EOF.
+///
+/// The receiver starts reading only once the sender has shut down, or has been blocked for a
+/// moment with every buffer full: either way the proxy holds data when the EOF reaches it,
+/// which is the situation this case is about.
 async fn flush_one_way(
     cx: &Ctx,
     sender: TcpStream,
@@ -209,11 +218,32 @@ async fn flush_one_way(
 ) -> Result<(), Failure> {
     let expected = data.clone();
     let (_sender_rx, mut sender_tx) = sender.into_split();
+    let progress = Progress::new();
+    let sent = progress.clone();
     let writer = tokio::spawn(async move {
-        let _ = sender_tx.write_all(&data).await;
+        for chunk in data.chunks(64 * 1024) {
+            if sender_tx.write_all(chunk).await.is_err() {
+                return sender_tx;
+            }
+            sent.record(chunk.len());
+        }
         let _ = sender_tx.shutdown().await;
         sender_tx
     });
+    while !writer.is_finished()
+        && !(progress.bytes() > 0 && progress.last().elapsed() >= BLOCKED_QUIET)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    cx.trace.event(format_args!(
+        "{to} starts reading; the {from} has written {}{}",
+        mib(progress.bytes()),
+        if writer.is_finished() {
+            " and shut down"
+        } else {
+            " and is blocked"
+        }
+    ));
     let result = expect_stream(&mut receiver, &expected, PROMPT).await;
     writer.abort();
     result.map_err(|m| {

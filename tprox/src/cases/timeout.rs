@@ -30,6 +30,7 @@ pub static ACTIVE: Case = Case {
     requirement: "A connection that makes progress MUST NOT be aborted: every write restarts the stall clock, and an idle connection holds no data.",
     rules: &[Rule::R7],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(active(cx)),
 };
 
@@ -39,6 +40,7 @@ pub static LAZY_FORWARD: Case = Case {
     requirement: "When the server stops reading, the proxy MUST stop reading from the client and, once it has written nothing for T, abort both connections.",
     rules: &[Rule::R7, Rule::R4],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(lazy(cx, Side::Client)),
 };
 
@@ -48,6 +50,7 @@ pub static LAZY_REVERSE: Case = Case {
     requirement: "When the client stops reading, the proxy MUST stop reading from the server and, once it has written nothing for T, abort both connections.",
     rules: &[Rule::R7, Rule::R4],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(lazy(cx, Side::Server)),
 };
 
@@ -211,6 +214,7 @@ pub static IDLE: Case = Case {
     requirement: "A connection that holds no data MUST NOT be aborted, however long it is idle.",
     rules: &[Rule::R7],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(idle(cx)),
 };
 
@@ -220,6 +224,7 @@ pub static SLOW_READER: Case = Case {
     requirement: "A slow but steady reader MUST NOT be aborted: every write that makes progress, however small, restarts the stall clock.",
     rules: &[Rule::R7],
     level: Level::Must,
+    alone: false,
     body: |cx| Box::pin(slow_reader(cx)),
 };
 
