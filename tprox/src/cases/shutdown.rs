@@ -230,9 +230,10 @@ async fn flush_one_way(
         let _ = sender_tx.shutdown().await;
         sender_tx
     });
-    while !writer.is_finished()
-        && !(progress.bytes() > 0 && progress.last().elapsed() >= BLOCKED_QUIET)
-    {
+    let reading_may_start = |writer: &tokio::task::JoinHandle<_>| {
+        writer.is_finished() || (progress.bytes() > 0 && progress.last().elapsed() >= BLOCKED_QUIET)
+    };
+    while !reading_may_start(&writer) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     cx.trace.event(format_args!(
