@@ -14,6 +14,7 @@
 
 pub mod case;
 pub mod cases;
+pub mod formats;
 pub mod harness;
 pub mod net;
 pub mod probe;

@@ -4,6 +4,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use tprox::formats::{self, Format, RunInfo};
 use tprox::harness::Scale;
 use tprox::proxy::{self, ProxyCommand, REFERENCE_ARG};
 use tprox::report::{HumanReporter, Summary};
@@ -98,6 +103,15 @@ struct Cli {
     #[arg(long, value_name = "KIB", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1048576))]
     bulk_kib: u32,
 
+    /// Format of the report on stdout: human, json, junit or tap.
+    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = parse_format)]
+    format: Format,
+
+    /// Also write a report to FILE (repeatable). The format comes from FORMAT: or from the
+    /// extension: --output results.xml (JUnit), --output report.json, --output tap:out.txt.
+    #[arg(long, value_name = "[FORMAT:]FILE", value_parser = Format::parse_output)]
+    output: Vec<(Format, PathBuf)>,
+
     /// Seed for every random payload; printed with each run, so a failure can be replayed.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
@@ -105,6 +119,10 @@ struct Cli {
     /// Show each case's trace and the proxy's output as it runs.
     #[arg(short, long)]
     verbose: bool,
+}
+
+fn parse_format(text: &str) -> Result<Format, String> {
+    Format::parse(text)
 }
 
 fn positive_seconds(text: &str) -> Result<f64, String> {
@@ -189,7 +207,7 @@ fn dispatch(cli: Cli) -> u8 {
     };
     let code = runtime.block_on(async {
         tokio::select! {
-            code = run(&cases, &options, cli.verbose, cli.strict, rerun) => code,
+            code = run(&cases, &options, &cli, rerun) => code,
             signal = interrupted() => {
                 proxy::kill_all();
                 eprintln!("\ntprox: interrupted by {signal}; every proxy tprox started has been stopped");
@@ -202,41 +220,62 @@ fn dispatch(cli: Cli) -> u8 {
     code
 }
 
-async fn run(
-    cases: &[&'static tprox::Case],
-    options: &RunOptions,
-    verbose: bool,
-    strict: bool,
-    rerun: String,
-) -> u8 {
-    say(format_args!(
-        "tprox {}: testing {} (stall timeout {} s, seed {}, {} case(s))",
-        env!("CARGO_PKG_VERSION"),
-        options.proxy.label,
-        options.stall.as_secs_f64(),
-        options.seed,
-        cases.len()
-    ));
+async fn run(cases: &[&'static tprox::Case], options: &RunOptions, cli: &Cli, rerun: String) -> u8 {
+    let human = cli.format == Format::Human;
+    if human {
+        say(format_args!(
+            "tprox {}: testing {} (stall timeout {} s, seed {}, {} case(s))",
+            env!("CARGO_PKG_VERSION"),
+            options.proxy.label,
+            options.stall.as_secs_f64(),
+            options.seed,
+            cases.len()
+        ));
+    }
+    let started = SystemTime::now();
     if let Err(e) = runner::preflight(options).await {
         eprintln!("tprox: setup failed: {e}");
         return exit::SETUP;
     }
+    // With a machine format on stdout, the human lines go nowhere; the status line stays on
+    // stderr.
+    let sink: Box<dyn Write> = if human {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(std::io::sink())
+    };
     let mut reporter =
-        HumanReporter::new(std::io::stdout(), verbose, strict, cases.len()).with_rerun(rerun);
-    match runner::run(cases, options, &mut reporter).await {
-        Ok(reports) => {
-            let summary = Summary::of(&reports, strict);
-            reporter.finish(&summary);
-            if summary.failed > 0 {
-                exit::FAILED
-            } else {
-                exit::PASSED
-            }
-        }
+        HumanReporter::new(sink, cli.verbose, cli.strict, cases.len()).with_rerun(rerun);
+    let reports = match runner::run(cases, options, &mut reporter).await {
+        Ok(reports) => reports,
         Err(e) => {
             eprintln!("tprox: setup failed: {e}");
-            exit::SETUP
+            return exit::SETUP;
         }
+    };
+    let summary = Summary::of(&reports, cli.strict);
+    reporter.finish(&summary);
+    let info = RunInfo {
+        proxy: options.proxy.label.clone(),
+        stall: options.stall,
+        seed: options.seed,
+        started,
+        strict: cli.strict,
+    };
+    if !human {
+        let _ =
+            std::io::stdout().write_all(formats::render(cli.format, &info, &reports).as_bytes());
+    }
+    for (format, path) in &cli.output {
+        if let Err(e) = std::fs::write(path, formats::render(*format, &info, &reports)) {
+            eprintln!("tprox: cannot write the report to {}: {e}", path.display());
+            return exit::SETUP;
+        }
+    }
+    if summary.failed > 0 {
+        exit::FAILED
+    } else {
+        exit::PASSED
     }
 }
 

@@ -72,21 +72,21 @@ pub async fn run(
         return run_shared(cases, options, reporter).await;
     }
     let slots = Arc::new(Semaphore::new(options.jobs.max(1)));
-    let everything = options.jobs.max(1) as u32;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (normal, alone): (Vec<usize>, Vec<usize>) =
+        (0..cases.len()).partition(|&i| !cases[i].alone);
+    // Phase one: every other case, in parallel.
     let mut tasks = Vec::new();
-    // Cases that run alone are queued last and take every slot while they run.
-    let mut order: Vec<usize> = (0..cases.len()).collect();
-    order.sort_by_key(|&i| cases[i].alone);
-    for index in order {
-        let case = cases[index];
-        let slots = slots.clone();
-        let done = done_tx.clone();
-        let options = options.clone();
-        let wanted = if case.alone { everything } else { 1 };
+    for &index in &normal {
+        let (case, slots, done, options) = (
+            cases[index],
+            slots.clone(),
+            done_tx.clone(),
+            options.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let _slots = slots
-                .acquire_many_owned(wanted)
+            let _slot = slots
+                .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
             let _ = done.send((index, Event::Started));
@@ -94,9 +94,25 @@ pub async fn run(
             let _ = done.send((index, Event::Finished(Box::new(result))));
         }));
     }
+    // Phase two, once phase one is over: the cases that run alone, one after another.
+    let mut alone_runner = {
+        let (done, options) = (done_tx.clone(), options.clone());
+        let cases: Vec<(usize, &'static Case)> = alone.iter().map(|&i| (i, cases[i])).collect();
+        Some(async move {
+            for (index, case) in cases {
+                let _ = done.send((index, Event::Started));
+                let result = run_isolated(case, &options).await;
+                let _ = done.send((index, Event::Finished(Box::new(result))));
+            }
+        })
+    };
     drop(done_tx);
+    let mut normal_left = normal.len();
+    if normal_left == 0 {
+        tasks.extend(alone_runner.take().map(tokio::spawn));
+    }
     // Abort whatever is still running if we return early; each task's proxy dies with it.
-    let _guard = AbortOnDrop(tasks);
+    let mut guard = AbortOnDrop(tasks);
 
     let mut finished: Vec<Option<CaseReport>> = vec![None; cases.len()];
     let mut next = 0;
@@ -104,7 +120,15 @@ pub async fn run(
     while let Some((index, event)) = done_rx.recv().await {
         match event {
             Event::Started => reporter.case_started(cases[index]),
-            Event::Finished(result) => finished[index] = Some((*result)?),
+            Event::Finished(result) => {
+                finished[index] = Some((*result)?);
+                if !cases[index].alone {
+                    normal_left -= 1;
+                    if normal_left == 0 {
+                        guard.0.extend(alone_runner.take().map(tokio::spawn));
+                    }
+                }
+            }
         }
         while next < cases.len() {
             let Some(report) = finished[next].take() else {

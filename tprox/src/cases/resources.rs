@@ -53,7 +53,7 @@ pub static CPU: Case = Case {
     requirement: "The proxy MUST use no CPU to speak of while its connections are idle or blocked.",
     rules: &[Rule::R9],
     level: Level::Must,
-    alone: false,
+    alone: true,
     body: |cx| Box::pin(cpu(cx)),
 };
 
