@@ -42,6 +42,26 @@ fn assert_all_gone(pidfile: &Path) {
     }
 }
 
+/// The reference proxy, started through a shell that first appends its pid to `pidfile` (after
+/// running `prelude`), so that a test can check afterwards that nothing it started survives.
+fn recorded_reference(pidfile: &Path, prelude: &str) -> Vec<String> {
+    let script = format!(
+        "{prelude} echo $$ >> {}; exec {TPROX} __reference-proxy \"$@\"",
+        pidfile.display()
+    );
+    [
+        "sh",
+        "-c",
+        &script,
+        "sh",
+        "{dest_host}",
+        "{dest_port}",
+        "{listen_port}",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 #[test]
 fn list_shows_every_case_with_its_rules() {
     let out = tprox()
@@ -204,23 +224,13 @@ fn proxies_and_their_children_are_gone_after_a_run() {
     let pidfile = dir.path().join("pids");
     // A chatty proxy: a child floods stdout without end. tprox must drain it, pass the case,
     // and stop the child with the proxy's process group.
-    let script = format!(
-        "yes 'chatter from the proxy' & echo $! >> {pids}; echo $$ >> {pids}; exec {TPROX} __reference-proxy \"$@\"",
-        pids = pidfile.display()
+    let prelude = format!(
+        "yes 'chatter from the proxy' & echo $! >> {};",
+        pidfile.display()
     );
     tprox()
-        .args([
-            "--only",
-            "echo/",
-            "--",
-            "sh",
-            "-c",
-            &script,
-            "sh",
-            "{dest_host}",
-            "{dest_port}",
-            "{listen_port}",
-        ])
+        .args(["--only", "echo/", "--"])
+        .args(recorded_reference(&pidfile, &prelude))
         .timeout(Duration::from_secs(60))
         .assert()
         .success();
@@ -231,23 +241,9 @@ fn proxies_and_their_children_are_gone_after_a_run() {
 fn ctrl_c_stops_every_proxy_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pids");
-    let script = format!(
-        "echo $$ >> {}; exec {TPROX} __reference-proxy \"$@\"",
-        pidfile.display()
-    );
     let mut child = StdCommand::new(TPROX)
-        .args([
-            "--only",
-            "timeout/",
-            "--",
-            "sh",
-            "-c",
-            &script,
-            "sh",
-            "{dest_host}",
-            "{dest_port}",
-            "{listen_port}",
-        ])
+        .args(["--only", "timeout/", "--"])
+        .args(recorded_reference(&pidfile, ""))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -296,22 +292,16 @@ fn rules_lists_every_rule_with_its_cases() {
 fn shared_mode_runs_every_case_on_one_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pids");
-    let script = format!(
-        "echo $$ >> {}; exec {TPROX} __reference-proxy \"$@\"",
-        pidfile.display()
-    );
     let out = tprox()
-        .args(["--shared", "--only", "echo/", "--only", "shutdown/one-way"])
         .args([
+            "--shared",
+            "--only",
+            "echo/",
+            "--only",
+            "shutdown/one-way",
             "--",
-            "sh",
-            "-c",
-            &script,
-            "sh",
-            "{dest_host}",
-            "{dest_port}",
-            "{listen_port}",
         ])
+        .args(recorded_reference(&pidfile, ""))
         .assert()
         .success()
         .get_output()
