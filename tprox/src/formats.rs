@@ -116,6 +116,8 @@ pub fn json_value(info: &RunInfo, reports: &[CaseReport]) -> Value {
                 "outcome": r.outcome.label(),
                 "counts_as_failure": counts_as_failure(r, info.strict),
                 "duration_s": r.duration.as_secs_f64(),
+                "attempts": r.attempts,
+                "flaky": r.flaky.as_ref().map(|f| json!({ "expected": f.expected, "observed": f.observed, "hint": f.hint })),
                 "message": message,
                 "trace": r.trace,
                 "proxy_output": r.proxy_output,
@@ -138,6 +140,7 @@ pub fn json_value(info: &RunInfo, reports: &[CaseReport]) -> Value {
             "failed": summary.failed,
             "skipped": summary.skipped,
             "warnings": summary.warnings,
+            "flaky": summary.flaky,
         },
     })
 }
@@ -196,6 +199,12 @@ fn junit(info: &RunInfo, reports: &[CaseReport]) -> String {
                 case.set_system_out(format!("warning (SHOULD case):\n{}", failure_text(r)));
             }
         }
+        if let Some(first) = &r.flaky {
+            case.set_system_out(format!(
+                "flaky: failed, then passed on attempt {}\nfirst failure: expected {}; observed {}\n",
+                r.attempts, first.expected, first.observed
+            ));
+        }
         suite.add_test_case(case);
     }
     let mut report = Report::new(format!("tprox: {}", info.proxy));
@@ -216,6 +225,10 @@ fn tap(info: &RunInfo, reports: &[CaseReport]) -> String {
         let n = i + 1;
         let title = format!("{} - {}", r.case.id, r.case.name);
         match &r.outcome {
+            Outcome::Pass if r.flaky.is_some() => out.push_str(&format!(
+                "ok {n} {title} (flaky: passed on attempt {})\n",
+                r.attempts
+            )),
             Outcome::Pass => out.push_str(&format!("ok {n} {title}\n")),
             Outcome::Skip(reason) => out.push_str(&format!("ok {n} {title} # SKIP {reason}\n")),
             Outcome::Fail(f) => {
@@ -253,6 +266,7 @@ fn human_text(info: &RunInfo, reports: &[CaseReport]) -> String {
             "{}: {}\n",
             r.case.name,
             match r.outcome {
+                Outcome::Pass if r.flaky.is_some() => "flaky",
                 Outcome::Pass => "passed",
                 Outcome::Skip(_) => "skipped",
                 Outcome::Fail(_) if counts_as_failure(r, info.strict) => "failed",

@@ -112,6 +112,16 @@ struct Cli {
     #[arg(long, value_name = "[FORMAT:]FILE", value_parser = Format::parse_output)]
     output: Vec<(Format, PathBuf)>,
 
+    /// Try a failed case up to N more times, each with a fresh proxy. A case that fails and then
+    /// passes is reported as flaky: shown as such, but it does not fail the run.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    retries: u32,
+
+    /// Run the selection N times and report each case's failure rate; run i uses seed + i - 1.
+    /// Reports written with --output describe the last run.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
+
     /// Seed for every random payload; printed with each run, so a failure can be replayed.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
@@ -196,8 +206,8 @@ fn dispatch(cli: Cli) -> u8 {
         },
         echo_proxy_output: cli.verbose,
         shared: cli.shared,
+        retries: cli.retries,
     };
-    let rerun = rerun_template(&cli, seed);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -207,7 +217,7 @@ fn dispatch(cli: Cli) -> u8 {
     };
     let code = runtime.block_on(async {
         tokio::select! {
-            code = run(&cases, &options, &cli, rerun) => code,
+            code = run_repeatedly(&cases, &options, &cli) => code,
             signal = interrupted() => {
                 proxy::kill_all();
                 eprintln!("\ntprox: interrupted by {signal}; every proxy tprox started has been stopped");
@@ -220,7 +230,55 @@ fn dispatch(cli: Cli) -> u8 {
     code
 }
 
-async fn run(cases: &[&'static tprox::Case], options: &RunOptions, cli: &Cli, rerun: String) -> u8 {
+/// Runs the selection `--repeat` times (once by default) and, when repeated, sums up each
+/// case's failure rate.
+async fn run_repeatedly(cases: &[&'static tprox::Case], options: &RunOptions, cli: &Cli) -> u8 {
+    if cli.repeat == 1 {
+        return run(cases, options, cli).await.0;
+    }
+    let mut failures = vec![0u32; cases.len()];
+    let mut worst = exit::PASSED;
+    for i in 0..cli.repeat {
+        let options = RunOptions {
+            seed: options.seed.wrapping_add(u64::from(i)),
+            ..options.clone()
+        };
+        if cli.format == Format::Human {
+            say(format_args!("\n# run {} of {}", i + 1, cli.repeat));
+        }
+        let (code, reports) = run(cases, &options, cli).await;
+        if code == exit::SETUP {
+            return code;
+        }
+        worst = worst.max(code);
+        for (count, report) in failures.iter_mut().zip(&reports) {
+            if Summary::of(std::slice::from_ref(report), cli.strict).failed > 0 {
+                *count += 1;
+            }
+        }
+    }
+    let mut text = format!("\nFailure rate per case over {} runs:\n", cli.repeat);
+    for (case, count) in cases.iter().zip(&failures).filter(|(_, &count)| count > 0) {
+        text.push_str(&format!(
+            "  {:<24} failed {count} of {} runs ({:.0}%)\n",
+            case.id,
+            cli.repeat,
+            f64::from(*count) * 100.0 / f64::from(cli.repeat)
+        ));
+    }
+    if failures.iter().all(|&count| count == 0) {
+        text.push_str("  no case failed in any run\n");
+    }
+    eprint!("{text}");
+    worst
+}
+
+async fn run(
+    cases: &[&'static tprox::Case],
+    options: &RunOptions,
+    cli: &Cli,
+) -> (u8, Vec<runner::CaseReport>) {
+    let rerun = rerun_template(cli, options.seed);
     let human = cli.format == Format::Human;
     if human {
         say(format_args!(
@@ -235,7 +293,7 @@ async fn run(cases: &[&'static tprox::Case], options: &RunOptions, cli: &Cli, re
     let started = SystemTime::now();
     if let Err(e) = runner::preflight(options).await {
         eprintln!("tprox: setup failed: {e}");
-        return exit::SETUP;
+        return (exit::SETUP, Vec::new());
     }
     // With a machine format on stdout, the human lines go nowhere; the status line stays on
     // stderr.
@@ -250,7 +308,7 @@ async fn run(cases: &[&'static tprox::Case], options: &RunOptions, cli: &Cli, re
         Ok(reports) => reports,
         Err(e) => {
             eprintln!("tprox: setup failed: {e}");
-            return exit::SETUP;
+            return (exit::SETUP, Vec::new());
         }
     };
     let summary = Summary::of(&reports, cli.strict);
@@ -269,14 +327,15 @@ async fn run(cases: &[&'static tprox::Case], options: &RunOptions, cli: &Cli, re
     for (format, path) in &cli.output {
         if let Err(e) = std::fs::write(path, formats::render(*format, &info, &reports)) {
             eprintln!("tprox: cannot write the report to {}: {e}", path.display());
-            return exit::SETUP;
+            return (exit::SETUP, reports);
         }
     }
-    if summary.failed > 0 {
+    let code = if summary.failed > 0 {
         exit::FAILED
     } else {
         exit::PASSED
-    }
+    };
+    (code, reports)
 }
 
 /// The command line that reruns one case (`{id}`) with the same seed and settings.
@@ -299,6 +358,9 @@ fn rerun_template(cli: &Cli, seed: u64) -> String {
     }
     if cli.strict {
         parts.push("--strict".into());
+    }
+    if cli.shared {
+        parts.push("--shared".into());
     }
     if cli.reference {
         parts.push("--reference".into());

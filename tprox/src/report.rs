@@ -23,6 +23,9 @@ pub struct Summary {
     pub skipped: usize,
     /// SHOULD cases that failed without `--strict`: reported, not counted as failures.
     pub warnings: usize,
+    /// Cases that failed, then passed on a retry: reported as flaky, not as passed, and not
+    /// counted as failures.
+    pub flaky: usize,
 }
 
 impl Summary {
@@ -30,6 +33,7 @@ impl Summary {
         let mut summary = Summary::default();
         for report in reports {
             match (&report.outcome, report.case.level) {
+                (Outcome::Pass, _) if report.flaky.is_some() => summary.flaky += 1,
                 (Outcome::Pass, _) => summary.passed += 1,
                 (Outcome::Skip(_), _) => summary.skipped += 1,
                 (Outcome::Fail(_), Level::Should) if !strict => summary.warnings += 1,
@@ -39,11 +43,15 @@ impl Summary {
         summary
     }
 
-    /// The closing line, exactly `N passed, M failed` (`, K skipped` when any).
+    /// The closing line, exactly `N passed, M failed` (`, K skipped` and `, F flaky` when
+    /// any).
     pub fn line(&self) -> String {
         let mut line = format!("{} passed, {} failed", self.passed, self.failed);
         if self.skipped > 0 {
             line.push_str(&format!(", {} skipped", self.skipped));
+        }
+        if self.flaky > 0 {
+            line.push_str(&format!(", {} flaky", self.flaky));
         }
         line
     }
@@ -146,12 +154,19 @@ impl<W: Write> Reporter for HumanReporter<W> {
         let case = report.case;
         let mut text = String::new();
         let verdict = match (&report.outcome, case.level) {
+            (Outcome::Pass, _) if report.flaky.is_some() => {
+                format!("flaky (failed, then passed on attempt {})", report.attempts)
+            }
             (Outcome::Pass, _) => "passed".to_string(),
             (Outcome::Skip(reason), _) => format!("skipped ({reason})"),
             (Outcome::Fail(_), Level::Should) if !self.strict => "warning (SHOULD)".to_string(),
             (Outcome::Fail(_), _) => "failed".to_string(),
         };
         text.push_str(&format!("{}: {verdict}\n", case.name));
+        if let Some(first) = &report.flaky {
+            text.push_str(&format!("    first failure: expected {}\n", first.expected));
+            text.push_str(&format!("                   observed {}\n", first.observed));
+        }
         if let Outcome::Fail(_) = &report.outcome {
             let rerun = self.rerun.as_ref().map(|r| r.replace("{id}", case.id));
             text.push_str(&failure_details(report, rerun.as_deref(), !self.verbose));
@@ -220,16 +235,21 @@ mod tests {
         let summary = Summary {
             passed: 9,
             failed: 1,
-            skipped: 0,
-            warnings: 0,
+            ..Summary::default()
         };
         assert_eq!(summary.line(), "9 passed, 1 failed");
         let summary = Summary {
             passed: 7,
-            failed: 0,
             skipped: 2,
             warnings: 1,
+            ..Summary::default()
         };
         assert_eq!(summary.line(), "7 passed, 0 failed, 2 skipped");
+        let summary = Summary {
+            passed: 5,
+            flaky: 1,
+            ..Summary::default()
+        };
+        assert_eq!(summary.line(), "5 passed, 0 failed, 1 flaky");
     }
 }

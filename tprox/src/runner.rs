@@ -35,6 +35,9 @@ pub struct RunOptions {
     /// Run every case against one proxy instance, in sequence, so that state leaking from one
     /// case into the next shows up.
     pub shared: bool,
+    /// How often a failed case is tried again (with a fresh proxy, unless shared). A case that
+    /// fails and then passes is flaky.
+    pub retries: u32,
 }
 
 /// The result of one case.
@@ -47,6 +50,11 @@ pub struct CaseReport {
     pub trace: Vec<String>,
     /// The last lines the case's proxy printed.
     pub proxy_output: String,
+    /// Set when the case passed only on a retry: the first failure. Such a case is reported as
+    /// flaky, not as passed.
+    pub flaky: Option<Failure>,
+    /// Attempts made (1 unless retries were allowed and needed).
+    pub attempts: u32,
 }
 
 /// How long tprox waits for the connection the proxy forwards for its readiness probe. A proxy
@@ -152,7 +160,20 @@ async fn run_shared(
     let mut reports = Vec::with_capacity(cases.len());
     for &case in cases {
         reporter.case_started(case);
-        let report = run_case(case, options, &mut proxy, &dest).await;
+        let mut report = run_case(case, options, &mut proxy, &dest).await;
+        let mut first_failure = None;
+        while let Outcome::Fail(failure) = &report.outcome {
+            if report.attempts > options.retries {
+                break;
+            }
+            first_failure.get_or_insert_with(|| failure.clone());
+            let attempts = report.attempts + 1;
+            report = run_case(case, options, &mut proxy, &dest).await;
+            report.attempts = attempts;
+        }
+        report.flaky = matches!(report.outcome, Outcome::Pass)
+            .then_some(first_failure)
+            .flatten();
         reporter.case_finished(&report);
         reports.push(report);
     }
@@ -206,10 +227,24 @@ fn backstop(stall: Duration) -> Duration {
 
 async fn run_isolated(case: &'static Case, options: &RunOptions) -> Result<CaseReport, StartError> {
     let echo_tag = options.echo_proxy_output.then(|| case.id.to_string());
-    let (mut proxy, dest) = start(options, echo_tag).await?;
-    let report = run_case(case, options, &mut proxy, &dest).await;
-    proxy.stop().await;
-    Ok(report)
+    let mut first_failure: Option<Failure> = None;
+    for attempt in 1.. {
+        let (mut proxy, dest) = start(options, echo_tag.clone()).await?;
+        let mut report = run_case(case, options, &mut proxy, &dest).await;
+        proxy.stop().await;
+        report.attempts = attempt;
+        match &report.outcome {
+            Outcome::Fail(failure) if attempt <= options.retries => {
+                first_failure.get_or_insert_with(|| failure.clone());
+            }
+            Outcome::Pass => {
+                report.flaky = first_failure;
+                return Ok(report);
+            }
+            _ => return Ok(report),
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 /// Runs one case body against a running proxy, with the survival checks around it.
@@ -253,6 +288,8 @@ async fn run_case(
         duration: started.elapsed(),
         trace: trace.lines(),
         proxy_output: proxy.output_tail(),
+        flaky: None,
+        attempts: 1,
     }
 }
 

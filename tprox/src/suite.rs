@@ -60,6 +60,7 @@ impl Suite {
                 scale: Scale::default(),
                 echo_proxy_output: false,
                 shared: false,
+                retries: 0,
             },
             only: Vec::new(),
             skip: Vec::new(),

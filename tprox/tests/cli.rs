@@ -316,3 +316,74 @@ fn shared_mode_runs_every_case_on_one_proxy() {
     assert_eq!(started, 2);
     assert_all_gone(&pidfile);
 }
+
+/// A proxy broken on exactly one start, the second (the first case's first attempt, after the
+/// preflight): it forwards to a port where nothing listens. Every other start is the reference.
+fn broken_on_second_start(dir: &Path) -> Vec<String> {
+    let counter = dir.join("starts");
+    let script = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; \
+         if [ $n -eq 2 ]; then exec {TPROX} __reference-proxy \"$1\" 1 \"$3\"; fi; \
+         exec {TPROX} __reference-proxy \"$@\"",
+        c = counter.display()
+    );
+    [
+        "sh",
+        "-c",
+        &script,
+        "sh",
+        "{dest_host}",
+        "{dest_port}",
+        "{listen_port}",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn a_case_that_passes_on_a_retry_is_flaky_not_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tprox()
+        .args(["--retries", "2", "--only", "echo/single", "--"])
+        .args(broken_on_second_start(dir.path()))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("Single echo connection: flaky (failed, then passed on attempt 2)"),
+        "{text}"
+    );
+    assert!(text.contains("first failure: expected"), "{text}");
+    assert_eq!(text.lines().last(), Some("0 passed, 0 failed, 1 flaky"));
+}
+
+#[test]
+fn without_retries_the_same_failure_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    tprox()
+        .args(["--only", "echo/single", "--"])
+        .args(broken_on_second_start(dir.path()))
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn repeat_reports_each_case_failure_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    tprox()
+        .args(["--repeat", "3", "--only", "echo/single", "--"])
+        .args(broken_on_second_start(dir.path()))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "echo/single              failed 1 of 3 runs (33%)",
+        ));
+    tprox()
+        .args(["--repeat", "2", "--only", "echo/single", "--reference"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("no case failed in any run"));
+}
