@@ -42,17 +42,12 @@ fn assert_all_gone(pidfile: &Path) {
     }
 }
 
-/// The reference proxy, started through a shell that first appends its pid to `pidfile` (after
-/// running `prelude`), so that a test can check afterwards that nothing it started survives.
-fn recorded_reference(pidfile: &Path, prelude: &str) -> Vec<String> {
-    let script = format!(
-        "{prelude} echo $$ >> {}; exec {TPROX} __reference-proxy \"$@\"",
-        pidfile.display()
-    );
+/// A proxy command that runs `script` in a shell, with the classic arguments as $1 $2 $3.
+fn shell_proxy(script: &str) -> Vec<String> {
     [
         "sh",
         "-c",
-        &script,
+        script,
         "sh",
         "{dest_host}",
         "{dest_port}",
@@ -60,6 +55,16 @@ fn recorded_reference(pidfile: &Path, prelude: &str) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+
+/// The reference proxy, started through a shell that first appends its pid to `pidfile` (after
+/// running `prelude`), so that a test can check afterwards that nothing it started survives.
+fn recorded_reference(pidfile: &Path, prelude: &str) -> Vec<String> {
+    let script = format!(
+        "{prelude} echo $$ >> {}; exec {TPROX} __reference-proxy \"$@\"",
+        pidfile.display()
+    );
+    shell_proxy(&script)
 }
 
 #[test]
@@ -327,17 +332,7 @@ fn broken_on_second_start(dir: &Path) -> Vec<String> {
          exec {TPROX} __reference-proxy \"$@\"",
         c = counter.display()
     );
-    [
-        "sh",
-        "-c",
-        &script,
-        "sh",
-        "{dest_host}",
-        "{dest_port}",
-        "{listen_port}",
-    ]
-    .map(String::from)
-    .to_vec()
+    shell_proxy(&script)
 }
 
 #[test]
