@@ -108,44 +108,24 @@ fn help_teaches_placeholders_and_exit_codes() {
     }
 }
 
-#[test]
-fn no_proxy_is_a_usage_error_that_says_what_to_do() {
+/// Bad input: each gets its exit status and a message that says what to do.
+#[rstest::rstest]
+#[case::no_proxy(&[], 2, "--reference")]
+#[case::reference_and_a_proxy(&["--reference", "./tcpproxy"], 2, "cannot be used with")]
+#[case::a_filter_that_selects_nothing(&["--reference", "--only", "nosuch/"], 3, "matches no case")]
+#[case::a_bad_glob(&["--reference", "--only", "echo/["], 2, "invalid pattern")]
+#[case::a_missing_program(&["./no-such-proxy"], 2, "no such program")]
+#[case::a_bad_stall_timeout(&["--stall-timeout", "0", "--reference"], 2, "between 0 and 3600")]
+fn bad_input_is_explained_with_its_exit_code(
+    #[case] args: &[&str],
+    #[case] code: i32,
+    #[case] message: &str,
+) {
     tprox()
+        .args(args)
         .assert()
-        .code(2)
-        .stderr(predicates::str::contains("--reference"));
-}
-
-#[test]
-fn reference_and_a_proxy_together_are_a_usage_error() {
-    tprox().args(["--reference", "./tcpproxy"]).assert().code(2);
-}
-
-#[test]
-fn a_filter_that_selects_nothing_has_its_own_exit_code() {
-    tprox()
-        .args(["--reference", "--only", "nosuch/"])
-        .assert()
-        .code(3)
-        .stderr(predicates::str::contains("matches no case"));
-}
-
-#[test]
-fn a_bad_glob_is_a_usage_error() {
-    tprox()
-        .args(["--reference", "--only", "echo/["])
-        .assert()
-        .code(2)
-        .stderr(predicates::str::contains("invalid pattern"));
-}
-
-#[test]
-fn a_missing_program_is_a_setup_error() {
-    tprox()
-        .arg("./no-such-proxy")
-        .assert()
-        .code(2)
-        .stderr(predicates::str::contains("no such program"));
+        .code(code)
+        .stderr(predicates::str::contains(message));
 }
 
 #[test]
