@@ -11,10 +11,12 @@
 //! * [`runner`]: one fresh proxy and destination per case, cases in parallel, outcomes out.
 //! * [`report`]: turning outcomes into output.
 //! * [`select`]: `--only` / `--skip` patterns.
+//! * [`grade`]: `tprox grade`, many submissions graded against a grading file.
 
 pub mod case;
 pub mod cases;
 pub mod formats;
+pub mod grade;
 pub mod harness;
 pub mod net;
 pub mod probe;

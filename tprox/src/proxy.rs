@@ -4,9 +4,14 @@
 //! started. Its stdout and stderr are drained continuously (a chatty proxy must never block on a
 //! full pipe) and their tail is kept for diagnostics. Every live group is registered, so that an
 //! interrupted tprox ([`kill_all`]) and a panicking case (`Drop`) leave nothing behind.
+//!
+//! For untrusted proxies (grading), [`Limits`] caps each proxy process's address space, open
+//! files and CPU time, and [`become_subreaper`] with [`sweep_orphans`] catches the processes
+//! that leave their group (a daemonizing child) once their parent is gone.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +40,9 @@ pub struct ProxyCommand {
     args: Vec<String>,
     /// How the command is shown to people.
     pub label: String,
+    /// The directory the proxy runs in; tprox's own when unset. Grading runs each submission in
+    /// a scratch directory of its own.
+    pub dir: Option<PathBuf>,
 }
 
 impl ProxyCommand {
@@ -59,7 +67,18 @@ impl ProxyCommand {
             program: program.clone(),
             args,
             label,
+            dir: None,
         })
+    }
+
+    /// The same command, run in `dir`. A relative program path (`./tcpproxy`) is taken
+    /// relative to `dir`, as a shell started there would.
+    pub fn in_dir(mut self, dir: PathBuf) -> Self {
+        if self.program.contains('/') && !self.program.starts_with('/') {
+            self.program = dir.join(&self.program).to_string_lossy().into_owned();
+        }
+        self.dir = Some(dir);
+        self
     }
 
     /// The reference proxy, built into tprox itself and started as a subprocess like any other.
@@ -180,6 +199,52 @@ pub struct Launch {
     pub startup_timeout: Duration,
     /// Copy the proxy's output to stderr, prefixed with this tag.
     pub echo_output: Option<String>,
+    pub limits: Limits,
+}
+
+/// Resource limits for each proxy process (setrlimit in the child, before exec). A proxy that
+/// reaches one fails the case it was in (allocation fails, accept fails, SIGXCPU), and nothing
+/// outside it suffers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// RLIMIT_AS, in bytes. Generous: a thread-per-connection proxy reserves a stack per thread.
+    pub address_space: Option<u64>,
+    /// RLIMIT_NOFILE.
+    pub open_files: Option<u64>,
+    /// RLIMIT_CPU, in seconds of CPU time.
+    pub cpu_seconds: Option<u64>,
+}
+
+impl Limits {
+    /// Applies the limits to the calling process. Runs in the forked child, so it only calls
+    /// setrlimit (async-signal-safe).
+    fn apply(&self) -> std::io::Result<()> {
+        use nix::sys::resource::{setrlimit, Resource};
+        let pairs = [
+            (Resource::RLIMIT_AS, self.address_space),
+            (Resource::RLIMIT_NOFILE, self.open_files),
+            (Resource::RLIMIT_CPU, self.cpu_seconds),
+        ];
+        for (resource, limit) in pairs {
+            if let Some(limit) = limit {
+                setrlimit(resource, limit, limit).map_err(std::io::Error::from)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Arranges for `cmd`'s child to run under these limits.
+    pub(crate) fn install(&self, cmd: &mut Command) {
+        if *self == Limits::default() {
+            return;
+        }
+        let limits = *self;
+        // SAFETY: the closure runs between fork and exec and only calls setrlimit, which is
+        // async-signal-safe; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || limits.apply());
+        }
+    }
 }
 
 /// A running proxy instance. Dropping it kills its whole process group.
@@ -231,45 +296,16 @@ impl RunningProxy {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = {
-            // Register under the same lock as the spawn, so that an interrupt arriving in
-            // between cannot miss the new group.
-            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-            let child = cmd.spawn().map_err(|e| StartError::Spawn {
-                command: shown.clone(),
-                error: explain_spawn_error(&command.program, &e),
-            })?;
-            let pid = child.id().expect("a just-spawned child has a pid") as i32;
-            live.insert(pid);
-            child
-        };
-        let pgid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
-        let output = Arc::new(Mutex::new(Tail::default()));
-        for (stream, name) in [
-            (
-                child
-                    .stdout
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
-                "stdout",
-            ),
-            (
-                child
-                    .stderr
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
-                "stderr",
-            ),
-        ] {
-            if let Some(stream) = stream {
-                tokio::spawn(drain(
-                    stream,
-                    output.clone(),
-                    launch.echo_output.clone(),
-                    name,
-                ));
-            }
+        if let Some(dir) = &command.dir {
+            cmd.current_dir(dir);
         }
+        launch.limits.install(&mut cmd);
+        let mut child = spawn_group(&mut cmd).map_err(|e| StartError::Spawn {
+            command: shown.clone(),
+            error: explain_spawn_error(&command.program, &e),
+        })?;
+        let pgid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
+        let output = capture_output(&mut child, Tail::default(), launch.echo_output.clone());
         let mut proxy = RunningProxy {
             child,
             pgid,
@@ -351,7 +387,19 @@ impl Drop for RunningProxy {
 /// Process groups of proxies that are running now.
 static LIVE: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
-fn unregister(pgid: Pid) {
+/// Spawns `cmd` (already set to lead a process group of its own) and registers its group, so
+/// that [`kill_all`] and [`sweep_orphans`] know it. The caller kills the group when done with
+/// it and calls [`unregister`].
+pub(crate) fn spawn_group(cmd: &mut Command) -> std::io::Result<Child> {
+    // Register under the same lock as the spawn, so that an interrupt (or a sweep) arriving in
+    // between cannot miss the new group.
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let child = cmd.spawn()?;
+    live.insert(child.id().expect("a just-spawned child has a pid") as i32);
+    Ok(child)
+}
+
+pub(crate) fn unregister(pgid: Pid) {
     LIVE.lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&pgid.as_raw());
@@ -363,6 +411,56 @@ pub fn kill_all() {
     for &pgid in live.iter() {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
+}
+
+/// Makes this process the "subreaper" of everything it starts: a process whose parent dies is
+/// re-parented to tprox instead of to init, so that [`sweep_orphans`] can find it. This catches
+/// what a process group cannot: a child that moved to a session of its own (a daemon).
+pub fn become_subreaper() {
+    // Best effort: without it (not Linux), process groups still contain the usual cases.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+}
+
+/// Kills and reaps every child of tprox that is not the leader of a registered group: the
+/// orphans re-parented to tprox (see [`become_subreaper`]). Repeats while killing one exposes
+/// its own children. Returns how many processes it killed.
+pub fn sweep_orphans() -> usize {
+    use nix::sys::wait::waitpid;
+    let me = std::process::id() as i32;
+    let mut killed = 0;
+    for _ in 0..100 {
+        let orphans: Vec<i32> = {
+            let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            let orphans: Vec<i32> = children_of(me)
+                .into_iter()
+                .filter(|pid| !live.contains(pid))
+                .collect();
+            for &pid in &orphans {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            orphans
+        };
+        if orphans.is_empty() {
+            break;
+        }
+        for pid in orphans {
+            // Only orphans are waited for here, never a child that tokio tracks.
+            let _ = waitpid(Pid::from_raw(pid), None);
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// The pids whose parent is `parent`, from /proc.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.filter_map(|p| p.ok()?.stat().ok())
+        .filter(|stat| stat.ppid == parent)
+        .map(|stat| stat.pid)
+        .collect()
 }
 
 fn explain_spawn_error(program: &str, e: &std::io::Error) -> String {
@@ -435,17 +533,32 @@ fn port_taken(port: u16) -> bool {
         .is_err()
 }
 
-/// The last lines of a proxy's output, bounded in lines and bytes.
-#[derive(Default)]
-struct Tail {
+/// The last lines of a program's output, bounded in lines and bytes.
+pub(crate) struct Tail {
     lines: VecDeque<String>,
     bytes: usize,
+    max_lines: usize,
+    max_bytes: usize,
+}
+
+impl Default for Tail {
+    /// What is kept of a proxy's output: enough for a diagnostic.
+    fn default() -> Self {
+        Tail::new(40, 8 * 1024)
+    }
 }
 
 impl Tail {
-    const MAX_LINES: usize = 40;
-    const MAX_BYTES: usize = 8 * 1024;
     const MAX_LINE: usize = 500;
+
+    pub(crate) fn new(max_lines: usize, max_bytes: usize) -> Self {
+        Tail {
+            lines: VecDeque::new(),
+            bytes: 0,
+            max_lines,
+            max_bytes,
+        }
+    }
 
     fn push(&mut self, mut line: String) {
         if line.len() > Self::MAX_LINE {
@@ -458,16 +571,47 @@ impl Tail {
         }
         self.bytes += line.len();
         self.lines.push_back(line);
-        while self.lines.len() > Self::MAX_LINES || self.bytes > Self::MAX_BYTES {
+        while self.lines.len() > self.max_lines || self.bytes > self.max_bytes {
             if let Some(old) = self.lines.pop_front() {
                 self.bytes -= old.len();
             }
         }
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.lines.iter().map(|l| format!("{l}\n")).collect()
     }
+}
+
+/// Drains the child's stdout and stderr into `tail` for as long as they are open.
+pub(crate) fn capture_output(
+    child: &mut Child,
+    tail: Tail,
+    echo: Option<String>,
+) -> Arc<Mutex<Tail>> {
+    let tail = Arc::new(Mutex::new(tail));
+    let streams = [
+        (
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+            "stdout",
+        ),
+        (
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+            "stderr",
+        ),
+    ];
+    for (stream, name) in streams {
+        if let Some(stream) = stream {
+            tokio::spawn(drain(stream, tail.clone(), echo.clone(), name));
+        }
+    }
+    tail
 }
 
 async fn drain(
@@ -564,8 +708,8 @@ mod tests {
         for i in 0..1000 {
             tail.push(format!("line {i} {}", "x".repeat(i % 700)));
         }
-        assert!(tail.lines.len() <= Tail::MAX_LINES);
-        assert!(tail.bytes <= Tail::MAX_BYTES);
+        assert!(tail.lines.len() <= tail.max_lines);
+        assert!(tail.bytes <= tail.max_bytes);
         assert!(tail.text().lines().last().unwrap().starts_with("line 999 "));
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::case::{Case, Failure, Outcome};
 use crate::harness::{survival_echo, Ctx, Destination, Scale};
-use crate::proxy::{Launch, ProxyCommand, RunningProxy, StartError};
+use crate::proxy::{Launch, Limits, ProxyCommand, RunningProxy, StartError};
 use crate::report::Reporter;
 
 /// Everything a run needs besides the cases.
@@ -38,6 +38,35 @@ pub struct RunOptions {
     /// How often a failed case is tried again (with a fresh proxy, unless shared). A case that
     /// fails and then passes is flaky.
     pub retries: u32,
+    /// Resource limits for every proxy process.
+    pub limits: Limits,
+    /// When the whole run must end: cases still running then, or not yet started, fail with
+    /// "not finished in time". Grading gives each submission a wall-clock limit this way.
+    /// (Ignored with `shared`.)
+    pub deadline: Option<Instant>,
+    /// A proxy that fails to start for one case fails that case, instead of ending the run
+    /// with a setup error. Grading wants every case scored.
+    pub keep_going: bool,
+}
+
+impl RunOptions {
+    /// The options `tprox` uses by default, for `proxy` with stall timeout `stall`.
+    pub fn new(proxy: ProxyCommand, stall: Duration) -> Self {
+        RunOptions {
+            proxy,
+            stall,
+            startup_timeout: Duration::from_secs(10),
+            jobs: 16,
+            seed: 0,
+            scale: Scale::default(),
+            echo_proxy_output: false,
+            shared: false,
+            retries: 0,
+            limits: Limits::default(),
+            deadline: None,
+            keep_going: false,
+        }
+    }
 }
 
 /// The result of one case.
@@ -71,10 +100,10 @@ pub async fn preflight(options: &RunOptions) -> Result<(), StartError> {
 
 /// Runs `cases` and reports each to `reporter`, in the order given. Stops early with the
 /// first setup error (a proxy that did not start): that is never a case outcome.
-pub async fn run(
+pub async fn run<R: Reporter + ?Sized>(
     cases: &[&'static Case],
     options: &RunOptions,
-    reporter: &mut dyn Reporter,
+    reporter: &mut R,
 ) -> Result<Vec<CaseReport>, StartError> {
     if options.shared {
         return run_shared(cases, options, reporter).await;
@@ -125,11 +154,25 @@ pub async fn run(
     let mut finished: Vec<Option<CaseReport>> = vec![None; cases.len()];
     let mut next = 0;
     let mut reports = Vec::with_capacity(cases.len());
-    while let Some((index, event)) = done_rx.recv().await {
+    loop {
+        let event = match options.deadline {
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline.into(), done_rx.recv()).await {
+                    Ok(event) => event,
+                    Err(_) => break, // out of time: the rest is reported unfinished below
+                }
+            }
+            None => done_rx.recv().await,
+        };
+        let Some((index, event)) = event else { break };
         match event {
             Event::Started => reporter.case_started(cases[index]),
             Event::Finished(result) => {
-                finished[index] = Some((*result)?);
+                finished[index] = Some(match *result {
+                    Ok(report) => report,
+                    Err(e) if options.keep_going => start_failure(cases[index], e),
+                    Err(e) => return Err(e),
+                });
                 if !cases[index].alone {
                     normal_left -= 1;
                     if normal_left == 0 {
@@ -147,13 +190,63 @@ pub async fn run(
             next += 1;
         }
     }
+    // Only a deadline ends the loop early; stop what still runs before reporting it.
+    drop(guard);
+    for (index, slot) in finished.iter_mut().enumerate().skip(next) {
+        let report = slot
+            .take()
+            .unwrap_or_else(|| unfinished(cases[index], options));
+        reporter.case_finished(&report);
+        reports.push(report);
+    }
     Ok(reports)
 }
 
-async fn run_shared(
+/// The report of a case the deadline cut short.
+fn unfinished(case: &'static Case, options: &RunOptions) -> CaseReport {
+    CaseReport::failed(
+        case,
+        Failure::new(
+            "the case finishes within the run's time limit",
+            "the time limit was reached before the case finished (or started); it was stopped",
+        )
+        .hint(if options.jobs > 1 {
+            "a proxy that makes cases wait for their timeouts uses up the time limit"
+        } else {
+            "a proxy that makes cases wait for their timeouts uses up the time limit; more jobs may help"
+        }),
+    )
+}
+
+/// The report of a case whose proxy did not start (with `keep_going`).
+fn start_failure(case: &'static Case, error: StartError) -> CaseReport {
+    CaseReport::failed(
+        case,
+        Failure::new(
+            "a fresh proxy starts and listens for the case",
+            error.to_string(),
+        ),
+    )
+}
+
+impl CaseReport {
+    fn failed(case: &'static Case, failure: Failure) -> Self {
+        CaseReport {
+            case,
+            outcome: Outcome::Fail(failure),
+            duration: Duration::ZERO,
+            trace: Vec::new(),
+            proxy_output: String::new(),
+            flaky: None,
+            attempts: 1,
+        }
+    }
+}
+
+async fn run_shared<R: Reporter + ?Sized>(
     cases: &[&'static Case],
     options: &RunOptions,
-    reporter: &mut dyn Reporter,
+    reporter: &mut R,
 ) -> Result<Vec<CaseReport>, StartError> {
     let echo_tag = options.echo_proxy_output.then(|| "shared".to_string());
     let (mut proxy, dest) = start(options, echo_tag).await?;
@@ -210,6 +303,7 @@ async fn start(
         stall: options.stall,
         startup_timeout: options.startup_timeout,
         echo_output: echo_tag,
+        limits: options.limits,
     };
     let proxy = RunningProxy::start(&options.proxy, &launch).await?;
     // The readiness probe was a real connection: take the destination side the proxy opened for

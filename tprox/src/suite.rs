@@ -21,7 +21,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::case::{Case, Level, Outcome};
-use crate::harness::Scale;
 use crate::proxy::{ProxyCommand, REFERENCE_ARG};
 use crate::report::{failure_details, Summary};
 use crate::runner::{self, CaseReport, RunOptions};
@@ -52,15 +51,8 @@ impl Suite {
         let proxy = ProxyCommand::new(&argv).unwrap_or_else(|e| panic!("Suite::new: {e}"));
         Suite {
             options: RunOptions {
-                proxy,
-                stall: Duration::from_secs(10),
-                startup_timeout: Duration::from_secs(10),
-                jobs: 16,
                 seed: 0x7072_6f78,
-                scale: Scale::default(),
-                echo_proxy_output: false,
-                shared: false,
-                retries: 0,
+                ..RunOptions::new(proxy, Duration::from_secs(10))
             },
             only: Vec::new(),
             skip: Vec::new(),

@@ -1,0 +1,340 @@
+//! The grading file: how to build and start a submission, its limits, and what each case is
+//! worth. TOML, checked strictly: an unknown key is an error, because a misspelt limit that is
+//! silently ignored would grade a whole class under the wrong rules.
+//!
+//! ```toml
+//! [build]                       # optional: no build step without it
+//! command = "make"              # run with `sh -c` in the submission's scratch copy
+//! timeout = "5m"
+//!
+//! [run]
+//! start = "./tcpproxy {dest_host} {dest_port} {listen_port}"
+//! stall_timeout = "2s"
+//! time_limit = "3m"             # wall clock for all of one submission's cases
+//!
+//! [limits]                      # per proxy process
+//! address_space_mib = 4096
+//! open_files = 1024
+//! cpu_seconds = 120
+//!
+//! [points]                      # per case; the longest matching pattern wins
+//! "echo/" = 2
+//! "bulk/chain" = 5
+//! "*" = 1
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::case::Case;
+use crate::proxy::Limits;
+use crate::select::Pattern;
+
+/// A parsed and checked grading file.
+#[derive(Debug, Clone)]
+pub struct Grading {
+    pub path: PathBuf,
+    /// A digest of the file's text: partial gradebooks merge only if they were graded by the
+    /// same file.
+    pub digest: String,
+    pub build: Option<Build>,
+    /// The start command's words, with `{submission}` and `{scratch}` still in them.
+    pub start: Vec<String>,
+    pub stall: Duration,
+    pub startup_timeout: Duration,
+    pub time_limit: Duration,
+    pub jobs: usize,
+    pub seed: u64,
+    pub retries: u32,
+    pub connections: Option<usize>,
+    pub bulk_kib: Option<usize>,
+    pub limits: Limits,
+    /// The graded cases, in catalogue order, with their points.
+    pub cases: Vec<(&'static Case, f64)>,
+}
+
+/// The build step.
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub command: String,
+    pub timeout: Duration,
+}
+
+impl Grading {
+    /// Reads and checks the grading file at `path`. Errors say what is wrong and where.
+    pub fn load(path: &Path, catalogue: &[&'static Case]) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the grading file {}: {e}", path.display()))?;
+        Self::parse(&text, path, catalogue)
+    }
+
+    pub fn parse(text: &str, path: &Path, catalogue: &[&'static Case]) -> Result<Self, String> {
+        let file: File =
+            toml::from_str(text).map_err(|e| format!("grading file {}: {e}", path.display()))?;
+        let problem = |what: String| format!("grading file {}: {what}", path.display());
+        let start = match file.run.start {
+            Words::One(line) => shlex::split(&line)
+                .ok_or_else(|| problem(format!("[run] start: unbalanced quotes in '{line}'")))?,
+            Words::Many(words) => words,
+        };
+        if start.is_empty() {
+            return Err(problem("[run] start is empty: give the command that starts a submission's proxy, such as \"./tcpproxy {dest_host} {dest_port} {listen_port}\"".into()));
+        }
+        let build =
+            match file.build {
+                Some(build) if build.command.trim().is_empty() => return Err(problem(
+                    "[build] command is empty: give a command, or leave out the [build] section"
+                        .into(),
+                )),
+                Some(build) => Some(Build {
+                    command: build.command,
+                    timeout: build
+                        .timeout
+                        .map_or(Ok(Duration::from_secs(300)), |d| d.get("[build] timeout"))
+                        .map_err(problem)?,
+                }),
+                None => None,
+            };
+        let seconds = |value: Option<Seconds>, key: &str, default: u64| {
+            value
+                .map_or(Ok(Duration::from_secs(default)), |d| d.get(key))
+                .map_err(problem)
+        };
+        let cases = points(&file.points, catalogue).map_err(problem)?;
+        let limits = file.limits.unwrap_or_default();
+        Ok(Grading {
+            path: path.to_path_buf(),
+            digest: digest(text),
+            build,
+            start,
+            stall: seconds(file.run.stall_timeout, "[run] stall_timeout", 10)?,
+            startup_timeout: seconds(file.run.startup_timeout, "[run] startup_timeout", 10)?,
+            time_limit: seconds(file.run.time_limit, "[run] time_limit", 300)?,
+            jobs: file.run.jobs.unwrap_or(8).max(1),
+            seed: file.run.seed.unwrap_or(1),
+            retries: file.run.retries.unwrap_or(0),
+            connections: file.run.connections,
+            bulk_kib: file.run.bulk_kib,
+            limits: Limits {
+                address_space: Some(limits.address_space_mib.unwrap_or(4096) * 1024 * 1024),
+                open_files: Some(limits.open_files.unwrap_or(1024)),
+                cpu_seconds: Some(limits.cpu_seconds.unwrap_or(120)),
+            },
+            cases,
+        })
+    }
+
+    /// The most a submission can score.
+    pub fn max_total(&self) -> f64 {
+        self.cases.iter().map(|(_, points)| points).sum()
+    }
+}
+
+/// Assigns points to cases: each case takes the points of the longest pattern that matches
+/// its id; a case no pattern matches is not graded (and not run).
+fn points(
+    table: &BTreeMap<String, f64>,
+    catalogue: &[&'static Case],
+) -> Result<Vec<(&'static Case, f64)>, String> {
+    if table.is_empty() {
+        return Err("[points] is empty: give each case or group its points, such as \"*\" = 1 for one point per case".into());
+    }
+    let mut patterns = Vec::new();
+    for (key, &value) in table {
+        if !value.is_finite() || value < 0.0 {
+            return Err(format!(
+                "[points] \"{key}\" = {value}: points must be zero or more"
+            ));
+        }
+        let pattern = Pattern::parse(key).map_err(|e| format!("[points] {e}"))?;
+        if !catalogue.iter().any(|case| pattern.matches(case.id)) {
+            return Err(format!(
+                "[points] \"{key}\" matches no case (see tprox --list for the case ids)"
+            ));
+        }
+        patterns.push((pattern, key.len(), value));
+    }
+    let graded: Vec<_> = catalogue
+        .iter()
+        .filter_map(|&case| {
+            patterns
+                .iter()
+                .filter(|(pattern, _, _)| pattern.matches(case.id))
+                .max_by_key(|(_, len, _)| *len)
+                .map(|&(_, _, value)| (case, value))
+        })
+        .collect();
+    Ok(graded)
+}
+
+/// FNV-1a of the text, in hex: enough to tell two grading files apart.
+fn digest(text: &str) -> String {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    build: Option<BuildSection>,
+    run: RunSection,
+    limits: Option<LimitsSection>,
+    #[serde(default)]
+    points: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildSection {
+    command: String,
+    timeout: Option<Seconds>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunSection {
+    start: Words,
+    stall_timeout: Option<Seconds>,
+    startup_timeout: Option<Seconds>,
+    time_limit: Option<Seconds>,
+    jobs: Option<usize>,
+    seed: Option<u64>,
+    retries: Option<u32>,
+    connections: Option<usize>,
+    bulk_kib: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    address_space_mib: Option<u64>,
+    open_files: Option<u64>,
+    cpu_seconds: Option<u64>,
+}
+
+/// A command as one shell-like line or as a list of words.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Words {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A duration: a number of seconds, or text such as "90s", "5m", "1m 30s".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Seconds {
+    Number(f64),
+    Text(String),
+}
+
+impl Seconds {
+    fn get(&self, key: &str) -> Result<Duration, String> {
+        let duration = match self {
+            Seconds::Number(secs) if secs.is_finite() && *secs > 0.0 => {
+                Some(Duration::from_secs_f64(*secs))
+            }
+            Seconds::Number(_) => None,
+            Seconds::Text(text) => humantime::parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero()),
+        };
+        duration.ok_or_else(|| {
+            format!("{key}: expected a positive duration, such as 90, \"90s\" or \"5m\"")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CATALOGUE;
+
+    fn parse(text: &str) -> Result<Grading, String> {
+        Grading::parse(text, Path::new("grading.toml"), CATALOGUE)
+    }
+
+    const MINIMAL: &str = "[run]\nstart = \"./tcpproxy\"\n";
+
+    #[test]
+    fn the_longest_matching_pattern_sets_a_cases_points() {
+        let grading = parse(&format!(
+            "{MINIMAL}[points]\n\"*\" = 1\n\"echo/\" = 2\n\"echo/single\" = 5\n"
+        ))
+        .unwrap();
+        let points = |id: &str| grading.cases.iter().find(|(c, _)| c.id == id).unwrap().1;
+        assert_eq!(points("echo/single"), 5.0);
+        assert_eq!(points("echo/chain-2"), 2.0);
+        assert_eq!(points("bulk/chain-20"), 1.0);
+        assert_eq!(grading.cases.len(), CATALOGUE.len());
+    }
+
+    #[test]
+    fn cases_no_pattern_matches_are_not_graded() {
+        let grading = parse(&format!("{MINIMAL}[points]\n\"shutdown/\" = 3\n")).unwrap();
+        assert!(grading
+            .cases
+            .iter()
+            .all(|(c, _)| c.id.starts_with("shutdown/")));
+        assert_eq!(grading.max_total(), 3.0 * grading.cases.len() as f64);
+    }
+
+    #[test]
+    fn durations_take_numbers_or_text_and_commands_take_quotes() {
+        let grading = parse(
+            "[run]\nstart = \"'./my proxy' {dest_host} {dest_port} {listen_port}\"\n\
+             stall_timeout = \"2s\"\ntime_limit = 90\n[points]\n\"*\" = 1\n",
+        )
+        .unwrap();
+        assert_eq!(grading.stall, Duration::from_secs(2));
+        assert_eq!(grading.time_limit, Duration::from_secs(90));
+        assert_eq!(grading.start[0], "./my proxy");
+    }
+
+    #[test]
+    fn the_shipped_example_grading_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/grading/grading.toml");
+        let grading = Grading::load(&path, CATALOGUE).unwrap();
+        assert_eq!(grading.cases.len(), CATALOGUE.len());
+        assert!(grading.build.is_some());
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_what_to_do() {
+        for (text, expected) in [
+            (
+                format!("{MINIMAL}[points]\n\"ecoh/\" = 1\n"),
+                "matches no case",
+            ),
+            (format!("{MINIMAL}[points]\n\"*\" = -1\n"), "zero or more"),
+            (format!("{MINIMAL}[points]\n"), "[points] is empty"),
+            (
+                format!("{MINIMAL}stall_timeout = \"soon\"\n[points]\n\"*\" = 1\n"),
+                "positive duration",
+            ),
+            (
+                format!("{MINIMAL}[limits]\nmemory = 5\n[points]\n\"*\" = 1\n"),
+                "unknown field `memory`",
+            ),
+            ("[points]\n\"*\" = 1\n".to_string(), "missing field `run`"),
+            (
+                "[run]\nstart = \"\"\n[points]\n\"*\" = 1\n".to_string(),
+                "start is empty",
+            ),
+        ] {
+            let error = parse(&text).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
+            );
+            assert!(error.starts_with("grading file grading.toml"), "{error}");
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The gradebook: one row per submission, points per case, the total, and every failure with
+//! its message. Written as JSON (the form that merges and that the HTML report is made from)
+//! and as CSV (for spreadsheets and the course's own tools).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The gradebook format's name and version, checked when gradebooks are merged.
+pub const FORMAT: &str = "tprox-gradebook";
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Gradebook {
+    pub format: String,
+    pub version: u32,
+    /// The tprox version that graded.
+    pub tprox: String,
+    pub grading_file: String,
+    /// Digest of the grading file's text; gradebooks from different files do not merge.
+    pub grading_digest: String,
+    pub seed: u64,
+    pub stall_timeout_s: f64,
+    pub started: String,
+    /// The shares of the class this gradebook holds, as "K/N"; all of them after a merge.
+    pub partitions: Vec<String>,
+    /// The graded cases, in catalogue order, with their points.
+    pub cases: Vec<GradedCase>,
+    pub max_total: f64,
+    pub submissions: Vec<Submission>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GradedCase {
+    pub id: String,
+    pub name: String,
+    pub points: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Submission {
+    pub name: String,
+    /// The submission's directory, as given.
+    pub path: String,
+    pub status: Status,
+    /// Why the submission was not graded case by case (build failure, proxy never started).
+    pub error: Option<String>,
+    pub total: f64,
+    pub duration_s: f64,
+    pub build: Option<BuildResult>,
+    /// One per graded case, in the gradebook's case order.
+    pub results: Vec<CaseResult>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Built (if there is a build step), started, and every case run or timed out.
+    Graded,
+    BuildFailed,
+    /// The proxy exited or never listened when started.
+    DidNotStart,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Graded => "graded",
+            Status::BuildFailed => "build failed",
+            Status::DidNotStart => "did not start",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildResult {
+    pub ok: bool,
+    pub duration_s: f64,
+    /// The build's output, relative to the gradebook's directory.
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseResult {
+    pub case: String,
+    /// pass, fail, skip, flaky, or not-run (the submission never got to run cases).
+    pub outcome: String,
+    pub points: f64,
+    /// What was expected and observed, for everything but a plain pass.
+    pub message: Option<String>,
+}
+
+impl Gradebook {
+    pub fn write_json(&self, path: &Path) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).expect("a gradebook serializes") + "\n";
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    pub fn read_json(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let book: Gradebook = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{} is not a tprox gradebook (gradebook.json): {e}",
+                path.display()
+            )
+        })?;
+        if book.format != FORMAT || book.version != VERSION {
+            return Err(format!(
+                "{} is a {} version {} file; this tprox reads {FORMAT} version {VERSION}",
+                path.display(),
+                book.format,
+                book.version
+            ));
+        }
+        Ok(book)
+    }
+
+    /// The CSV form: submission, status, total, max, one column of points per case, and the
+    /// failures in one cell (`case: message | case: message`).
+    pub fn to_csv(&self) -> String {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let mut header = vec![
+            "submission".to_string(),
+            "status".into(),
+            "total".into(),
+            "max".into(),
+        ];
+        header.extend(self.cases.iter().map(|c| c.id.clone()));
+        header.push("failures".into());
+        out.write_record(&header).expect("writing to memory");
+        for s in &self.submissions {
+            let mut row = vec![
+                s.name.clone(),
+                s.status.label().to_string(),
+                number(s.total),
+                number(self.max_total),
+            ];
+            row.extend(s.results.iter().map(|r| number(r.points)));
+            let mut failures: Vec<String> = s.error.iter().map(|e| one_line(Some(e))).collect();
+            failures.extend(
+                s.results
+                    .iter()
+                    .filter(|r| r.outcome == "fail")
+                    .map(|r| format!("{}: {}", r.case, one_line(r.message.as_deref()))),
+            );
+            row.push(failures.join(" | "));
+            out.write_record(&row).expect("writing to memory");
+        }
+        String::from_utf8(out.into_inner().expect("writing to memory")).expect("CSV of UTF-8")
+    }
+
+    /// Joins partial gradebooks (from `--partition`) into one. They must come from the same
+    /// grading file and hold different submissions.
+    pub fn merge(books: Vec<Gradebook>) -> Result<Gradebook, String> {
+        let mut books = books.into_iter();
+        let mut merged = books.next().ok_or("nothing to merge")?;
+        for book in books {
+            if book.grading_digest != merged.grading_digest || book.cases != merged.cases {
+                return Err(format!(
+                    "the gradebooks were graded with different grading files ({} and {}): \
+                     grade every partition with the same file",
+                    merged.grading_file, book.grading_file
+                ));
+            }
+            for partition in book.partitions {
+                if merged.partitions.contains(&partition) {
+                    return Err(format!("partition {partition} appears twice"));
+                }
+                merged.partitions.push(partition);
+            }
+            for submission in book.submissions {
+                if merged.submissions.iter().any(|s| s.name == submission.name) {
+                    return Err(format!(
+                        "submission '{}' appears in two gradebooks",
+                        submission.name
+                    ));
+                }
+                merged.submissions.push(submission);
+            }
+            merged.started = merged.started.min(book.started);
+        }
+        merged.partitions.sort();
+        merged.submissions.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(merged)
+    }
+
+    /// The shares a merged gradebook lacks, such as "2/3", if its partitions say "K/N".
+    pub fn missing_partitions(&self) -> Vec<String> {
+        let count = self
+            .partitions
+            .iter()
+            .filter_map(|p| p.split_once('/')?.1.parse::<usize>().ok())
+            .max();
+        match count {
+            Some(n) => (1..=n)
+                .map(|k| format!("{k}/{n}"))
+                .filter(|p| !self.partitions.contains(p))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Points as people write them: 2, 0.5.
+pub fn number(value: f64) -> String {
+    let text = format!("{value:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn one_line(text: Option<&str>) -> String {
+    text.unwrap_or("")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(partition: &str, names: &[&str]) -> Gradebook {
+        Gradebook {
+            format: FORMAT.into(),
+            version: VERSION,
+            tprox: "0".into(),
+            grading_file: "grading.toml".into(),
+            grading_digest: "d".into(),
+            seed: 1,
+            stall_timeout_s: 2.0,
+            started: "2026-01-01T00:00:00Z".into(),
+            partitions: vec![partition.into()],
+            cases: vec![GradedCase {
+                id: "echo/single".into(),
+                name: "echo".into(),
+                points: 2.0,
+            }],
+            max_total: 2.0,
+            submissions: names
+                .iter()
+                .map(|name| Submission {
+                    name: name.to_string(),
+                    path: format!("subs/{name}"),
+                    status: Status::Graded,
+                    error: None,
+                    total: 0.0,
+                    duration_s: 1.0,
+                    build: None,
+                    results: vec![CaseResult {
+                        case: "echo/single".into(),
+                        outcome: "fail".into(),
+                        points: 0.0,
+                        message: Some("expected: an echo\nobserved: \"nothing\", at all".into()),
+                    }],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn partial_gradebooks_merge_sorted_and_report_missing_shares() {
+        let merged =
+            Gradebook::merge(vec![book("3/3", &["zed", "bob"]), book("1/3", &["amy"])]).unwrap();
+        let names: Vec<_> = merged.submissions.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["amy", "bob", "zed"]);
+        assert_eq!(merged.partitions, ["1/3", "3/3"]);
+        assert_eq!(merged.missing_partitions(), ["2/3"]);
+    }
+
+    #[test]
+    fn merging_refuses_duplicates_and_other_grading_files() {
+        let err = Gradebook::merge(vec![book("1/2", &["amy"]), book("2/2", &["amy"])]).unwrap_err();
+        assert!(err.contains("'amy' appears in two"), "{err}");
+        let mut other = book("2/2", &["bob"]);
+        other.grading_digest = "e".into();
+        let err = Gradebook::merge(vec![book("1/2", &["amy"]), other]).unwrap_err();
+        assert!(err.contains("different grading files"), "{err}");
+        let err = Gradebook::merge(vec![book("1/2", &["amy"]), book("1/2", &["bob"])]).unwrap_err();
+        assert!(err.contains("partition 1/2 appears twice"), "{err}");
+    }
+
+    #[test]
+    fn csv_has_a_column_per_case_and_quotes_messages() {
+        let csv = book("1/1", &["amy"]).to_csv();
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+        assert_eq!(
+            header,
+            [
+                "submission",
+                "status",
+                "total",
+                "max",
+                "echo/single",
+                "failures"
+            ]
+        );
+        let row = reader.records().next().unwrap().unwrap();
+        assert_eq!(&row[0], "amy");
+        assert_eq!(&row[3], "2");
+        assert_eq!(
+            &row[5],
+            "echo/single: expected: an echo; observed: \"nothing\", at all"
+        );
+    }
+
+    #[test]
+    fn points_print_without_trailing_zeros() {
+        assert_eq!(number(2.0), "2");
+        assert_eq!(number(0.5), "0.5");
+        assert_eq!(number(1.25), "1.25");
+    }
+}

@@ -1,0 +1,374 @@
+//! `tprox grade`: grading a class of proxies.
+//!
+//! A grading file ([`config`]) says how to build and start a submission, under which limits,
+//! and what each case is worth. Every submission directory is graded in isolation
+//! ([`submission`]), several at once; the results form a [`gradebook::Gradebook`], written as
+//! JSON, CSV and a self-contained HTML page ([`html`]). `--partition K/N` grades a fixed share,
+//! so that a large class splits across machines; [`gradebook::Gradebook::merge`] joins the
+//! shares again.
+
+pub mod config;
+pub mod gradebook;
+pub mod html;
+pub mod submission;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::Semaphore;
+
+use crate::case::Case;
+use crate::report::Reporter;
+use crate::runner::CaseReport;
+use config::Grading;
+use gradebook::{Gradebook, GradedCase, Submission};
+use submission::{Places, SubmissionDir};
+
+/// A share of the submissions: the K-th of N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Partition {
+    pub const WHOLE: Partition = Partition { index: 1, count: 1 };
+
+    /// Parses `K/N`, 1 ≤ K ≤ N.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parsed = text.split_once('/').and_then(|(k, n)| {
+            let (index, count) = (k.trim().parse().ok()?, n.trim().parse().ok()?);
+            (1..=count)
+                .contains(&index)
+                .then_some(Partition { index, count })
+        });
+        parsed.ok_or_else(|| {
+            format!("--partition {text}: expected K/N with 1 <= K <= N, such as 1/4 for the first of four shares")
+        })
+    }
+
+    /// This share of `all`: sorted by name, every N-th starting at the K-th. Every machine
+    /// given the same submissions computes the same shares, and each submission lands in
+    /// exactly one.
+    pub fn take(&self, mut all: Vec<SubmissionDir>) -> Vec<SubmissionDir> {
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % self.count == self.index - 1)
+            .map(|(_, s)| s)
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// What `tprox grade` was asked to do.
+#[derive(Debug, Clone)]
+pub struct GradeOptions {
+    pub grading: Grading,
+    pub submissions: Vec<SubmissionDir>,
+    pub out: PathBuf,
+    /// Submissions graded at once.
+    pub jobs: usize,
+    pub partition: Partition,
+    pub keep_scratch: bool,
+}
+
+/// Checks the submission directories: each must exist, and names (the directories' own names)
+/// must differ, since rows and log directories are named after them.
+pub fn submission_dirs(paths: &[PathBuf]) -> Result<Vec<SubmissionDir>, String> {
+    let mut dirs: Vec<SubmissionDir> = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            return Err(format!(
+                "submission {} is not a directory: give one directory per submission",
+                path.display()
+            ));
+        }
+        let path = path
+            .canonicalize()
+            .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("{} has no name to grade it under", path.display()))?;
+        if let Some(other) = dirs.iter().find(|d| d.name == name) {
+            return Err(format!(
+                "two submissions are named '{name}' ({} and {}): rows are named after the \
+                 directories, so give each a different name",
+                other.path.display(),
+                path.display()
+            ));
+        }
+        dirs.push(SubmissionDir { name, path });
+    }
+    Ok(dirs)
+}
+
+/// Grades the submissions of the chosen partition, `jobs` at once, showing progress on stderr.
+pub async fn grade(options: &GradeOptions) -> Gradebook {
+    crate::proxy::become_subreaper();
+    let started = SystemTime::now();
+    let mine = options.partition.take(options.submissions.clone());
+    let progress = Progress::new(mine.len());
+    let slots = Arc::new(Semaphore::new(options.jobs.max(1)));
+    let places = Places {
+        out: options.out.clone(),
+        keep_scratch: options.keep_scratch,
+    };
+    let mut tasks = Vec::new();
+    for submission in mine {
+        let (slots, grading, places, progress) = (
+            slots.clone(),
+            options.grading.clone(),
+            places.clone(),
+            progress.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            progress.started(&submission.name);
+            let mut counter = CaseCounter {
+                progress: progress.clone(),
+                name: submission.name.clone(),
+                done: 0,
+                total: grading.cases.len(),
+            };
+            let graded = submission::grade(&submission, &grading, &places, &mut counter).await;
+            // Whatever escaped its process group and outlived its parent dies now.
+            let _ = tokio::task::spawn_blocking(crate::proxy::sweep_orphans).await;
+            progress.finished(&graded, grading.max_total());
+            graded
+        }));
+    }
+    let mut submissions = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(graded) => submissions.push(graded),
+            Err(e) => eprintln!("tprox grade: grading a submission failed inside tprox: {e}"),
+        }
+    }
+    progress.done();
+    // Only the submissions' own directories were under it; leave no empty husk.
+    let _ = std::fs::remove_dir(options.out.join("scratch"));
+    let grading = &options.grading;
+    Gradebook {
+        format: gradebook::FORMAT.into(),
+        version: gradebook::VERSION,
+        tprox: env!("CARGO_PKG_VERSION").into(),
+        grading_file: grading.path.display().to_string(),
+        grading_digest: grading.digest.clone(),
+        seed: grading.seed,
+        stall_timeout_s: grading.stall.as_secs_f64(),
+        started: humantime::format_rfc3339_seconds(started).to_string(),
+        partitions: vec![options.partition.to_string()],
+        cases: grading
+            .cases
+            .iter()
+            .map(|(case, points)| GradedCase {
+                id: case.id.into(),
+                name: case.name.into(),
+                points: *points,
+            })
+            .collect(),
+        max_total: grading.max_total(),
+        submissions,
+    }
+}
+
+/// Writes `gradebook.json`, `gradebook.csv` and `gradebook.html` into `out`; returns their
+/// paths.
+pub fn write(book: &Gradebook, out: &Path) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let json = out.join("gradebook.json");
+    book.write_json(&json)?;
+    let csv = out.join("gradebook.csv");
+    std::fs::write(&csv, book.to_csv())
+        .map_err(|e| format!("cannot write {}: {e}", csv.display()))?;
+    let page = out.join("gradebook.html");
+    std::fs::write(&page, html::render(book))
+        .map_err(|e| format!("cannot write {}: {e}", page.display()))?;
+    Ok(vec![json, csv, page])
+}
+
+/// Counts one submission's finished cases for the progress display.
+struct CaseCounter {
+    progress: Progress,
+    name: String,
+    done: usize,
+    total: usize,
+}
+
+impl Reporter for CaseCounter {
+    fn case_started(&mut self, _case: &Case) {}
+
+    fn case_finished(&mut self, _report: &CaseReport) {
+        self.done += 1;
+        self.progress
+            .case_done(&self.name, format!("{}/{}", self.done, self.total));
+    }
+}
+
+/// Progress over the submissions: a bar listing those in progress on a terminal, one line per
+/// finished submission otherwise.
+#[derive(Clone)]
+struct Progress {
+    bar: Option<ProgressBar>,
+    running: Arc<Mutex<Vec<(String, String)>>>,
+    finished: Arc<Mutex<usize>>,
+    total: usize,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} graded · {wide_msg}")
+                    .expect("a valid template"),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        Progress {
+            bar,
+            running: Arc::default(),
+            finished: Arc::default(),
+            total,
+        }
+    }
+
+    fn started(&self, name: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), "starting".into()));
+        self.show();
+    }
+
+    fn case_done(&self, name: &str, state: String) {
+        if let Some(entry) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+            .find(|(n, _)| n == name)
+        {
+            entry.1 = state;
+        }
+        self.show();
+    }
+
+    fn finished(&self, graded: &Submission, max: f64) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(n, _)| n != &graded.name);
+        let count = {
+            let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+            *finished += 1;
+            *finished
+        };
+        let failed = graded
+            .results
+            .iter()
+            .filter(|r| r.outcome == "fail")
+            .count();
+        let mut line = format!(
+            "[{count}/{}] {}: {} of {} points",
+            self.total,
+            graded.name,
+            gradebook::number(graded.total),
+            gradebook::number(max)
+        );
+        match (&graded.error, &graded.build) {
+            (Some(_), Some(build)) if !build.ok => {
+                line.push_str(&format!(" (build failed: see {})", build.log))
+            }
+            (Some(error), _) => line.push_str(&format!(
+                " ({}: {})",
+                graded.status.label(),
+                error.lines().next().unwrap_or("")
+            )),
+            (None, _) if failed > 0 => line.push_str(&format!(" ({failed} case(s) failed)")),
+            (None, _) => {}
+        }
+        line.push_str(&format!(" in {:.1} s", graded.duration_s));
+        match &self.bar {
+            Some(bar) => {
+                bar.println(line);
+                bar.inc(1);
+            }
+            None => eprintln!("{line}"),
+        }
+        self.show();
+    }
+
+    fn show(&self) {
+        if let Some(bar) = &self.bar {
+            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let text: Vec<String> = running
+                .iter()
+                .map(|(name, state)| format!("{name} {state}"))
+                .collect();
+            bar.set_message(format!("grading {}", text.join(", ")));
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs(names: &[&str]) -> Vec<SubmissionDir> {
+        names
+            .iter()
+            .map(|n| SubmissionDir {
+                name: n.to_string(),
+                path: PathBuf::from(n),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn partitions_cover_every_submission_exactly_once() {
+        let all = dirs(&["e", "a", "d", "b", "c", "f", "g"]);
+        let mut seen = Vec::new();
+        for index in 1..=3 {
+            let share = Partition { index, count: 3 }.take(all.clone());
+            assert!(share.len() >= 2 && share.len() <= 3, "shares are balanced");
+            seen.extend(share.into_iter().map(|s| s.name));
+        }
+        seen.sort();
+        assert_eq!(seen, ["a", "b", "c", "d", "e", "f", "g"]);
+        // Deterministic, whatever order the directories were given in.
+        let again =
+            Partition { index: 2, count: 3 }.take(dirs(&["g", "f", "e", "d", "c", "b", "a"]));
+        let names: Vec<_> = again.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["b", "e"]);
+    }
+
+    #[test]
+    fn partition_text_is_checked() {
+        assert_eq!(
+            Partition::parse("2/4"),
+            Ok(Partition { index: 2, count: 4 })
+        );
+        for bad in ["0/4", "5/4", "4", "a/b", "1/0"] {
+            assert!(Partition::parse(bad).unwrap_err().contains("K/N"), "{bad}");
+        }
+    }
+}

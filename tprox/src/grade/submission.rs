@@ -1,0 +1,314 @@
+//! Grading one submission: a scratch copy, the build, the cases, the points.
+//!
+//! Containment, from the outside in: the submission runs in a copy of its directory (its
+//! own files are never touched, and two submissions never share a build directory); the build
+//! and every proxy lead process groups of their own, killed whole when done; each proxy process
+//! runs under resource limits ([`crate::proxy::Limits`]); the cases together have a wall-clock
+//! limit; output is drained into bounded buffers. What escapes its group is re-parented to
+//! tprox and swept (see [`crate::proxy::sweep_orphans`]).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use super::config::Grading;
+use super::gradebook::{BuildResult, CaseResult, Status, Submission};
+use crate::case::Outcome;
+use crate::formats::{self, Format, RunInfo};
+use crate::harness::Scale;
+use crate::proxy::{self, ProxyCommand, Tail};
+use crate::report::Reporter;
+use crate::runner::{self, CaseReport, RunOptions};
+
+/// A submission directory and the name it is graded under (the directory's own name).
+#[derive(Debug, Clone)]
+pub struct SubmissionDir {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Where one grading run keeps its files.
+#[derive(Debug, Clone)]
+pub struct Places {
+    /// The gradebook's directory; logs go to `logs/NAME/` under it.
+    pub out: PathBuf,
+    /// Keep each submission's scratch copy (`scratch/NAME/`) after grading, for a look inside.
+    pub keep_scratch: bool,
+}
+
+/// Builds and grades one submission. Never fails: whatever goes wrong is the submission's
+/// score and message.
+pub async fn grade(
+    submission: &SubmissionDir,
+    grading: &Grading,
+    places: &Places,
+    progress: &mut (dyn Reporter + Send),
+) -> Submission {
+    let started = Instant::now();
+    let logs = places.out.join("logs").join(&submission.name);
+    let scratch = places.out.join("scratch").join(&submission.name);
+    let mut result = Submission {
+        name: submission.name.clone(),
+        path: submission.path.display().to_string(),
+        status: Status::Graded,
+        error: None,
+        total: 0.0,
+        duration_s: 0.0,
+        build: None,
+        results: Vec::new(),
+    };
+    let prepared = prepare(&submission.path, &scratch, &logs).await;
+    let reports = match prepared {
+        Err(e) => Err((Status::DidNotStart, e)),
+        Ok(()) => match &grading.build {
+            Some(build) => {
+                let outcome = run_build(build, submission, &scratch, &logs).await;
+                let ok = outcome.is_ok();
+                result.build = Some(BuildResult {
+                    ok,
+                    duration_s: started.elapsed().as_secs_f64(),
+                    log: format!("logs/{}/build.log", submission.name),
+                });
+                match outcome {
+                    Ok(()) => run_cases(submission, grading, &scratch, &logs, progress).await,
+                    Err(e) => Err((Status::BuildFailed, e)),
+                }
+            }
+            None => run_cases(submission, grading, &scratch, &logs, progress).await,
+        },
+    };
+    match reports {
+        Ok(reports) => {
+            result.results = reports
+                .iter()
+                .zip(&grading.cases)
+                .map(|(report, (_, points))| score(report, *points))
+                .collect();
+        }
+        Err((status, error)) => {
+            result.status = status;
+            result.error = Some(error);
+            result.results = grading
+                .cases
+                .iter()
+                .map(|(case, _)| CaseResult {
+                    case: case.id.to_string(),
+                    outcome: "not-run".into(),
+                    points: 0.0,
+                    message: None,
+                })
+                .collect();
+        }
+    }
+    result.total = result.results.iter().map(|r| r.points).sum();
+    result.duration_s = started.elapsed().as_secs_f64();
+    if !places.keep_scratch {
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
+    }
+    result
+}
+
+/// The points and message of one case. A pass (also a flaky one) earns the case's points; so
+/// does a skip, which means tprox could not check the case on this machine, the same for every
+/// submission.
+fn score(report: &CaseReport, points: f64) -> CaseResult {
+    let (outcome, points, message) = match &report.outcome {
+        Outcome::Pass => match &report.flaky {
+            Some(first) => (
+                "flaky",
+                points,
+                Some(format!(
+                    "passed on attempt {}; the first attempt failed:\nexpected: {}\nobserved: {}",
+                    report.attempts, first.expected, first.observed
+                )),
+            ),
+            None => ("pass", points, None),
+        },
+        Outcome::Skip(reason) => ("skip", points, Some(format!("not checked here: {reason}"))),
+        Outcome::Fail(failure) => {
+            let mut message = format!(
+                "expected: {}\nobserved: {}",
+                failure.expected, failure.observed
+            );
+            if let Some(hint) = &failure.hint {
+                message.push_str(&format!("\nusual cause: {hint}"));
+            }
+            ("fail", 0.0, Some(message))
+        }
+    };
+    CaseResult {
+        case: report.case.id.to_string(),
+        outcome: outcome.into(),
+        points,
+        message,
+    }
+}
+
+/// A fresh scratch copy of the submission, and its log directory.
+async fn prepare(source: &Path, scratch: &Path, logs: &Path) -> Result<(), String> {
+    let (source, scratch, logs) = (source.to_owned(), scratch.to_owned(), logs.to_owned());
+    tokio::task::spawn_blocking(move || {
+        for dir in [&scratch, &logs] {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)
+                    .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+            }
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        copy_tree(&source, &scratch).map_err(|e| {
+            format!(
+                "cannot copy the submission {} to its scratch directory {}: {e}",
+                source.display(),
+                scratch.display()
+            )
+        })
+    })
+    .await
+    .map_err(|e| format!("preparing the scratch directory failed: {e}"))?
+}
+
+/// Copies a directory tree; symbolic links are copied as links (never followed, so a link to
+/// elsewhere cannot pull outside files in), `.git` is left out.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else if kind.is_dir() {
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            std::fs::create_dir(&target)?;
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the build command in the scratch copy; its output goes to `build.log`.
+async fn run_build(
+    build: &super::config::Build,
+    submission: &SubmissionDir,
+    scratch: &Path,
+    logs: &Path,
+) -> Result<(), String> {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(&build.command)
+        .current_dir(scratch)
+        .env("TPROX_SUBMISSION", &submission.path)
+        .env("TPROX_SCRATCH", scratch)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = proxy::spawn_group(&mut cmd)
+        .map_err(|e| format!("cannot run the build command with sh: {e}"))?;
+    let pgid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
+    let output = proxy::capture_output(&mut child, Tail::new(400, 64 * 1024), None);
+    let waited = tokio::time::timeout(build.timeout, child.wait()).await;
+    // Whatever the build left running in its group goes with it.
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let verdict = match waited {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("the build failed ({status})")),
+        Ok(Err(e)) => Err(format!("the build could not be waited for: {e}")),
+        Err(_) => {
+            let _ = child.wait().await;
+            Err(format!(
+                "the build did not finish within {} and was stopped",
+                humantime::format_duration(build.timeout)
+            ))
+        }
+    };
+    proxy::unregister(pgid);
+    // Let the drainers take the last words.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let text = output.lock().unwrap_or_else(|e| e.into_inner()).text();
+    let log = format!(
+        "$ {}\n{text}\n{} after {:.1} s\n",
+        build.command,
+        match &verdict {
+            Ok(()) => "build succeeded".to_string(),
+            Err(e) => e.clone(),
+        },
+        started.elapsed().as_secs_f64()
+    );
+    let _ = tokio::fs::write(logs.join("build.log"), log).await;
+    verdict.map_err(|e| {
+        let last: Vec<&str> = text.lines().rev().take(15).collect();
+        let last: Vec<&str> = last.into_iter().rev().collect();
+        if last.is_empty() {
+            e
+        } else {
+            format!("{e}; its last lines:\n{}", last.join("\n"))
+        }
+    })
+}
+
+/// Starts the submission's proxy for each graded case, under the grading file's limits.
+async fn run_cases(
+    submission: &SubmissionDir,
+    grading: &Grading,
+    scratch: &Path,
+    logs: &Path,
+    progress: &mut (dyn Reporter + Send),
+) -> Result<Vec<CaseReport>, (Status, String)> {
+    let place = |word: &String| {
+        word.replace("{submission}", &submission.path.to_string_lossy())
+            .replace("{scratch}", &scratch.to_string_lossy())
+    };
+    let words: Vec<String> = grading.start.iter().map(place).collect();
+    let proxy = ProxyCommand::new(&words)
+        .map_err(|e| (Status::DidNotStart, e))?
+        .in_dir(scratch.to_path_buf());
+    let mut scale = Scale::default();
+    if let Some(connections) = grading.connections {
+        scale.connections = connections;
+    }
+    if let Some(kib) = grading.bulk_kib {
+        scale.bulk_bytes = kib * 1024;
+    }
+    let options = RunOptions {
+        startup_timeout: grading.startup_timeout,
+        jobs: grading.jobs,
+        seed: grading.seed,
+        scale,
+        retries: grading.retries,
+        limits: grading.limits,
+        deadline: Some(Instant::now() + grading.time_limit),
+        keep_going: true,
+        ..RunOptions::new(proxy, grading.stall)
+    };
+    let info = RunInfo {
+        proxy: options.proxy.label.clone(),
+        stall: options.stall,
+        seed: options.seed,
+        started: SystemTime::now(),
+        strict: true,
+    };
+    runner::preflight(&options)
+        .await
+        .map_err(|e| (Status::DidNotStart, e.to_string()))?;
+    let cases: Vec<_> = grading.cases.iter().map(|(case, _)| *case).collect();
+    let reports = runner::run(&cases, &options, progress)
+        .await
+        .map_err(|e| (Status::DidNotStart, e.to_string()))?;
+    // The full report, with traces and the proxy's output, for whoever looks into a failure.
+    let _ = tokio::fs::write(
+        logs.join("report.json"),
+        formats::render(Format::Json, &info, &reports),
+    )
+    .await;
+    Ok(reports)
+}

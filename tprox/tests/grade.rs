@@ -1,0 +1,309 @@
+//! `tprox grade` as a course would use it: a class with misbehaving submissions is graded,
+//! every misbehaviour is contained and scored, partial gradebooks merge, and bad input is
+//! refused with a message.
+//!
+//! The submissions are shell scripts around the reference proxy built into tprox, so each one
+//! misbehaves in exactly one known way.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use predicates::prelude::PredicateBooleanExt;
+use serde_json::Value;
+
+mod common;
+use common::assert_all_gone;
+
+const TPROX: &str = env!("CARGO_BIN_EXE_tprox");
+
+/// A start script's body after this prelude ends by starting the good proxy.
+const GOOD: &str = "exec \"$TPROX_EXE\" __reference-proxy \"$@\"";
+
+/// A class in a temporary directory: a grading file and one directory per submission, each
+/// holding `tcpproxy`, a shell script.
+struct Class {
+    dir: tempfile::TempDir,
+    pids: PathBuf,
+}
+
+impl Class {
+    fn new(grading: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("grading.toml"), grading).unwrap();
+        let pids = dir.path().join("pids");
+        std::fs::write(&pids, "").unwrap();
+        Class { dir, pids }
+    }
+
+    fn submit(&self, name: &str, script: &str) -> PathBuf {
+        let path = self.dir.path().join("subs").join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("tcpproxy"), format!("#!/bin/sh\n{script}\n")).unwrap();
+        path
+    }
+
+    fn grade(&self, extra: &[String]) -> assert_cmd::assert::Assert {
+        let mut cmd = Command::new(TPROX);
+        cmd.arg("grade")
+            .arg(self.dir.path().join("grading.toml"))
+            .args(extra)
+            .env("TPROX_EXE", TPROX)
+            .env("PIDS", &self.pids)
+            .timeout(Duration::from_secs(240));
+        cmd.assert()
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn gradebook(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("gradebook.json")).unwrap()).unwrap()
+}
+
+fn submission<'a>(book: &'a Value, name: &str) -> &'a Value {
+    book["submissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no row for {name} in {book:#}"))
+}
+
+fn messages(row: &Value) -> String {
+    row["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["message"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn misbehaving_submissions_are_contained_and_scored() {
+    let class = Class::new(
+        r#"
+[run]
+start = "sh ./tcpproxy {dest_host} {dest_port} {listen_port}"
+stall_timeout = 2
+startup_timeout = 3
+time_limit = 4
+jobs = 5
+
+[limits]
+address_space_mib = 3000
+open_files = 900
+cpu_seconds = 77
+
+[points]
+"echo/" = 1
+"shutdown/one-way" = 3
+"#,
+    );
+    let subs = [
+        class.submit("good", GOOD),
+        // Children in its own process group, and a daemon that leaves the group (setsid).
+        class.submit(
+            "forker",
+            &format!(
+                "sleep 3600 & echo $! >> \"$PIDS\"\n\
+                 setsid sleep 3600 </dev/null >/dev/null 2>&1 & echo $! >> \"$PIDS\"\n{GOOD}"
+            ),
+        ),
+        // Megabytes of output without a newline, while it serves.
+        class.submit(
+            "flooder",
+            &format!("head -c 5000000 /dev/zero | tr '\\0' x &\n{GOOD}"),
+        ),
+        // Never listens: hangs at start.
+        class.submit("sleeper", "echo $$ >> \"$PIDS\"\nexec sleep 3600"),
+        // Serves one connection at a time, so chains wait for their windows: the time limit
+        // ends it.
+        class.submit(
+            "stuck",
+            "exec \"$TPROX_EXE\" __reference-proxy \"$@\" --max-connections 1",
+        ),
+        // Records the limits it runs under.
+        class.submit(
+            "limited",
+            &format!("echo \"$(ulimit -v) $(ulimit -n) $(ulimit -t)\" > \"$PIDS.limits\"\n{GOOD}"),
+        ),
+    ];
+    let out = class.out("grades");
+    let mut args: Vec<String> = subs.iter().map(|p| p.display().to_string()).collect();
+    args.extend(["--jobs", "6", "--out"].map(String::from));
+    args.push(out.display().to_string());
+    let started = Instant::now();
+    let run = class.grade(&args).success();
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).into_owned();
+    let book = gradebook(&out);
+    assert_eq!(book["max_total"], 6.0, "{book:#}");
+
+    for name in ["good", "forker", "flooder", "limited"] {
+        let row = submission(&book, name);
+        assert_eq!(row["status"], "graded", "{name}: {row:#}");
+        assert_eq!(row["total"], 6.0, "{name} lost points: {}", messages(row));
+    }
+    // Everything the forker started is gone: the group's child, and the daemon that left the
+    // group (re-parented to tprox and swept).
+    assert_all_gone(&class.pids);
+    assert!(
+        std::fs::read_to_string(&class.pids)
+            .unwrap()
+            .lines()
+            .count()
+            >= 3,
+        "the forker and the sleeper recorded their pids"
+    );
+
+    let sleeper = submission(&book, "sleeper");
+    assert_eq!(sleeper["status"], "did-not-start", "{sleeper:#}");
+    assert_eq!(sleeper["total"], 0.0);
+    assert!(
+        sleeper["error"].as_str().unwrap().contains("never"),
+        "the error says the proxy never listened: {sleeper:#}"
+    );
+
+    let stuck = submission(&book, "stuck");
+    assert_eq!(stuck["status"], "graded");
+    assert!(stuck["total"].as_f64().unwrap() < 6.0, "{stuck:#}");
+    assert!(
+        messages(stuck).contains("time limit"),
+        "cases cut short by the time limit say so: {}",
+        messages(stuck)
+    );
+    // The stuck submission is bounded by its time limit (4 s) plus a case's own windows, not
+    // by how long its cases would wait.
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "grading took {elapsed:?}: something was not contained"
+    );
+
+    // setrlimit reached the proxy: `ulimit -v` is in KiB.
+    let limits = std::fs::read_to_string(format!("{}.limits", class.pids.display())).unwrap();
+    assert_eq!(limits.trim(), format!("{} 900 77", 3000 * 1024));
+
+    // The reports: CSV with a row per submission, HTML with every name and the failures.
+    let csv = std::fs::read_to_string(out.join("gradebook.csv")).unwrap();
+    assert_eq!(csv.lines().next().unwrap().split(',').count(), 4 + 4 + 1);
+    let html = std::fs::read_to_string(out.join("gradebook.html")).unwrap();
+    for name in ["good", "forker", "flooder", "sleeper", "stuck", "limited"] {
+        assert!(csv.contains(&format!("\n{name},")), "{name} in {csv}");
+        assert!(
+            html.contains(&format!("data-name=\"{name}\"")),
+            "{name} in the HTML"
+        );
+    }
+    assert!(html.contains("<details>") && html.contains("time limit"));
+    assert!(stderr.contains("[6/6]"), "progress lines: {stderr}");
+    // Scratch copies are gone; the submissions' own directories are untouched.
+    assert!(!out.join("scratch").exists());
+    assert_eq!(std::fs::read_dir(&subs[0]).unwrap().count(), 1);
+}
+
+#[test]
+fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
+    let class = Class::new(
+        "[run]\nstart = \"sh ./tcpproxy\"\nstall_timeout = 2\n[points]\n\"echo/single\" = 1\n",
+    );
+    let subs: Vec<String> = ["ann", "ben", "cat"]
+        .iter()
+        .map(|name| class.submit(name, GOOD).display().to_string())
+        .collect();
+    let mut books = Vec::new();
+    for k in 1..=2 {
+        let out = class.out(&format!("part-{k}"));
+        let mut args = subs.clone();
+        args.extend([
+            "--partition".into(),
+            format!("{k}/2"),
+            "--out".into(),
+            out.display().to_string(),
+        ]);
+        class.grade(&args).success();
+        books.push(out.join("gradebook.json"));
+    }
+    let names = |book: &Value| -> Vec<String> {
+        book["submissions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = gradebook(books[0].parent().unwrap());
+    let second = gradebook(books[1].parent().unwrap());
+    assert_eq!(names(&first), ["ann", "cat"]);
+    assert_eq!(names(&second), ["ben"]);
+
+    let merged = class.out("merged");
+    Command::new(TPROX)
+        .args(["grade", "merge", "--out"])
+        .arg(&merged)
+        .args(&books)
+        .assert()
+        .success();
+    let book = gradebook(&merged);
+    assert_eq!(names(&book), ["ann", "ben", "cat"]);
+    assert_eq!(book["partitions"], serde_json::json!(["1/2", "2/2"]));
+    assert!(merged.join("gradebook.html").exists() && merged.join("gradebook.csv").exists());
+
+    // A share missing is pointed out; the same share twice is refused.
+    let only_first = Command::new(TPROX)
+        .args(["grade", "merge", "--out"])
+        .arg(class.out("m2"))
+        .arg(&books[0])
+        .assert()
+        .success();
+    assert!(String::from_utf8_lossy(&only_first.get_output().stderr).contains("2/2 missing"));
+    Command::new(TPROX)
+        .args(["grade", "merge", "--out"])
+        .arg(class.out("m3"))
+        .args([&books[0], &books[0]])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("appears twice"));
+}
+
+#[test]
+fn bad_grading_input_is_refused_with_what_to_do() {
+    let class = Class::new("[run]\nstart = \"./tcpproxy\"\n[points]\n\"ecoh/\" = 1\n");
+    let sub = class.submit("ann", GOOD);
+    let twin = class.dir.path().join("other").join("ann");
+    std::fs::create_dir_all(&twin).unwrap();
+    let grading = class.dir.path().join("grading.toml");
+    let good_grading = class.dir.path().join("good.toml");
+    std::fs::write(
+        &good_grading,
+        "[run]\nstart = \"./tcpproxy\"\n[points]\n\"*\" = 1\n",
+    )
+    .unwrap();
+    let cases: [(Vec<PathBuf>, &str); 4] = [
+        (vec![grading.clone(), sub.clone()], "matches no case"),
+        (
+            vec![good_grading.clone(), sub.join("nowhere")],
+            "is not a directory",
+        ),
+        (
+            vec![good_grading.clone(), sub.clone(), twin],
+            "two submissions are named 'ann'",
+        ),
+        (
+            vec![class.dir.path().join("missing.toml"), sub],
+            "cannot read the grading file",
+        ),
+    ];
+    for (args, expected) in cases {
+        Command::new(TPROX)
+            .arg("grade")
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(expected))
+            .stderr(predicates::str::contains("panicked").not());
+    }
+}
