@@ -24,6 +24,7 @@ Examples:
   tprox -- socat TCP-LISTEN:{listen_port},reuseaddr,fork TCP:{dest_host}:{dest_port}
   tprox --only shutdown/ --only 'timeout/*' ./tcpproxy
   tprox --stall-timeout 2 -- ./myproxy --timeout {stall_timeout} {dest_host} {dest_port} {listen_port}
+  tprox grade grading.toml submissions/*  grade a class of proxies (see tprox grade --help)
 
 Exit status:
   0  every selected case passed
