@@ -39,7 +39,10 @@ impl Class {
     fn submit(&self, name: &str, script: &str) -> PathBuf {
         let path = self.dir.path().join("subs").join(name);
         std::fs::create_dir_all(&path).unwrap();
-        std::fs::write(path.join("tcpproxy"), format!("#!/bin/sh\n{script}\n")).unwrap();
+        let script_path = path.join("tcpproxy");
+        std::fs::write(&script_path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
     }
 
@@ -50,6 +53,7 @@ impl Class {
             .args(extra)
             .env("TPROX_EXE", TPROX)
             .env("PIDS", &self.pids)
+            .current_dir(self.dir.path())
             .timeout(Duration::from_secs(240));
         cmd.assert()
     }
@@ -208,7 +212,7 @@ cpu_seconds = 77
 #[test]
 fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
     let class = Class::new(
-        "[run]\nstart = \"sh ./tcpproxy\"\nstall_timeout = 2\n[points]\n\"echo/single\" = 1\n",
+        "[run]\nstart = \"./tcpproxy\"\nstall_timeout = 2\n[points]\n\"echo/single\" = 1\n",
     );
     let subs: Vec<String> = ["ann", "ben", "cat"]
         .iter()
@@ -216,16 +220,16 @@ fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
         .collect();
     let mut books = Vec::new();
     for k in 1..=2 {
-        let out = class.out(&format!("part-{k}"));
+        // A relative --out, as people type it: it must not depend on where submissions run.
         let mut args = subs.clone();
         args.extend([
             "--partition".into(),
             format!("{k}/2"),
             "--out".into(),
-            out.display().to_string(),
+            format!("part-{k}"),
         ]);
         class.grade(&args).success();
-        books.push(out.join("gradebook.json"));
+        books.push(class.out(&format!("part-{k}")).join("gradebook.json"));
     }
     let names = |book: &Value| -> Vec<String> {
         book["submissions"]
@@ -249,6 +253,9 @@ fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
         .success();
     let book = gradebook(&merged);
     assert_eq!(names(&book), ["ann", "ben", "cat"]);
+    for row in book["submissions"].as_array().unwrap() {
+        assert_eq!(row["total"], 1.0, "every share was really graded: {row:#}");
+    }
     assert_eq!(book["partitions"], serde_json::json!(["1/2", "2/2"]));
     assert!(merged.join("gradebook.html").exists() && merged.join("gradebook.csv").exists());
 

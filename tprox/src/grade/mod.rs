@@ -120,7 +120,9 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
     let progress = Progress::new(mine.len());
     let slots = Arc::new(Semaphore::new(options.jobs.max(1)));
     let places = Places {
-        out: options.out.clone(),
+        // Absolute: submissions run in directories of their own, where a relative path would
+        // point elsewhere.
+        out: std::path::absolute(&options.out).unwrap_or_else(|_| options.out.clone()),
         keep_scratch: options.keep_scratch,
     };
     let mut tasks = Vec::new();
