@@ -322,6 +322,8 @@ fn dispatch(cli: Cli) -> u8 {
             return exit::SETUP;
         }
     };
+    // A daemon that a proxy leaves behind is re-parented to tprox and stopped at the end.
+    proxy::become_subreaper();
     let code = runtime.block_on(async {
         tokio::select! {
             code = run_repeatedly(&cases, &options, &cli) => code,
@@ -334,6 +336,7 @@ fn dispatch(cli: Cli) -> u8 {
     });
     // Dropping the runtime drops any case still running, and with it its proxy.
     drop(runtime);
+    proxy::sweep_orphans();
     code
 }
 

@@ -314,3 +314,47 @@ fn bad_grading_input_is_refused_with_what_to_do() {
             .stderr(predicates::str::contains("panicked").not());
     }
 }
+
+#[test]
+fn ctrl_c_during_grading_stops_everything_the_submissions_started() {
+    let class = Class::new(
+        "[run]\nstart = \"./tcpproxy\"\nstall_timeout = 2\n[points]\n\"timeout/\" = 1\n",
+    );
+    // Each proxy leaves a daemon behind, out of its process group.
+    let sub = class.submit(
+        "forker",
+        &format!(
+            "echo $$ >> \"$PIDS\"\n\
+             setsid sleep 3600 </dev/null >/dev/null 2>&1 & echo $! >> \"$PIDS\"\n{GOOD}"
+        ),
+    );
+    let mut child = std::process::Command::new(TPROX)
+        .arg("grade")
+        .arg(class.dir.path().join("grading.toml"))
+        .arg(&sub)
+        .current_dir(class.dir.path())
+        .env("TPROX_EXE", TPROX)
+        .env("PIDS", &class.pids)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the cases' proxies are up (preflight plus some cases: two pids each).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&class.pids)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < 6
+    {
+        assert!(Instant::now() < deadline, "the proxies never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_all_gone(&class.pids);
+    assert!(!class.out("grades").join("gradebook.json").exists());
+}
