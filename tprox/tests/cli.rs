@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 
 mod common;
-use common::assert_all_gone;
+use common::{assert_all_gone, interrupt_when_started};
 
 const TPROX: &str = env!("CARGO_BIN_EXE_tprox");
 
@@ -207,24 +207,8 @@ fn ctrl_c_stops_every_proxy_and_exits_130() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the cases' proxies are up (preflight plus three cases).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&pidfile)
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
-        < 4
-    {
-        assert!(Instant::now() < deadline, "the proxies never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    // Preflight plus three cases: four proxies.
+    assert_eq!(interrupt_when_started(&mut child, &pidfile, 4), Some(130));
     assert_all_gone(&pidfile);
 }
 

@@ -13,7 +13,7 @@ use predicates::prelude::PredicateBooleanExt;
 use serde_json::Value;
 
 mod common;
-use common::assert_all_gone;
+use common::{assert_all_gone, interrupt_when_started};
 
 const TPROX: &str = env!("CARGO_BIN_EXE_tprox");
 
@@ -338,23 +338,11 @@ fn ctrl_c_during_grading_stops_everything_the_submissions_started() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the cases' proxies are up (preflight plus some cases: two pids each).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&class.pids)
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
-        < 6
-    {
-        assert!(Instant::now() < deadline, "the proxies never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(130));
+    // Preflight plus two cases: two pids each.
+    assert_eq!(
+        interrupt_when_started(&mut child, &class.pids, 6),
+        Some(130)
+    );
     assert_all_gone(&class.pids);
     assert!(!class.out("grades").join("gradebook.json").exists());
 }

@@ -31,3 +31,28 @@ pub fn assert_all_gone(pidfile: &Path) {
         }
     }
 }
+
+/// Once `pidfile` lists at least `count` pids (the proxies are up), interrupts `child` with
+/// SIGINT as Ctrl-C would, and returns its exit code.
+pub fn interrupt_when_started(
+    child: &mut std::process::Child,
+    pidfile: &Path,
+    count: usize,
+) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(pidfile)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < count
+    {
+        assert!(Instant::now() < deadline, "the proxies never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    child.wait().unwrap().code()
+}
