@@ -1,14 +1,17 @@
 //! Bulk: a large stream through a chain of connections, alone and next to a blocked connection
 //! (R1–R4).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
 use crate::case::{Case, Failure, Level, Stop};
-use crate::cases::echo::open_chain;
+use crate::cases::echo::{open_chain, ALTERED_HINT};
 use crate::harness::{Ctx, PROMPT};
-use crate::net::{expect_stream, flood, mib, wait_end, FloodEnd, Progress};
+use crate::net::{
+    checked_copy, expect_stream, flood, mib, wait_end, FloodEnd, Progress, StreamCheck,
+};
 use crate::rules::Rule;
 
 /// Bytes a client may push at a destination that reads nothing before tprox concludes that the
@@ -79,25 +82,37 @@ async fn chain_20(mut cx: Ctx) -> Result<(), Stop> {
 }
 
 /// Streams `scale.bulk_bytes` random bytes through a chain of echo connections and checks that
-/// the far end receives exactly them.
+/// every hop carries exactly them: what each server receives, what each client reads back, and
+/// what arrives at the far end.
 async fn bulk_through_chain(cx: &mut Ctx) -> Result<Duration, Failure> {
     let n = cx.scale.chain_length;
-    let payload = cx.payload(cx.scale.bulk_bytes);
-    let clients = open_chain(cx, n).await?;
+    let payload: Arc<[u8]> = cx.payload(cx.scale.bulk_bytes).into();
+    let hops = open_chain(cx, n, |_| payload.clone()).await?;
     let started = Instant::now();
-    let (mut readers, mut writers): (Vec<_>, Vec<_>) =
-        clients.into_iter().map(|c| c.into_split()).unzip();
+    let mut at_servers = Vec::with_capacity(n);
+    let mut readers = Vec::with_capacity(n);
+    let mut writers = Vec::with_capacity(n);
+    for (client, at_server) in hops {
+        let (rx, tx) = client.into_split();
+        readers.push(rx);
+        writers.push(tx);
+        at_servers.push(at_server);
+    }
     let mut first = writers.remove(0);
     let source = payload.clone();
     let mut tasks = vec![tokio::spawn(async move {
         let _ = first.write_all(&source).await;
         first
     })];
-    // Connection i's echo is copied into connection i+1, as a client relaying it would.
+    // Connection i's echo is copied into connection i+1, as a client relaying it would, and
+    // checked on the way.
     let mut last = readers.pop().expect("a chain has at least one connection");
+    let mut at_clients = Vec::with_capacity(n);
     for (mut rx, mut tx) in readers.into_iter().zip(writers) {
+        let check = StreamCheck::new(payload.clone());
+        at_clients.push(check.clone());
         tasks.push(tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut rx, &mut tx).await;
+            let _ = checked_copy(&mut rx, &mut tx, &check).await;
             tx
         }));
     }
@@ -105,21 +120,42 @@ async fn bulk_through_chain(cx: &mut Ctx) -> Result<Duration, Failure> {
     for task in tasks {
         task.abort();
     }
-    match result {
-        Ok(()) => {
+    // The earliest hop where the data was altered explains the rest; check them in order.
+    let hop_difference = (0..n).find_map(|i| {
+        let up = at_servers[i].mismatch().map(|m| {
+            format!(
+                "what the server of connection {} of {n} received: {m}",
+                i + 1
+            )
+        });
+        let down = at_clients.get(i).and_then(StreamCheck::mismatch).map(|m| {
+            format!(
+                "what the client read back from connection {} of {n}: {m}",
+                i + 1
+            )
+        });
+        up.or(down)
+    });
+    let size = mib(payload.len() as u64);
+    match (result, hop_difference) {
+        (Ok(()), None) => {
             let took = started.elapsed();
             cx.trace.event(format_args!(
-                "{} through {n} connection(s) intact in {:.2} s",
-                mib(payload.len() as u64),
+                "{size} through {n} connection(s) intact at every hop in {:.2} s",
                 took.as_secs_f64()
             ));
             Ok(took)
         }
-        Err(mismatch) => Err(Failure::new(
-            format!(
-                "the {} sent into the chain of {n} connection(s) arrive at the far end unchanged",
-                mib(payload.len() as u64)
-            ),
+        (far_end, Some(difference)) => Err(Failure::new(
+            format!("the {size} sent into the chain of {n} connection(s) pass every connection unchanged, both ways"),
+            match far_end {
+                Ok(()) => format!("{difference} (the far end received it intact: the changes cancelled out)"),
+                Err(_) => difference,
+            },
+        )
+        .hint(ALTERED_HINT)),
+        (Err(mismatch), None) => Err(Failure::new(
+            format!("the {size} sent into the chain of {n} connection(s) arrive at the far end unchanged"),
             mismatch.to_string(),
         )
         .hint(

@@ -1,5 +1,7 @@
 //! Concurrency: hundreds of connections at once (R2).
 
+use std::sync::Arc;
+
 use tokio::io::AsyncWriteExt;
 
 use crate::case::{Case, Failure, Level, Stop};
@@ -23,11 +25,12 @@ const MESSAGE: usize = 2048;
 
 async fn many(mut cx: Ctx) -> Result<(), Stop> {
     let n = cx.scale.connections;
-    let clients = open_chain(&cx, n).await?;
-    // Every connection sends its own data at once, then checks its echo.
+    let messages: Vec<Arc<[u8]>> = (0..n).map(|_| cx.payload(MESSAGE).into()).collect();
+    let clients = open_chain(&cx, n, |i| messages[i].clone()).await?;
+    // Every connection sends its own data at once, then checks its echo, and what its server
+    // received.
     let mut tasks = Vec::with_capacity(n);
-    for (i, client) in clients.into_iter().enumerate() {
-        let message = cx.payload(MESSAGE);
+    for (i, ((client, at_server), message)) in clients.into_iter().zip(messages).enumerate() {
         tasks.push(tokio::spawn(async move {
             let (mut rx, mut tx) = client.into_split();
             tx.write_all(&message)
@@ -36,6 +39,9 @@ async fn many(mut cx: Ctx) -> Result<(), Stop> {
             expect_stream(&mut rx, &message, PROMPT)
                 .await
                 .map_err(|m| (i, m.to_string()))?;
+            if let Some(m) = at_server.mismatch() {
+                return Err((i, format!("what its server received differs: {m}")));
+            }
             Ok::<_, (usize, String)>((rx, tx))
         }));
     }
@@ -53,7 +59,7 @@ async fn many(mut cx: Ctx) -> Result<(), Stop> {
             format!("all {n} connections, open at once, echo their own {MESSAGE} bytes"),
             format!("{} of them failed; connection {}: {first}", failures.len(), i + 1),
         )
-        .hint("data crossed between connections, or the proxy serves a limited number of connections at a time")
+        .hint("the proxy alters data (it writes more bytes than it read, or mixes the connections' data), or serves a limited number of connections at a time")
         .into());
     }
     cx.trace

@@ -4,7 +4,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::case::{Case, Failure, Level, Stop};
 use crate::harness::{Ctx, PROMPT};
-use crate::net::{expect_stream, spawn_echo};
+use crate::net::{expect_stream, spawn_checked_echo, StreamCheck};
 use crate::rules::Rule;
 
 pub static BINARY: Case = Case {
@@ -22,11 +22,14 @@ pub static BINARY: Case = Case {
 const SIZES: [usize; 9] = [1, 2, 3, 255, 1023, 4097, 16385, 65537, 100_003];
 
 async fn binary(mut cx: Ctx) -> Result<(), Stop> {
-    let (client, server) = cx.open_pair().await?;
-    spawn_echo(server);
-    let (mut rx, mut tx) = client.into_split();
     let mut messages = vec![(0..=255u8).collect::<Vec<u8>>()];
     messages.extend(SIZES.iter().map(|&size| cx.payload(size)));
+    let (client, server) = cx.open_pair().await?;
+    // The server checks what it receives: a change made on the way there and undone on the
+    // way back would pass an echo unnoticed.
+    let at_server = StreamCheck::new(messages.concat().into());
+    spawn_checked_echo(server, at_server.clone());
+    let (mut rx, mut tx) = client.into_split();
     for message in messages {
         let sent = message.clone();
         let writer = tokio::spawn(async move {
@@ -38,13 +41,19 @@ async fn binary(mut cx: Ctx) -> Result<(), Stop> {
             Ok(tx) => tx,
             Err(_) => return Err(Failure::new("the client can write", "the writer stopped").into()),
         };
+        let result = match at_server.mismatch() {
+            Some(m) => Err(format!(
+                "what the server received differs from what the client sent: {m}"
+            )),
+            None => result.map_err(|m| m.to_string()),
+        };
         result.map_err(|m| {
             let what = if message.len() == 256 {
                 "the 256 byte values 0x00..0xff".to_string()
             } else {
                 format!("a {}-byte random message", message.len())
             };
-            Failure::new(format!("{what} echoed back unchanged"), m.to_string()).hint(
+            Failure::new(format!("{what} reaches the server and echoes back unchanged"), m).hint(
                 "the proxy treats data as text: C string functions stop at a NUL byte, line-based reads \
                  stop at newlines, and character conversions alter high bytes",
             )

@@ -1,11 +1,13 @@
 //! Echo: small messages through one connection and through chains of connections (R1, R2).
 
+use std::sync::Arc;
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::case::{Case, Failure, Level, Stop};
 use crate::harness::{Ctx, PROMPT};
-use crate::net::{read_exact_within, show, spawn_echo};
+use crate::net::{read_exact_within, show, spawn_checked_echo, StreamCheck};
 use crate::rules::Rule;
 
 /// Messages sent through every echo case, as in the original tester.
@@ -45,10 +47,15 @@ pub static CHAIN_20: Case = Case {
     },
 };
 
-/// Opens `n` client connections, each paired with an echoing destination connection.
+/// Opens `n` client connections, each paired with an echoing destination connection that
+/// checks what it receives against `expected(i)`, the stream connection `i` must carry.
 /// The connections are all open before any data flows, so a proxy that serves one connection
 /// at a time fails here rather than somewhere obscure.
-pub(crate) async fn open_chain(cx: &Ctx, n: usize) -> Result<Vec<TcpStream>, Failure> {
+pub(crate) async fn open_chain(
+    cx: &Ctx,
+    n: usize,
+    expected: impl Fn(usize) -> Arc<[u8]>,
+) -> Result<Vec<(TcpStream, StreamCheck)>, Failure> {
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
         let client = cx.connect().await?;
@@ -63,22 +70,28 @@ pub(crate) async fn open_chain(cx: &Ctx, n: usize) -> Result<Vec<TcpStream>, Fai
                 .hint("the proxy handles one connection at a time (blocking accept loop, or a single-threaded loop that waits for a connection to end)")
             }
         })?;
-        spawn_echo(server);
-        clients.push(client);
+        let check = StreamCheck::new(expected(i));
+        spawn_checked_echo(server, check.clone());
+        clients.push((client, check));
     }
     cx.trace
         .event(format_args!("chain of {n} connection(s) open"));
     Ok(clients)
 }
 
+/// The hint for data altered on its way through one connection.
+pub(crate) const ALTERED_HINT: &str = "the proxy alters data: a common cause is writing the whole buffer instead of the bytes the read returned. Every connection is checked on its own, both ways, because a change made the same way on every connection (or on both directions of one) can cancel out by the end";
+
 /// Sends `MESSAGES` small messages through a chain of `n` echo connections: what comes back from
-/// connection i is written to connection i+1.
+/// connection i is written to connection i+1. Every hop is checked both ways: what its server
+/// receives, and what its client reads back.
 async fn chain(mut cx: Ctx, n: usize) -> Result<(), Stop> {
-    let mut clients = open_chain(&cx, n).await?;
-    for m in 0..MESSAGES {
-        let sent = cx.text(MESSAGE_LEN);
+    let messages: Vec<Vec<u8>> = (0..MESSAGES).map(|_| cx.text(MESSAGE_LEN)).collect();
+    let stream: Arc<[u8]> = messages.concat().into();
+    let mut clients = open_chain(&cx, n, |_| stream.clone()).await?;
+    for (m, sent) in messages.iter().enumerate() {
         let mut message = sent.clone();
-        for (i, client) in clients.iter_mut().enumerate() {
+        for (i, (client, at_server)) in clients.iter_mut().enumerate() {
             let hop = if n == 1 {
                 String::new()
             } else {
@@ -109,18 +122,27 @@ async fn chain(mut cx: Ctx, n: usize) -> Result<(), Stop> {
                         "the proxy loses bytes"
                     })
                 })?;
-        }
-        if message != sent {
-            return Err(Failure::new(
-                format!("message {} arrives as sent: {}", m + 1, show(&sent)),
-                format!("received {}", show(&message)),
-            )
-            .hint("the proxy alters data: a common cause is writing the whole buffer instead of the bytes the read returned")
-            .into());
+            // The echo has come back, so the server has received the message.
+            if let Some(mismatch) = at_server.mismatch() {
+                return Err(Failure::new(
+                    format!("the server receives every message as sent{hop}"),
+                    format!("what the server received{hop} differs from what the client sent: {mismatch}"),
+                )
+                .hint(ALTERED_HINT)
+                .into());
+            }
+            if message != *sent {
+                return Err(Failure::new(
+                    format!("message {} comes back as sent{hop}: {}", m + 1, show(sent)),
+                    format!("received {}", show(&message)),
+                )
+                .hint(ALTERED_HINT)
+                .into());
+            }
         }
     }
     cx.trace.event(format_args!(
-        "{MESSAGES} messages went through {n} connection(s) intact"
+        "{MESSAGES} messages went through {n} connection(s) intact, checked at every hop"
     ));
     Ok(())
 }

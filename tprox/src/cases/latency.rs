@@ -7,16 +7,19 @@
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
+use tokio::time::timeout;
 
 use crate::case::{Case, Failure, Level, Stop};
 use crate::harness::{Ctx, PROMPT};
-use crate::net::read_exact_within;
+use crate::net::{read_exact_within, show};
 use crate::rules::Rule;
 
 pub const ROUNDS: usize = 40;
 pub const MEDIAN_BOUND: Duration = Duration::from_millis(20);
 const PIECE: usize = 20;
 const REQUEST_PIECES: usize = 3;
+const REQUEST_PIECE: [u8; PIECE] = [b'q'; PIECE];
+const RESPONSE_PIECE: [u8; PIECE] = [b'r'; PIECE];
 const RESPONSE_PIECES: usize = 2;
 
 pub static SMALL_WRITES: Case = Case {
@@ -30,17 +33,41 @@ pub static SMALL_WRITES: Case = Case {
 };
 
 async fn small_writes(cx: Ctx) -> Result<(), Stop> {
-    let (mut client, mut server) = cx.open_pair().await?;
+    let (client, server) = cx.open_pair().await?;
+    // Each piece is written only once the previous one has reached the other end, so the
+    // proxy forwards the pieces one by one whatever the load on the machine: a proxy that
+    // still has Nagle's algorithm on must then hold every piece after the first until the one
+    // before is acknowledged, which the receiver's delayed ACK puts off. Without the wait, a
+    // proxy scheduled late reads a whole request at once and Nagle never shows.
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut server_rx, mut server_tx) = server.into_split();
+    let (request_piece_in, mut request_piece_seen) = tokio::sync::mpsc::unbounded_channel();
+    let (response_piece_in, mut response_piece_seen) = tokio::sync::mpsc::unbounded_channel();
     let responder = tokio::spawn(async move {
         for _ in 0..ROUNDS {
-            if read_exact_within(&mut server, PIECE * REQUEST_PIECES, PROMPT)
-                .await
-                .is_err()
-            {
-                return;
+            for _ in 0..REQUEST_PIECES {
+                // The piece's content is checked too, so that a proxy that alters data fails
+                // here every time rather than by the timing its garbage happens to cause.
+                let seen = match read_exact_within(&mut server_rx, PIECE, PROMPT).await {
+                    Ok(piece) if piece == REQUEST_PIECE => Ok(()),
+                    Ok(piece) => Err(format!(
+                        "the server received {} instead of {}",
+                        show(&piece),
+                        show(&REQUEST_PIECE)
+                    )),
+                    Err(short) => Err(format!("the server received {short}")),
+                };
+                let stop = seen.is_err();
+                let _ = request_piece_in.send(seen);
+                if stop {
+                    return;
+                }
             }
-            for _ in 0..RESPONSE_PIECES {
-                if server.write_all(&[b'r'; PIECE]).await.is_err() {
+            for piece in 0..RESPONSE_PIECES {
+                if piece > 0 && timeout(PROMPT, response_piece_seen.recv()).await.is_err() {
+                    return;
+                }
+                if server_tx.write_all(&RESPONSE_PIECE).await.is_err() {
                     return;
                 }
             }
@@ -49,22 +76,48 @@ async fn small_writes(cx: Ctx) -> Result<(), Stop> {
     let mut rounds = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
         let started = Instant::now();
-        for _ in 0..REQUEST_PIECES {
-            client.write_all(&[b'q'; PIECE]).await.map_err(|e| {
-                Failure::new(
-                    "the client can write its request",
-                    format!("round {}: {e}", round + 1),
-                )
-            })?;
+        let failed = |what: String| {
+            Failure::new(
+                "the client's request and the server's response go through piece by piece",
+                format!("round {}: {what}", round + 1),
+            )
+        };
+        for piece in 0..REQUEST_PIECES {
+            client_tx
+                .write_all(&REQUEST_PIECE)
+                .await
+                .map_err(|e| failed(format!("the client's write failed: {e}")))?;
+            match timeout(PROMPT, request_piece_seen.recv()).await {
+                Ok(Some(Ok(()))) => {}
+                Ok(Some(Err(what))) => {
+                    return Err(failed(format!("request piece {}: {what}", piece + 1)).into())
+                }
+                Ok(None) | Err(_) => {
+                    return Err(failed(format!(
+                        "request piece {} did not reach the server",
+                        piece + 1
+                    ))
+                    .into())
+                }
+            }
         }
-        read_exact_within(&mut client, PIECE * RESPONSE_PIECES, PROMPT)
-            .await
-            .map_err(|short| {
-                Failure::new(
-                    format!("round {}'s response arrives", round + 1),
-                    format!("received {short}"),
-                )
-            })?;
+        for piece in 0..RESPONSE_PIECES {
+            let got = read_exact_within(&mut client_rx, PIECE, PROMPT)
+                .await
+                .map_err(|short| {
+                    failed(format!("response piece {}: received {short}", piece + 1))
+                })?;
+            if got != RESPONSE_PIECE {
+                return Err(failed(format!(
+                    "response piece {}: the client received {} instead of {}",
+                    piece + 1,
+                    show(&got),
+                    show(&RESPONSE_PIECE)
+                ))
+                .into());
+            }
+            let _ = response_piece_in.send(());
+        }
         rounds.push(started.elapsed());
     }
     responder.abort();

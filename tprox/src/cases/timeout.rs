@@ -221,7 +221,7 @@ pub static IDLE: Case = Case {
 pub static SLOW_READER: Case = Case {
     id: "timeout/slow-reader",
     name: "Non-timeout of slow reader",
-    requirement: "A slow but steady reader MUST NOT be aborted: every write that makes progress, however small, restarts the stall clock.",
+    requirement: "A slow but steady reader MUST NOT be aborted, in either direction, however long the proxy's buffer stays full: every write that makes progress, however small, restarts the stall clock.",
     rules: &[Rule::R7],
     level: Level::Must,
     alone: false,
@@ -230,13 +230,18 @@ pub static SLOW_READER: Case = Case {
 
 /// How long timeout/idle stays silent, relative to T.
 pub const IDLE_SPAN: f64 = 1.5;
-/// timeout/slow-reader: the server reads [`SLOW_READ`] bytes every [`SLOW_INTERVAL`] × T,
-/// for [`SLOW_SPAN`] × T. Progress must be visible to the proxy: Linux reports a socket
-/// writable only once about a third of its send buffer is free, and loopback send buffers
-/// autotune up to 4 MiB, so each read frees 1 MiB.
+/// timeout/slow-reader: the reader reads [`SLOW_READ`] bytes every [`SLOW_INTERVAL`] × T,
+/// for [`SLOW_SPAN`] × T, in each direction, while the writer keeps the proxy's buffers full.
+///
+/// The span is well over 2 T so that a stall clock started when the proxy's buffer first
+/// filled, and never restarted by the progress since, runs out during the case even where the
+/// proxy checks its clocks only every T/2 or so. The read size is what makes progress visible
+/// to the proxy: Linux reports a socket writable only once about a third of its send buffer is
+/// free, and loopback send buffers autotune up to 4 MiB, so a read of a few KiB would leave a
+/// correct proxy without any progress to see; each read frees 1 MiB.
 pub const SLOW_READ: usize = 1024 * 1024;
 pub const SLOW_INTERVAL: f64 = 0.25;
-pub const SLOW_SPAN: f64 = 1.5;
+pub const SLOW_SPAN: f64 = 2.5;
 
 async fn idle(mut cx: Ctx) -> Result<(), Stop> {
     let (mut client, server) = cx.open_pair().await?;
@@ -268,10 +273,32 @@ async fn idle(mut cx: Ctx) -> Result<(), Stop> {
 }
 
 async fn slow_reader(cx: Ctx) -> Result<(), Stop> {
-    let (client, mut server) = cx.open_pair().await?;
-    let (mut client_rx, client_tx) = client.into_split();
+    // Both directions at once, each on a pair of its own: a proxy's stall clock may be kept
+    // per direction, and both must restart on progress.
+    let (client, server) = cx.open_pair().await?;
+    let (download_client, download_server) = cx.open_pair().await?;
+    let (upload, download) = tokio::join!(
+        slow_reader_one_way(&cx, client, server, Side::Client),
+        slow_reader_one_way(&cx, download_server, download_client, Side::Server),
+    );
+    upload?;
+    download?;
+    Ok(())
+}
+
+/// `writer` floods; its peer reads [`SLOW_READ`] bytes every [`SLOW_INTERVAL`] × T for
+/// [`SLOW_SPAN`] × T, so the proxy holds data the whole time and every write it makes has to
+/// wait for the next read.
+async fn slow_reader_one_way(
+    cx: &Ctx,
+    writer: TcpStream,
+    mut reader: TcpStream,
+    writer_side: Side,
+) -> Result<(), Failure> {
+    let (w, r) = (writer_side.name(), writer_side.other().name());
+    let (mut writer_rx, writer_tx) = writer.into_split();
     let progress = Progress::new();
-    let flooding = flood(client_tx, UNBOUNDED_CAP, progress.clone());
+    let flooding = flood(writer_tx, UNBOUNDED_CAP, progress.clone());
     let interval = cx.stall.mul_f64(SLOW_INTERVAL);
     let span = cx.stall.mul_f64(SLOW_SPAN);
     let start = Instant::now();
@@ -279,21 +306,22 @@ async fn slow_reader(cx: Ctx) -> Result<(), Stop> {
     let mut reads = 0;
     let result = loop {
         tokio::time::sleep(interval).await;
-        match read_exact_within(&mut server, SLOW_READ, PROMPT).await {
+        match read_exact_within(&mut reader, SLOW_READ, PROMPT).await {
             Ok(_) => {
                 received += SLOW_READ;
                 reads += 1;
             }
             Err(short) => {
                 break Err(format!(
-                    "after {} the server's read got {short}",
-                    mib(received as u64)
+                    "after {} and {:.1} s, the {r}'s read got {short}",
+                    mib(received as u64),
+                    start.elapsed().as_secs_f64()
                 ))
             }
         }
-        if let Some(ended) = wait_end(&mut client_rx, Duration::ZERO).await {
+        if let Some(ended) = wait_end(&mut writer_rx, Duration::ZERO).await {
             break Err(format!(
-                "the client's connection ended ({}) after {:.1} s",
+                "the {w}'s connection ended ({}) after {:.1} s",
                 ended.end,
                 start.elapsed().as_secs_f64()
             ));
@@ -305,12 +333,16 @@ async fn slow_reader(cx: Ctx) -> Result<(), Stop> {
     flooding.abort();
     match result {
         Ok(()) => {
-            cx.trace.event(format_args!("server read {} in {reads} slow reads over {:.1} s", mib(received as u64), span.as_secs_f64()));
+            cx.trace.event(format_args!(
+                "{w} → {r}: {r} read {} in {reads} slow reads over {:.1} s, never aborted",
+                mib(received as u64),
+                span.as_secs_f64()
+            ));
             Ok(())
         }
         Err(observed) => Err(Failure::new(
             format!(
-                "a server reading {} KiB every {:.1} s keeps its connection for {:.1} s (stall timeout {:.1} s)",
+                "a {r} reading {} KiB every {:.1} s from a {w} that writes without pause keeps its connection for {:.1} s (stall timeout {:.1} s)",
                 SLOW_READ / 1024,
                 interval.as_secs_f64(),
                 span.as_secs_f64(),
@@ -318,7 +350,6 @@ async fn slow_reader(cx: Ctx) -> Result<(), Stop> {
             ),
             observed,
         )
-        .hint("the proxy's stall clock does not restart on progress: it must measure from the last byte written, not from when the data (or the connection) arrived")
-        .into()),
+        .hint("the proxy's stall clock does not restart on progress: it must measure from the last byte written, not from when its buffer filled, the data arrived or the connection opened")),
     }
 }
