@@ -12,12 +12,15 @@
 //! * [`report`]: turning outcomes into output.
 //! * [`select`]: `--only` / `--skip` patterns.
 //! * [`grade`]: `tprox grade`, many submissions graded against a grading file.
+//! * [`fuzz`]: `tprox fuzz`, generated scenarios judged by the contract, shrunk on failure.
 
 pub mod case;
 pub mod cases;
 pub mod formats;
+pub mod fuzz;
 pub mod grade;
 pub mod harness;
+pub mod held;
 pub mod net;
 pub mod probe;
 pub mod proxy;

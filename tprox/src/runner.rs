@@ -290,7 +290,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Starts a proxy forwarding to a fresh destination.
-async fn start(
+pub async fn start(
     options: &RunOptions,
     echo_tag: Option<String>,
 ) -> Result<(RunningProxy, Arc<Destination>), StartError> {

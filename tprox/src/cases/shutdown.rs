@@ -7,10 +7,9 @@ use crate::harness::{Ctx, PROMPT};
 use tokio::net::TcpStream;
 
 use crate::cases::bulk::BLOCKED_QUIET;
+use crate::held::{Direction, FillError};
 use crate::net::{expect_stream, mib, read_exact_within, show, wait_end, End, Ended, Progress};
-use crate::probe::TcpTable;
 use crate::rules::Rule;
-use std::net::SocketAddr;
 
 pub static ONE_WAY: Case = Case {
     id: "shutdown/one-way",
@@ -216,62 +215,14 @@ async fn flush(mut cx: Ctx) -> Result<(), Stop> {
 /// more than the kernel buffers between the proxy and a receiver that does not read.
 const HELD_BYTES_MAX: usize = 32 * 1024 * 1024;
 
-/// How long the proxy must keep holding data before shutdown/flush counts it as held, or not
-/// read before it counts as no longer reading; and how long it gets to act on the EOF.
-const HELD_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// What the sender writes at a time, at most, while shutdown/flush fills the proxy and the
-/// proxy's socket towards the receiver is nearly full: well under the
-/// smallest user-space buffer a proxy commonly has (64 KiB for asyncio's high-water mark), so
-/// that the step that makes the proxy hold data does not also fill its buffer (a proxy with a
-/// full buffer stops reading and would not see the EOF until the receiver reads).
-const HELD_STEP: usize = 16 * 1024;
-
-/// Where the bytes the sender wrote are, while the receiver reads nothing.
-struct Whereabouts {
-    /// Everything written so far has been read by the proxy (none waits in the sender's
-    /// socket or in the proxy's receiving socket).
-    taken_in: bool,
-    /// Bytes the proxy has read but not yet written into its socket towards the receiver:
-    /// they are in the proxy's own memory (its buffers, a pipe), where only the proxy can
-    /// deliver them.
-    held: u64,
-    /// Room left in the proxy's socket towards the receiver, in the kernel's accounting.
-    room: u64,
-}
-
-/// Locates the written bytes through the kernel's socket queues. `None` when a socket of
-/// the pair is not listed (it was closed).
-fn whereabouts(
-    table: &TcpTable,
-    sender: (SocketAddr, SocketAddr),
-    receiver: (SocketAddr, SocketAddr),
-    written: u64,
-) -> Option<Whereabouts> {
-    let (s_local, s_peer) = sender;
-    let (r_local, r_peer) = receiver;
-    let at_sender = table.queues(s_local, s_peer)?;
-    let proxy_in = table.queues(s_peer, s_local)?;
-    let proxy_out = table.queues(r_peer, r_local)?;
-    let at_receiver = table.queues(r_local, r_peer)?;
-    let in_kernel = at_sender.send + proxy_in.receive + proxy_out.send + at_receiver.receive;
-    Some(Whereabouts {
-        taken_in: at_sender.send == 0 && proxy_in.receive == 0,
-        held: written.saturating_sub(in_kernel),
-        room: proxy_out.send_room,
-    })
-}
-
 /// The EOF reaches the proxy while the proxy holds data of its own and the receiver is not
 /// reading: the state in which a proxy with a user-space write buffer (asyncio transports, Go
 /// bufio, Node streams) loses the tail if it shuts down without flushing.
 ///
-/// The receiver reads nothing at first. The sender writes a step at a time, and after each
-/// step tprox watches the kernel's socket queues (`/proc/net/tcp`) until the proxy has read
-/// the step; once the bytes the proxy has read exceed what the kernel holds between the proxy
-/// and the receiver, the rest is in the proxy's own memory. Then the sender shuts down, the
-/// proxy reads the EOF, and only then does the receiver read: it must get every byte, then
-/// EOF. Where `/proc/net/tcp` cannot be read, this part is not checked and the trace says so.
+/// The receiver reads nothing while the sender fills the proxy ([`Direction::fill`]); then
+/// the sender shuts down, the proxy reads the EOF, and only then does the receiver read: it
+/// must get every byte, then EOF. Where the kernel's socket queues cannot be read (not
+/// Linux), this part is not checked and the trace says so.
 async fn flush_while_held(
     cx: &Ctx,
     sender: TcpStream,
@@ -280,106 +231,49 @@ async fn flush_while_held(
     from: &str,
     to: &str,
 ) -> Result<(), Failure> {
-    let ends = |s: &TcpStream| Some((s.local_addr().ok()?, s.peer_addr().ok()?));
-    let (Some(sender_ends), Some(receiver_ends)) = (ends(&sender), ends(&receiver)) else {
+    let Some(direction) = Direction::between(&sender, &receiver) else {
         return Err(Failure::new(
             format!("the {from}'s and the {to}'s connections stay open"),
             "one of them was already closed",
         ));
     };
-    let sockets = [
-        sender_ends,
-        (sender_ends.1, sender_ends.0),
-        receiver_ends,
-        (receiver_ends.1, receiver_ends.0),
-    ];
-    // Four netlink round trips of a few microseconds each: no need to leave the runtime.
-    let locate = |written: usize| async move {
-        let table = TcpTable::read(&sockets)?;
-        Ok::<_, String>(whereabouts(
-            &table,
-            sender_ends,
-            receiver_ends,
-            written as u64,
-        ))
-    };
     let (_sender_rx, mut sender_tx) = sender.into_split();
-    let mut written = 0;
-    let mut held = 0;
-    let mut proxy_stopped_reading = false;
-    let mut step_size = HELD_STEP;
-    while written < data.len() && held == 0 && !proxy_stopped_reading {
-        let step = &data[written..(written + step_size).min(data.len())];
-        if let Err(e) = sender_tx.write_all(step).await {
+    let mut offset = 0;
+    let filling = direction
+        .fill(&mut sender_tx, data.len(), |n| {
+            let piece = data[offset..offset + n].to_vec();
+            offset += n;
+            piece
+        })
+        .await;
+    let filled = match filling {
+        Ok(filled) => filled,
+        Err(FillError::Unobservable(reason)) => {
+            cx.trace.event(format_args!(
+                "{from} → {to}: cannot see where the data is ({reason}); the EOF-while-held check is left out"
+            ));
+            return Ok(());
+        }
+        Err(FillError::Closed { written }) => {
+            return Err(Failure::new(
+                format!("the connections stay open while the {from} writes"),
+                format!(
+                    "a socket of the pair was closed after {}",
+                    mib(written as u64)
+                ),
+            )
+            .hint("the proxy closed a connection that was only waiting for its reader"))
+        }
+        Err(FillError::Write { written, error }) => {
             return Err(Failure::new(
                 format!("the {from} can write while the {to} does not read yet"),
-                format!("the write failed after {}: {e}", mib(written as u64)),
-            ));
+                format!("the write failed after {}: {error}", mib(written as u64)),
+            ))
         }
-        written += step.len();
-        let quiet = tokio::time::Instant::now() + HELD_SETTLE;
-        let mut looks = 0;
-        loop {
-            looks += 1;
-            match locate(written).await {
-                Err(reason) => {
-                    cx.trace.event(format_args!(
-                        "{from} → {to}: cannot see where the data is ({reason}); the EOF-while-held check is left out"
-                    ));
-                    return Ok(());
-                }
-                Ok(None) => {
-                    return Err(Failure::new(
-                        format!("the connections stay open while the {from} writes"),
-                        format!(
-                            "a socket of the pair was closed after {}",
-                            mib(written as u64)
-                        ),
-                    )
-                    .hint("the proxy closed a connection that was only waiting for its reader"))
-                }
-                Ok(Some(now)) if now.taken_in => {
-                    if now.held > 0 {
-                        // A proxy caught between its read and its write holds data for a
-                        // moment too: count only what it still holds a while later, when it
-                        // has had every chance to write it.
-                        tokio::time::sleep(HELD_SETTLE).await;
-                        if let Ok(Some(later)) = locate(written).await {
-                            held = later.held;
-                        }
-                    }
-                    // Steps of half the room left: few while the proxy's socket has room,
-                    // and small ones as it fills.
-                    step_size = (now.room as usize / 2).clamp(HELD_STEP, 1024 * 1024);
-                    break;
-                }
-                Ok(Some(now)) if tokio::time::Instant::now() >= quiet => {
-                    // The proxy stopped reading: whatever it holds, it holds now.
-                    held = now.held;
-                    proxy_stopped_reading = true;
-                    break;
-                }
-                // A proxy takes a step in well under a millisecond: look again at once a few
-                // times before sleeping, as there are hundreds of steps.
-                Ok(Some(_)) if looks < 20 => tokio::task::yield_now().await,
-                Ok(Some(_)) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
-            }
-        }
-    }
+    };
     let _ = sender_tx.shutdown().await;
-    // Give the proxy the EOF: wait until it has read everything (the FIN included), then a
-    // moment to act on it. A proxy that reads nothing more while its write is pending (as the
-    // reference does) reads the EOF only once the receiver reads, which is fine too.
-    let deadline = tokio::time::Instant::now() + BLOCKED_QUIET;
-    while !proxy_stopped_reading && tokio::time::Instant::now() < deadline {
-        match locate(written).await {
-            Ok(Some(now)) if !now.taken_in => {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await
-            }
-            _ => break,
-        }
-    }
-    tokio::time::sleep(HELD_SETTLE).await;
+    direction.let_proxy_take_eof(&filled, BLOCKED_QUIET).await;
+    let (written, held) = (filled.written, filled.held);
     cx.trace.event(format_args!(
         "{from} wrote {} and shut down while the {to} read nothing; the proxy held {held} byte(s) of it in its own memory",
         mib(written as u64),

@@ -1,0 +1,280 @@
+//! `tprox fuzz`: generated scenarios with shrinking, on proptest.
+//!
+//! The catalogue checks scenarios someone thought of; fuzzing checks the ones nobody did.
+//! proptest generates [`Scenario`]s (writes of random sizes from either side, pauses, reads
+//! that stop and resume, half-closes and resets in any order, on up to three connections),
+//! [`execute`] plays each against the proxy and judges it by the contract, and on the first
+//! failure proptest shrinks the scenario to a minimal one that still fails. The minimal
+//! scenario is saved as JSON, so that `tprox fuzz --replay FILE` plays exactly it again.
+
+pub mod execute;
+pub mod scenario;
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::test_runner::{
+    Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner,
+};
+
+pub use execute::Violation;
+pub use scenario::{Scenario, Step};
+
+use crate::harness::Destination;
+use crate::proxy::{RunningProxy, StartError};
+use crate::runner::{self, RunOptions};
+
+/// Whether each scenario gets a proxy of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instance {
+    /// A fresh proxy for every scenario: nothing one scenario leaves behind can affect the
+    /// next, so a failure replays alone.
+    Fresh,
+    /// One proxy for all scenarios (started again if it dies): faster, and finds bugs that
+    /// need state left over from earlier connections.
+    Shared,
+}
+
+/// Everything a fuzzing run needs.
+pub struct FuzzOptions {
+    /// How to start the proxy (stall timeout, startup timeout, limits).
+    pub run: RunOptions,
+    /// Scenarios to generate.
+    pub cases: u32,
+    /// Seeds proptest's generator: the same seed generates the same scenarios.
+    pub seed: u64,
+    /// How long shrinking a failure may take.
+    pub max_shrink_time: Duration,
+    pub instance: Instance,
+    /// Where proptest keeps the seeds of failures it found, to try them first next time.
+    pub persist: Option<PathBuf>,
+}
+
+/// How a fuzzing run ended.
+pub enum FuzzOutcome {
+    /// Every scenario passed.
+    Passed { scenarios: u32 },
+    /// A scenario failed; `minimal` is the smallest failing one shrinking found.
+    Failed {
+        minimal: Scenario,
+        violation: Violation,
+        /// Steps of the first failing scenario, before shrinking.
+        original_steps: usize,
+        /// Failing scenarios tried while shrinking.
+        shrink_runs: u32,
+    },
+    /// The proxy could not be started: not a verdict.
+    Setup(StartError),
+}
+
+/// A proxy and its destination, started for a scenario or shared by all.
+struct Target {
+    proxy: RunningProxy,
+    dest: Arc<Destination>,
+}
+
+/// Runs `options.cases` generated scenarios; `progress` hears of each one played.
+pub fn fuzz(options: &FuzzOptions, progress: impl FnMut(u32, bool)) -> FuzzOutcome {
+    let progress = RefCell::new(progress);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return FuzzOutcome::Setup(StartError::Spawn {
+                command: "(tprox)".into(),
+                error: format!("cannot start the async runtime: {e}"),
+            })
+        }
+    };
+    // Start once up front, so that a proxy that cannot start is a setup error, not a failure.
+    let shared = match runtime.block_on(runner::start(&options.run, None)) {
+        Ok((proxy, dest)) => Some(Target { proxy, dest }),
+        Err(e) => return FuzzOutcome::Setup(e),
+    };
+    let shared = RefCell::new(shared);
+    let failures: RefCell<Vec<(Scenario, Violation)>> = RefCell::default();
+    let setup_error: RefCell<Option<StartError>> = RefCell::default();
+    let played = RefCell::new(0u32);
+
+    let mut config = Config {
+        cases: options.cases,
+        max_shrink_time: options
+            .max_shrink_time
+            .as_millis()
+            .min(u128::from(u32::MAX)) as u32,
+        max_shrink_iters: u32::MAX,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    if let Some(path) = &options.persist {
+        // proptest wants a 'static path; one per run is a small, bounded leak.
+        let path: &'static str = Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
+        config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(path)));
+    }
+    let mut seed = [0u8; 32];
+    for chunk in seed.chunks_mut(8) {
+        chunk.copy_from_slice(&options.seed.to_le_bytes());
+    }
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
+
+    let result = runner.run(&scenario::scenario(), |scenario| {
+        let outcome = runtime.block_on(play_on(options, &shared, &scenario));
+        *played.borrow_mut() += 1;
+        match outcome {
+            Ok(Ok(())) => {
+                (progress.borrow_mut())(*played.borrow(), false);
+                Ok(())
+            }
+            Ok(Err(violation)) => {
+                (progress.borrow_mut())(*played.borrow(), true);
+                let message = format!("{}: {}", violation.rule, violation.observed);
+                failures.borrow_mut().push((scenario, violation));
+                Err(TestCaseError::fail(message))
+            }
+            Err(start) => {
+                *setup_error.borrow_mut() = Some(start);
+                // Not the scenario's fault: stop without shrinking.
+                Err(TestCaseError::fail("the proxy could not be started"))
+            }
+        }
+    });
+    if let Some(target) = shared.borrow_mut().take() {
+        runtime.block_on(target.proxy.stop());
+    }
+    if let Some(error) = setup_error.into_inner() {
+        return FuzzOutcome::Setup(error);
+    }
+    match result {
+        Ok(()) => FuzzOutcome::Passed {
+            scenarios: played.into_inner(),
+        },
+        Err(TestError::Fail(_, minimal)) => {
+            let failures = failures.into_inner();
+            let original_steps = failures.first().map_or(0, |(s, _)| s.steps.len());
+            let violation = failures
+                .iter()
+                .rev()
+                .find(|(s, _)| *s == minimal)
+                .map(|(_, v)| v.clone())
+                .expect("the minimal scenario is one that failed");
+            FuzzOutcome::Failed {
+                minimal,
+                violation,
+                original_steps,
+                shrink_runs: failures.len().saturating_sub(1) as u32,
+            }
+        }
+        Err(TestError::Abort(reason)) => FuzzOutcome::Setup(StartError::Spawn {
+            command: "(proptest)".into(),
+            error: reason.to_string(),
+        }),
+    }
+}
+
+/// Plays one saved scenario against a fresh proxy.
+pub fn replay(run: &RunOptions, scenario: &Scenario) -> Result<Result<(), Violation>, StartError> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| StartError::Spawn {
+        command: "(tprox)".into(),
+        error: format!("cannot start the async runtime: {e}"),
+    })?;
+    runtime.block_on(async {
+        let (proxy, dest) = runner::start(run, None).await?;
+        let mut target = Target { proxy, dest };
+        let verdict = play(run.stall, &mut target, scenario).await;
+        target.proxy.stop().await;
+        Ok(verdict)
+    })
+}
+
+/// Plays `scenario` on the shared proxy, or on a fresh one.
+async fn play_on(
+    options: &FuzzOptions,
+    shared: &RefCell<Option<Target>>,
+    scenario: &Scenario,
+) -> Result<Result<(), Violation>, StartError> {
+    let fresh = || async {
+        let (proxy, dest) = runner::start(&options.run, None).await?;
+        Ok::<_, StartError>(Target { proxy, dest })
+    };
+    match options.instance {
+        Instance::Fresh => {
+            let mut target = fresh().await?;
+            let verdict = play(options.run.stall, &mut target, scenario).await;
+            target.proxy.stop().await;
+            Ok(verdict)
+        }
+        Instance::Shared => {
+            let kept = shared.borrow_mut().take();
+            let mut target = match kept {
+                Some(target) => target,
+                None => fresh().await?,
+            };
+            let verdict = play(options.run.stall, &mut target, scenario).await;
+            if target.proxy.exit_status().is_none() {
+                *shared.borrow_mut() = Some(target);
+            } else {
+                target.proxy.stop().await;
+            }
+            Ok(verdict)
+        }
+    }
+}
+
+/// Plays `scenario` and checks, after it, that the proxy is still running (R11).
+async fn play(stall: Duration, target: &mut Target, scenario: &Scenario) -> Result<(), Violation> {
+    let verdict = execute::execute(scenario, target.proxy.listen, &target.dest, stall).await;
+    if let Some(status) = target.proxy.exit_status() {
+        return Err(Violation {
+            rule: crate::Rule::R11,
+            conn: 0,
+            expected: "the proxy keeps running, whatever its peers do".into(),
+            observed: format!(
+                "the proxy exited ({status}){}",
+                match &verdict {
+                    Err(v) => format!("; before that: {}", v.observed),
+                    Ok(()) => String::new(),
+                }
+            ),
+        });
+    }
+    verdict
+}
+
+/// A violation and the scenario that shows it, for people: the rule, what was expected and
+/// observed, and the steps.
+pub fn describe(minimal: &Scenario, violation: &Violation) -> String {
+    let rule = violation.rule;
+    let mut text = format!(
+        "{rule} ({}) broken on connection {}\n    expected  {}\n    observed  {}\n  in {} step(s):\n{minimal}",
+        rule.title(),
+        violation.conn,
+        violation.expected,
+        violation.observed,
+        minimal.steps.len()
+    );
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    text
+}
+
+/// Reads a scenario saved by `tprox fuzz`.
+pub fn load(path: &std::path::Path) -> Result<Scenario, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the scenario file {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{} is not a scenario saved by tprox fuzz: {e}",
+            path.display()
+        )
+    })
+}
+
+/// Saves a scenario for `tprox fuzz --replay`.
+pub fn save(path: &std::path::Path, scenario: &Scenario) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(scenario).expect("a scenario always serialises");
+    std::fs::write(path, text + "\n")
+        .map_err(|e| format!("cannot write the scenario to {}: {e}", path.display()))
+}
