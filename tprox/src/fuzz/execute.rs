@@ -92,6 +92,9 @@ struct Peer {
     commands: mpsc::UnboundedSender<Command>,
     /// Commands queued and not yet carried out.
     pending: Arc<AtomicUsize>,
+    /// Fill commands queued and not yet done: a fill pauses between its writes on purpose,
+    /// so a quiet writer that is filling is not a blocked one.
+    filling: Arc<AtomicUsize>,
     mode: watch::Sender<ReadMode>,
     received: Arc<Mutex<Received>>,
     /// What this side's writer has handed over (or tried to), in order: what the other side
@@ -108,6 +111,7 @@ impl Peer {
         let (rx, tx) = stream.into_split();
         let (commands, queue) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
+        let filling = Arc::new(AtomicUsize::new(0));
         let (mode, modes) = watch::channel(ReadMode::Full);
         let received = Arc::new(Mutex::new(Received::default()));
         let sent = Arc::default();
@@ -116,12 +120,14 @@ impl Peer {
             tx,
             queue,
             pending.clone(),
+            filling.clone(),
             mode.clone(),
             Arc::clone(&sent),
         ));
         Peer {
             commands,
             pending,
+            filling,
             mode,
             received,
             sent,
@@ -130,6 +136,9 @@ impl Peer {
     }
 
     fn send(&self, command: Command) {
+        if matches!(command, Command::Fill { .. }) {
+            self.filling.fetch_add(1, Ordering::SeqCst);
+        }
         self.pending.fetch_add(1, Ordering::SeqCst);
         if self.commands.send(command).is_err() {
             self.pending.fetch_sub(1, Ordering::SeqCst);
@@ -199,6 +208,7 @@ async fn write(
     mut tx: OwnedWriteHalf,
     mut queue: mpsc::UnboundedReceiver<Command>,
     pending: Arc<AtomicUsize>,
+    filling: Arc<AtomicUsize>,
     mode: watch::Sender<ReadMode>,
     sent: Arc<Mutex<Vec<u8>>>,
 ) {
@@ -211,7 +221,10 @@ async fn write(
     while let Some(command) = queue.recv().await {
         match command {
             // Writes into a connection that failed are dropped: the oracle judges the failure.
-            Command::Write(_) | Command::Fill { .. } if broken => {}
+            Command::Fill { .. } if broken => {
+                filling.fetch_sub(1, Ordering::SeqCst);
+            }
+            Command::Write(_) if broken => {}
             Command::Write(bytes) => {
                 record(&bytes);
                 broken = tx.write_all(&bytes).await.is_err();
@@ -237,6 +250,7 @@ async fn write(
                     }
                     Err(FillError::Closed { .. } | FillError::Write { .. }) => broken = true,
                 }
+                filling.fetch_sub(1, Ordering::SeqCst);
             }
             Command::Shutdown => broken |= tx.shutdown().await.is_err(),
             Command::Reset => {
@@ -364,9 +378,20 @@ pub async fn execute(
     Ok(())
 }
 
-/// Waits until every writer is done, or none has made progress for a moment, at most `limit`;
-/// then gives the proxy a moment more.
+/// Waits until every writer is done, or none has made progress for a moment, at most `limit`
+/// (fills, which bound themselves, are always waited for, up to [`PROMPT`]); then gives the
+/// proxy a moment more.
 async fn settle(conns: &BTreeMap<u8, Connection>, limit: Duration) {
+    let filling = || {
+        conns
+            .values()
+            .flat_map(|c| [&c.client, &c.server])
+            .any(|p| p.filling.load(Ordering::SeqCst) > 0)
+    };
+    let fills_end = Instant::now() + PROMPT;
+    while Instant::now() < fills_end && filling() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let deadline = Instant::now() + limit;
     let progress = || -> Vec<(usize, usize)> {
         conns

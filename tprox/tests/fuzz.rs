@@ -1,0 +1,128 @@
+//! `tprox fuzz` as a user meets it: a clean run on the reference proxy, a failure found,
+//! shrunk, saved and replayed by the printed command, and bad input explained.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+const TPROX: &str = env!("CARGO_BIN_EXE_tprox");
+
+fn tprox() -> Command {
+    Command::new(TPROX)
+}
+
+/// The asyncio fixture with `bug`, in the template style.
+fn asyncio_fixture(bug: &str) -> Vec<String> {
+    let script: PathBuf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/python/asyncio_proxy.py");
+    [
+        "python3",
+        &script.to_string_lossy(),
+        "--bug",
+        bug,
+        "{dest_host}",
+        "{dest_port}",
+        "{listen_port}",
+        "--stall-timeout",
+        "{stall_timeout}",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn the_reference_proxy_passes_generated_scenarios() {
+    let output = tprox()
+        .args([
+            "fuzz",
+            "--reference",
+            "--cases",
+            "100",
+            "--seed",
+            "11",
+            "--stall-timeout",
+            "2",
+        ])
+        .args(["--instance", "shared"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("100 scenario(s) passed (seed 11)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("seed 11"),
+        "every run prints its seed: {stderr}"
+    );
+}
+
+#[test]
+fn a_failure_is_shrunk_saved_and_replayed_by_the_printed_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("minimal.json");
+    let output = tprox()
+        .args(["fuzz", "--seed", "1", "--stall-timeout", "2", "--save"])
+        .arg(&saved)
+        .arg("--")
+        .args(asyncio_fixture("tail-loss"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("R5 (Half-close) broken"), "{stdout}");
+    let shrunk_to = stdout
+        .split(" step(s) in ")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("the output says how far the scenario was shrunk");
+    assert!(shrunk_to <= 5, "{stdout}");
+    assert!(saved.exists(), "the minimal scenario is saved");
+
+    // The printed command, as a user would paste it into a shell.
+    let replay = stdout
+        .lines()
+        .skip_while(|l| !l.contains("replay it with:"))
+        .nth(1)
+        .expect("a replay command is printed")
+        .trim();
+    let words = shlex::split(replay).expect("the replay command is valid shell");
+    assert_eq!(words[0], "tprox");
+    let again = Command::new(TPROX).args(&words[1..]).output().unwrap();
+    let replayed = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(1), "{replayed}");
+    assert!(replayed.contains("R5 (Half-close) broken"), "{replayed}");
+}
+
+#[rstest::rstest]
+#[case::no_proxy(&["fuzz"], "no proxy to fuzz")]
+#[case::a_missing_scenario_file(&["fuzz", "--replay", "/nonexistent/s.json", "--reference"], "cannot read the scenario file")]
+#[case::zero_cases(&["fuzz", "--cases", "0", "--reference"], "--cases")]
+fn bad_input_is_explained(#[case] args: &[&str], #[case] message: &str) {
+    let output = tprox().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(message), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_file_that_is_not_a_scenario_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.json");
+    std::fs::write(&file, "{\"steps\": [{\"do\": \"dance\"}]}").unwrap();
+    let output = tprox()
+        .args(["fuzz", "--reference", "--replay"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is not a scenario saved by tprox fuzz"),
+        "{stderr}"
+    );
+}
