@@ -63,9 +63,12 @@ fn the_reference_proxy_passes_generated_scenarios() {
 fn a_failure_is_shrunk_saved_and_replayed_by_the_printed_command() {
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("minimal.json");
+    let seeds = dir.path().join("regressions.txt");
     let output = tprox()
         .args(["fuzz", "--seed", "1", "--stall-timeout", "2", "--save"])
         .arg(&saved)
+        .arg("--persist")
+        .arg(&seeds)
         .arg("--")
         .args(asyncio_fixture("tail-loss"))
         .output()
@@ -81,6 +84,8 @@ fn a_failure_is_shrunk_saved_and_replayed_by_the_printed_command() {
         .expect("the output says how far the scenario was shrunk");
     assert!(shrunk_to <= 5, "{stdout}");
     assert!(saved.exists(), "the minimal scenario is saved");
+    let persisted = std::fs::read_to_string(&seeds).expect("proptest kept the failure's seed");
+    assert!(persisted.contains("cc "), "{persisted}");
 
     // The printed command, as a user would paste it into a shell.
     let replay = stdout
