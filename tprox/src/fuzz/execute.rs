@@ -30,8 +30,9 @@ use crate::held::{Direction, FillError, SETTLE};
 use crate::rules::Rule;
 
 /// How long "promptly" may take in a scenario: a correct proxy needs milliseconds; a broken one
-/// never gets there. Shorter than the cases' 5 s, as shrinking replays failures many times.
-pub const PROMPT: Duration = Duration::from_secs(3);
+/// never gets there. Shorter than the cases' 5 s, as shrinking replays failures many times and
+/// a missing EOF costs the whole wait each time.
+pub const PROMPT: Duration = Duration::from_secs(2);
 
 /// A scenario's pauses add up to at most this share of the stall timeout, and so does the wait
 /// for its writes to play out before every reader reads again: a correct proxy never has a
