@@ -543,8 +543,10 @@ fn verdict(n: u8, conn: &Connection) -> Verdict {
         let end = received.end.clone();
         match conn.reset_by {
             Some(resetter) if resetter == sender => {
-                // R6: the reset closes the other side; its data may be cut short.
-                if end.is_none() {
+                // R6: the reset closes the other side; its data may be cut short. A side that
+                // shut down before resetting is one the proxy no longer reads, so it learns of
+                // the reset only when it next writes there: nothing to require then.
+                if end.is_none() && !conn.shut[index(sender)] {
                     waiting.get_or_insert_with(|| {
                         violation(
                             Rule::R6,
