@@ -60,11 +60,7 @@ struct Cli {
     command: Option<Command>,
 
     /// The proxy program and its arguments (put `--` before it if it has options of its own).
-    #[arg(
-        value_name = "PROXY",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "PROXY", trailing_var_arg = true)]
     proxy: Vec<String>,
 
     /// Test the reference proxy that ships with tprox instead of a program of yours.
@@ -182,11 +178,7 @@ be started, 130 interrupted.";
 struct FuzzArgs {
     /// The proxy program and its arguments, as for the main run (put `--` before it if it
     /// has options of its own).
-    #[arg(
-        value_name = "PROXY",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "PROXY", trailing_var_arg = true)]
     proxy: Vec<String>,
 
     /// Fuzz the reference proxy that ships with tprox.

@@ -90,6 +90,8 @@ fn help_teaches_placeholders_and_exit_codes() {
 #[case::a_bad_glob(&["--reference", "--only", "echo/["], 2, "invalid pattern")]
 #[case::a_missing_program(&["./no-such-proxy"], 2, "no such program")]
 #[case::a_bad_stall_timeout(&["--stall-timeout", "0", "--reference"], 2, "between 0 and 3600")]
+#[case::an_unknown_option(&["--nonsense"], 2, "unexpected argument '--nonsense'")]
+#[case::an_unknown_option_before_the_proxy(&["--profil", "x"], 2, "unexpected argument '--profil'")]
 fn bad_input_is_explained_with_its_exit_code(
     #[case] args: &[&str],
     #[case] code: i32,
