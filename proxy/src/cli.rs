@@ -1,67 +1,170 @@
-//! The lab-compatible command line: `tcpproxy DEST_HOST DEST_PORT LISTEN_PORT`.
+//! The command line: the lab form `tcpproxy DEST_HOST DEST_PORT LISTEN_PORT`, `-p` mappings and
+//! mapping files, turned into bound listeners, or into one clear line on stderr and exit 2.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::net::ToSocketAddrs;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, ValueEnum};
 
-use crate::{server, Config};
+use crate::mapping::{self, Defaults, Mapping};
+use crate::relay::Copy;
+use crate::server::{self, Options};
+use crate::via::HttpProxy;
 
-/// A TCP proxy: forwards every connection accepted on LISTEN_PORT to DEST_HOST:DEST_PORT.
+/// A TCP proxy: forwards every connection accepted on a listening port to a destination.
 ///
 /// Data flows both ways unchanged. When one side shuts down its sending direction, the proxy
 /// passes the shutdown on after delivering everything it holds, and keeps the other direction
 /// open. A direction that cannot deliver any data for the stall timeout aborts its connection.
+///
+/// One process can serve several mappings, each with its own listener: give -p once per mapping
+/// or a TOML file with --config. Every listener prints `Listening on ADDR:PORT` on stdout when it
+/// is ready (port 0 picks a free port). SIGTERM or SIGINT stops accepting, lets open connections
+/// finish for --grace seconds, then closes them.
 #[derive(Debug, Parser)]
-#[command(name = "tcpproxy", version)]
+#[command(
+    name = "tcpproxy",
+    version,
+    override_usage = "tcpproxy [OPTIONS] <DEST_HOST> <DEST_PORT> <LISTEN_PORT>\n       \
+                      tcpproxy [OPTIONS] -p [BIND:]LOCAL:HOST:PORT [-p ...]\n       \
+                      tcpproxy [OPTIONS] --config <FILE>",
+    after_help = "Examples:\n  \
+      tcpproxy 127.0.0.1 9000 8080                  the lab form: :8080 -> 127.0.0.1:9000\n  \
+      tcpproxy -p 8080:db:5432 -p [::]:0:web:80     two mappings; the second dual-stack, any port\n  \
+      tcpproxy -p 0:intranet:443 --via http://u:p@squid:3128 --direct-fallback\n  \
+      tcpproxy --config mappings.toml -d            mappings from a file, one log line per connection\n\n\
+      A mapping file has [[mapping]] tables with listen = \"ADDR:PORT\", dest = \"HOST:PORT\", and\n\
+      optionally via, direct_fallback, max_connections and stall_timeout of its own; settings it\n\
+      leaves out come from the command line."
+)]
 pub struct Args {
-    /// Host name or address of the destination server.
-    pub dest_host: String,
-    /// Port of the destination server (1-65535).
+    /// Host name or address of the destination server (lab form).
+    pub dest_host: Option<String>,
+    /// Port of the destination server, 1-65535 (lab form).
     #[arg(value_parser = clap::value_parser!(u16).range(1..))]
-    pub dest_port: u16,
-    /// Port to accept client connections on (1-65535).
+    pub dest_port: Option<u16>,
+    /// Port to accept client connections on, 1-65535 (lab form).
     #[arg(value_parser = clap::value_parser!(u16).range(1..))]
-    pub listen_port: u16,
+    pub listen_port: Option<u16>,
+    /// A mapping: listen on BIND:LOCAL (BIND defaults to 127.0.0.1; LOCAL 0 picks a free port)
+    /// and forward to HOST:PORT. IPv6 addresses in brackets; [::] listens dual-stack. Repeatable.
+    #[arg(short = 'p', long = "map", value_name = "[BIND:]LOCAL:HOST:PORT")]
+    pub maps: Vec<String>,
+    /// Read mappings from a TOML file (see below).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Seconds a connection may hold undeliverable data before it is aborted.
     #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub stall_timeout: f64,
-    /// Address to listen on; use 0.0.0.0 to accept clients from other machines.
-    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    /// Address to listen on in the lab form; use 0.0.0.0 (or ::) to accept clients from other
+    /// machines.
+    #[arg(long, default_value = mapping::DEFAULT_BIND, value_name = "ADDR")]
     pub listen_host: String,
-    /// Most connections served at once; further clients wait until one ends.
+    /// Most connections served at once per mapping; further clients wait until one ends.
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub max_connections: usize,
-    /// Log connection events on stderr.
+    /// Reach destinations through an HTTP proxy with CONNECT, with optional Basic
+    /// authentication.
+    #[arg(long, value_name = "http://[USER:PASS@]HOST:PORT")]
+    pub via: Option<HttpProxy>,
+    /// With --via: dial the destination directly when the HTTP proxy cannot be reached.
+    #[arg(long, requires = "via")]
+    pub direct_fallback: bool,
+    /// How bytes are moved: splice (zero-copy through a pipe, Linux), buffered (read and write
+    /// through a buffer), or auto (splice where available).
+    #[arg(long, value_enum, default_value_t = CopyMode::Auto, value_name = "MODE")]
+    pub copy: CopyMode,
+    /// Seconds open connections may go on after SIGTERM or SIGINT before they are closed.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS", value_parser = parse_grace, allow_negative_numbers = true)]
+    pub grace: f64,
+    /// Log one line per connection when it ends: client, destination, bytes each way, duration,
+    /// and how it ended.
+    #[arg(short = 'd', long)]
+    pub log_connections: bool,
+    /// Log every connection event on stderr.
     #[arg(short, long)]
     pub verbose: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CopyMode {
+    Auto,
+    Splice,
+    Buffered,
+}
+
 fn parse_seconds(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| "expected a positive number of seconds, such as 10 or 0.5".to_string())?;
+    mapping::seconds(secs).map(|_| secs)
+}
+
+fn parse_grace(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(secs),
-        _ => Err("expected a positive number of seconds, such as 10 or 0.5".into()),
+        Ok(secs) if (0.0..1e6).contains(&secs) => Ok(secs),
+        _ => Err("expected a number of seconds, 0 or more, such as 5".into()),
     }
+}
+
+/// Everything the proxy needs to run: the mappings and the process-wide options.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mappings: Vec<Mapping>,
+    pub options: Options,
 }
 
 impl Args {
-    pub fn into_config(self) -> Config {
-        Config {
-            dest_host: self.dest_host,
-            dest_port: self.dest_port,
-            listen_host: self.listen_host,
-            listen_port: self.listen_port,
-            stall_timeout: Duration::from_secs_f64(self.stall_timeout),
+    /// The mappings the arguments describe, or a message saying what is wrong.
+    pub fn into_config(self) -> Result<Config, String> {
+        let defaults = Defaults {
+            via: self.via.clone(),
+            direct_fallback: self.direct_fallback,
             max_connections: self.max_connections.max(1),
-            verbose: self.verbose,
+            stall_timeout: Duration::from_secs_f64(self.stall_timeout),
+        };
+        let mut mappings = Vec::new();
+        match (&self.dest_host, self.dest_port, self.listen_port) {
+            (Some(host), Some(dest_port), Some(listen_port)) => mappings.push(defaults.mapping(
+                self.listen_host.clone(),
+                listen_port,
+                host.clone(),
+                dest_port,
+            )),
+            (None, None, None) => {}
+            _ => {
+                return Err("the lab form needs all three: DEST_HOST DEST_PORT LISTEN_PORT".into())
+            }
         }
+        for spec in &self.maps {
+            mappings.push(mapping::parse_spec(spec, &defaults)?);
+        }
+        if let Some(path) = &self.config {
+            mappings.extend(mapping::load_file(path, &defaults)?);
+        }
+        let copy = match self.copy {
+            CopyMode::Buffered => Copy::Buffered,
+            CopyMode::Splice | CopyMode::Auto => Copy::Splice,
+        };
+        Ok(Config {
+            mappings,
+            options: Options {
+                copy,
+                log_connections: self.log_connections,
+                verbose: self.verbose,
+                grace: Duration::from_secs_f64(self.grace),
+            },
+        })
     }
 }
 
-/// Runs the proxy with the given command line (program name first) and returns its exit code.
-/// Errors are one line on stderr; the proxy never panics on bad input.
+/// Runs the proxy with the given command line (program name first) and returns its exit code:
+/// 0 after a clean stop, 1 when a listener cannot be opened, 2 for bad input. Errors are one line
+/// on stderr; the proxy never panics on bad input.
 pub fn main_with_args<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
@@ -74,11 +177,30 @@ where
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let config = args.into_config();
-    if let Err(message) = check_destination(&config) {
-        eprintln!("tcpproxy: {message}");
-        return ExitCode::from(2);
+    let config = match args.into_config() {
+        Ok(config) if config.mappings.is_empty() => {
+            let _ = Args::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "nothing to forward: give DEST_HOST DEST_PORT LISTEN_PORT, -p mappings, or \
+                     --config FILE",
+                )
+                .print();
+            return ExitCode::from(2);
+        }
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("tcpproxy: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    for mapping in &config.mappings {
+        if let Err(message) = check_destination(mapping) {
+            eprintln!("tcpproxy: {message}");
+            return ExitCode::from(2);
+        }
     }
+    raise_descriptor_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -87,17 +209,21 @@ where
         }
     };
     runtime.block_on(async {
-        let listener = match server::bind(&config).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                eprintln!(
-                    "tcpproxy: cannot listen on {}:{}: {e}",
-                    config.listen_host, config.listen_port
-                );
-                return ExitCode::FAILURE;
+        let mut bound = Vec::new();
+        for mapping in &config.mappings {
+            match server::bind(mapping) {
+                Ok(listener) => bound.push(listener),
+                Err(e) => {
+                    eprintln!(
+                        "tcpproxy: cannot listen on {}: {e}",
+                        mapping::host_port(&mapping.bind, mapping.local_port)
+                    );
+                    return ExitCode::FAILURE;
+                }
             }
-        };
-        match server::serve(listener, config).await {
+        }
+        announce(&bound);
+        match server::serve(bound, config.options, stop_signal).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tcpproxy: {e}");
@@ -107,18 +233,61 @@ where
     })
 }
 
-/// Resolves the destination once at startup so that a typo fails loudly and at once, rather
-/// than as a closed connection for every client.
-fn check_destination(config: &Config) -> Result<(), String> {
-    match (config.dest_host.as_str(), config.dest_port).to_socket_addrs() {
+/// One `Listening on ADDR:PORT` line per listener, flushed at once, so that a script (or a test)
+/// can read the ports that port 0 picked.
+fn announce(bound: &[server::Bound]) {
+    let mut out = std::io::stdout().lock();
+    for listener in bound {
+        if let Ok(addr) = listener.local_addr() {
+            let _ = writeln!(out, "Listening on {addr}");
+        }
+    }
+    let _ = out.flush();
+}
+
+/// Resolves a destination once at startup so that a typo fails loudly and at once, rather than
+/// as a closed connection for every client. A destination behind an HTTP proxy is the proxy's
+/// to resolve, and may not resolve here at all.
+fn check_destination(mapping: &Mapping) -> Result<(), String> {
+    if mapping.via.is_some() {
+        return Ok(());
+    }
+    match (mapping.dest_host.as_str(), mapping.dest_port).to_socket_addrs() {
         Ok(addrs) if addrs.len() > 0 => Ok(()),
         Ok(_) => Err(format!(
             "destination host '{}' has no address",
-            config.dest_host
+            mapping.dest_host
         )),
         Err(e) => Err(format!(
             "cannot resolve destination host '{}': {e}",
-            config.dest_host
+            mapping.dest_host
         )),
+    }
+}
+
+/// Each pair takes two descriptors (four with splice pipes): take every descriptor the hard
+/// limit allows, as servers do, rather than fail at the soft limit's default of 1024.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the default action (exit) still stops the proxy.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
     }
 }

@@ -1,92 +1,224 @@
-//! Moving bytes between the two sockets of one connection pair.
+//! Moving bytes between the two sockets of one connection pair, and how the pair ended.
 //!
-//! Each direction is a loop over one fixed buffer: read, then write all of it, then read again.
-//! Not reading while a write is pending is what gives backpressure (R4): a peer that stops
-//! reading eventually stops the proxy reading from the other peer, and the kernel's flow control
-//! does the rest.
+//! Each direction is a pump that holds a bounded amount of data: it reads only while it has room,
+//! so a peer that stops reading eventually stops the proxy reading from the other peer, and the
+//! kernel's flow control does the rest (backpressure, R4). Two pumps exist: [`Copy::Buffered`]
+//! moves bytes through a user-space buffer, [`Copy::Splice`] moves them through a pipe with
+//! `splice(2)` and never copies them into the proxy (Linux only, see [`crate::splice`]).
 
+use std::fmt;
 use std::io;
-use std::time::Duration;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::timeout_at;
 
 use crate::BUFFER_SIZE;
 
-/// Why a pair was torn down before both directions finished cleanly.
+/// How a pump moves bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copy {
+    /// `read` into a buffer of [`BUFFER_SIZE`] bytes, `write` out of it.
+    Buffered,
+    /// `splice` through a pipe of [`crate::splice::PIPE_SIZE`] bytes: zero-copy.
+    Splice,
+}
+
+/// One end of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        })
+    }
+}
+
+/// Why a pair ended: the last word of its accounting line.
 #[derive(Debug)]
-pub enum Abort {
-    /// Reading failed: the peer reset the connection (R6 treats that as the peer closing, and a
-    /// peer that is gone cannot receive the other direction either).
-    Read(io::Error),
-    /// Writing failed: the receiving peer is gone (R6).
-    Write(io::Error),
-    /// Data was held for a whole stall timeout without a single byte being written (R7).
-    Stalled(Duration),
+pub enum Ending {
+    /// Both sides sent EOF and everything read was delivered.
+    BothEof,
+    /// A peer reset or aborted its connection (or was gone when written to): an ordinary way
+    /// for a peer to leave, not a proxy error (R6).
+    Reset(Side),
+    /// Data for this side could not be delivered for a whole stall timeout (R7).
+    Stalled(Side),
+    /// Reading from or writing to this side failed otherwise.
+    Failed(Side, io::Error),
+    /// The proxy was stopping and the grace period ran out.
+    Shutdown,
+    /// The server side could not be opened: no pair ever existed.
+    DialFailed(String),
 }
 
-impl std::fmt::Display for Abort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Ending {
+    pub fn is_clean(&self) -> bool {
+        matches!(self, Ending::BothEof)
+    }
+
+    /// The ending for an I/O error on `side`: resets and aborts are a peer leaving.
+    fn from_error(side: Side, error: io::Error) -> Ending {
+        match error.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => Ending::Reset(side),
+            _ => Ending::Failed(side, error),
+        }
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Abort::Read(e) => write!(f, "read failed: {e}"),
-            Abort::Write(e) => write!(f, "write failed: {e}"),
-            Abort::Stalled(t) => write!(f, "no write progress for {} s", t.as_secs_f64()),
+            Ending::BothEof => f.write_str("both EOF"),
+            Ending::Reset(side) => write!(f, "reset by {side}"),
+            Ending::Stalled(side) => write!(f, "stall timeout toward {side}"),
+            Ending::Failed(side, e) => write!(f, "{side} failed: {e}"),
+            Ending::Shutdown => f.write_str("closed at shutdown"),
+            Ending::DialFailed(why) => f.write_str(why),
         }
     }
 }
 
-/// Relays between `client` and `server` until both directions have ended.
+/// Bytes delivered each way, counted as they are written.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Client to server.
+    pub up: AtomicU64,
+    /// Server to client.
+    pub down: AtomicU64,
+}
+
+/// One direction of a pair: where bytes come from and go to.
+#[derive(Clone, Copy)]
+pub struct Direction<'a> {
+    pub from: &'a TcpStream,
+    pub to: &'a TcpStream,
+    pub from_side: Side,
+    pub to_side: Side,
+    pub stall_timeout: Duration,
+    /// Where delivered bytes are counted.
+    pub moved: &'a AtomicU64,
+}
+
+impl Direction<'_> {
+    pub fn read_failed(&self, e: io::Error) -> Ending {
+        Ending::from_error(self.from_side, e)
+    }
+
+    pub fn write_failed(&self, e: io::Error) -> Ending {
+        Ending::from_error(self.to_side, e)
+    }
+
+    /// Passes the EOF on: everything read has been delivered by now (R5).
+    pub fn finish(&self) -> Result<(), Ending> {
+        match socket2::SockRef::from(self.to).shutdown(Shutdown::Write) {
+            // The receiver already went away; the other direction will find out for itself.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            result => result.map_err(|e| self.write_failed(e)),
+        }
+    }
+
+    pub fn delivered(&self, n: usize) {
+        self.moved.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(Instant::now() + self.stall_timeout)
+    }
+}
+
+/// Relays between `client` and `server` until both directions have ended, counting what each
+/// direction delivered in `traffic`.
 ///
-/// Returns `Ok` when both sides sent EOF and everything read was written; on any abort both
-/// sockets are closed with a reset, so each peer learns at once that the pair is gone.
+/// On any ending but [`Ending::BothEof`] both sockets are set to close with a reset, so each peer
+/// learns at once that the pair is gone rather than reading a FIN it could take for a clean end.
 pub async fn relay(
-    mut client: TcpStream,
-    mut server: TcpStream,
+    client: &TcpStream,
+    server: &TcpStream,
     stall_timeout: Duration,
-) -> Result<(), Abort> {
-    let result = {
-        let (mut client_rx, mut client_tx) = client.split();
-        let (mut server_rx, mut server_tx) = server.split();
-        tokio::try_join!(
-            pump(&mut client_rx, &mut server_tx, stall_timeout),
-            pump(&mut server_rx, &mut client_tx, stall_timeout),
-        )
+    copy: Copy,
+    traffic: &Traffic,
+) -> Ending {
+    let up = Direction {
+        from: client,
+        to: server,
+        from_side: Side::Client,
+        to_side: Side::Server,
+        stall_timeout,
+        moved: &traffic.up,
     };
-    if result.is_err() {
-        // A zero linger turns close() into a reset: the peers see the abort immediately instead
-        // of a FIN that could be mistaken for a clean end of data.
-        for stream in [&client, &server] {
-            let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+    let down = Direction {
+        from: server,
+        to: client,
+        from_side: Side::Server,
+        to_side: Side::Client,
+        stall_timeout,
+        moved: &traffic.down,
+    };
+    let result = match copy {
+        Copy::Buffered => tokio::try_join!(pump_buffered(up), pump_buffered(down)),
+        Copy::Splice => tokio::try_join!(crate::splice::pump(up), crate::splice::pump(down)),
+    };
+    match result {
+        Ok(_) => Ending::BothEof,
+        Err(ending) => {
+            abort(client, server);
+            ending
         }
     }
-    result.map(|_| ())
 }
 
-/// Copies one direction until EOF, then shuts the writing side down (R5).
+/// Makes closing both sockets send a reset.
+pub fn abort(client: &TcpStream, server: &TcpStream) {
+    for stream in [client, server] {
+        let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Copies one direction through a buffer until EOF, then shuts the writing side down (R5).
 ///
-/// Every write is given `stall_timeout` to make progress; a partial write counts as progress
-/// and restarts the clock (R7). Reads have no timeout: an idle connection is never aborted.
-async fn pump<R, W>(reader: &mut R, writer: &mut W, stall_timeout: Duration) -> Result<(), Abort>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; BUFFER_SIZE];
+/// The buffer is allocated when the first data arrives, so an idle connection costs no buffer.
+/// Writing restarts the stall clock whenever any byte goes out (R7); reads have no timeout, so an
+/// idle connection is never aborted.
+pub async fn pump_buffered(dir: Direction<'_>) -> Result<(), Ending> {
+    let mut buf: Vec<u8> = Vec::new();
     loop {
-        let n = reader.read(&mut buf).await.map_err(Abort::Read)?;
-        if n == 0 {
-            // Everything read so far has been written (writes complete before the next read),
-            // so the EOF can be passed on right away.
-            return writer.shutdown().await.map_err(Abort::Write);
+        dir.from.readable().await.map_err(|e| dir.read_failed(e))?;
+        if buf.is_empty() {
+            buf = vec![0; BUFFER_SIZE];
         }
+        let n = match dir.from.try_read(&mut buf) {
+            Ok(0) => return dir.finish(),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(dir.read_failed(e)),
+        };
         let mut written = 0;
+        let mut deadline = dir.deadline();
         while written < n {
-            match timeout(stall_timeout, writer.write(&buf[written..n])).await {
-                Err(_) => return Err(Abort::Stalled(stall_timeout)),
-                Ok(Ok(0)) => return Err(Abort::Write(io::ErrorKind::WriteZero.into())),
-                Ok(Ok(k)) => written += k,
-                Ok(Err(e)) => return Err(Abort::Write(e)),
+            match timeout_at(deadline, dir.to.writable()).await {
+                Err(_) => return Err(Ending::Stalled(dir.to_side)),
+                Ok(Err(e)) => return Err(dir.write_failed(e)),
+                Ok(Ok(())) => {}
+            }
+            match dir.to.try_write(&buf[written..n]) {
+                Ok(k) => {
+                    written += k;
+                    dir.delivered(k);
+                    deadline = dir.deadline();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(dir.write_failed(e)),
             }
         }
     }

@@ -1,83 +1,366 @@
-//! Accepting clients and pairing each with a connection to the destination.
+//! Listening, accepting, dialing, and stopping: everything around the relay of one pair.
+//!
+//! Each mapping has its own listener, accept loop and connection limit. Nothing a single pair
+//! does can end an accept loop (R2, R11); only a stop signal does, and then the open pairs get a
+//! grace period to finish before they are closed.
 
 use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{sleep, timeout, Duration};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::{relay, Config};
+use crate::mapping::{host_port, Mapping};
+use crate::relay::{self, Copy, Ending, Traffic};
+use crate::via::TunnelError;
 
-/// Binds the listening socket, so that a port in use is reported before anything else happens.
-pub async fn bind(config: &Config) -> io::Result<TcpListener> {
-    TcpListener::bind((config.listen_host.as_str(), config.listen_port)).await
+/// Settings that apply to the whole process.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub copy: Copy,
+    /// One accounting line per pair when it ends.
+    pub log_connections: bool,
+    /// Every event, including each accept and dial.
+    pub verbose: bool,
+    /// How long open pairs may go on after a stop signal.
+    pub grace: Duration,
 }
 
-/// Serves clients forever. Nothing a single pair does can end this loop (R11).
-pub async fn serve(listener: TcpListener, config: Config) -> io::Result<()> {
-    let config = Arc::new(config);
-    // Limits pairs in flight; a client beyond the limit waits in the backlog (connection limits
-    // done plainly, as in mini-redis).
-    let slots = Arc::new(Semaphore::new(config.max_connections));
-    loop {
-        let permit = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let client = match listener.accept().await {
-            Ok((client, _)) => client,
-            Err(e) => {
-                // Typically EMFILE or ECONNABORTED: transient. Back off briefly rather than spin,
-                // and keep serving the pairs that exist.
-                log(&config, format_args!("accept failed: {e}"));
-                sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let config = config.clone();
-        tokio::spawn(async move {
-            handle(client, &config).await;
-            drop(permit);
-        });
+impl Default for Options {
+    /// Splice where available, no per-connection log, five seconds of grace.
+    fn default() -> Self {
+        Options {
+            copy: Copy::Splice,
+            log_connections: false,
+            verbose: false,
+            grace: Duration::from_secs(5),
+        }
     }
 }
 
-async fn handle(client: TcpStream, config: &Config) {
-    let peer = client.peer_addr().ok();
-    // The destination is dialled as soon as the client is accepted, so data the destination sends
-    // first (a greeting) reaches the client (R8).
-    let dial = TcpStream::connect((config.dest_host.as_str(), config.dest_port));
-    let server = match timeout(config.stall_timeout, dial).await {
-        Ok(Ok(server)) => server,
-        Ok(Err(e)) => {
-            // Dropping the client closes it promptly (R8).
-            log(
-                config,
-                format_args!("{peer:?}: cannot reach destination: {e}"),
-            );
-            return;
+/// A bound listener and its mapping.
+pub struct Bound {
+    pub mapping: Mapping,
+    pub listener: std::net::TcpListener,
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Binds a mapping's listening socket, so that a port in use is reported before anything else
+/// happens. `::` (and `[::]`) listens on IPv6 and IPv4 both.
+pub fn bind(mapping: &Mapping) -> io::Result<Bound> {
+    let addr = (mapping.bind.as_str(), mapping.local_port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the bind address has no address")
+        })?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    // A restarted proxy must be able to listen again at once, whatever TIME_WAIT says.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(Bound {
+        mapping: mapping.clone(),
+        listener: socket.into(),
+    })
+}
+
+/// Serves every listener until `signal` completes, then stops accepting, lets open pairs go on
+/// for the grace period (or until a second signal), and closes what is left with a reset.
+pub async fn serve<S>(
+    bound: Vec<Bound>,
+    options: Options,
+    mut signal: impl FnMut() -> S,
+) -> io::Result<()>
+where
+    S: std::future::Future<Output = &'static str>,
+{
+    let options = Arc::new(options);
+    let stop_accepting = CancellationToken::new();
+    let close_now = CancellationToken::new();
+    let pairs = TaskTracker::new();
+    let mut loops = Vec::new();
+    for Bound { mapping, listener } in bound {
+        let listener = TcpListener::from_std(listener)?;
+        let name = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let site = Site {
+            mapping: Arc::new(mapping),
+            name: name.into(),
+            shortage: Arc::default(),
+            options: options.clone(),
+            close_now: close_now.clone(),
+            pairs: pairs.clone(),
+        };
+        loops.push(tokio::spawn(accept_loop(
+            listener,
+            site,
+            stop_accepting.clone(),
+        )));
+    }
+    let first = signal().await;
+    stop_accepting.cancel();
+    for accept in loops {
+        let _ = accept.await;
+    }
+    pairs.close();
+    if !pairs.is_empty() {
+        eprintln!(
+            "tcpproxy: {first}: stopped accepting; {} open connection(s) may finish within {} \
+             s (signal again to close them now)",
+            pairs.len(),
+            options.grace.as_secs_f64()
+        );
+        let finished = tokio::select! {
+            finished = timeout(options.grace, pairs.wait()) => finished.is_ok(),
+            _ = signal() => false,
+        };
+        if !finished {
+            eprintln!("tcpproxy: closing {} connection(s)", pairs.len());
+            close_now.cancel();
+            pairs.wait().await;
         }
-        Err(_) => {
-            log(
-                config,
-                format_args!("{peer:?}: destination did not answer in time"),
+    }
+    Ok(())
+}
+
+/// What a pair's task needs from its listener.
+#[derive(Clone)]
+struct Site {
+    mapping: Arc<Mapping>,
+    /// The listener's address, as log lines name it.
+    name: Arc<str>,
+    shortage: Arc<Shortage>,
+    options: Arc<Options>,
+    close_now: CancellationToken,
+    pairs: TaskTracker,
+}
+
+/// Backoff while descriptors are short: starts short, doubles to a ceiling, so a shortage
+/// (EMFILE, ENFILE) costs no CPU while it lasts and is over soon after it ends.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// Whether a listener is short of descriptors. Set when accepting, or dialing for a client just
+/// accepted, fails; cleared when a pair is established again. While it is set, the accept loop
+/// waits before each accept: otherwise it would take clients only to drop them, or spin on a
+/// listener that stays readable because its backlog is never drained.
+#[derive(Default)]
+struct Shortage(AtomicBool);
+
+impl Shortage {
+    /// Marks the shortage; says so once per episode.
+    fn begin(&self, name: &str, what: &str, e: &io::Error) {
+        if !self.0.swap(true, Relaxed) {
+            eprintln!("tcpproxy: {name}: {what} failed: {e}; backing off until it works again");
+        }
+    }
+
+    fn end(&self, name: &str) {
+        if self.0.swap(false, Relaxed) {
+            eprintln!("tcpproxy: {name}: accepting again");
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.0.load(Relaxed)
+    }
+}
+
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+async fn accept_loop(listener: TcpListener, site: Site, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(site.mapping.max_connections));
+    let mut backoff = BACKOFF.0;
+    let mut full = false;
+    loop {
+        if slots.available_permits() == 0 && !full {
+            full = true;
+            eprintln!(
+                "tcpproxy: {}: {} connections open, the --max-connections limit; new clients \
+                 wait until one closes",
+                site.name, site.mapping.max_connections
             );
-            return;
+        }
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = stop.cancelled() => return,
+        };
+        if site.shortage.active() {
+            tokio::select! {
+                () = sleep(backoff) => {}
+                () = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF.1);
+        } else {
+            backoff = BACKOFF.0;
+        }
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                if slots.available_permits() > 0 {
+                    full = false;
+                }
+                let site = site.clone();
+                site.pairs.clone().spawn(async move {
+                    handle(client, peer, &site).await;
+                    drop(permit);
+                });
+            }
+            // Typically EMFILE/ENFILE; anything else (ECONNABORTED) is as passing.
+            Err(e) => site.shortage.begin(&site.name, "accept", &e),
+        }
+    }
+}
+
+async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
+    let started = Instant::now();
+    let mapping = &site.mapping;
+    let options = &site.options;
+    if options.verbose {
+        eprintln!("tcpproxy: {peer}: accepted on {mapping}");
+    }
+    let traffic = Traffic::default();
+    let ending = match dial(mapping, &client, peer, &site.shortage, &site.name).await {
+        Err(why) => Ending::DialFailed(why),
+        Ok(server) => {
+            site.shortage.end(&site.name);
+            // Small request/response messages must not wait for Nagle or delayed ACKs (R12).
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let relay = relay::relay(
+                &client,
+                &server,
+                mapping.stall_timeout,
+                options.copy,
+                &traffic,
+            );
+            tokio::select! {
+                ending = relay => ending,
+                () = site.close_now.cancelled() => {
+                    relay::abort(&client, &server);
+                    Ending::Shutdown
+                }
+            }
         }
     };
-    // Small request/response messages must not wait for Nagle or delayed ACKs (R12).
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
-    match relay::relay(client, server, config.stall_timeout).await {
-        Ok(()) => log(config, format_args!("{peer:?}: closed")),
-        Err(abort) => log(config, format_args!("{peer:?}: aborted: {abort}")),
+    if options.log_connections || options.verbose {
+        eprintln!(
+            "tcpproxy: {peer} -> {}: up {} B, down {} B, {:.3} s, {ending}",
+            host_port(&mapping.dest_host, mapping.dest_port),
+            traffic.up.load(Relaxed),
+            traffic.down.load(Relaxed),
+            started.elapsed().as_secs_f64(),
+        );
     }
 }
 
-fn log(config: &Config, message: std::fmt::Arguments<'_>) {
-    if config.verbose {
-        eprintln!("tcpproxy: {message}");
+/// Opens the server side of a pair: directly, or through the mapping's HTTP proxy. The dial is
+/// started as soon as the client is accepted, so a destination that speaks first is heard (R8),
+/// and it is bounded by the stall timeout, so a client is never left waiting forever.
+async fn dial(
+    mapping: &Mapping,
+    client: &TcpStream,
+    peer: SocketAddr,
+    shortage: &Shortage,
+    name: &str,
+) -> Result<TcpStream, String> {
+    let direct = || async {
+        let dialed = TcpStream::connect((mapping.dest_host.as_str(), mapping.dest_port)).await;
+        if let Err(e) = &dialed {
+            if out_of_descriptors(e) {
+                shortage.begin(name, "dialing", e);
+            }
+        }
+        dialed
+    };
+    let Some(via) = &mapping.via else {
+        return match timeout(mapping.stall_timeout, direct()).await {
+            Ok(Ok(server)) => Ok(server),
+            Ok(Err(e)) => Err(format!("dial failed: {e}")),
+            Err(_) => Err("dial failed: no answer within the stall timeout".into()),
+        };
+    };
+    let tunnel = timeout(
+        mapping.stall_timeout,
+        via.connect(&mapping.dest_host, mapping.dest_port),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(TunnelError::Protocol(
+            "no answer to CONNECT within the stall timeout".into(),
+        ))
+    });
+    match tunnel {
+        Ok(tunnel) => {
+            if !tunnel.early_data.is_empty() {
+                write_early(client, &tunnel.early_data)
+                    .await
+                    .map_err(|e| format!("client failed: {e}"))?;
+            }
+            Ok(tunnel.stream)
+        }
+        Err(TunnelError::Unreachable(e)) if out_of_descriptors(&e) => {
+            shortage.begin(name, "dialing", &e);
+            Err(format!("dial failed: {e}"))
+        }
+        Err(TunnelError::Unreachable(e)) if mapping.direct_fallback => {
+            eprintln!(
+                "tcpproxy: {peer}: HTTP proxy {via} unreachable ({e}); dialing {} directly",
+                host_port(&mapping.dest_host, mapping.dest_port)
+            );
+            match timeout(mapping.stall_timeout, direct()).await {
+                Ok(Ok(server)) => Ok(server),
+                Ok(Err(e)) => Err(format!("dial failed (direct fallback): {e}")),
+                Err(_) => Err("dial failed (direct fallback): no answer in time".into()),
+            }
+        }
+        Err(e) => {
+            // Said even without -d: a refusing or missing HTTP proxy is a configuration problem
+            // the operator must hear about.
+            eprintln!(
+                "tcpproxy: {peer}: CONNECT {} via {via}: {e}",
+                host_port(&mapping.dest_host, mapping.dest_port)
+            );
+            Err(e.to_string())
+        }
     }
+}
+
+/// Delivers bytes the destination sent along with the HTTP proxy's answer.
+async fn write_early(client: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        client.writable().await?;
+        match client.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -9,9 +9,14 @@ fn tcpproxy() -> Command {
 
 #[test]
 fn missing_arguments_show_the_usage() {
-    tcpproxy().assert().code(2).stderr(contains(
-        "Usage: tcpproxy <DEST_HOST> <DEST_PORT> <LISTEN_PORT>",
-    ));
+    tcpproxy()
+        .assert()
+        .code(2)
+        .stderr(contains("nothing to forward"))
+        .stderr(contains(
+            "Usage: tcpproxy [OPTIONS] <DEST_HOST> <DEST_PORT> <LISTEN_PORT>",
+        ))
+        .stderr(contains("-p [BIND:]LOCAL:HOST:PORT"));
 }
 
 #[test]
@@ -25,7 +30,7 @@ fn a_bad_port_is_named() {
         .args(["127.0.0.1", "80", "0"])
         .assert()
         .code(2)
-        .stderr(contains("<LISTEN_PORT>"));
+        .stderr(contains("LISTEN_PORT"));
     tcpproxy()
         .args(["127.0.0.1", "80", "70000"])
         .assert()
@@ -63,4 +68,67 @@ fn a_bad_stall_timeout_is_explained() {
         .assert()
         .code(2)
         .stderr(contains("positive number of seconds"));
+}
+
+/// Each bad input: the arguments, and what the one line on stderr must say.
+#[rstest::rstest]
+#[case(&["127.0.0.1", "80"], "the lab form needs all three")]
+#[case(&["-p", "8080:example.com"], "is not [BIND:]LOCAL:HOST:PORT")]
+#[case(&["-p", "8080:h:0"], "destination port must be 1-65535")]
+#[case(&["-p", "[::1:80:h:80"], "unclosed '['")]
+#[case(&["-p", "0:h:80", "--via", "https://p:1"], "only http:// proxies")]
+#[case(&["-p", "0:h:80", "--via", "p:3128"], "is not a URL like http://")]
+#[case(&["-p", "0:h:80", "--direct-fallback"], "--via")]
+#[case(&["-p", "0:127.0.0.1:80", "--copy", "fast"], "[possible values: auto, splice, buffered]")]
+#[case(&["-p", "0:127.0.0.1:80", "--grace", "-1"], "0 or more")]
+#[case(&["--config", "/nonexistent/map.toml"], "cannot read mapping file /nonexistent/map.toml")]
+fn bad_input_is_one_clear_line(#[case] args: &[&str], #[case] says: &str) {
+    let output = tcpproxy()
+        .args(args)
+        .timeout(std::time::Duration::from_secs(10))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(says), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_bad_mapping_file_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("map.toml");
+    std::fs::write(&file, "[[mapping]]\nlisten = \"127.0.0.1:0\"\ndest = 5\n").unwrap();
+    tcpproxy()
+        .args(["--config", file.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(contains("line 3"));
+    std::fs::write(&file, "# nothing yet\n").unwrap();
+    tcpproxy()
+        .args(["--config", file.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(contains("has no [[mapping]] entries"));
+}
+
+#[test]
+fn the_help_teaches_every_mode() {
+    let output = tcpproxy().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for part in [
+        "--map",
+        "--config",
+        "--via",
+        "--direct-fallback",
+        "--log-connections",
+        "--grace",
+        "--max-connections",
+        "--copy",
+        "Listening on",
+        "SIGTERM",
+        "[[mapping]]",
+    ] {
+        assert!(help.contains(part), "--help lacks {part}:\n{help}");
+    }
 }

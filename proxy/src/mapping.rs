@@ -1,0 +1,332 @@
+//! What the proxy forwards: one [`Mapping`] per listener, from the command line or a TOML file.
+//!
+//! A mapping is written `[BIND:]LOCAL:HOST:PORT` (ptunnel style): listen on BIND:LOCAL and forward
+//! each client to HOST:PORT. IPv6 addresses go in brackets (`[::]:8080:[::1]:80`). The same
+//! mappings, each with limits of its own, can be given as a TOML file:
+//!
+//! ```toml
+//! [[mapping]]
+//! listen = "127.0.0.1:8080"      # "[::]:0" listens dual-stack on a free port
+//! dest = "db.internal:5432"
+//! via = "http://user:secret@127.0.0.1:3128"   # optional HTTP CONNECT proxy
+//! direct_fallback = true         # dial directly when that proxy cannot be reached
+//! max_connections = 100
+//! stall_timeout = 30             # seconds
+//! ```
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::via::HttpProxy;
+
+/// One listener and where its clients go.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// Address to listen on. Loopback unless asked otherwise: a proxy should not be reachable
+    /// from other machines by accident.
+    pub bind: String,
+    /// Port to listen on; 0 lets the system pick one (printed as `Listening on ADDR:PORT`).
+    pub local_port: u16,
+    /// Destination host, resolved again for every connection, so a destination that moves is
+    /// followed.
+    pub dest_host: String,
+    pub dest_port: u16,
+    /// HTTP proxy to tunnel through with CONNECT, if any.
+    pub via: Option<HttpProxy>,
+    /// Dial the destination directly when the HTTP proxy itself cannot be reached.
+    pub direct_fallback: bool,
+    /// Most pairs served at once on this listener; further clients wait in the backlog.
+    pub max_connections: usize,
+    /// How long a direction may hold data without writing any of it before the pair is
+    /// aborted (R7). Also bounds dialing the destination (R8).
+    pub stall_timeout: Duration,
+}
+
+/// Settings a mapping takes from the command line unless its TOML entry says otherwise.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub via: Option<HttpProxy>,
+    pub direct_fallback: bool,
+    pub max_connections: usize,
+    pub stall_timeout: Duration,
+}
+
+impl Defaults {
+    pub fn mapping(
+        &self,
+        bind: String,
+        local_port: u16,
+        dest_host: String,
+        dest_port: u16,
+    ) -> Mapping {
+        Mapping {
+            bind,
+            local_port,
+            dest_host,
+            dest_port,
+            via: self.via.clone(),
+            direct_fallback: self.direct_fallback,
+            max_connections: self.max_connections,
+            stall_timeout: self.stall_timeout,
+        }
+    }
+}
+
+impl fmt::Display for Mapping {
+    /// `BIND:LOCAL -> HOST:PORT`, the way log lines name a mapping.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} -> {}",
+            host_port(&self.bind, self.local_port),
+            host_port(&self.dest_host, self.dest_port)
+        )?;
+        if let Some(via) = &self.via {
+            write!(f, " via {via}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Default listen address of a `-p` mapping without BIND.
+pub const DEFAULT_BIND: &str = "127.0.0.1";
+
+/// Parses `[BIND:]LOCAL:HOST:PORT`.
+pub fn parse_spec(spec: &str, defaults: &Defaults) -> Result<Mapping, String> {
+    let parts = split_colons(spec)
+        .ok_or_else(|| format!("'{spec}': an unclosed '[' (write IPv6 addresses as [::1])"))?;
+    let (bind, local, host, port) = match parts.as_slice() {
+        [local, host, port] => (DEFAULT_BIND, *local, *host, *port),
+        [bind, local, host, port] => (*bind, *local, *host, *port),
+        _ => {
+            return Err(format!(
+                "'{spec}' is not [BIND:]LOCAL:HOST:PORT (for example 8080:example.com:80 or \
+                 [::]:0:127.0.0.1:9000)"
+            ))
+        }
+    };
+    let local_port = parse_port(local, true).map_err(|e| format!("'{spec}': local port {e}"))?;
+    let dest_port =
+        parse_port(port, false).map_err(|e| format!("'{spec}': destination port {e}"))?;
+    let bind = unbracket(bind);
+    let host = unbracket(host);
+    if bind.is_empty() || host.is_empty() {
+        return Err(format!("'{spec}': an empty address"));
+    }
+    Ok(defaults.mapping(bind.into(), local_port, host.into(), dest_port))
+}
+
+/// Splits on the colons that are not inside brackets; `None` if a bracket is left open.
+fn split_colons(spec: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, c) in spec.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.checked_sub(1)?,
+            ':' if depth == 0 => {
+                parts.push(&spec[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    (depth == 0).then(|| {
+        parts.push(&spec[start..]);
+        parts
+    })
+}
+
+fn unbracket(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+fn parse_port(text: &str, zero_allowed: bool) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(0) if !zero_allowed => Err("must be 1-65535, not 0".into()),
+        Ok(port) => Ok(port),
+        Err(_) => Err(format!("'{text}' is not a number from 0 to 65535")),
+    }
+}
+
+/// A TOML mapping file: `[[mapping]]` entries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    mapping: Vec<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    /// `ADDR:PORT` to listen on.
+    listen: String,
+    /// `HOST:PORT` to forward to.
+    dest: String,
+    via: Option<String>,
+    direct_fallback: Option<bool>,
+    max_connections: Option<usize>,
+    stall_timeout: Option<f64>,
+}
+
+/// Reads the mappings of a TOML file; each missing setting comes from `defaults`.
+pub fn load_file(path: &Path, defaults: &Defaults) -> Result<Vec<Mapping>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read mapping file {}: {e}", path.display()))?;
+    let file: File = toml::from_str(&text).map_err(|e| {
+        format!(
+            "mapping file {}: {}",
+            path.display(),
+            e.to_string().trim_end()
+        )
+    })?;
+    if file.mapping.is_empty() {
+        return Err(format!(
+            "mapping file {} has no [[mapping]] entries",
+            path.display()
+        ));
+    }
+    file.mapping
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            entry
+                .into_mapping(defaults)
+                .map_err(|e| format!("mapping file {}, mapping {}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+impl Entry {
+    fn into_mapping(self, defaults: &Defaults) -> Result<Mapping, String> {
+        let (bind, local) = split_host_port(&self.listen)
+            .ok_or_else(|| format!("listen = '{}' is not ADDR:PORT", self.listen))?;
+        let (host, port) = split_host_port(&self.dest)
+            .ok_or_else(|| format!("dest = '{}' is not HOST:PORT", self.dest))?;
+        let local_port = parse_port(local, true).map_err(|e| format!("listen port {e}"))?;
+        let dest_port = parse_port(port, false).map_err(|e| format!("dest port {e}"))?;
+        let mut mapping = defaults.mapping(bind.into(), local_port, host.into(), dest_port);
+        if let Some(via) = self.via {
+            mapping.via = Some(via.parse().map_err(|e| format!("via: {e}"))?);
+        }
+        if let Some(fallback) = self.direct_fallback {
+            mapping.direct_fallback = fallback;
+        }
+        if let Some(max) = self.max_connections {
+            mapping.max_connections = max.max(1);
+        }
+        if let Some(secs) = self.stall_timeout {
+            mapping.stall_timeout = seconds(secs)?;
+        }
+        Ok(mapping)
+    }
+}
+
+/// Splits `host:port` or `[v6]:port`.
+fn split_host_port(text: &str) -> Option<(&str, &str)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = unbracket(host);
+    (!host.is_empty() && !host.contains(['[', ']'])).then_some((host, port))
+}
+
+/// A positive, finite number of seconds.
+pub fn seconds(secs: f64) -> Result<Duration, String> {
+    if secs > 0.0 && secs.is_finite() && secs < 1e9 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err("expected a positive number of seconds, such as 10 or 0.5".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Defaults {
+        Defaults {
+            via: None,
+            direct_fallback: false,
+            max_connections: 10,
+            stall_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn specs_with_and_without_bind() {
+        let m = parse_spec("8080:example.com:80", &defaults()).unwrap();
+        assert_eq!(
+            (
+                m.bind.as_str(),
+                m.local_port,
+                m.dest_host.as_str(),
+                m.dest_port
+            ),
+            ("127.0.0.1", 8080, "example.com", 80)
+        );
+        let m = parse_spec("[::]:0:[::1]:9000", &defaults()).unwrap();
+        assert_eq!(
+            (
+                m.bind.as_str(),
+                m.local_port,
+                m.dest_host.as_str(),
+                m.dest_port
+            ),
+            ("::", 0, "::1", 9000)
+        );
+        assert_eq!(m.to_string(), "[::]:0 -> [::1]:9000");
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        let err = |spec| parse_spec(spec, &defaults()).unwrap_err();
+        assert!(err("8080:example.com").contains("[BIND:]LOCAL:HOST:PORT"));
+        assert!(err("a:1:b:2:c").contains("[BIND:]LOCAL:HOST:PORT"));
+        assert!(err("8080:h:0").contains("destination port must be 1-65535"));
+        assert!(err("99999:h:80").contains("local port '99999'"));
+        assert!(err("[::1:80:h:80").contains("unclosed '['"));
+    }
+
+    #[test]
+    fn toml_entries_override_the_defaults() {
+        let dir = std::env::temp_dir().join(format!("tcpproxy-map-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("map.toml");
+        std::fs::write(
+            &path,
+            "[[mapping]]\nlisten = \"[::]:0\"\ndest = \"h:1\"\nmax_connections = 3\n\
+             stall_timeout = 0.5\nvia = \"http://u:p@127.0.0.1:3128\"\n\
+             [[mapping]]\nlisten = \"127.0.0.1:9\"\ndest = \"[::1]:2\"\n",
+        )
+        .unwrap();
+        let maps = load_file(&path, &defaults()).unwrap();
+        assert_eq!(maps[0].bind, "::");
+        assert_eq!(maps[0].max_connections, 3);
+        assert_eq!(maps[0].stall_timeout, Duration::from_millis(500));
+        assert_eq!(
+            maps[0].via.as_ref().unwrap().to_string(),
+            "http://u:***@127.0.0.1:3128"
+        );
+        assert_eq!(maps[1].dest_host, "::1");
+        assert_eq!(maps[1].max_connections, 10);
+        std::fs::write(&path, "[[mapping]]\nlisten = \"1:2\"\ndst = \"h:1\"\n").unwrap();
+        let err = load_file(&path, &defaults()).unwrap_err();
+        assert!(err.contains("unknown field `dst`"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,252 @@
+//! The reference proxy as an operator runs it: several mappings, a mapping file, the accounting
+//! log, connection limits, graceful stop, and a descriptor shortage.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{echo_server, round_trip, Proxy};
+use nix::sys::signal::Signal;
+
+#[test]
+fn several_mappings_listen_on_free_ports_and_forward() {
+    let (a, b) = (echo_server(), echo_server());
+    let proxy = Proxy::start(
+        &[
+            "-p",
+            &format!("0:127.0.0.1:{}", a.port()),
+            "-p",
+            &format!("[::]:0:localhost:{}", b.port()),
+        ],
+        2,
+    );
+    let [first, second] = proxy.listening[..] else {
+        panic!("two listeners")
+    };
+    assert_eq!(first.ip().to_string(), "127.0.0.1");
+    assert_ne!(first.port(), 0);
+    assert_eq!(second.ip().to_string(), "::", "[::] is announced as such");
+    assert_eq!(round_trip(first, b"to a"), b"to a");
+    // Dual-stack: the [::] listener takes IPv4 clients too.
+    let v4 = format!("127.0.0.1:{}", second.port()).parse().unwrap();
+    assert_eq!(round_trip(v4, b"to b over v4"), b"to b over v4");
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6 = format!("[::1]:{}", second.port()).parse().unwrap();
+        assert_eq!(round_trip(v6, b"to b over v6"), b"to b over v6");
+    }
+}
+
+#[test]
+fn a_mapping_file_gives_each_mapping_its_settings() {
+    let (a, b) = (echo_server(), echo_server());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mappings.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[mapping]]\nlisten = \"127.0.0.1:0\"\ndest = \"127.0.0.1:{}\"\nmax_connections = 1\n\n\
+             [[mapping]]\nlisten = \"127.0.0.1:0\"\ndest = \"127.0.0.1:{}\"\n",
+            a.port(),
+            b.port()
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start(&["--config", file.to_str().unwrap()], 2);
+    assert_eq!(round_trip(proxy.listening[1], b"second"), b"second");
+    // The first mapping serves one connection at a time; the second is not limited.
+    let held = TcpStream::connect(proxy.listening[0]).unwrap();
+    assert_eq!(
+        round_trip(proxy.listening[1], b"still served"),
+        b"still served"
+    );
+    proxy.wait_for_log(
+        "1 connections open, the --max-connections limit",
+        Duration::from_secs(5),
+    );
+    drop(held);
+    assert_eq!(round_trip(proxy.listening[0], b"first"), b"first");
+}
+
+#[test]
+fn every_connection_gets_one_accounting_line() {
+    let echo = echo_server();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = Proxy::start(
+        &[
+            "-d",
+            "-p",
+            &format!("0:127.0.0.1:{}", echo.port()),
+            "-p",
+            &format!("0:127.0.0.1:{}", closed.port()),
+        ],
+        2,
+    );
+    assert_eq!(round_trip(proxy.listening[0], b"12345"), b"12345");
+    let log = proxy.wait_for_log("both EOF", Duration::from_secs(5));
+    let line = log.lines().find(|l| l.contains("both EOF")).unwrap();
+    assert!(
+        line.contains(&format!("-> 127.0.0.1:{}: up 5 B, down 5 B, ", echo.port())),
+        "{line}"
+    );
+
+    // A client that resets: an ordinary ending, named as such.
+    let mut client = TcpStream::connect(proxy.listening[0]).unwrap();
+    client.write_all(b"abc").unwrap();
+    let mut back = [0u8; 3];
+    client.read_exact(&mut back).unwrap();
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    let log = proxy.wait_for_log("reset by client", Duration::from_secs(5));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("up 3 B, down 3 B") && l.contains("reset by client")),
+        "{log}"
+    );
+
+    // A destination that refuses.
+    let mut client = TcpStream::connect(proxy.listening[1]).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = client.read(&mut [0u8; 1]);
+    let log = proxy.wait_for_log("dial failed", Duration::from_secs(5));
+    assert!(
+        log.contains(&format!("-> 127.0.0.1:{}: up 0 B, down 0 B", closed.port())),
+        "{log}"
+    );
+    assert!(log.contains("Connection refused"), "{log}");
+}
+
+#[test]
+fn sigterm_stops_accepting_and_lets_open_connections_finish() {
+    let echo = echo_server();
+    let mut proxy = Proxy::start(
+        &[
+            "-p",
+            &format!("0:127.0.0.1:{}", echo.port()),
+            "--grace",
+            "30",
+        ],
+        1,
+    );
+    let addr = proxy.listening[0];
+    let mut open = TcpStream::connect(addr).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    open.write_all(b"before").unwrap();
+    let mut back = [0u8; 6];
+    open.read_exact(&mut back).unwrap();
+
+    proxy.signal(Signal::SIGTERM);
+    proxy.wait_for_log(
+        "SIGTERM: stopped accepting; 1 open connection(s)",
+        Duration::from_secs(5),
+    );
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "the listener is closed after SIGTERM"
+    );
+    open.write_all(b"after").unwrap();
+    let mut back = [0u8; 5];
+    open.read_exact(&mut back).unwrap();
+    assert_eq!(
+        &back, b"after",
+        "an open connection goes on during the grace period"
+    );
+    open.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    open.read_to_end(&mut rest).unwrap();
+    let started = Instant::now();
+    let status = proxy.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exits once the last pair is done"
+    );
+}
+
+#[test]
+fn the_grace_period_ends_with_a_reset() {
+    let echo = echo_server();
+    let mut proxy = Proxy::start(
+        &[
+            "-p",
+            &format!("0:127.0.0.1:{}", echo.port()),
+            "--grace",
+            "0.5",
+            "-d",
+        ],
+        1,
+    );
+    let mut open = TcpStream::connect(proxy.listening[0]).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    open.write_all(b"x").unwrap();
+    open.read_exact(&mut [0u8; 1]).unwrap();
+    proxy.signal(Signal::SIGINT);
+    let status = proxy.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let err = open.read(&mut [0u8; 1]).expect_err("the pair was reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    let log = proxy.wait_for_log("closed at shutdown", Duration::from_secs(5));
+    assert!(log.contains("closing 1 connection(s)"), "{log}");
+}
+
+/// CPU time (user + system) the process has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of stat(5), counted after the command name: utime, stime in ticks.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+#[test]
+fn running_out_of_descriptors_backs_off_instead_of_spinning() {
+    let echo = echo_server();
+    let mut accept_backoff_seen = false;
+    // Each pair takes two descriptors. Which of accept and dial meets the limit first depends on
+    // how many the runtime took, so try both parities; accept must meet it in one of them.
+    for limit in [40, 41] {
+        let proxy = Proxy::start_with(
+            Some(&format!("ulimit -n {limit};")),
+            &["-p", &format!("0:127.0.0.1:{}", echo.port())],
+            1,
+        );
+        let addr = proxy.listening[0];
+        let clients: Vec<TcpStream> = (0..limit)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        proxy.wait_for_log("Too many open files", Duration::from_secs(10));
+        thread::sleep(Duration::from_millis(300));
+        let before = cpu_time(proxy.child.id());
+        thread::sleep(Duration::from_secs(2));
+        let spent = cpu_time(proxy.child.id()) - before;
+        assert!(
+            spent < Duration::from_millis(400),
+            "with descriptors exhausted the proxy used {spent:?} of CPU in 2 s: it spins"
+        );
+        let log = proxy.stderr();
+        accept_backoff_seen |= log.contains("accept failed: Too many open files")
+            && log.contains("backing off until it works again");
+        drop(clients);
+        thread::sleep(Duration::from_millis(200));
+        assert_eq!(round_trip(addr, b"served again"), b"served again", "{log}");
+    }
+    assert!(accept_backoff_seen, "accept never met the descriptor limit");
+}
