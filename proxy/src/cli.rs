@@ -64,8 +64,10 @@ pub struct Args {
     /// machines.
     #[arg(long, default_value = mapping::DEFAULT_BIND, value_name = "ADDR")]
     pub listen_host: String,
-    /// Most connections served at once per mapping; further clients wait until one ends.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
+    /// Most connections served at once per mapping; further clients wait in the listen backlog
+    /// until one ends. Each connection takes two descriptors (and two pipes while data flows
+    /// with splice); the proxy raises its descriptor limit to the hard limit at start.
+    #[arg(long, default_value_t = 16384, value_name = "N")]
     pub max_connections: usize,
     /// Reach destinations through an HTTP proxy with CONNECT, with optional Basic
     /// authentication.

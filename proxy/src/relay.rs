@@ -193,9 +193,16 @@ pub fn abort(client: &TcpStream, server: &TcpStream) {
 pub async fn pump_buffered(dir: Direction<'_>) -> Result<(), Ending> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        dir.from.readable().await.map_err(|e| dir.read_failed(e))?;
         if buf.is_empty() {
+            // Wait for data (or EOF) first: readiness alone can be reported before any byte
+            // arrives, and an idle pair should cost no buffer.
+            dir.from
+                .peek(&mut [0u8; 1])
+                .await
+                .map_err(|e| dir.read_failed(e))?;
             buf = vec![0; BUFFER_SIZE];
+        } else {
+            dir.from.readable().await.map_err(|e| dir.read_failed(e))?;
         }
         let n = match dir.from.try_read(&mut buf) {
             Ok(0) => return dir.finish(),

@@ -113,13 +113,20 @@ mod linux {
                 if eof {
                     return dir.finish();
                 }
-                dir.from.readable().await.map_err(|e| dir.read_failed(e))?;
                 if pipe.is_none() {
+                    // Wait for data (or EOF) before making a pipe: readiness alone can be
+                    // reported before any byte arrives, and an idle pair should cost nothing.
+                    dir.from
+                        .peek(&mut [0u8; 1])
+                        .await
+                        .map_err(|e| dir.read_failed(e))?;
                     match Pipe::new() {
                         Ok(new) => pipe = Some(new),
                         // Out of descriptors: copying through a buffer needs none.
                         Err(_) => return crate::relay::pump_buffered(dir).await,
                     }
+                } else {
+                    dir.from.readable().await.map_err(|e| dir.read_failed(e))?;
                 }
                 let pipe = pipe.as_ref().expect("made above");
                 // With the pipe empty, "would block" can only mean the socket has nothing, so

@@ -13,7 +13,10 @@
 //! * [`select`]: `--only` / `--skip` patterns.
 //! * [`grade`]: `tprox grade`, many submissions graded against a grading file.
 //! * [`fuzz`]: `tprox fuzz`, generated scenarios judged by the contract, shrunk on failure.
+//! * [`profiles`]: known real proxies as data, started with generated configurations.
+//! * [`bench`]: `tprox bench`, proxies measured side by side against a direct connection.
 
+pub mod bench;
 pub mod case;
 pub mod cases;
 pub mod formats;
@@ -23,6 +26,7 @@ pub mod harness;
 pub mod held;
 pub mod net;
 pub mod probe;
+pub mod profiles;
 pub mod proxy;
 pub mod report;
 pub mod rules;

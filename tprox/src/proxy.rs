@@ -43,6 +43,18 @@ pub struct ProxyCommand {
     /// The directory the proxy runs in; tprox's own when unset. Grading runs each submission in
     /// a scratch directory of its own.
     pub dir: Option<PathBuf>,
+    /// A configuration file written (placeholders filled in) before each start, for proxies
+    /// configured by file rather than by arguments; `{config}` in the arguments is its path.
+    pub config: Option<ConfigFile>,
+}
+
+/// A configuration file a proxy reads, as a template with the same placeholders as the command
+/// line, plus `{dir}` (the directory it is written to: for pid files and logs).
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    /// Where to write it.
+    pub path: PathBuf,
+    pub template: String,
 }
 
 impl ProxyCommand {
@@ -53,9 +65,13 @@ impl ProxyCommand {
             "no proxy command given: pass the proxy program (and its arguments), or --reference",
         )?;
         let mut args = args.to_vec();
-        let templated = argv
-            .iter()
-            .any(|a| PLACEHOLDERS.iter().any(|p| a.contains(p)));
+        // A command reading a configuration file (a profile's) has its ports in that file.
+        let templated = argv.iter().any(|a| {
+            PLACEHOLDERS
+                .iter()
+                .chain(&["{config}", "{dir}"])
+                .any(|p| a.contains(p))
+        });
         if !templated {
             args.extend(["{dest_host}", "{dest_port}", "{listen_port}"].map(String::from));
         }
@@ -68,6 +84,7 @@ impl ProxyCommand {
             args,
             label,
             dir: None,
+            config: None,
         })
     }
 
@@ -99,17 +116,43 @@ impl ProxyCommand {
         Ok(command)
     }
 
-    fn render(&self, dest_port: u16, listen_port: u16, stall: Duration) -> Vec<String> {
+    /// The same command, reading `config` (written anew before each start).
+    pub fn with_config(mut self, config: ConfigFile) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The arguments with the placeholders filled in, after writing the configuration file.
+    fn render(
+        &self,
+        dest_port: u16,
+        listen_port: u16,
+        stall: Duration,
+    ) -> std::io::Result<Vec<String>> {
         let stall = format_seconds(stall);
-        self.args
-            .iter()
-            .map(|arg| {
-                arg.replace("{dest_host}", HOST)
-                    .replace("{dest_port}", &dest_port.to_string())
-                    .replace("{listen_port}", &listen_port.to_string())
-                    .replace("{stall_timeout}", &stall)
-            })
-            .collect()
+        let fill = |text: &str| {
+            let mut text = text
+                .replace("{dest_host}", HOST)
+                .replace("{dest_port}", &dest_port.to_string())
+                .replace("{listen_port}", &listen_port.to_string())
+                .replace("{stall_timeout}", &stall);
+            if let Some(config) = &self.config {
+                let dir = config.path.parent().unwrap_or(std::path::Path::new("."));
+                text = text
+                    .replace("{config}", &config.path.to_string_lossy())
+                    .replace("{dir}", &dir.to_string_lossy());
+            }
+            text
+        };
+        if let Some(config) = &self.config {
+            std::fs::write(&config.path, fill(&config.template)).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot write {}: {e}", config.path.display()),
+                )
+            })?;
+        }
+        Ok(self.args.iter().map(|arg| fill(arg)).collect())
     }
 }
 
@@ -284,7 +327,12 @@ impl RunningProxy {
         launch: &Launch,
         port: u16,
     ) -> Result<Self, StartError> {
-        let args = command.render(launch.dest_port, port, launch.stall);
+        let args = command
+            .render(launch.dest_port, port, launch.stall)
+            .map_err(|e| StartError::Spawn {
+                command: command.label.clone(),
+                error: e.to_string(),
+            })?;
         let shown = std::iter::once(command.program.clone())
             .chain(args.iter().cloned())
             .collect::<Vec<_>>()
@@ -663,7 +711,7 @@ mod tests {
     fn classic_arguments_are_appended_without_placeholders() {
         let command = ProxyCommand::new(&argv(&["./tcpproxy"])).unwrap();
         assert_eq!(
-            command.render(4000, 5000, Duration::from_secs(10)),
+            command.render(4000, 5000, Duration::from_secs(10)).unwrap(),
             ["127.0.0.1", "4000", "5000"]
         );
     }
@@ -678,7 +726,9 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            command.render(4000, 5000, Duration::from_millis(2500)),
+            command
+                .render(4000, 5000, Duration::from_millis(2500))
+                .unwrap(),
             [
                 "TCP-LISTEN:5000,fork",
                 "TCP:127.0.0.1:4000",

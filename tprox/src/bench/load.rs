@@ -1,0 +1,295 @@
+//! The load tprox generates itself, and the servers at the far end: plain threads and blocking
+//! sockets, the cheapest and steadiest way to drive loopback traffic, so that what is measured
+//! is the proxy and not the load generator.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Bytes per write in the throughput tests.
+const CHUNK: usize = 256 * 1024;
+/// Size of a ping-pong message and of a connection test's request and reply.
+pub const MESSAGE: usize = 64;
+/// Time given to each stream to reach its pace before bytes are counted.
+const WARMUP: Duration = Duration::from_millis(300);
+
+/// What a server does with each connection it accepts.
+#[derive(Debug, Clone, Copy)]
+pub enum Behaviour {
+    /// Reads and counts everything, sends nothing.
+    Sink,
+    /// Sends back what it reads.
+    Echo,
+    /// Accepts and holds the connection, reading nothing, until it closes.
+    Hold,
+}
+
+/// Threads serving connections at once: more than any test keeps open at a time.
+const SERVER_THREADS: usize = 24;
+
+/// A server on a free loopback port. Stops on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    /// Bytes a sink has received, over all its connections.
+    pub received: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Server {
+    pub fn start(behaviour: Behaviour) -> io::Result<Server> {
+        let listener = listen()?;
+        let addr = listener.local_addr()?;
+        let received = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (counter, stopping, holding) = (received.clone(), stop.clone(), held.clone());
+        match behaviour {
+            Behaviour::Hold => {
+                thread::Builder::new()
+                    .name("bench-hold".into())
+                    .spawn(move || {
+                        for stream in listener.incoming() {
+                            if stopping.load(Relaxed) {
+                                break;
+                            }
+                            match stream {
+                                Ok(stream) => holding
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(stream),
+                                // Out of descriptors or the like: do not spin.
+                                Err(_) => thread::sleep(Duration::from_millis(5)),
+                            }
+                        }
+                    })?;
+            }
+            // A pool of threads that each accept and serve one connection at a time: starting
+            // a thread per connection would cost more than some proxies do, and the
+            // connection-rate figures would measure thread creation.
+            Behaviour::Sink | Behaviour::Echo => {
+                let listener = Arc::new(listener);
+                for _ in 0..SERVER_THREADS {
+                    let (listener, counter, stopping) =
+                        (listener.clone(), counter.clone(), stopping.clone());
+                    thread::Builder::new()
+                        .name("bench-server".into())
+                        .stack_size(256 * 1024)
+                        .spawn(move || {
+                            while !stopping.load(Relaxed) {
+                                match listener.accept() {
+                                    Ok((stream, _)) => {
+                                        let _ = stream.set_nodelay(true);
+                                        match behaviour {
+                                            Behaviour::Sink => sink(stream, &counter),
+                                            _ => echo(stream),
+                                        }
+                                    }
+                                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                                }
+                            }
+                        })?;
+                }
+            }
+        }
+        Ok(Server {
+            addr,
+            received,
+            stop,
+            held,
+        })
+    }
+
+    /// Connections a holding server holds now.
+    pub fn holding(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        // Wake every accepting thread so it sees the flag; each connection ends at once.
+        for _ in 0..=SERVER_THREADS {
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        }
+    }
+}
+
+/// A loopback listener with a long backlog: the proxies dial in bursts, and a dropped SYN
+/// costs a second of retransmission.
+fn listen() -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+fn sink(mut stream: TcpStream, counter: &AtomicU64) {
+    let mut buf = vec![0u8; CHUNK];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        counter.fetch_add(n as u64, Relaxed);
+    }
+}
+
+fn echo(mut stream: TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 || stream.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+/// Bytes per second through `addr` to `sink` with `streams` connections writing at once, over
+/// `duration` (after a warm-up).
+pub fn throughput(
+    addr: SocketAddr,
+    sink: &Server,
+    streams: usize,
+    duration: Duration,
+) -> io::Result<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for _ in 0..streams {
+        let mut stream = TcpStream::connect(addr)?;
+        let stop = stop.clone();
+        writers.push(thread::spawn(move || {
+            let chunk = vec![0x5au8; CHUNK];
+            while !stop.load(Relaxed) {
+                if stream.write_all(&chunk).is_err() {
+                    return false;
+                }
+            }
+            let _ = stream.shutdown(Shutdown::Both);
+            true
+        }));
+    }
+    thread::sleep(WARMUP);
+    let (start, before) = (Instant::now(), sink.received.load(Relaxed));
+    thread::sleep(duration);
+    let (elapsed, after) = (start.elapsed(), sink.received.load(Relaxed));
+    stop.store(true, Relaxed);
+    let mut all_ok = true;
+    for writer in writers {
+        all_ok &= writer.join().unwrap_or(false);
+    }
+    if !all_ok {
+        return Err(io::Error::other("a stream broke off while writing"));
+    }
+    Ok((after - before) as f64 / elapsed.as_secs_f64())
+}
+
+/// Round trips of a [`MESSAGE`]-byte message through `addr` to an echo server, one after the
+/// other on one connection, for `duration`: every round trip's time.
+pub fn ping_pong(addr: SocketAddr, duration: Duration) -> io::Result<Vec<Duration>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let message = [0x42u8; MESSAGE];
+    let mut reply = [0u8; MESSAGE];
+    let mut times = Vec::with_capacity(100_000);
+    let warm_until = Instant::now() + WARMUP;
+    let end = warm_until + duration;
+    loop {
+        let sent = Instant::now();
+        if sent >= end {
+            break;
+        }
+        stream.write_all(&message)?;
+        stream.read_exact(&mut reply)?;
+        if sent >= warm_until {
+            times.push(sent.elapsed());
+        }
+    }
+    Ok(times)
+}
+
+/// Complete connections per second through `addr` to an echo server: connect, send a
+/// [`MESSAGE`]-byte request, read the reply, close; `workers` at once, for `duration`.
+pub fn connection_rate(addr: SocketAddr, workers: usize, duration: Duration) -> io::Result<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..workers)
+        .map(|_| {
+            let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+            thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    match one_connection(addr) {
+                        Ok(()) => done.fetch_add(1, Relaxed),
+                        Err(_) => failed.fetch_add(1, Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    thread::sleep(WARMUP);
+    let (start, before, failed_before) = (Instant::now(), done.load(Relaxed), failed.load(Relaxed));
+    thread::sleep(duration);
+    let (elapsed, completed) = (start.elapsed(), done.load(Relaxed) - before);
+    stop.store(true, Relaxed);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    // Attempts that were under way when the window closed count too: a connection that hangs
+    // must not pass for a quiet moment.
+    let failures = failed.load(Relaxed) - failed_before;
+    if completed == 0 || failures * 100 > completed {
+        return Err(io::Error::other(format!(
+            "{completed} connections completed and {failures} failed or hung (5 s) in the \
+             measurement window"
+        )));
+    }
+    Ok(completed as f64 / elapsed.as_secs_f64())
+}
+
+fn one_connection(addr: SocketAddr) -> io::Result<()> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(&[0x17u8; MESSAGE])?;
+    let mut reply = [0u8; MESSAGE];
+    stream.read_exact(&mut reply)
+}
+
+/// Opens `count` connections through `addr` to a holding server and keeps them; returns them
+/// once the server holds them all (or `limit` has passed).
+pub fn open_idle(
+    addr: SocketAddr,
+    server: &Server,
+    count: usize,
+    limit: Duration,
+) -> io::Result<Vec<TcpStream>> {
+    // In batches, each let through before the next: a burst of thousands would overflow the
+    // proxy's and the server's backlogs, and measure SYN retransmission instead.
+    const BATCH: usize = 500;
+    let start = Instant::now();
+    let base = server.holding();
+    let mut streams = Vec::with_capacity(count);
+    while streams.len() < count {
+        for _ in 0..BATCH.min(count - streams.len()) {
+            streams.push(TcpStream::connect(addr)?);
+        }
+        while server.holding() - base < streams.len() {
+            if start.elapsed() > limit {
+                return Err(io::Error::other(format!(
+                    "only {} of {} connections reached the server within {} s",
+                    server.holding() - base,
+                    streams.len(),
+                    limit.as_secs()
+                )));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Ok(streams)
+}

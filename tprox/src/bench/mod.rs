@@ -1,0 +1,389 @@
+//! `tprox bench`: proxies side by side under the same load in one run, with a direct
+//! connection as the physical limit of the machine.
+//!
+//! For each proxy (a [`crate::profiles`] profile, or a command of the user's) tprox measures
+//! one-stream and N-stream throughput, the round trip of a 64-byte ping-pong (mean and p99), new
+//! connections per second (connect, one small request and reply, close), the CPU time the proxy
+//! spends per GB moved and its memory, and optionally its memory while holding many idle
+//! connections. Absolute figures depend on the machine; what carries over is the ratios, which
+//! is why everything is measured in the same run.
+
+pub mod load;
+pub mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::profiles::{self, Profile};
+use crate::proxy::{Launch, Limits, ProxyCommand, RunningProxy};
+use load::{Behaviour, Server};
+
+/// What to measure and how long.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The proxies: profile names, in the order of the table.
+    pub profiles: Vec<String>,
+    /// A proxy command of the user's, measured as `yours`.
+    pub command: Option<ProxyCommand>,
+    /// Length of each measurement.
+    pub duration: Duration,
+    /// Streams in the N-stream throughput test.
+    pub streams: usize,
+    /// Clients opening connections at once in the connection-rate test.
+    pub workers: usize,
+    /// Idle connections to hold through the proxies of `idle_profiles` (0: skip).
+    pub idle: usize,
+    pub idle_profiles: Vec<String>,
+    /// Each measurement is taken this many times, proxies interleaved; the median counts.
+    pub rounds: usize,
+    pub json: Option<PathBuf>,
+}
+
+/// One proxy's figures (medians over the rounds).
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub name: String,
+    pub version: String,
+    /// Bytes per second.
+    pub one_stream: Option<f64>,
+    pub n_streams: Option<f64>,
+    /// Seconds.
+    pub rtt_mean: Option<f64>,
+    pub rtt_p99: Option<f64>,
+    /// Connections per second.
+    pub conn_rate: Option<f64>,
+    /// CPU seconds the proxy used per GB it moved in the throughput tests.
+    pub cpu_per_gb: Option<f64>,
+    /// Resident memory after the throughput tests, all its processes, bytes.
+    pub rss: Option<u64>,
+    /// Resident memory while holding the idle connections, bytes.
+    pub idle_rss: Option<u64>,
+    /// Resident memory just before opening them.
+    pub idle_base_rss: Option<u64>,
+    /// How many idle connections were held (fewer than asked when descriptors are short).
+    pub idle_count: Option<usize>,
+    /// What went wrong, if a measurement could not be taken.
+    pub errors: Vec<String>,
+}
+
+/// Something to measure: a direct connection or a proxy.
+enum Target {
+    Direct,
+    Proxy(ProxyCommand),
+}
+
+/// Runs the benchmark; `progress` is told each step as it starts.
+pub fn run(
+    options: &BenchOptions,
+    scratch: &std::path::Path,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<Figures>, String> {
+    raise_own_descriptor_limit();
+    let mut targets: Vec<(String, String, Target)> =
+        vec![("direct".into(), "-".into(), Target::Direct)];
+    for name in &options.profiles {
+        let profile: &Profile = profiles::find(name)?;
+        let dir = scratch.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        targets.push((
+            name.clone(),
+            profile.version(),
+            Target::Proxy(profile.command(&dir)?),
+        ));
+    }
+    if let Some(command) = &options.command {
+        targets.push((
+            "yours".into(),
+            command.label.clone(),
+            Target::Proxy(command.clone()),
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let mut rounds: Vec<Vec<Figures>> = Vec::new();
+    for round in 0..options.rounds {
+        let mut figures = Vec::new();
+        for (name, version, target) in &targets {
+            progress(&format!("round {}/{}: {name}", round + 1, options.rounds));
+            let mut f = Figures {
+                name: name.clone(),
+                version: version.clone(),
+                ..Figures::default()
+            };
+            measure(&runtime, target, options, round == 0, &mut f);
+            figures.push(f);
+        }
+        rounds.push(figures);
+    }
+    Ok(report::medians(rounds))
+}
+
+/// Takes every measurement of one target, recording failures rather than stopping.
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    target: &Target,
+    options: &BenchOptions,
+    first_round: bool,
+    f: &mut Figures,
+) {
+    let result = (|| -> Result<(), String> {
+        // Throughput, CPU and memory, through a sink.
+        let sink = Server::start(Behaviour::Sink).map_err(|e| format!("sink: {e}"))?;
+        let instance = Instance::start(runtime, target, sink.addr)?;
+        let cpu_before = instance.cpu();
+        let moved_before = sink.received.load(std::sync::atomic::Ordering::Relaxed);
+        f.one_stream = keep(
+            &mut f.errors,
+            "1 stream",
+            load::throughput(instance.addr, &sink, 1, options.duration),
+        );
+        f.n_streams = keep(
+            &mut f.errors,
+            "N streams",
+            load::throughput(instance.addr, &sink, options.streams, options.duration),
+        );
+        let moved = sink.received.load(std::sync::atomic::Ordering::Relaxed) - moved_before;
+        if let (Some(before), Some(after)) = (cpu_before, instance.cpu()) {
+            if moved > 0 {
+                f.cpu_per_gb = Some((after - before) / (moved as f64 / 1e9));
+            }
+        }
+        f.rss = instance.rss();
+        instance.stop(runtime);
+
+        // Latency and connection rate, through an echo server.
+        let echo = Server::start(Behaviour::Echo).map_err(|e| format!("echo: {e}"))?;
+        let instance = Instance::start(runtime, target, echo.addr)?;
+        if let Some(times) = keep(
+            &mut f.errors,
+            "ping-pong",
+            load::ping_pong(instance.addr, options.duration),
+        ) {
+            let (mean, p99) = report::mean_and_p99(&times);
+            f.rtt_mean = Some(mean);
+            f.rtt_p99 = Some(p99);
+        }
+        f.conn_rate = keep(
+            &mut f.errors,
+            "connections",
+            load::connection_rate(instance.addr, options.workers, options.duration),
+        );
+        instance.stop(runtime);
+
+        // Memory with many idle connections: once, it does not vary by round.
+        if first_round && options.idle > 0 && options.idle_profiles.contains(&f.name) {
+            let hold =
+                Server::start(Behaviour::Hold).map_err(|e| format!("holding server: {e}"))?;
+            let instance = Instance::start(runtime, target, hold.addr)?;
+            let limit = Duration::from_secs(30);
+            let count = options.idle.min(idle_capacity());
+            f.idle_base_rss = instance.rss();
+            match load::open_idle(instance.addr, &hold, count, limit) {
+                Ok(streams) => {
+                    // Let the proxy settle (lazy allocations, freed dial state).
+                    std::thread::sleep(Duration::from_millis(500));
+                    f.idle_rss = instance.rss();
+                    f.idle_count = Some(count);
+                    drop(streams);
+                }
+                Err(e) => f.errors.push(format!("idle: {e}")),
+            }
+            instance.stop(runtime);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        f.errors.push(e);
+    }
+}
+
+fn keep<T>(errors: &mut Vec<String>, what: &str, result: std::io::Result<T>) -> Option<T> {
+    result.map_err(|e| errors.push(format!("{what}: {e}"))).ok()
+}
+
+/// A started proxy (or none, for a direct connection).
+struct Instance {
+    addr: std::net::SocketAddr,
+    proxy: Option<RunningProxy>,
+}
+
+impl Instance {
+    fn start(
+        runtime: &tokio::runtime::Runtime,
+        target: &Target,
+        dest: std::net::SocketAddr,
+    ) -> Result<Instance, String> {
+        let command = match target {
+            Target::Direct => {
+                return Ok(Instance {
+                    addr: dest,
+                    proxy: None,
+                })
+            }
+            Target::Proxy(command) => command,
+        };
+        let launch = Launch {
+            dest_port: dest.port(),
+            stall: Duration::from_secs(30),
+            startup_timeout: Duration::from_secs(15),
+            echo_output: None,
+            limits: Limits {
+                open_files: descriptor_headroom(),
+                ..Limits::default()
+            },
+        };
+        let proxy = runtime
+            .block_on(RunningProxy::start(command, &launch))
+            .map_err(|e| e.to_string())?;
+        Ok(Instance {
+            addr: proxy.listen,
+            proxy: Some(proxy),
+        })
+    }
+
+    fn cpu(&self) -> Option<f64> {
+        self.proxy.as_ref().map(|p| group_usage(p.pgid()).0)
+    }
+
+    fn rss(&self) -> Option<u64> {
+        self.proxy.as_ref().map(|p| group_usage(p.pgid()).1)
+    }
+
+    fn stop(self, runtime: &tokio::runtime::Runtime) {
+        if let Some(proxy) = self.proxy {
+            runtime.block_on(proxy.stop());
+        }
+    }
+}
+
+/// CPU seconds (user and system, its exited children included) and resident bytes of every
+/// process in a group: nginx's workers and socat's per-connection children count.
+fn group_usage(pgid: i32) -> (f64, u64) {
+    let ticks = procfs::ticks_per_second() as f64;
+    let page = procfs::page_size();
+    let mut cpu = 0.0;
+    let mut rss = 0;
+    if let Ok(all) = procfs::process::all_processes() {
+        for process in all.flatten() {
+            if let Ok(stat) = process.stat() {
+                if stat.pgrp == pgid {
+                    cpu += (stat.utime + stat.stime) as f64 / ticks
+                        + (stat.cutime + stat.cstime).max(0) as f64 / ticks;
+                    rss += stat.rss * page;
+                }
+            }
+        }
+    }
+    (cpu, rss)
+}
+
+/// Descriptors a proxy (and tprox) may open: enough for the idle test where the system allows.
+const WANTED_DESCRIPTORS: u64 = 65_536;
+
+/// Idle connections that fit the descriptor limit: both tprox and the proxy hold two
+/// descriptors per connection (a client end and a server end; the proxy's two sockets), and
+/// each needs a few dozen of its own besides.
+fn idle_capacity() -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    (soft.saturating_sub(100) / 2) as usize
+}
+
+fn descriptor_headroom() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    Some(hard.max(1024))
+}
+
+/// Raises tprox's own limit: the idle test holds two descriptors per connection here too.
+fn raise_own_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    // Raising the hard limit needs privilege; without it, take what the hard limit gives.
+    if setrlimit(
+        Resource::RLIMIT_NOFILE,
+        WANTED_DESCRIPTORS,
+        WANTED_DESCRIPTORS.max(hard),
+    )
+    .is_err()
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// `tprox bench`: checks the selection, runs with a progress line, prints the table, writes
+/// JSON. Returns the exit status: 0, or 2 when nothing could be measured or the input is bad.
+pub fn main(mut options: BenchOptions) -> u8 {
+    if options.profiles.is_empty() {
+        options.profiles = profiles::PROFILES
+            .iter()
+            .filter(|p| p.program().is_ok())
+            .map(|p| p.name.to_string())
+            .collect();
+    }
+    for name in &options.profiles {
+        if let Err(message) = profiles::find(name).and_then(|p| p.program().map(|_| ())) {
+            eprintln!("tprox bench: {message}");
+            return crate::exit::SETUP;
+        }
+    }
+    let scratch = match tempfile::Builder::new().prefix("tprox-bench-").tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("tprox bench: cannot make a scratch directory: {e}");
+            return crate::exit::SETUP;
+        }
+    };
+    // Proxies that drop privileges (nginx workers) must reach their files.
+    let _ = std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    );
+    let targets = options.profiles.len() + 1 + usize::from(options.command.is_some());
+    let bar = indicatif::ProgressBar::new((targets * options.rounds) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let figures = run(&options, scratch.path(), &|step| {
+        bar.set_message(step.to_string());
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    let figures = match figures {
+        Ok(figures) => figures,
+        Err(message) => {
+            eprintln!("tprox bench: {message}");
+            return crate::exit::SETUP;
+        }
+    };
+    let settings = format!(
+        "tprox bench: {} s per measurement, {} round(s), {} streams, {} connection workers, {} cores",
+        options.duration.as_secs_f64(),
+        options.rounds,
+        options.streams,
+        options.workers,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    print!("{}", report::table(&figures, "ref", &settings));
+    if let Some(path) = &options.json {
+        let settings = serde_json::json!({
+            "duration_secs": options.duration.as_secs_f64(),
+            "rounds": options.rounds,
+            "streams": options.streams,
+            "workers": options.workers,
+            "idle_connections": options.idle,
+        });
+        let text = serde_json::to_string_pretty(&report::json(&figures, "ref", settings))
+            .unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("tprox bench: cannot write {}: {e}", path.display());
+            return crate::exit::SETUP;
+        }
+    }
+    crate::exit::PASSED
+}

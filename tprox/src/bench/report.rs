@@ -1,0 +1,357 @@
+//! Turning the figures into a table, the ratios that matter, and JSON.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::Figures;
+
+/// The mean and the 99th percentile of round-trip times, in seconds.
+pub fn mean_and_p99(times: &[Duration]) -> (f64, f64) {
+    if times.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut secs: Vec<f64> = times.iter().map(Duration::as_secs_f64).collect();
+    secs.sort_by(f64::total_cmp);
+    let mean = secs.iter().sum::<f64>() / secs.len() as f64;
+    let p99 = secs[((secs.len() - 1) as f64 * 0.99).round() as usize];
+    (mean, p99)
+}
+
+/// Per target, the median of each figure over the rounds.
+pub fn medians(rounds: Vec<Vec<Figures>>) -> Vec<Figures> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
+        .map(|i| {
+            let all: Vec<&Figures> = rounds.iter().map(|r| &r[i]).collect();
+            let pick = |get: &dyn Fn(&Figures) -> Option<f64>| {
+                median(all.iter().filter_map(|f| get(f)).collect())
+            };
+            let mut errors: Vec<String> = all.iter().flat_map(|f| f.errors.clone()).collect();
+            errors.dedup();
+            Figures {
+                name: all[0].name.clone(),
+                version: all[0].version.clone(),
+                one_stream: pick(&|f| f.one_stream),
+                n_streams: pick(&|f| f.n_streams),
+                rtt_mean: pick(&|f| f.rtt_mean),
+                rtt_p99: pick(&|f| f.rtt_p99),
+                conn_rate: pick(&|f| f.conn_rate),
+                cpu_per_gb: pick(&|f| f.cpu_per_gb),
+                rss: pick(&|f| f.rss.map(|r| r as f64)).map(|r| r as u64),
+                idle_rss: all.iter().find_map(|f| f.idle_rss),
+                idle_base_rss: all.iter().find_map(|f| f.idle_base_rss),
+                idle_count: all.iter().find_map(|f| f.idle_count),
+                errors,
+            }
+        })
+        .collect()
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some(values[values.len() / 2])
+}
+
+/// One metric, how to read it, and the goal the reference is held to against the best peer.
+pub struct Metric {
+    pub key: &'static str,
+    pub title: &'static str,
+    pub get: fn(&Figures) -> Option<f64>,
+    /// Whether a bigger figure is better.
+    pub higher_is_better: bool,
+    /// The reference's goal as a ratio to the best peer (reference / best).
+    pub goal: Option<f64>,
+    pub show: fn(f64) -> String,
+}
+
+pub const METRICS: &[Metric] = &[
+    Metric {
+        key: "one_stream_bytes_per_sec",
+        title: "1-stream throughput",
+        get: |f| f.one_stream,
+        higher_is_better: true,
+        goal: Some(1.5),
+        show: rate,
+    },
+    Metric {
+        key: "n_streams_bytes_per_sec",
+        title: "N-stream throughput",
+        get: |f| f.n_streams,
+        higher_is_better: true,
+        goal: None,
+        show: rate,
+    },
+    Metric {
+        key: "rtt_mean_secs",
+        title: "64 B ping-pong mean RTT",
+        get: |f| f.rtt_mean,
+        higher_is_better: false,
+        goal: Some(0.9),
+        show: micros,
+    },
+    Metric {
+        key: "rtt_p99_secs",
+        title: "64 B ping-pong p99 RTT",
+        get: |f| f.rtt_p99,
+        higher_is_better: false,
+        goal: None,
+        show: micros,
+    },
+    Metric {
+        key: "connections_per_sec",
+        title: "new connections per second",
+        get: |f| f.conn_rate,
+        higher_is_better: true,
+        goal: Some(1.2),
+        show: |v| format!("{v:.0}/s"),
+    },
+    Metric {
+        key: "cpu_secs_per_gb",
+        title: "CPU time per GB",
+        get: |f| f.cpu_per_gb,
+        higher_is_better: false,
+        goal: None,
+        show: |v| format!("{v:.2} s"),
+    },
+];
+
+fn rate(bytes_per_sec: f64) -> String {
+    if bytes_per_sec >= 1e9 {
+        format!("{:.2} GB/s", bytes_per_sec / 1e9)
+    } else {
+        format!("{:.0} MB/s", bytes_per_sec / 1e6)
+    }
+}
+
+fn micros(secs: f64) -> String {
+    format!("{:.1} µs", secs * 1e6)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The names that count as peers of `subject`: every proxy but the subject itself, its other
+/// modes (names starting alike), the user's own command and the direct connection.
+fn is_peer(subject: &str, name: &str) -> bool {
+    name != "direct" && name != "yours" && !name.starts_with(subject) && !subject.starts_with(name)
+}
+
+/// The best peer's figure for `metric`, and its name.
+pub fn best_peer<'a>(
+    figures: &'a [Figures],
+    subject: &str,
+    metric: &Metric,
+) -> Option<(&'a str, f64)> {
+    figures
+        .iter()
+        .filter(|f| is_peer(subject, &f.name))
+        .filter_map(|f| (metric.get)(f).map(|v| (f.name.as_str(), v)))
+        .reduce(|best, next| {
+            let better = if metric.higher_is_better {
+                next.1 > best.1
+            } else {
+                next.1 < best.1
+            };
+            if better {
+                next
+            } else {
+                best
+            }
+        })
+}
+
+/// The human table, the ratios for `subject` (normally `ref`), and the idle memory.
+pub fn table(figures: &[Figures], subject: &str, settings: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{settings}\n");
+    let header = [
+        "proxy",
+        "1 stream",
+        "N streams",
+        "RTT mean",
+        "RTT p99",
+        "conn/s",
+        "CPU/GB",
+        "RSS",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for f in figures {
+        let cell =
+            |v: Option<f64>, show: fn(f64) -> String| v.map(show).unwrap_or_else(|| "-".into());
+        rows.push(vec![
+            f.name.clone(),
+            cell(f.one_stream, rate),
+            cell(f.n_streams, rate),
+            cell(f.rtt_mean, micros),
+            cell(f.rtt_p99, micros),
+            cell(f.conn_rate, |v| format!("{v:.0}")),
+            cell(f.cpu_per_gb, |v| format!("{v:.2} s")),
+            f.rss.map(mib).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, text)| {
+                let pad = widths[c] - text.chars().count();
+                if c == 0 {
+                    format!("{text}{}", " ".repeat(pad))
+                } else {
+                    format!("{}{text}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    for f in figures {
+        for e in &f.errors {
+            let _ = writeln!(out, "  {}: could not measure {e}", f.name);
+        }
+    }
+    let Some(me) = figures.iter().find(|f| f.name == subject) else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "\n{subject} against the best other proxy (and the direct connection):"
+    );
+    let direct = figures.iter().find(|f| f.name == "direct");
+    for metric in METRICS {
+        let Some(mine) = (metric.get)(me) else {
+            continue;
+        };
+        let Some((peer, best)) = best_peer(figures, subject, metric) else {
+            continue;
+        };
+        let ratio = mine / best;
+        let mut line = format!(
+            "  {:<27} {} vs {} ({peer}): {ratio:.2}x",
+            metric.title,
+            (metric.show)(mine),
+            (metric.show)(best)
+        );
+        if let Some(goal) = metric.goal {
+            let met = if metric.higher_is_better {
+                ratio >= goal
+            } else {
+                ratio <= goal
+            };
+            let sign = if metric.higher_is_better {
+                "≥"
+            } else {
+                "≤"
+            };
+            let _ = write!(
+                line,
+                "  goal {sign} {goal}x: {}",
+                if met { "met" } else { "NOT met" }
+            );
+        }
+        if let Some(limit) = direct.and_then(|d| (metric.get)(d)) {
+            let _ = write!(line, "  [direct {}]", (metric.show)(limit));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    for f in figures {
+        let (Some(rss), Some(count)) = (f.idle_rss, f.idle_count) else {
+            continue;
+        };
+        let base = f.idle_base_rss.unwrap_or(0);
+        let each = rss.saturating_sub(base) as f64 / count.max(1) as f64;
+        let _ = writeln!(
+            out,
+            "  {count} idle connections through {}: {} resident ({} before them; {:.2} KiB each, \
+             {} projected for 10,000)",
+            f.name,
+            mib(rss),
+            mib(base),
+            each / 1024.0,
+            mib(base + (each * 10_000.0) as u64)
+        );
+    }
+    out
+}
+
+/// The same as JSON: settings, every figure, and the subject's ratios to the best peer.
+pub fn json(figures: &[Figures], subject: &str, settings: Value) -> Value {
+    let proxies: Vec<Value> = figures
+        .iter()
+        .map(|f| {
+            let mut entry = json!({ "name": f.name, "version": f.version });
+            for metric in METRICS {
+                entry[metric.key] = json!((metric.get)(f));
+            }
+            entry["rss_bytes"] = json!(f.rss);
+            entry["idle_rss_bytes"] = json!(f.idle_rss);
+            entry["idle_base_rss_bytes"] = json!(f.idle_base_rss);
+            entry["idle_connections"] = json!(f.idle_count);
+            entry["errors"] = json!(f.errors);
+            entry
+        })
+        .collect();
+    let mut ratios = serde_json::Map::new();
+    if let Some(me) = figures.iter().find(|f| f.name == subject) {
+        for metric in METRICS {
+            if let (Some(mine), Some((peer, best))) =
+                ((metric.get)(me), best_peer(figures, subject, metric))
+            {
+                ratios.insert(
+                    metric.key.into(),
+                    json!({ "ratio": mine / best, "best_peer": peer, "goal": metric.goal }),
+                );
+            }
+        }
+    }
+    json!({ "settings": settings, "proxies": proxies, "subject": subject, "ratios_to_best_peer": ratios })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(name: &str, one_stream: f64, rtt: f64) -> Figures {
+        Figures {
+            name: name.into(),
+            one_stream: Some(one_stream),
+            rtt_mean: Some(rtt),
+            ..Figures::default()
+        }
+    }
+
+    #[test]
+    fn the_best_peer_excludes_the_subject_its_modes_and_direct() {
+        let all = vec![
+            figures("direct", 9.0, 1.0),
+            figures("ref", 6.0, 3.0),
+            figures("ref-buffered", 5.0, 2.0),
+            figures("socat", 2.0, 5.0),
+            figures("haproxy", 4.0, 4.0),
+        ];
+        assert_eq!(best_peer(&all, "ref", &METRICS[0]), Some(("haproxy", 4.0)));
+        assert_eq!(best_peer(&all, "ref", &METRICS[2]), Some(("haproxy", 4.0)));
+        let text = table(&all, "ref", "settings");
+        assert!(text.contains("1.50x  goal ≥ 1.5x: met"), "{text}");
+        assert!(text.contains("0.75x  goal ≤ 0.9x: met"), "{text}");
+    }
+
+    #[test]
+    fn percentiles_and_medians() {
+        let times: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        let (mean, p99) = mean_and_p99(&times);
+        assert!((mean - 50.5e-6).abs() < 1e-9);
+        assert!((p99 - 99e-6).abs() < 1e-9);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+    }
+}

@@ -1,0 +1,278 @@
+//! Known proxies, as data: how to start each one on tprox's ports with a generated
+//! configuration, which package provides it, and how it reports its version.
+//!
+//! A profile's arguments and configuration template use the placeholders of any proxy command
+//! (`{dest_host}`, `{dest_port}`, `{listen_port}`, `{stall_timeout}`) plus `{config}` (the path of
+//! the written configuration file) and `{dir}` (the scratch directory it is written to, for pid
+//! files and logs).
+
+use std::path::{Path, PathBuf};
+
+use crate::proxy::{ConfigFile, ProxyCommand, REFERENCE_ARG};
+
+/// One known proxy.
+#[derive(Debug)]
+pub struct Profile {
+    /// What `--profile` and `--profiles` call it.
+    pub name: &'static str,
+    /// One line on what it is and how it is run.
+    pub about: &'static str,
+    /// What to install when it is missing.
+    pub install: &'static str,
+    /// The program: a name looked up in PATH, a path (`~/` is the home directory), or
+    /// [`TPROX_ITSELF`] for the reference built into tprox.
+    pub program: &'static str,
+    /// An environment variable that, when set, names the program instead.
+    pub program_env: Option<&'static str>,
+    pub args: &'static [&'static str],
+    /// The configuration file's template, if the proxy reads one.
+    pub config: Option<&'static str>,
+    /// Arguments that make the program print its version.
+    pub version_args: &'static [&'static str],
+}
+
+/// The program name that stands for the tprox executable itself.
+pub const TPROX_ITSELF: &str = "{tprox}";
+
+/// Every profile, the reference first.
+pub const PROFILES: &[Profile] = &[
+    Profile {
+        name: "ref",
+        about: "the reference proxy built into tprox (splice on Linux)",
+        install: "nothing: it is built in",
+        program: TPROX_ITSELF,
+        program_env: None,
+        args: &[REFERENCE_ARG, "{dest_host}", "{dest_port}", "{listen_port}", "--stall-timeout", "{stall_timeout}"],
+        config: None,
+        version_args: &[REFERENCE_ARG, "--version"],
+    },
+    Profile {
+        name: "ref-buffered",
+        about: "the reference proxy with its buffered copy instead of splice",
+        install: "nothing: it is built in",
+        program: TPROX_ITSELF,
+        program_env: None,
+        args: &[
+            REFERENCE_ARG, "{dest_host}", "{dest_port}", "{listen_port}", "--stall-timeout", "{stall_timeout}",
+            "--copy", "buffered",
+        ],
+        config: None,
+        version_args: &[REFERENCE_ARG, "--version"],
+    },
+    Profile {
+        name: "socat",
+        about: "socat TCP-LISTEN,fork: one process per connection",
+        install: "apt-get install socat",
+        program: "socat",
+        program_env: None,
+        args: &["TCP-LISTEN:{listen_port},bind={dest_host},reuseaddr,fork", "TCP:{dest_host}:{dest_port}"],
+        config: None,
+        version_args: &["-V"],
+    },
+    Profile {
+        name: "haproxy",
+        about: "haproxy in TCP mode, one frontend and one backend",
+        install: "apt-get install haproxy",
+        program: "haproxy",
+        program_env: None,
+        args: &["-db", "-f", "{config}"],
+        config: Some(
+            "global\n  maxconn 9000\n  pidfile {dir}/haproxy.pid\n\
+             defaults\n  mode tcp\n  timeout connect 10s\n  timeout client 1h\n  timeout server 1h\n\
+             frontend front\n  bind {dest_host}:{listen_port}\n  default_backend back\n\
+             backend back\n  server destination {dest_host}:{dest_port}\n",
+        ),
+        version_args: &["-v"],
+    },
+    Profile {
+        name: "nginx",
+        about: "nginx's stream module (proxy_pass), one worker per core",
+        install: "apt-get install nginx libnginx-mod-stream",
+        program: "nginx",
+        program_env: None,
+        args: &["-p", "{dir}", "-c", "{config}", "-e", "{dir}/error.log"],
+        config: Some(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
+             daemon off;\nworker_processes auto;\nworker_rlimit_nofile 65536;\n\
+             pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+             events { worker_connections 32768; }\n\
+             stream {\n  server {\n    listen {dest_host}:{listen_port};\n    \
+             proxy_pass {dest_host}:{dest_port};\n  }\n}\n",
+        ),
+        version_args: &["-v"],
+    },
+    Profile {
+        name: "rinetd",
+        about: "rinetd, a single-process select() forwarder",
+        install: "apt-get install rinetd",
+        program: "rinetd",
+        program_env: None,
+        args: &["-f", "-c", "{config}"],
+        config: Some("{dest_host} {listen_port} {dest_host} {dest_port}\n"),
+        version_args: &["-v"],
+    },
+    Profile {
+        name: "redir",
+        about: "redir, a single-process forwarder",
+        install: "apt-get install redir",
+        program: "redir",
+        program_env: None,
+        args: &["-n", "{dest_host}:{listen_port}", "{dest_host}:{dest_port}"],
+        config: None,
+        version_args: &["-v"],
+    },
+    Profile {
+        name: "tcpproxy",
+        about: "the tcpproxy crate 0.4 (Rust, a thread pair per connection)",
+        install: "cargo install tcpproxy --version 0.4.1 (or set TPROX_TCPPROXY_CRATE to its binary)",
+        program: "~/.cargo/bin/tcpproxy",
+        program_env: Some("TPROX_TCPPROXY_CRATE"),
+        args: &["{dest_host}:{dest_port}", "-l", "{listen_port}", "-b", "{dest_host}"],
+        config: None,
+        version_args: &["--version"],
+    },
+];
+
+/// The profile called `name`.
+pub fn find(name: &str) -> Result<&'static Profile, String> {
+    PROFILES.iter().find(|p| p.name == name).ok_or_else(|| {
+        let names: Vec<&str> = PROFILES.iter().map(|p| p.name).collect();
+        format!(
+            "no profile '{name}'; the profiles are: {}",
+            names.join(", ")
+        )
+    })
+}
+
+impl Profile {
+    /// The program's path, or what to install to get it.
+    pub fn program(&self) -> Result<PathBuf, String> {
+        if self.program == TPROX_ITSELF {
+            return std::env::current_exe()
+                .map_err(|e| format!("cannot find the tprox executable: {e}"));
+        }
+        let wanted = self
+            .program_env
+            .and_then(|var| std::env::var_os(var))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| expand_home(self.program));
+        let found = if wanted.components().count() > 1 {
+            wanted.is_file().then_some(wanted)
+        } else {
+            search_path(&wanted)
+        };
+        found.ok_or_else(|| {
+            format!(
+                "profile '{}' needs {}, which is not installed: {}",
+                self.name, self.program, self.install
+            )
+        })
+    }
+
+    /// The command that starts this proxy, its configuration written into `scratch`.
+    pub fn command(&self, scratch: &Path) -> Result<ProxyCommand, String> {
+        let program = self.program()?.to_string_lossy().into_owned();
+        let argv: Vec<String> = std::iter::once(program)
+            .chain(self.args.iter().map(|a| a.to_string()))
+            .collect();
+        let mut command = ProxyCommand::new(&argv)?;
+        command.label = format!("{} ({})", self.name, self.about);
+        if let Some(template) = self.config {
+            command = command.with_config(ConfigFile {
+                path: scratch.join(format!("{}.conf", self.name)),
+                template: template.to_string(),
+            });
+        }
+        Ok(command.in_dir(scratch.to_path_buf()))
+    }
+
+    /// The version as the program reports it: its first line of output that says anything.
+    pub fn version(&self) -> String {
+        let Ok(program) = self.program() else {
+            return "not installed".into();
+        };
+        let output = std::process::Command::new(program)
+            .args(self.version_args)
+            .stdin(std::process::Stdio::null())
+            .output();
+        let Ok(output) = output else {
+            return "unknown".into();
+        };
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text.lines()
+            .map(str::trim)
+            .find(|line| !line.is_empty())
+            .unwrap_or("unknown")
+            .to_string()
+    }
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+fn search_path(name: &Path) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_profile_has_a_unique_name_and_uses_known_placeholders() {
+        let mut names: Vec<&str> = PROFILES.iter().map(|p| p.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), PROFILES.len());
+        for profile in PROFILES {
+            let texts = profile.args.iter().copied().chain(profile.config);
+            for text in texts {
+                let mut rest = text;
+                while let Some(start) = rest.find('{') {
+                    let end = rest[start..].find('}').map(|e| start + e + 1);
+                    let Some(end) = end else { break };
+                    let token = &rest[start..end];
+                    // nginx's blocks are braces too; placeholders have no spaces or newlines.
+                    if !token.contains([' ', '\n', ';']) {
+                        assert!(
+                            crate::proxy::PLACEHOLDERS.contains(&token)
+                                || ["{config}", "{dir}"].contains(&token),
+                            "{}: unknown placeholder {token}",
+                            profile.name
+                        );
+                    }
+                    rest = &rest[start + 1..];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_program_says_what_to_install() {
+        let profile = Profile {
+            name: "nothing",
+            about: "",
+            install: "apt-get install nothing-at-all",
+            program: "no-such-program-anywhere",
+            program_env: None,
+            args: &[],
+            config: None,
+            version_args: &[],
+        };
+        let err = profile.program().unwrap_err();
+        assert!(err.contains("apt-get install nothing-at-all"), "{err}");
+        assert!(find("nope").unwrap_err().contains("socat"));
+    }
+}
