@@ -12,6 +12,9 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd;
+
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 
@@ -22,7 +25,8 @@ use crate::BUFFER_SIZE;
 pub enum Copy {
     /// `read` into a buffer of [`BUFFER_SIZE`] bytes, `write` out of it.
     Buffered,
-    /// `splice` through a pipe of [`crate::splice::PIPE_SIZE`] bytes: zero-copy.
+    /// `splice` through a pipe of [`crate::splice::PIPE_SIZE`] bytes (zero-copy) once a
+    /// direction carries bulk data; small messages go through a buffer.
     Splice,
 }
 
@@ -166,8 +170,7 @@ pub async fn relay(
         moved: &traffic.down,
     };
     let result = match copy {
-        Copy::Buffered => tokio::try_join!(pump_buffered(up), pump_buffered(down)),
-        Copy::Splice => tokio::try_join!(crate::splice::pump(up), crate::splice::pump(down)),
+        Copy::Buffered | Copy::Splice => tokio::try_join!(pump(up, copy), pump(down, copy)),
     };
     match result {
         Ok(_) => Ending::BothEof,
@@ -190,7 +193,11 @@ pub fn abort(client: &TcpStream, server: &TcpStream) {
 /// The buffer is allocated when the first data arrives, so an idle connection costs no buffer.
 /// Writing restarts the stall clock whenever any byte goes out (R7); reads have no timeout, so an
 /// idle connection is never aborted.
-pub async fn pump_buffered(dir: Direction<'_>) -> Result<(), Ending> {
+///
+/// With `copy` set to [`Copy::Splice`], the first read that fills the whole buffer (bulk data,
+/// not a request or a reply) hands the direction over to [`crate::splice::pump`]: small
+/// messages never pay for making pipes, bulk transfers never copy.
+pub async fn pump(dir: Direction<'_>, copy: Copy) -> Result<(), Ending> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         if buf.is_empty() {
@@ -204,29 +211,61 @@ pub async fn pump_buffered(dir: Direction<'_>) -> Result<(), Ending> {
         } else {
             dir.from.readable().await.map_err(|e| dir.read_failed(e))?;
         }
-        let n = match dir.from.try_read(&mut buf) {
-            Ok(0) => return dir.finish(),
-            Ok(n) => n,
+        let mut n = 0;
+        let read = dir.from.try_io(Interest::READABLE, || {
+            n = read_fd(dir.from.as_raw_fd(), &mut buf)?;
+            if n > 0 && n < buf.len() {
+                // A short read emptied the socket: report "would block" so that its readiness
+                // is cleared now, rather than by one more read that finds nothing.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        match read {
+            Ok(()) if n == 0 => return dir.finish(),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(dir.read_failed(e)),
-        };
-        let mut written = 0;
-        let mut deadline = dir.deadline();
-        while written < n {
-            match timeout_at(deadline, dir.to.writable()).await {
-                Err(_) => return Err(Ending::Stalled(dir.to_side)),
-                Ok(Err(e)) => return Err(dir.write_failed(e)),
-                Ok(Ok(())) => {}
-            }
-            match dir.to.try_write(&buf[written..n]) {
-                Ok(k) => {
-                    written += k;
-                    dir.delivered(k);
-                    deadline = dir.deadline();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(dir.write_failed(e)),
-            }
         }
+        write_all(&dir, &buf[..n]).await?;
+        if copy == Copy::Splice && n == buf.len() {
+            drop(buf);
+            return crate::splice::pump(dir).await;
+        }
+    }
+}
+
+/// Writes all of `data`, restarting the stall clock with every byte that goes out (R7).
+async fn write_all(dir: &Direction<'_>, data: &[u8]) -> Result<(), Ending> {
+    let mut written = 0;
+    let mut deadline = dir.deadline();
+    while written < data.len() {
+        match timeout_at(deadline, dir.to.writable()).await {
+            Err(_) => return Err(Ending::Stalled(dir.to_side)),
+            Ok(Err(e)) => return Err(dir.write_failed(e)),
+            Ok(Ok(())) => {}
+        }
+        match dir.to.try_write(&data[written..]) {
+            Ok(k) => {
+                written += k;
+                dir.delivered(k);
+                deadline = dir.deadline();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(dir.write_failed(e)),
+        }
+    }
+    Ok(())
+}
+
+/// `read(2)` on a socket tokio has made non-blocking.
+fn read_fd(fd: std::os::fd::RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length; the descriptor is open for the call.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }

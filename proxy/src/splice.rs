@@ -5,13 +5,17 @@
 //! The pipe is this direction's buffer, so the rules stay as exact as with a user-space one: it
 //! holds at most [`PIPE_SIZE`] bytes and nothing is read while it is full (R4), the EOF is passed
 //! on only once the pipe is empty (R5), and the stall clock runs while the pipe holds data that
-//! cannot be written (R7). The pipe is made when the first data arrives, so an idle pair costs
-//! no descriptors beyond its two sockets.
+//! cannot be written (R7). A direction comes here from the buffered copy once it carries bulk
+//! data (a read filled the whole buffer), so a pair that only exchanges small messages, or
+//! none, never makes a pipe.
 //!
 //! Elsewhere than Linux, [`pump`] is the buffered copy.
 
 #[cfg(not(target_os = "linux"))]
-pub use crate::relay::pump_buffered as pump;
+/// Without splice, a direction stays with the buffered copy.
+pub async fn pump(dir: crate::relay::Direction<'_>) -> Result<(), crate::relay::Ending> {
+    Box::pin(crate::relay::pump(dir, crate::relay::Copy::Buffered)).await
+}
 
 #[cfg(target_os = "linux")]
 pub use linux::pump;
@@ -29,7 +33,7 @@ mod linux {
     use tokio::time::sleep_until;
 
     use super::PIPE_SIZE;
-    use crate::relay::{Direction, Ending};
+    use crate::relay::{Copy, Direction, Ending};
 
     /// A non-blocking pipe and what it can hold.
     struct Pipe {
@@ -123,7 +127,7 @@ mod linux {
                     match Pipe::new() {
                         Ok(new) => pipe = Some(new),
                         // Out of descriptors: copying through a buffer needs none.
-                        Err(_) => return crate::relay::pump_buffered(dir).await,
+                        Err(_) => return Box::pin(crate::relay::pump(dir, Copy::Buffered)).await,
                     }
                 } else {
                     dir.from.readable().await.map_err(|e| dir.read_failed(e))?;

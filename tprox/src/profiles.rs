@@ -153,7 +153,7 @@ impl Profile {
         }
         let wanted = self
             .program_env
-            .and_then(|var| std::env::var_os(var))
+            .and_then(std::env::var_os)
             .map(PathBuf::from)
             .unwrap_or_else(|| expand_home(self.program));
         let found = if wanted.components().count() > 1 {

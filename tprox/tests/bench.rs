@@ -1,0 +1,69 @@
+//! `tprox bench` end to end: its load generators against a direct connection and the
+//! reference, the figures' sanity (never absolute speeds), and its errors.
+
+use assert_cmd::Command;
+use predicates::str::contains;
+
+fn tprox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tprox"))
+}
+
+#[test]
+fn the_generators_measure_direct_and_a_proxy_sanely() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let output = tprox()
+        .args(["bench", "--profiles", "ref", "--duration", "0.3", "--idle", "300", "--json"])
+        .arg(&json)
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("300 idle connections through ref"), "{stdout}");
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let proxies = report["proxies"].as_array().unwrap();
+    let figure = |name: &str, key: &str| {
+        let entry = proxies.iter().find(|p| p["name"] == name).unwrap();
+        entry[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} has no {key}: {entry}"))
+    };
+    for name in ["direct", "ref"] {
+        for key in [
+            "one_stream_bytes_per_sec",
+            "n_streams_bytes_per_sec",
+            "rtt_mean_secs",
+            "rtt_p99_secs",
+            "connections_per_sec",
+        ] {
+            assert!(figure(name, key) > 0.0, "{name} {key}");
+        }
+    }
+    assert!(figure("ref", "rtt_p99_secs") >= figure("ref", "rtt_mean_secs") * 0.5);
+    // Eight streams through a proxy move bytes twice over the same two cores; eight direct
+    // streams do not. Far apart on any machine, so this cannot flake.
+    assert!(
+        figure("direct", "n_streams_bytes_per_sec") > figure("ref", "n_streams_bytes_per_sec"),
+        "a proxy cannot beat the direct connection: {report}"
+    );
+    assert!(figure("ref", "cpu_secs_per_gb") > 0.0);
+    assert!(figure("ref", "idle_rss_bytes") > figure("ref", "idle_base_rss_bytes"));
+    assert_eq!(report["proxies"][0]["name"], "direct");
+}
+
+#[test]
+fn unknown_and_missing_profiles_are_setup_errors() {
+    tprox()
+        .args(["bench", "--profiles", "ref,squidward"])
+        .assert()
+        .code(2)
+        .stderr(contains("no profile 'squidward'; the profiles are: ref, ref-buffered, socat"));
+    tprox()
+        .args(["bench", "--profiles", "tcpproxy"])
+        .env("TPROX_TCPPROXY_CRATE", "/nonexistent/tcpproxy")
+        .assert()
+        .code(2)
+        .stderr(contains("cargo install tcpproxy --version 0.4.1"));
+}
