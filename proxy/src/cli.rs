@@ -36,10 +36,12 @@ use crate::via::HttpProxy;
       tcpproxy 127.0.0.1 9000 8080                  the lab form: :8080 -> 127.0.0.1:9000\n  \
       tcpproxy -p 8080:db:5432 -p [::]:0:web:80     two mappings; the second dual-stack, any port\n  \
       tcpproxy -p 0:intranet:443 --via http://u:p@squid:3128 --direct-fallback\n  \
-      tcpproxy --config mappings.toml -d            mappings from a file, one log line per connection\n\n\
+      tcpproxy --config mappings.toml -d            mappings from a file, one log line per connection\n  \
+      tcpproxy -p [::]:443:127.0.0.1:8443 --sni a.example=10.0.0.5:443 --sni '*.b.example=10.0.0.6:443'\n\n\
       A mapping file has [[mapping]] tables with listen = \"ADDR:PORT\", dest = \"HOST:PORT\", and\n\
-      optionally via, direct_fallback, max_connections and stall_timeout of its own; settings it\n\
-      leaves out come from the command line."
+      optionally via, direct_fallback, max_connections, stall_timeout, sni (a table of\n\
+      NAME = \"HOST:PORT\") and sni_only of its own; settings it leaves out come from the\n\
+      command line."
 )]
 pub struct Args {
     /// Host name or address of the destination server (lab form).
@@ -76,6 +78,15 @@ pub struct Args {
     /// With --via: dial the destination directly when the HTTP proxy cannot be reached.
     #[arg(long, requires = "via")]
     pub direct_fallback: bool,
+    /// Route TLS clients by the server name in their ClientHello (without terminating TLS):
+    /// NAME (or *.DOMAIN) goes to HOST:PORT; other names go to the mapping's destination.
+    /// Repeatable.
+    #[arg(long, value_name = "NAME=HOST:PORT")]
+    pub sni: Vec<String>,
+    /// With --sni: close clients whose server name has no route, instead of forwarding them to
+    /// the mapping's destination.
+    #[arg(long, requires = "sni")]
+    pub sni_only: bool,
     /// How bytes are moved: splice (zero-copy through a pipe, Linux), buffered (read and write
     /// through a buffer), or auto (splice where available).
     #[arg(long, value_enum, default_value_t = CopyMode::Auto, value_name = "MODE")]
@@ -123,7 +134,15 @@ pub struct Config {
 impl Args {
     /// The mappings the arguments describe, or a message saying what is wrong.
     pub fn into_config(self) -> Result<Config, String> {
+        let mut sni = crate::sni::Routes {
+            unknown_closed: self.sni_only,
+            ..Default::default()
+        };
+        for spec in &self.sni {
+            sni.add(spec)?;
+        }
         let defaults = Defaults {
+            sni,
             via: self.via.clone(),
             direct_fallback: self.direct_fallback,
             max_connections: self.max_connections.max(1),
@@ -254,16 +273,18 @@ fn check_destination(mapping: &Mapping) -> Result<(), String> {
     if mapping.via.is_some() {
         return Ok(());
     }
-    match (mapping.dest_host.as_str(), mapping.dest_port).to_socket_addrs() {
+    let routes = mapping.sni.names.values().map(|(h, p)| (h.as_str(), *p));
+    for dest in std::iter::once((mapping.dest_host.as_str(), mapping.dest_port)).chain(routes) {
+        resolves(dest)?;
+    }
+    Ok(())
+}
+
+fn resolves((host, port): (&str, u16)) -> Result<(), String> {
+    match (host, port).to_socket_addrs() {
         Ok(addrs) if addrs.len() > 0 => Ok(()),
-        Ok(_) => Err(format!(
-            "destination host '{}' has no address",
-            mapping.dest_host
-        )),
-        Err(e) => Err(format!(
-            "cannot resolve destination host '{}': {e}",
-            mapping.dest_host
-        )),
+        Ok(_) => Err(format!("destination host '{host}' has no address")),
+        Err(e) => Err(format!("cannot resolve destination host '{host}': {e}")),
     }
 }
 

@@ -9,7 +9,8 @@
 //!   R4), half-close after flushing (R5), the stall timeout (R7), and abortive close on a reset or a
 //!   failed write (R6); [`splice`] does the same without copying, on Linux.
 //! * [`server`] listens, accepts, dials the destination (directly or through [`via`]), keeps
-//!   serving whatever a single pair does (R2, R8, R11), and stops gracefully.
+//!   serving whatever a single pair does (R2, R8, R11), and stops gracefully; [`sni`] picks the
+//!   destination of a TLS client by the server name it asks for.
 //! * [`mapping`] says what is forwarded where; [`cli`] turns the command line into mappings, and
 //!   bad input into one clear line on stderr.
 
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod mapping;
 pub mod relay;
 pub mod server;
+pub mod sni;
 pub mod splice;
 pub mod via;
 

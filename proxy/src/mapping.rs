@@ -12,6 +12,12 @@
 //! direct_fallback = true         # dial directly when that proxy cannot be reached
 //! max_connections = 100
 //! stall_timeout = 30             # seconds
+//!
+//! [[mapping]]
+//! listen = "[::]:443"
+//! dest = "127.0.0.1:8443"        # TLS clients whose server name has no route
+//! sni = { "a.example" = "10.0.0.5:443", "*.b.example" = "10.0.0.6:443" }
+//! sni_only = false               # true: close clients whose name has no route
 //! ```
 
 use std::fmt;
@@ -20,6 +26,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::sni::Routes;
 use crate::via::HttpProxy;
 
 /// One listener and where its clients go.
@@ -43,11 +50,14 @@ pub struct Mapping {
     /// How long a direction may hold data without writing any of it before the pair is
     /// aborted (R7). Also bounds dialing the destination (R8).
     pub stall_timeout: Duration,
+    /// Destinations by TLS server name; empty: every client goes to `dest_host:dest_port`.
+    pub sni: Routes,
 }
 
 /// Settings a mapping takes from the command line unless its TOML entry says otherwise.
 #[derive(Debug, Clone)]
 pub struct Defaults {
+    pub sni: Routes,
     pub via: Option<HttpProxy>,
     pub direct_fallback: bool,
     pub max_connections: usize,
@@ -71,6 +81,7 @@ impl Defaults {
             direct_fallback: self.direct_fallback,
             max_connections: self.max_connections,
             stall_timeout: self.stall_timeout,
+            sni: self.sni.clone(),
         }
     }
 }
@@ -183,6 +194,10 @@ struct Entry {
     direct_fallback: Option<bool>,
     max_connections: Option<usize>,
     stall_timeout: Option<f64>,
+    /// Server name (or `*.domain`) to `HOST:PORT`.
+    sni: Option<std::collections::BTreeMap<String, String>>,
+    /// Close clients whose server name has no route.
+    sni_only: Option<bool>,
 }
 
 /// Reads the mappings of a TOML file; each missing setting comes from `defaults`.
@@ -234,6 +249,18 @@ impl Entry {
         if let Some(secs) = self.stall_timeout {
             mapping.stall_timeout = seconds(secs)?;
         }
+        if let Some(names) = self.sni {
+            mapping.sni.names.clear();
+            for (name, dest) in names {
+                mapping
+                    .sni
+                    .add(&format!("{name}={dest}"))
+                    .map_err(|e| format!("sni: {e}"))?;
+            }
+        }
+        if let Some(only) = self.sni_only {
+            mapping.sni.unknown_closed = only;
+        }
         Ok(mapping)
     }
 }
@@ -260,6 +287,7 @@ mod tests {
 
     fn defaults() -> Defaults {
         Defaults {
+            sni: Routes::default(),
             via: None,
             direct_fallback: false,
             max_connections: 10,

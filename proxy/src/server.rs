@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::mapping::{host_port, Mapping};
-use crate::relay::{self, Copy, Ending, Traffic};
+use crate::relay::{self, Copy, Ending, Side, Traffic};
+use crate::sni;
 use crate::via::TunnelError;
 
 /// Settings that apply to the whole process.
@@ -246,33 +247,61 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
         eprintln!("tcpproxy: {peer}: accepted on {mapping}");
     }
     let traffic = Traffic::default();
-    let ending = match dial(mapping, &client, peer, &site.shortage, &site.name).await {
-        Err(why) => Ending::DialFailed(why),
-        Ok(server) => {
-            site.shortage.end(&site.name);
-            // Small request/response messages must not wait for Nagle or delayed ACKs (R12).
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let relay = relay::relay(
-                &client,
-                &server,
-                mapping.stall_timeout,
-                options.copy,
-                &traffic,
-            );
-            tokio::select! {
-                ending = relay => ending,
-                () = site.close_now.cancelled() => {
-                    relay::abort(&client, &server);
-                    Ending::Shutdown
+    let mut dest = (mapping.dest_host.as_str(), mapping.dest_port);
+    let mut hello = Vec::new();
+    let mut named = String::new();
+    let ending = 'pair: {
+        if !mapping.sni.is_empty() {
+            match sni::read_hello(&client, mapping.stall_timeout).await {
+                Err(e) => break 'pair Ending::Failed(Side::Client, e),
+                Ok(first) => {
+                    hello = first.bytes;
+                    let name = first.server_name.unwrap_or_default();
+                    match mapping.sni.route(&name) {
+                        Some((host, port)) => dest = (host, *port),
+                        None if mapping.sni.unknown_closed => {
+                            break 'pair Ending::DialFailed(format!(
+                                "no route for server name '{name}' (closed: --sni-only)"
+                            ))
+                        }
+                        None => {}
+                    }
+                    named = format!(" (SNI '{name}')");
                 }
+            }
+        }
+        let server = match dial(mapping, dest, &client, peer, &site.shortage, &site.name).await {
+            Err(why) => break 'pair Ending::DialFailed(why),
+            Ok(server) => server,
+        };
+        site.shortage.end(&site.name);
+        // The ClientHello read to choose the destination goes to it first.
+        if let Err(e) = write_early(&server, &hello).await {
+            break 'pair Ending::Failed(Side::Server, e);
+        }
+        traffic.up.store(hello.len() as u64, Relaxed);
+        // Small request/response messages must not wait for Nagle or delayed ACKs (R12).
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let relay = relay::relay(
+            &client,
+            &server,
+            mapping.stall_timeout,
+            options.copy,
+            &traffic,
+        );
+        tokio::select! {
+            ending = relay => ending,
+            () = site.close_now.cancelled() => {
+                relay::abort(&client, &server);
+                Ending::Shutdown
             }
         }
     };
     if options.log_connections || options.verbose {
         eprintln!(
-            "tcpproxy: {peer} -> {}: up {} B, down {} B, {:.3} s, {ending}",
-            host_port(&mapping.dest_host, mapping.dest_port),
+            "tcpproxy: {peer} -> {}{named}: up {} B, down {} B, {:.3} s, {ending}",
+            host_port(dest.0, dest.1),
             traffic.up.load(Relaxed),
             traffic.down.load(Relaxed),
             started.elapsed().as_secs_f64(),
@@ -285,13 +314,14 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
 /// and it is bounded by the stall timeout, so a client is never left waiting forever.
 async fn dial(
     mapping: &Mapping,
+    (dest_host, dest_port): (&str, u16),
     client: &TcpStream,
     peer: SocketAddr,
     shortage: &Shortage,
     name: &str,
 ) -> Result<TcpStream, String> {
     let direct = || async {
-        let dialed = TcpStream::connect((mapping.dest_host.as_str(), mapping.dest_port)).await;
+        let dialed = TcpStream::connect((dest_host, dest_port)).await;
         if let Err(e) = &dialed {
             if out_of_descriptors(e) {
                 shortage.begin(name, "dialing", e);
@@ -306,16 +336,13 @@ async fn dial(
             Err(_) => Err("dial failed: no answer within the stall timeout".into()),
         };
     };
-    let tunnel = timeout(
-        mapping.stall_timeout,
-        via.connect(&mapping.dest_host, mapping.dest_port),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(TunnelError::Protocol(
-            "no answer to CONNECT within the stall timeout".into(),
-        ))
-    });
+    let tunnel = timeout(mapping.stall_timeout, via.connect(dest_host, dest_port))
+        .await
+        .unwrap_or_else(|_| {
+            Err(TunnelError::Protocol(
+                "no answer to CONNECT within the stall timeout".into(),
+            ))
+        });
     match tunnel {
         Ok(tunnel) => {
             if !tunnel.early_data.is_empty() {
@@ -332,7 +359,7 @@ async fn dial(
         Err(TunnelError::Unreachable(e)) if mapping.direct_fallback => {
             eprintln!(
                 "tcpproxy: {peer}: HTTP proxy {via} unreachable ({e}); dialing {} directly",
-                host_port(&mapping.dest_host, mapping.dest_port)
+                host_port(dest_host, dest_port)
             );
             match timeout(mapping.stall_timeout, direct()).await {
                 Ok(Ok(server)) => Ok(server),
@@ -345,18 +372,19 @@ async fn dial(
             // the operator must hear about.
             eprintln!(
                 "tcpproxy: {peer}: CONNECT {} via {via}: {e}",
-                host_port(&mapping.dest_host, mapping.dest_port)
+                host_port(dest_host, dest_port)
             );
             Err(e.to_string())
         }
     }
 }
 
-/// Delivers bytes the destination sent along with the HTTP proxy's answer.
-async fn write_early(client: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+/// Delivers bytes read before the relay started: the destination's that came with the HTTP
+/// proxy's answer, or the client's ClientHello.
+async fn write_early(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
-        client.writable().await?;
-        match client.try_write(data) {
+        to.writable().await?;
+        match to.try_write(data) {
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),

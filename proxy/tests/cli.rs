@@ -82,6 +82,10 @@ fn a_bad_stall_timeout_is_explained() {
 #[case(&["-p", "0:127.0.0.1:80", "--copy", "fast"], "[possible values: auto, splice, buffered]")]
 #[case(&["-p", "0:127.0.0.1:80", "--grace", "-1"], "0 or more")]
 #[case(&["--config", "/nonexistent/map.toml"], "cannot read mapping file /nonexistent/map.toml")]
+#[case(&["-p", "0:127.0.0.1:80", "--sni", "a.example"], "is not NAME=HOST:PORT")]
+#[case(&["-p", "0:127.0.0.1:80", "--sni", "a.example=h:0"], "is not HOST:PORT")]
+#[case(&["-p", "0:127.0.0.1:80", "--sni-only"], "--sni")]
+#[case(&["-p", "0:127.0.0.1:80", "--sni", "a.example=no-such-host.invalid:443"], "cannot resolve destination host 'no-such-host.invalid'")]
 fn bad_input_is_one_clear_line(#[case] args: &[&str], #[case] says: &str) {
     let output = tcpproxy()
         .args(args)

@@ -13,16 +13,33 @@ fn the_generators_measure_direct_and_a_proxy_sanely() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let output = tprox()
-        .args(["bench", "--profiles", "ref", "--duration", "0.3", "--idle", "300", "--json"])
+        .args([
+            "bench",
+            "--profiles",
+            "ref",
+            "--duration",
+            "0.3",
+            "--idle",
+            "300",
+            "--json",
+        ])
         .arg(&json)
         .timeout(std::time::Duration::from_secs(120))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("300 idle connections through ref"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("300 idle connections through ref"),
+        "{stdout}"
+    );
 
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let proxies = report["proxies"].as_array().unwrap();
     let figure = |name: &str, key: &str| {
         let entry = proxies.iter().find(|p| p["name"] == name).unwrap();
@@ -59,7 +76,9 @@ fn unknown_and_missing_profiles_are_setup_errors() {
         .args(["bench", "--profiles", "ref,squidward"])
         .assert()
         .code(2)
-        .stderr(contains("no profile 'squidward'; the profiles are: ref, ref-buffered, socat"));
+        .stderr(contains(
+            "no profile 'squidward'; the profiles are: ref, ref-buffered, socat",
+        ));
     tprox()
         .args(["bench", "--profiles", "tcpproxy"])
         .env("TPROX_TCPPROXY_CRATE", "/nonexistent/tcpproxy")
