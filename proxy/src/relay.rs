@@ -190,31 +190,26 @@ pub fn abort(client: &TcpStream, server: &TcpStream) {
 
 /// Copies one direction through a buffer until EOF, then shuts the writing side down (R5).
 ///
-/// The buffer is allocated when the first data arrives, so an idle connection costs no buffer.
-/// Writing restarts the stall clock whenever any byte goes out (R7); reads have no timeout, so an
-/// idle connection is never aborted.
+/// The buffer is made when data arrives and starts at [`SMALL_BUFFER`] bytes, so an idle
+/// connection costs none and a request or a reply costs little; a read that fills it grows it
+/// to [`BUFFER_SIZE`]. Writing restarts the stall clock whenever any byte goes out (R7); reads
+/// have no timeout, so an idle connection is never aborted.
 ///
-/// With `copy` set to [`Copy::Splice`], the first read that fills the whole buffer (bulk data,
-/// not a request or a reply) hands the direction over to [`crate::splice::pump`]: small
-/// messages never pay for making pipes, bulk transfers never copy.
+/// With `copy` set to [`Copy::Splice`], a read that fills the whole [`BUFFER_SIZE`] buffer
+/// (bulk data, not a request or a reply) hands the direction over to
+/// [`crate::splice::pump`]: small messages never pay for making pipes, bulk never copies.
 pub async fn pump(dir: Direction<'_>, copy: Copy) -> Result<(), Ending> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        if buf.is_empty() {
-            // Wait for data (or EOF) first: readiness alone can be reported before any byte
-            // arrives, and an idle pair should cost no buffer.
-            dir.from
-                .peek(&mut [0u8; 1])
-                .await
-                .map_err(|e| dir.read_failed(e))?;
-            buf = vec![0; BUFFER_SIZE];
-        } else {
-            dir.from.readable().await.map_err(|e| dir.read_failed(e))?;
+        dir.from.readable().await.map_err(|e| dir.read_failed(e))?;
+        if buf.capacity() == 0 {
+            buf.reserve_exact(SMALL_BUFFER);
         }
+        let room = buf.capacity();
         let mut n = 0;
         let read = dir.from.try_io(Interest::READABLE, || {
-            n = read_fd(dir.from.as_raw_fd(), &mut buf)?;
-            if n > 0 && n < buf.len() {
+            n = read_fd(dir.from.as_raw_fd(), buf.spare_capacity_mut())?;
+            if n > 0 && n < room {
                 // A short read emptied the socket: report "would block" so that its readiness
                 // is cleared now, rather than by one more read that finds nothing.
                 return Err(io::ErrorKind::WouldBlock.into());
@@ -225,16 +220,32 @@ pub async fn pump(dir: Direction<'_>, copy: Copy) -> Result<(), Ending> {
             Ok(()) if n == 0 => return dir.finish(),
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Readiness without data (it happens once on a fresh socket): keep nothing.
+                if room == SMALL_BUFFER {
+                    buf = Vec::new();
+                }
+                continue;
+            }
             Err(e) => return Err(dir.read_failed(e)),
         }
-        write_all(&dir, &buf[..n]).await?;
-        if copy == Copy::Splice && n == buf.len() {
-            drop(buf);
-            return crate::splice::pump(dir).await;
+        // SAFETY: read(2) initialized the first `n` bytes of the spare capacity (len was 0).
+        unsafe { buf.set_len(n) };
+        write_all(&dir, &buf).await?;
+        buf.clear();
+        if n == room {
+            if room < BUFFER_SIZE {
+                buf.reserve_exact(BUFFER_SIZE);
+            } else if copy == Copy::Splice {
+                drop(buf);
+                return crate::splice::pump(dir).await;
+            }
         }
     }
 }
+
+/// The buffer a direction starts with: enough for a request or a reply.
+pub const SMALL_BUFFER: usize = 4 * 1024;
 
 /// Writes all of `data`, restarting the stall clock with every byte that goes out (R7).
 async fn write_all(dir: &Direction<'_>, data: &[u8]) -> Result<(), Ending> {
@@ -259,9 +270,11 @@ async fn write_all(dir: &Direction<'_>, data: &[u8]) -> Result<(), Ending> {
     Ok(())
 }
 
-/// `read(2)` on a socket tokio has made non-blocking.
-fn read_fd(fd: std::os::fd::RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of its length; the descriptor is open for the call.
+/// `read(2)` on a socket tokio has made non-blocking, into memory that need not be initialized
+/// (zeroing a buffer for every connection costs more than the read).
+fn read_fd(fd: std::os::fd::RawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length, and read(2) only writes; the descriptor
+    // is open for the call.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         Err(io::Error::last_os_error())

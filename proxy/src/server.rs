@@ -76,6 +76,9 @@ pub fn bind(mapping: &Mapping) -> io::Result<Bound> {
     }
     // A restarted proxy must be able to listen again at once, whatever TIME_WAIT says.
     socket.set_reuse_address(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux and the BSDs), which
+    // saves a system call per client; `handle` sets it again where that is not so.
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
@@ -281,7 +284,13 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
         }
         traffic.up.store(hello.len() as u64, Relaxed);
         // Small request/response messages must not wait for Nagle or delayed ACKs (R12).
-        let _ = client.set_nodelay(true);
+        if !cfg!(any(
+            target_os = "linux",
+            target_os = "freebsd",
+            target_os = "macos"
+        )) {
+            let _ = client.set_nodelay(true);
+        }
         let _ = server.set_nodelay(true);
         let relay = relay::relay(
             &client,

@@ -23,6 +23,12 @@ pub enum Behaviour {
     Sink,
     /// Sends back what it reads.
     Echo,
+    /// Reads one [`MESSAGE`]-byte request, sends it back and closes, as an HTTP/1.0 server
+    /// does. Closing first keeps the TIME_WAIT state on the server's side: were it on the
+    /// clients' and the proxies' ephemeral ports, tens of thousands of connections a second
+    /// would soon make finding a free port the slowest part of connecting, for every proxy
+    /// alike, and hide their differences.
+    Reply,
     /// Accepts and holds the connection, reading nothing, until it closes.
     Hold,
 }
@@ -70,7 +76,7 @@ impl Server {
             // A pool of threads that each accept and serve one connection at a time: starting
             // a thread per connection would cost more than some proxies do, and the
             // connection-rate figures would measure thread creation.
-            Behaviour::Sink | Behaviour::Echo => {
+            Behaviour::Sink | Behaviour::Echo | Behaviour::Reply => {
                 let listener = Arc::new(listener);
                 for _ in 0..SERVER_THREADS {
                     let (listener, counter, stopping) =
@@ -85,6 +91,7 @@ impl Server {
                                         let _ = stream.set_nodelay(true);
                                         match behaviour {
                                             Behaviour::Sink => sink(stream, &counter),
+                                            Behaviour::Reply => reply(stream),
                                             _ => echo(stream),
                                         }
                                     }
@@ -146,6 +153,13 @@ fn echo(mut stream: TcpStream) {
         if n == 0 || stream.write_all(&buf[..n]).is_err() {
             break;
         }
+    }
+}
+
+fn reply(mut stream: TcpStream) {
+    let mut request = [0u8; MESSAGE];
+    if stream.read_exact(&mut request).is_ok() {
+        let _ = stream.write_all(&request);
     }
 }
 
@@ -213,8 +227,9 @@ pub fn ping_pong(addr: SocketAddr, duration: Duration) -> io::Result<Vec<Duratio
     Ok(times)
 }
 
-/// Complete connections per second through `addr` to an echo server: connect, send a
-/// [`MESSAGE`]-byte request, read the reply, close; `workers` at once, for `duration`.
+/// Complete connections per second through `addr` to a [`Behaviour::Reply`] server: connect,
+/// send a [`MESSAGE`]-byte request, read the reply and the close; `workers` at once, for
+/// `duration`.
 pub fn connection_rate(addr: SocketAddr, workers: usize, duration: Duration) -> io::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -257,8 +272,12 @@ fn one_connection(addr: SocketAddr) -> io::Result<()> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(&[0x17u8; MESSAGE])?;
-    let mut reply = [0u8; MESSAGE];
-    stream.read_exact(&mut reply)
+    let mut reply = [0u8; MESSAGE + 1];
+    stream.read_exact(&mut reply[..MESSAGE])?;
+    match stream.read(&mut reply)? {
+        0 => Ok(()),
+        _ => Err(io::Error::other("more than the reply came back")),
+    }
 }
 
 /// Opens `count` connections through `addr` to a holding server and keeps them; returns them
@@ -292,4 +311,21 @@ pub fn open_idle(
         }
     }
     Ok(streams)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_server_behaves_as_documented() {
+        let replier = Server::start(Behaviour::Reply).unwrap();
+        one_connection(replier.addr).expect("request, reply, close");
+        let echo = Server::start(Behaviour::Echo).unwrap();
+        assert!(!ping_pong(echo.addr, Duration::from_millis(50))
+            .unwrap()
+            .is_empty());
+        let sink = Server::start(Behaviour::Sink).unwrap();
+        assert!(throughput(sink.addr, &sink, 1, Duration::from_millis(50)).unwrap() > 0.0);
+    }
 }

@@ -153,7 +153,7 @@ fn measure(
         f.rss = instance.rss();
         instance.stop(runtime);
 
-        // Latency and connection rate, through an echo server.
+        // Latency, through an echo server.
         let echo = Server::start(Behaviour::Echo).map_err(|e| format!("echo: {e}"))?;
         let instance = Instance::start(runtime, target, echo.addr)?;
         if let Some(times) = keep(
@@ -165,6 +165,11 @@ fn measure(
             f.rtt_mean = Some(mean);
             f.rtt_p99 = Some(p99);
         }
+        instance.stop(runtime);
+
+        // Connection rate, through a server that replies once and closes.
+        let replier = Server::start(Behaviour::Reply).map_err(|e| format!("reply server: {e}"))?;
+        let instance = Instance::start(runtime, target, replier.addr)?;
         f.conn_rate = keep(
             &mut f.errors,
             "connections",
