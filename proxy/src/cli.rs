@@ -87,8 +87,9 @@ pub struct Args {
     /// the mapping's destination.
     #[arg(long, requires = "sni")]
     pub sni_only: bool,
-    /// How bytes are moved: splice (zero-copy through a pipe, Linux), buffered (read and write
-    /// through a buffer), or auto (splice where available).
+    /// How bytes are moved: splice (bulk data zero-copy through a pipe, on Linux; requests and
+    /// replies through a small buffer), buffered (always through a buffer), or auto (splice
+    /// where available).
     #[arg(long, value_enum, default_value_t = CopyMode::Auto, value_name = "MODE")]
     pub copy: CopyMode,
     /// Seconds open connections may go on after SIGTERM or SIGINT before they are closed.
