@@ -15,6 +15,7 @@
 //! * [`fuzz`]: `tprox fuzz`, generated scenarios judged by the contract, shrunk on failure.
 //! * [`profiles`]: known real proxies as data, started with generated configurations.
 //! * [`bench`]: `tprox bench`, proxies measured side by side against a direct connection.
+//! * [`peer`]: `tprox peer`, the cases' client and destination behaviours, run by hand.
 
 pub mod bench;
 pub mod case;
@@ -25,6 +26,7 @@ pub mod grade;
 pub mod harness;
 pub mod held;
 pub mod net;
+pub mod peer;
 pub mod probe;
 pub mod profiles;
 pub mod proxy;

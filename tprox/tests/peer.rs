@@ -1,0 +1,231 @@
+//! `tprox peer` end to end, through the reference proxy: each mode on the listening side and
+//! on the connecting side, their byte counts, and bad input.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const TPROX: &str = env!("CARGO_BIN_EXE_tprox");
+
+/// A background process whose stderr (and stdout) lines are collected; killed on drop.
+struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(TPROX)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Running { child, lines }
+    }
+
+    fn wait_for(&self, text: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no line with '{text}' in {:?}",
+                self.lines.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn interrupt(&mut self) -> i32 {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let status = self.child.wait().unwrap();
+        thread::sleep(Duration::from_millis(100)); // the readers take the last lines
+        status.code().unwrap_or(-1)
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A listening peer on a free port, and the reference proxy in front of it; returns both and
+/// the proxy's address.
+fn peer_behind_proxy(args: &[&str]) -> (Running, Running, String) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut peer_args = args.to_vec();
+    peer_args.extend(["--listen", &listen]);
+    let peer = Running::start(&peer_args);
+    peer.wait_for("127.0.0.1");
+    let mapping = format!("0:127.0.0.1:{port}");
+    let proxy = Running::start(&["__reference-proxy", "-p", &mapping]);
+    let line = proxy.wait_for("Listening on ");
+    let addr = line.trim_start_matches("Listening on ").to_string();
+    (peer, proxy, addr)
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let output = Command::new(TPROX).args(args).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sources_through_the_proxy_are_echoed_and_counted_on_both_sides() {
+    let (mut echo, _proxy, addr) = peer_behind_proxy(&["peer", "echo"]);
+    let (code, out) = run(&[
+        "peer",
+        "source",
+        "--connect",
+        &format!("{addr}x3"),
+        "--bytes",
+        "100000",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.matches("100000 B received, 100000 B sent").count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.contains("3 connection(s), 300000 B received, 300000 B sent"),
+        "{out}"
+    );
+    assert_eq!(echo.interrupt(), 130);
+    assert!(
+        echo.text()
+            .contains("3 connection(s), 300000 B received, 300000 B sent"),
+        "{}",
+        echo.text()
+    );
+}
+
+#[test]
+fn a_greeting_reaches_each_client_first() {
+    let (_greet, _proxy, addr) =
+        peer_behind_proxy(&["peer", "greet", "--greeting", "220 ready\r\n"]);
+    let (code, out) = run(&[
+        "peer",
+        "sink",
+        "--connect",
+        &format!("{addr}x2"),
+        "--close-after",
+        "11",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("11 B received, 0 B sent").count(), 2, "{out}");
+    assert_eq!(
+        out.matches("closed after 11 B received").count(),
+        2,
+        "{out}"
+    );
+}
+
+#[test]
+fn a_refusing_destination_closes_the_client_and_refuses_direct_connections() {
+    let (refuse, _proxy, addr) = peer_behind_proxy(&["peer", "refuse"]);
+    let (code, out) = run(&["peer", "sink", "--connect", &addr]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 B received, 0 B sent"), "{out}");
+    let held = refuse
+        .wait_for("holding")
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .to_string();
+    let (code, out) = run(&["peer", "sink", "--connect", &held]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("Connection refused"), "{out}");
+}
+
+#[test]
+fn a_resetting_destination_resets_after_its_bytes() {
+    let (reset, _proxy, addr) = peer_behind_proxy(&["peer", "reset", "--reset-after", "10"]);
+    let (_, out) = run(&["peer", "source", "--connect", &addr, "--bytes", "10000000"]);
+    assert!(
+        out.contains("reset") || out.contains("Broken pipe"),
+        "the client sees the reset: {out}"
+    );
+    reset.wait_for("reset after 10 B received");
+}
+
+#[test]
+fn a_peer_that_stops_reading_holds_back_the_source() {
+    let (_sink, _proxy, addr) =
+        peer_behind_proxy(&["peer", "sink", "--stop-reading-after", "1000"]);
+    let mut source =
+        Running::start(&["peer", "source", "--connect", &addr, "--bytes", "200000000"]);
+    thread::sleep(Duration::from_secs(2));
+    assert!(
+        source.child.try_wait().unwrap().is_none(),
+        "200 MB went through a peer that stopped reading"
+    );
+    assert_eq!(source.interrupt(), 130);
+    let text = source.text();
+    let sent: u64 = text
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" B sent"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        sent < 100_000_000,
+        "backpressure held the source to what buffers take: {text}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_usage_error() {
+    for (args, says) in [
+        (
+            &["peer", "refuse", "--connect", "127.0.0.1:9"][..],
+            "refuse is for a listening peer",
+        ),
+        (&["peer", "echo", "--listen", "nine"], "is not [ADDR:]PORT"),
+        (
+            &["peer", "echo", "--connect", "127.0.0.1"],
+            "is not HOST:PORT[xN]",
+        ),
+        (&["peer", "echo"], "--listen"),
+        (&["peer", "shout", "--listen", "9"], "invalid value 'shout'"),
+    ] {
+        let (code, out) = run(args);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains(says), "{args:?}: {out}");
+    }
+}
