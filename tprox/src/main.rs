@@ -67,6 +67,16 @@ struct Cli {
     #[arg(long, conflicts_with = "proxy")]
     reference: bool,
 
+    /// Test a known proxy (socat, haproxy, nginx, rinetd, redir, tcpproxy, ref), started with a
+    /// generated configuration; see --list-profiles.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["proxy", "reference"])]
+    profile: Option<String>,
+
+    /// List the known proxies: whether each is installed, its version, how it is run, and
+    /// where its behaviour differs from the contract's; then exit.
+    #[arg(long)]
+    list_profiles: bool,
+
     /// List the cases (id, rules, level, name) and exit.
     #[arg(long)]
     list: bool,
@@ -475,16 +485,35 @@ fn dispatch(cli: Cli) -> u8 {
         list();
         return exit::PASSED;
     }
+    if cli.list_profiles {
+        say(format_args!("{}", tprox::profiles::describe_all()));
+        return exit::PASSED;
+    }
     if cli.rules {
         print_rules();
         return exit::PASSED;
     }
-    let proxy = match (cli.reference, cli.proxy.is_empty()) {
-        (true, _) => ProxyCommand::reference(),
-        (false, false) => ProxyCommand::new(&cli.proxy),
-        (false, true) => Err(
-            "no proxy to test: give the proxy command (tprox ./tcpproxy), or --reference \
-                              for the built-in reference proxy; see tprox --help"
+    // A profile's configuration is written to a scratch directory that lives as long as the run.
+    let mut _scratch = None;
+    let proxy = match (&cli.profile, cli.reference, cli.proxy.is_empty()) {
+        (Some(name), _, _) => {
+            let profile = match tprox::profiles::find(name) {
+                Ok(profile) => profile,
+                Err(message) => return usage_error(&message),
+            };
+            let scratch = match tprox::profiles::scratch_dir() {
+                Ok(dir) => dir,
+                Err(message) => return usage_error(&message),
+            };
+            let command = profile.command(scratch.path());
+            _scratch = Some(scratch);
+            command
+        }
+        (None, true, _) => ProxyCommand::reference(),
+        (None, false, false) => ProxyCommand::new(&cli.proxy),
+        (None, false, true) => Err(
+            "no proxy to test: give the proxy command (tprox ./tcpproxy), --reference for the \
+             built-in reference proxy, or --profile NAME; see tprox --help"
                 .into(),
         ),
     };
@@ -944,8 +973,13 @@ async fn run(
     } else {
         Box::new(std::io::sink())
     };
-    let mut reporter =
-        HumanReporter::new(sink, cli.verbose, cli.strict, cases.len()).with_rerun(rerun);
+    let notes = match &cli.profile {
+        Some(name) => tprox::profiles::find(name).map_or(&[][..], |p| p.notes),
+        None => &[],
+    };
+    let mut reporter = HumanReporter::new(sink, cli.verbose, cli.strict, cases.len())
+        .with_rerun(rerun)
+        .with_notes(notes);
     let reports = match runner::run(cases, options, &mut reporter).await {
         Ok(reports) => reports,
         Err(e) => {
@@ -1004,7 +1038,9 @@ fn rerun_template(cli: &Cli, seed: u64) -> String {
     if cli.shared {
         parts.push("--shared".into());
     }
-    if cli.reference {
+    if let Some(name) = &cli.profile {
+        parts.extend(["--profile".into(), shell_quote(name)]);
+    } else if cli.reference {
         parts.push("--reference".into());
     } else {
         parts.push("--".into());

@@ -29,6 +29,27 @@ pub struct Profile {
     pub config: Option<&'static str>,
     /// Arguments that make the program print its version.
     pub version_args: &'static [&'static str],
+    /// Where the proxy's documented behaviour differs from the contract's meaning: shown under
+    /// the failures of the cases each note explains.
+    pub notes: &'static [Note],
+}
+
+/// One documented difference, and the cases (id prefixes or globs) whose verdicts it explains.
+#[derive(Debug)]
+pub struct Note {
+    pub cases: &'static [&'static str],
+    pub text: &'static str,
+}
+
+const NO_NOTES: &[Note] = &[];
+
+impl Note {
+    /// Whether the note explains case `id` (an id prefix or a glob of the note matches it).
+    pub fn explains(&self, id: &str) -> bool {
+        self.cases
+            .iter()
+            .any(|pattern| crate::select::Pattern::parse(pattern).is_ok_and(|p| p.matches(id)))
+    }
 }
 
 /// The program name that stands for the tprox executable itself.
@@ -42,9 +63,17 @@ pub const PROFILES: &[Profile] = &[
         install: "nothing: it is built in",
         program: TPROX_ITSELF,
         program_env: None,
-        args: &[REFERENCE_ARG, "{dest_host}", "{dest_port}", "{listen_port}", "--stall-timeout", "{stall_timeout}"],
+        args: &[
+            REFERENCE_ARG,
+            "{dest_host}",
+            "{dest_port}",
+            "{listen_port}",
+            "--stall-timeout",
+            "{stall_timeout}",
+        ],
         config: None,
         version_args: &[REFERENCE_ARG, "--version"],
+        notes: NO_NOTES,
     },
     Profile {
         name: "ref-buffered",
@@ -53,11 +82,18 @@ pub const PROFILES: &[Profile] = &[
         program: TPROX_ITSELF,
         program_env: None,
         args: &[
-            REFERENCE_ARG, "{dest_host}", "{dest_port}", "{listen_port}", "--stall-timeout", "{stall_timeout}",
-            "--copy", "buffered",
+            REFERENCE_ARG,
+            "{dest_host}",
+            "{dest_port}",
+            "{listen_port}",
+            "--stall-timeout",
+            "{stall_timeout}",
+            "--copy",
+            "buffered",
         ],
         config: None,
         version_args: &[REFERENCE_ARG, "--version"],
+        notes: NO_NOTES,
     },
     Profile {
         name: "socat",
@@ -65,9 +101,24 @@ pub const PROFILES: &[Profile] = &[
         install: "apt-get install socat",
         program: "socat",
         program_env: None,
-        args: &["TCP-LISTEN:{listen_port},bind={dest_host},reuseaddr,fork", "TCP:{dest_host}:{dest_port}"],
+        args: &[
+            "TCP-LISTEN:{listen_port},bind={dest_host},reuseaddr,fork",
+            "TCP:{dest_host}:{dest_port}",
+        ],
         config: None,
         version_args: &["-V"],
+        notes: &[
+            Note {
+                cases: &["shutdown/", "bulk/duplex"],
+                text: "socat ends both directions at most -t seconds (0.5 by default) after one \
+                       side's EOF (man socat, 'closing phase')",
+            },
+            Note {
+                cases: &["timeout/lazy-", "timeout/slow-reader"],
+                text: "no stall timeout: socat's only timeout, -T, is an inactivity timeout \
+                       (it would close idle connections too), so the profile leaves it off",
+            },
+        ],
     },
     Profile {
         name: "haproxy",
@@ -78,11 +129,17 @@ pub const PROFILES: &[Profile] = &[
         args: &["-db", "-f", "{config}"],
         config: Some(
             "global\n  maxconn 9000\n  pidfile {dir}/haproxy.pid\n\
-             defaults\n  mode tcp\n  timeout connect 10s\n  timeout client 1h\n  timeout server 1h\n\
+             defaults\n  mode tcp\n  timeout connect 10s\n  timeout client {stall_timeout}s\n  \
+             timeout server {stall_timeout}s\n\
              frontend front\n  bind {dest_host}:{listen_port}\n  default_backend back\n\
              backend back\n  server destination {dest_host}:{dest_port}\n",
         ),
         version_args: &["-v"],
+        notes: &[Note {
+            cases: &["timeout/idle", "timeout/slow-reader", "timeout/active"],
+            text: "the stall timeout is mapped to timeout client and timeout server, which are \
+                   inactivity timeouts: an idle connection is closed after it too",
+        }],
     },
     Profile {
         name: "nginx",
@@ -97,9 +154,21 @@ pub const PROFILES: &[Profile] = &[
              pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
              events { worker_connections 32768; }\n\
              stream {\n  server {\n    listen {dest_host}:{listen_port};\n    \
-             proxy_pass {dest_host}:{dest_port};\n  }\n}\n",
+             proxy_pass {dest_host}:{dest_port};\n    proxy_timeout {stall_timeout}s;\n  }\n}\n",
         ),
         version_args: &["-v"],
+        notes: &[
+            Note {
+                cases: &["shutdown/", "bulk/duplex"],
+                text: "proxy_half_close is off by default: an EOF from one side closes both \
+                       (nginx stream proxy module)",
+            },
+            Note {
+                cases: &["timeout/idle", "timeout/slow-reader", "timeout/active"],
+                text: "the stall timeout is mapped to proxy_timeout, the time allowed between two \
+                       reads or writes: an idle connection is closed after it too",
+            },
+        ],
     },
     Profile {
         name: "rinetd",
@@ -110,6 +179,10 @@ pub const PROFILES: &[Profile] = &[
         args: &["-f", "-c", "{config}"],
         config: Some("{dest_host} {listen_port} {dest_host} {dest_port}\n"),
         version_args: &["-v"],
+        notes: &[Note {
+            cases: &["timeout/lazy-", "timeout/slow-reader"],
+            text: "no stall timeout: rinetd has no per-connection timeout setting (man rinetd)",
+        }],
     },
     Profile {
         name: "redir",
@@ -120,16 +193,32 @@ pub const PROFILES: &[Profile] = &[
         args: &["-n", "{dest_host}:{listen_port}", "{dest_host}:{dest_port}"],
         config: None,
         version_args: &["-v"],
+        notes: &[Note {
+            cases: &["timeout/lazy-", "timeout/slow-reader"],
+            text: "no stall timeout: redir's only timeout, --timeout, closes idle connections, so \
+                   the profile leaves it off",
+        }],
     },
     Profile {
         name: "tcpproxy",
         about: "the tcpproxy crate 0.4 (Rust, a thread pair per connection)",
-        install: "cargo install tcpproxy --version 0.4.1 (or set TPROX_TCPPROXY_CRATE to its binary)",
+        install:
+            "cargo install tcpproxy --version 0.4.1 (or set TPROX_TCPPROXY_CRATE to its binary)",
         program: "~/.cargo/bin/tcpproxy",
         program_env: Some("TPROX_TCPPROXY_CRATE"),
-        args: &["{dest_host}:{dest_port}", "-l", "{listen_port}", "-b", "{dest_host}"],
+        args: &[
+            "{dest_host}:{dest_port}",
+            "-l",
+            "{listen_port}",
+            "-b",
+            "{dest_host}",
+        ],
         config: None,
         version_args: &["--version"],
+        notes: &[Note {
+            cases: &["timeout/lazy-", "timeout/slow-reader"],
+            text: "no stall timeout: the crate has no timeout option (tcpproxy --help)",
+        }],
     },
 ];
 
@@ -179,7 +268,8 @@ impl Profile {
         command.label = format!("{} ({})", self.name, self.about);
         if let Some(template) = self.config {
             command = command.with_config(ConfigFile {
-                path: scratch.join(format!("{}.conf", self.name)),
+                dir: scratch.to_path_buf(),
+                file_name: format!("{}.conf", self.name),
                 template: template.to_string(),
             });
         }
@@ -209,6 +299,47 @@ impl Profile {
             .unwrap_or("unknown")
             .to_string()
     }
+}
+
+/// A scratch directory for a profile's configuration, readable by proxies that drop
+/// privileges (nginx's workers).
+pub fn scratch_dir() -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("tprox-profile-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));
+    Ok(dir)
+}
+
+/// `--list-profiles`: each profile, whether it is installed (and its version), how it is run,
+/// and its notes.
+pub fn describe_all() -> String {
+    let mut out = String::new();
+    for profile in PROFILES {
+        let state = match profile.program() {
+            Ok(_) => profile.version(),
+            Err(_) => format!("not installed: {}", profile.install),
+        };
+        out.push_str(&format!("{:<13} {}\n", profile.name, profile.about));
+        out.push_str(&format!("{:<13} {state}\n", ""));
+        out.push_str(&format!(
+            "{:<13} runs: {} {}\n",
+            "",
+            profile.program,
+            profile.args.join(" ")
+        ));
+        for note in profile.notes {
+            out.push_str(&format!(
+                "{:<13} note ({}): {}\n",
+                "",
+                note.cases.join(", "),
+                note.text
+            ));
+        }
+    }
+    out.trim_end().to_string()
 }
 
 fn expand_home(path: &str) -> PathBuf {
@@ -260,6 +391,15 @@ mod tests {
     }
 
     #[test]
+    fn notes_explain_the_cases_their_patterns_match() {
+        let nginx = find("nginx").unwrap();
+        let explained = |id| nginx.notes.iter().filter(|n| n.explains(id)).count();
+        assert_eq!(explained("shutdown/one-way"), 1);
+        assert_eq!(explained("timeout/idle"), 1);
+        assert_eq!(explained("echo/single"), 0);
+    }
+
+    #[test]
     fn a_missing_program_says_what_to_install() {
         let profile = Profile {
             name: "nothing",
@@ -270,6 +410,7 @@ mod tests {
             args: &[],
             config: None,
             version_args: &[],
+            notes: NO_NOTES,
         };
         let err = profile.program().unwrap_err();
         assert!(err.contains("apt-get install nothing-at-all"), "{err}");

@@ -49,11 +49,13 @@ pub struct ProxyCommand {
 }
 
 /// A configuration file a proxy reads, as a template with the same placeholders as the command
-/// line, plus `{dir}` (the directory it is written to: for pid files and logs).
+/// line, plus `{dir}` (the directory it is written to: for pid files and logs). Each instance
+/// gets a directory of its own under `dir`, named by its listen port, so that instances
+/// running at once (cases run in parallel) share no file.
 #[derive(Debug, Clone)]
 pub struct ConfigFile {
-    /// Where to write it.
-    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub file_name: String,
     pub template: String,
 }
 
@@ -130,27 +132,30 @@ impl ProxyCommand {
         stall: Duration,
     ) -> std::io::Result<Vec<String>> {
         let stall = format_seconds(stall);
+        let instance = self
+            .config
+            .as_ref()
+            .map(|config| config.dir.join(listen_port.to_string()));
         let fill = |text: &str| {
             let mut text = text
                 .replace("{dest_host}", HOST)
                 .replace("{dest_port}", &dest_port.to_string())
                 .replace("{listen_port}", &listen_port.to_string())
                 .replace("{stall_timeout}", &stall);
-            if let Some(config) = &self.config {
-                let dir = config.path.parent().unwrap_or(std::path::Path::new("."));
+            if let (Some(config), Some(dir)) = (&self.config, &instance) {
                 text = text
-                    .replace("{config}", &config.path.to_string_lossy())
+                    .replace("{config}", &dir.join(&config.file_name).to_string_lossy())
                     .replace("{dir}", &dir.to_string_lossy());
             }
             text
         };
-        if let Some(config) = &self.config {
-            std::fs::write(&config.path, fill(&config.template)).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot write {}: {e}", config.path.display()),
-                )
-            })?;
+        if let (Some(config), Some(dir)) = (&self.config, &instance) {
+            let path = dir.join(&config.file_name);
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&path, fill(&config.template)))
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+                })?;
         }
         Ok(self.args.iter().map(|arg| fill(arg)).collect())
     }

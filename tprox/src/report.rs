@@ -67,6 +67,8 @@ pub struct HumanReporter<W: Write> {
     progress: Option<ProgressBar>,
     total: usize,
     running: Vec<&'static str>,
+    /// The profile's notes on where the proxy's documented behaviour differs.
+    notes: &'static [crate::profiles::Note],
 }
 
 impl<W: Write> HumanReporter<W> {
@@ -90,7 +92,14 @@ impl<W: Write> HumanReporter<W> {
             progress,
             total,
             running: Vec::new(),
+            notes: &[],
         }
+    }
+
+    /// Shows, under each failure a note explains, that note.
+    pub fn with_notes(mut self, notes: &'static [crate::profiles::Note]) -> Self {
+        self.notes = notes;
+        self
     }
 
     /// Shows, under every failure, the command that reruns just that case.
@@ -170,6 +179,9 @@ impl<W: Write> Reporter for HumanReporter<W> {
         if let Outcome::Fail(_) = &report.outcome {
             let rerun = self.rerun.as_ref().map(|r| r.replace("{id}", case.id));
             text.push_str(&failure_details(report, rerun.as_deref(), !self.verbose));
+            for note in self.notes.iter().filter(|note| note.explains(case.id)) {
+                text.push_str(&format!("    {:<12}{}\n", "proxy note", note.text));
+            }
         }
         if self.verbose {
             text.push_str(&format!(
