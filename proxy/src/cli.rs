@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::mapping::{self, Defaults, Mapping};
-use crate::relay::Copy;
+use crate::relay::Transfer;
 use crate::server::{self, Options};
 use crate::via::HttpProxy;
 
@@ -169,8 +169,8 @@ impl Args {
             mappings.extend(mapping::load_file(path, &defaults)?);
         }
         let copy = match self.copy {
-            CopyMode::Buffered => Copy::Buffered,
-            CopyMode::Splice | CopyMode::Auto => Copy::Splice,
+            CopyMode::Buffered => Transfer::Buffered,
+            CopyMode::Splice | CopyMode::Auto => Transfer::Splice,
         };
         Ok(Config {
             mappings,

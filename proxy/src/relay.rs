@@ -2,8 +2,8 @@
 //!
 //! Each direction is a pump that holds a bounded amount of data: it reads only while it has room,
 //! so a peer that stops reading eventually stops the proxy reading from the other peer, and the
-//! kernel's flow control does the rest (backpressure, R4). Two pumps exist: [`Copy::Buffered`]
-//! moves bytes through a user-space buffer, [`Copy::Splice`] moves them through a pipe with
+//! kernel's flow control does the rest (backpressure, R4). Two pumps exist: [`Transfer::Buffered`]
+//! moves bytes through a user-space buffer, [`Transfer::Splice`] moves them through a pipe with
 //! `splice(2)` and never copies them into the proxy (Linux only, see [`crate::splice`]).
 
 use std::fmt;
@@ -22,7 +22,7 @@ use crate::BUFFER_SIZE;
 
 /// How a pump moves bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Copy {
+pub enum Transfer {
     /// `read` into a buffer of [`BUFFER_SIZE`] bytes, `write` out of it.
     Buffered,
     /// `splice` through a pipe of [`crate::splice::PIPE_SIZE`] bytes (zero-copy) once a
@@ -65,10 +65,6 @@ pub enum Ending {
 }
 
 impl Ending {
-    pub fn is_clean(&self) -> bool {
-        matches!(self, Ending::BothEof)
-    }
-
     /// The ending for an I/O error on `side`: resets and aborts are a peer leaving.
     fn from_error(side: Side, error: io::Error) -> Ending {
         match error.kind() {
@@ -150,7 +146,7 @@ pub async fn relay(
     client: &TcpStream,
     server: &TcpStream,
     stall_timeout: Duration,
-    copy: Copy,
+    copy: Transfer,
     traffic: &Traffic,
 ) -> Ending {
     let up = Direction {
@@ -170,7 +166,7 @@ pub async fn relay(
         moved: &traffic.down,
     };
     let result = match copy {
-        Copy::Buffered | Copy::Splice => tokio::try_join!(pump(up, copy), pump(down, copy)),
+        Transfer::Buffered | Transfer::Splice => tokio::try_join!(pump(up, copy), pump(down, copy)),
     };
     match result {
         Ok(_) => Ending::BothEof,
@@ -195,10 +191,10 @@ pub fn abort(client: &TcpStream, server: &TcpStream) {
 /// to [`BUFFER_SIZE`]. Writing restarts the stall clock whenever any byte goes out (R7); reads
 /// have no timeout, so an idle connection is never aborted.
 ///
-/// With `copy` set to [`Copy::Splice`], a read that fills the whole [`BUFFER_SIZE`] buffer
+/// With `copy` set to [`Transfer::Splice`], a read that fills the whole [`BUFFER_SIZE`] buffer
 /// (bulk data, not a request or a reply) hands the direction over to
 /// [`crate::splice::pump`]: small messages never pay for making pipes, bulk never copies.
-pub async fn pump(dir: Direction<'_>, copy: Copy) -> Result<(), Ending> {
+pub async fn pump(dir: Direction<'_>, copy: Transfer) -> Result<(), Ending> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         dir.from.readable().await.map_err(|e| dir.read_failed(e))?;
@@ -236,7 +232,7 @@ pub async fn pump(dir: Direction<'_>, copy: Copy) -> Result<(), Ending> {
         if n == room {
             if room < BUFFER_SIZE {
                 buf.reserve_exact(BUFFER_SIZE);
-            } else if copy == Copy::Splice {
+            } else if copy == Transfer::Splice {
                 drop(buf);
                 return crate::splice::pump(dir).await;
             }

@@ -17,14 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::mapping::{host_port, Mapping};
-use crate::relay::{self, Copy, Ending, Side, Traffic};
+use crate::relay::{self, Ending, Side, Traffic, Transfer};
 use crate::sni;
 use crate::via::TunnelError;
 
 /// Settings that apply to the whole process.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub copy: Copy,
+    pub copy: Transfer,
     /// One accounting line per pair when it ends.
     pub log_connections: bool,
     /// Every event, including each accept and dial.
@@ -37,7 +37,7 @@ impl Default for Options {
     /// Splice where available, no per-connection log, five seconds of grace.
     fn default() -> Self {
         Options {
-            copy: Copy::Splice,
+            copy: Transfer::Splice,
             log_connections: false,
             verbose: false,
             grace: Duration::from_secs(5),

@@ -14,7 +14,7 @@
 #[cfg(not(target_os = "linux"))]
 /// Without splice, a direction stays with the buffered copy.
 pub async fn pump(dir: crate::relay::Direction<'_>) -> Result<(), crate::relay::Ending> {
-    Box::pin(crate::relay::pump(dir, crate::relay::Copy::Buffered)).await
+    Box::pin(crate::relay::pump(dir, crate::relay::Transfer::Buffered)).await
 }
 
 #[cfg(target_os = "linux")]
@@ -33,7 +33,7 @@ mod linux {
     use tokio::time::sleep_until;
 
     use super::PIPE_SIZE;
-    use crate::relay::{Copy, Direction, Ending};
+    use crate::relay::{Direction, Ending, Transfer};
 
     /// A non-blocking pipe and what it can hold.
     struct Pipe {
@@ -127,7 +127,9 @@ mod linux {
                     match Pipe::new() {
                         Ok(new) => pipe = Some(new),
                         // Out of descriptors: copying through a buffer needs none.
-                        Err(_) => return Box::pin(crate::relay::pump(dir, Copy::Buffered)).await,
+                        Err(_) => {
+                            return Box::pin(crate::relay::pump(dir, Transfer::Buffered)).await
+                        }
                     }
                 } else {
                     dir.from.readable().await.map_err(|e| dir.read_failed(e))?;

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::proxy::{ConfigFile, ProxyCommand, REFERENCE_ARG};
+use crate::proxy::{ConfigFile, ProxyCommand, REFERENCE_ARG, REFERENCE_ARGS};
 
 /// One known proxy.
 #[derive(Debug)]
@@ -63,14 +63,7 @@ pub const PROFILES: &[Profile] = &[
         install: "nothing: it is built in",
         program: TPROX_ITSELF,
         program_env: None,
-        args: &[
-            REFERENCE_ARG,
-            "{dest_host}",
-            "{dest_port}",
-            "{listen_port}",
-            "--stall-timeout",
-            "{stall_timeout}",
-        ],
+        args: REFERENCE_ARGS,
         config: None,
         version_args: &[REFERENCE_ARG, "--version"],
         notes: NO_NOTES,

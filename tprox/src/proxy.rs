@@ -105,15 +105,10 @@ impl ProxyCommand {
         let exe = std::env::current_exe().map_err(|e| {
             format!("cannot find the tprox executable to start the reference proxy: {e}")
         })?;
-        let mut command = Self::new(&[
-            exe.to_string_lossy().into_owned(),
-            REFERENCE_ARG.into(),
-            "{dest_host}".into(),
-            "{dest_port}".into(),
-            "{listen_port}".into(),
-            "--stall-timeout".into(),
-            "{stall_timeout}".into(),
-        ])?;
+        let argv: Vec<String> = std::iter::once(exe.to_string_lossy().into_owned())
+            .chain(REFERENCE_ARGS.iter().map(|a| a.to_string()))
+            .collect();
+        let mut command = Self::new(&argv)?;
         command.label = "reference proxy (tcpproxy, built in)".into();
         Ok(command)
     }
@@ -163,6 +158,16 @@ impl ProxyCommand {
 
 /// The first argument that makes the tprox binary run the reference proxy instead.
 pub const REFERENCE_ARG: &str = "__reference-proxy";
+
+/// The arguments that start the reference proxy from the tprox binary.
+pub const REFERENCE_ARGS: &[&str] = &[
+    REFERENCE_ARG,
+    "{dest_host}",
+    "{dest_port}",
+    "{listen_port}",
+    "--stall-timeout",
+    "{stall_timeout}",
+];
 
 fn format_seconds(d: Duration) -> String {
     let secs = d.as_secs_f64();
