@@ -20,6 +20,7 @@
 pub mod bench;
 pub mod case;
 pub mod cases;
+pub mod cli;
 pub mod formats;
 pub mod fuzz;
 pub mod grade;

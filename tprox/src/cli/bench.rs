@@ -1,0 +1,94 @@
+//! `tprox bench`: proxies measured side by side (the work is in [`crate::bench`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::proxy::ProxyCommand;
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  tprox bench                                     the reference against every installed proxy
+  tprox bench --profiles ref,haproxy,nginx --duration 3 --rounds 3 --json bench.json
+  tprox bench --profiles ref,socat -- ./myproxy {dest_host} {dest_port} {listen_port}
+
+Each proxy is started with a generated configuration (tprox --list-profiles shows them) and
+measured in turn, all in one run: throughput of one stream and of N streams into a sink,
+64-byte ping-pong round trips (mean and 99th percentile), complete connections per second
+(connect, 64-byte request and reply, close), and the CPU time and memory of all the proxy's
+processes. A direct connection to the same servers is the limit of the machine. The table
+ends with the reference's ratios to the best other proxy for each figure.
+
+Absolute figures depend on the machine and its load; compare ratios from one run.";
+
+/// Benchmark proxies side by side.
+#[derive(Debug, clap::Args)]
+#[command(after_help = BENCH_EXAMPLES)]
+pub(super) struct BenchArgs {
+    /// A proxy command of yours to measure too, as for the main run.
+    #[arg(value_name = "PROXY", trailing_var_arg = true)]
+    proxy: Vec<String>,
+
+    /// Profiles to measure, comma-separated [default: ref, ref-buffered and every installed
+    /// proxy].
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    profiles: Vec<String>,
+
+    /// Seconds each measurement runs.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = positive_seconds, allow_negative_numbers = true)]
+    duration: f64,
+
+    /// Measure everything this many times, proxies interleaved, and keep the medians.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+
+    /// Streams at once in the N-stream throughput test.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    streams: u32,
+
+    /// Clients at once in the connection-rate test.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    workers: u32,
+
+    /// Idle connections to hold through the proxies of --idle-profiles, measuring their memory
+    /// (0 skips it).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    idle: u32,
+
+    /// Proxies whose memory is measured with idle connections.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        default_value = "ref"
+    )]
+    idle_profiles: Vec<String>,
+
+    /// Also write the figures and ratios as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+pub(super) fn run(args: BenchArgs) -> u8 {
+    let command = match args.proxy.is_empty() {
+        true => None,
+        false => match ProxyCommand::new(&args.proxy) {
+            Ok(command) => Some(command),
+            Err(message) => return usage_error(&message),
+        },
+    };
+    let options = crate::bench::BenchOptions {
+        profiles: args.profiles,
+        command,
+        duration: Duration::from_secs_f64(args.duration),
+        streams: args.streams as usize,
+        workers: args.workers as usize,
+        idle: args.idle as usize,
+        idle_profiles: args.idle_profiles,
+        rounds: args.rounds as usize,
+        json: args.json,
+    };
+    proxy::become_subreaper();
+    stop_everything_on_interrupt();
+    crate::bench::main(options)
+}

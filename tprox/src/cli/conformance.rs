@@ -1,0 +1,279 @@
+//! The main job: the catalogue (or a selection of it) run against one proxy, once or
+//! `--repeat` times, reported as the options ask.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::formats::{self, RunInfo};
+use crate::harness::Scale;
+use crate::proxy::ProxyCommand;
+use crate::report::{HumanReporter, Summary};
+use crate::runner::{self, RunOptions};
+use crate::select::{self, Pattern};
+use crate::{rules, CATALOGUE};
+
+/// Runs the suite as `cli` says.
+pub(super) fn run_suite(cli: &Cli) -> u8 {
+    // A profile's configuration is written to a scratch directory that lives as long as the run.
+    let mut _scratch = None;
+    let proxy = match (&cli.profile, cli.reference, cli.proxy.is_empty()) {
+        (Some(name), _, _) => {
+            let profile = match crate::profiles::find(name) {
+                Ok(profile) => profile,
+                Err(message) => return usage_error(&message),
+            };
+            let scratch = match crate::profiles::scratch_dir() {
+                Ok(dir) => dir,
+                Err(message) => return usage_error(&message),
+            };
+            let command = profile.command(scratch.path());
+            _scratch = Some(scratch);
+            command
+        }
+        (None, true, _) => ProxyCommand::reference(),
+        (None, false, false) => ProxyCommand::new(&cli.proxy),
+        (None, false, true) => Err(
+            "no proxy to test: give the proxy command (tprox ./tcpproxy), --reference for the \
+             built-in reference proxy, or --profile NAME; see tprox --help"
+                .into(),
+        ),
+    };
+    let proxy = match proxy {
+        Ok(proxy) => proxy,
+        Err(message) => return usage_error(&message),
+    };
+    let parse = |patterns: &[String]| {
+        patterns
+            .iter()
+            .map(|p| Pattern::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (only, skip) = match (parse(&cli.only), parse(&cli.skip)) {
+        (Ok(only), Ok(skip)) => (only, skip),
+        (Err(message), _) | (_, Err(message)) => return usage_error(&message),
+    };
+    let (cases, unmatched) = select::select(CATALOGUE, &only, &skip);
+    for pattern in &unmatched {
+        eprintln!("tprox: warning: pattern '{pattern}' matches no case (see tprox --list)");
+    }
+    if cases.is_empty() {
+        eprintln!("tprox: no case selected; see tprox --list for the case ids");
+        return exit::NOTHING_SELECTED;
+    }
+    let seed = cli.seed.unwrap_or_else(|| fastrand::u64(..1_000_000_000));
+    let options = RunOptions {
+        startup_timeout: Duration::from_secs_f64(cli.startup_timeout),
+        jobs: cli.jobs.into(),
+        seed,
+        scale: Scale {
+            connections: cli.connections as usize,
+            bulk_bytes: cli.bulk_kib as usize * 1024,
+            ..Scale::default()
+        },
+        echo_proxy_output: cli.verbose,
+        shared: cli.shared,
+        retries: cli.retries,
+        ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tprox: cannot start the async runtime: {e}");
+            return exit::SETUP;
+        }
+    };
+    // A daemon that a proxy leaves behind is re-parented to tprox and stopped at the end.
+    proxy::become_subreaper();
+    let code = runtime.block_on(async {
+        tokio::select! {
+            code = run_repeatedly(&cases, &options, cli) => code,
+            signal = interrupted() => {
+                proxy::kill_all();
+                eprintln!("\ntprox: interrupted by {signal}; every proxy tprox started has been stopped");
+                exit::INTERRUPTED
+            }
+        }
+    });
+    // Dropping the runtime drops any case still running, and with it its proxy.
+    drop(runtime);
+    proxy::sweep_orphans();
+    code
+}
+
+/// Runs the selection `--repeat` times (once by default) and, when repeated, sums up each
+/// case's failure rate.
+async fn run_repeatedly(cases: &[&'static crate::Case], options: &RunOptions, cli: &Cli) -> u8 {
+    if cli.repeat == 1 {
+        return run(cases, options, cli).await.0;
+    }
+    let mut failures = vec![0u32; cases.len()];
+    let mut worst = exit::PASSED;
+    for i in 0..cli.repeat {
+        let options = RunOptions {
+            seed: options.seed.wrapping_add(u64::from(i)),
+            ..options.clone()
+        };
+        if cli.format == Format::Human {
+            say(format_args!("\n# run {} of {}", i + 1, cli.repeat));
+        }
+        let (code, reports) = run(cases, &options, cli).await;
+        if code == exit::SETUP {
+            return code;
+        }
+        worst = worst.max(code);
+        for (count, report) in failures.iter_mut().zip(&reports) {
+            if Summary::of(std::slice::from_ref(report), cli.strict).failed > 0 {
+                *count += 1;
+            }
+        }
+    }
+    let mut text = format!("\nFailure rate per case over {} runs:\n", cli.repeat);
+    for (case, count) in cases.iter().zip(&failures).filter(|(_, &count)| count > 0) {
+        text.push_str(&format!(
+            "  {:<24} failed {count} of {} runs ({:.0}%)\n",
+            case.id,
+            cli.repeat,
+            f64::from(*count) * 100.0 / f64::from(cli.repeat)
+        ));
+    }
+    if failures.iter().all(|&count| count == 0) {
+        text.push_str("  no case failed in any run\n");
+    }
+    eprint!("{text}");
+    worst
+}
+
+async fn run(
+    cases: &[&'static crate::Case],
+    options: &RunOptions,
+    cli: &Cli,
+) -> (u8, Vec<runner::CaseReport>) {
+    let rerun = rerun_template(cli, options.seed);
+    let human = cli.format == Format::Human;
+    if human {
+        say(format_args!(
+            "tprox {}: testing {} (stall timeout {} s, seed {}, {} case(s))",
+            env!("CARGO_PKG_VERSION"),
+            options.proxy.label,
+            options.stall.as_secs_f64(),
+            options.seed,
+            cases.len()
+        ));
+    }
+    let started = SystemTime::now();
+    if let Err(e) = runner::preflight(options).await {
+        eprintln!("tprox: setup failed: {e}");
+        return (exit::SETUP, Vec::new());
+    }
+    // With a machine format on stdout, the human lines go nowhere; the status line stays on
+    // stderr.
+    let sink: Box<dyn Write> = if human {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(std::io::sink())
+    };
+    let notes = match &cli.profile {
+        Some(name) => crate::profiles::find(name).map_or(&[][..], |p| p.notes),
+        None => &[],
+    };
+    let mut reporter = HumanReporter::new(sink, cli.verbose, cli.strict, cases.len())
+        .with_rerun(rerun)
+        .with_notes(notes);
+    let reports = match runner::run(cases, options, &mut reporter).await {
+        Ok(reports) => reports,
+        Err(e) => {
+            eprintln!("tprox: setup failed: {e}");
+            return (exit::SETUP, Vec::new());
+        }
+    };
+    let summary = Summary::of(&reports, cli.strict);
+    reporter.finish(&summary);
+    let info = RunInfo {
+        proxy: options.proxy.label.clone(),
+        stall: options.stall,
+        seed: options.seed,
+        started,
+        strict: cli.strict,
+    };
+    if !human {
+        let _ =
+            std::io::stdout().write_all(formats::render(cli.format, &info, &reports).as_bytes());
+    }
+    for (format, path) in &cli.output {
+        if let Err(e) = std::fs::write(path, formats::render(*format, &info, &reports)) {
+            eprintln!("tprox: cannot write the report to {}: {e}", path.display());
+            return (exit::SETUP, reports);
+        }
+    }
+    let code = if summary.failed > 0 {
+        exit::FAILED
+    } else {
+        exit::PASSED
+    };
+    (code, reports)
+}
+
+/// The command line that reruns one case (`{id}`) with the same seed and settings.
+fn rerun_template(cli: &Cli, seed: u64) -> String {
+    let mut parts = vec![
+        "tprox".to_string(),
+        "--only".into(),
+        "{id}".into(),
+        "--seed".into(),
+        seed.to_string(),
+    ];
+    if cli.stall_timeout != 10.0 {
+        parts.extend(["--stall-timeout".into(), cli.stall_timeout.to_string()]);
+    }
+    if cli.connections != 200 {
+        parts.extend(["--connections".into(), cli.connections.to_string()]);
+    }
+    if cli.bulk_kib != 2048 {
+        parts.extend(["--bulk-kib".into(), cli.bulk_kib.to_string()]);
+    }
+    if cli.strict {
+        parts.push("--strict".into());
+    }
+    if cli.shared {
+        parts.push("--shared".into());
+    }
+    if let Some(name) = &cli.profile {
+        parts.extend(["--profile".into(), shell_quote(name)]);
+    } else if cli.reference {
+        parts.push("--reference".into());
+    } else {
+        parts.push("--".into());
+        parts.extend(cli.proxy.iter().map(|a| shell_quote(a)));
+    }
+    parts.join(" ")
+}
+
+pub(super) fn list() {
+    for case in CATALOGUE {
+        say(format_args!(
+            "{:<24} {:<12} {:<6}  {}",
+            case.id,
+            rules::list(case.rules),
+            case.level,
+            case.name
+        ));
+    }
+}
+
+pub(super) fn print_rules() {
+    for rule in rules::Rule::ALL {
+        let cases: Vec<&str> = CATALOGUE
+            .iter()
+            .filter(|c| c.rules.contains(&rule))
+            .map(|c| c.id)
+            .collect();
+        say(format_args!("{rule} {}", rule.title()));
+        say(format_args!("    {}", rule.text()));
+        if cases.is_empty() {
+            say("    checked by: no case yet");
+        } else {
+            say(format_args!("    checked by: {}", cases.join(", ")));
+        }
+    }
+}

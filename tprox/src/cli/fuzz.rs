@@ -1,0 +1,230 @@
+//! `tprox fuzz`: generated scenarios and their shrinking (the work is in [`crate::fuzz`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::fuzz;
+use crate::proxy::ProxyCommand;
+use crate::runner::RunOptions;
+
+const FUZZ_EXAMPLES: &str = "\
+Examples:
+  tprox fuzz --reference                          200 scenarios against the reference proxy
+  tprox fuzz --stall-timeout 2 ./tcpproxy          classic style, as in the main run
+  tprox fuzz --cases 1000 --seed 7 -- python3 proxy.py {dest_host} {dest_port} {listen_port}
+  tprox fuzz --replay tprox-fuzz-failure.json ./tcpproxy     play a saved scenario again
+
+A scenario is a short program for both peers of up to three connections: writes of random
+sizes (1 byte to several MiB) from either side, pauses, reads that stop, resume or trickle,
+half-closes from either side in either order, and resets. The contract is the oracle: each
+side receives exactly what the other wrote (R1), a shutdown arrives as EOF after all the data
+while the other direction stays open (R5), a reset closes the other side promptly (R6), and
+nothing else is closed (R7: a scenario's pauses stay far below the stall timeout).
+
+On the first failure, the scenario is shrunk (fewer steps, smaller writes) to a minimal one
+that still fails, printed as steps, saved as JSON (--save), and the command that replays it
+is printed. Every run prints its seed: the same seed generates the same scenarios.
+
+Exit status: 0 every scenario passed, 1 a scenario failed, 2 bad usage or the proxy could not
+be started, 130 interrupted.";
+
+/// Fuzz a proxy with generated scenarios, judged by the contract.
+#[derive(Debug, clap::Args)]
+#[command(after_help = FUZZ_EXAMPLES)]
+pub(super) struct FuzzArgs {
+    /// The proxy program and its arguments, as for the main run (put `--` before it if it
+    /// has options of its own).
+    #[arg(value_name = "PROXY", trailing_var_arg = true)]
+    proxy: Vec<String>,
+
+    /// Fuzz the reference proxy that ships with tprox.
+    #[arg(long, conflicts_with = "proxy")]
+    reference: bool,
+
+    /// Scenarios to generate.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    cases: u32,
+
+    /// Seed for the scenario generator [default: random, and printed].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// How long shrinking a failure may take, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = positive_seconds, allow_negative_numbers = true)]
+    max_shrink_time: f64,
+
+    /// A fresh proxy for every scenario (failures replay alone), or one shared by all
+    /// (faster; also finds bugs that need state left by earlier connections).
+    #[arg(long, value_name = "MODE", default_value = "fresh", value_parser = ["fresh", "shared"])]
+    instance: String,
+
+    /// The stall timeout the proxy uses, in seconds; also passed as {stall_timeout}.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds, allow_negative_numbers = true)]
+    stall_timeout: f64,
+
+    /// How long the proxy may take to start listening, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds, allow_negative_numbers = true)]
+    startup_timeout: f64,
+
+    /// Play the scenario saved in FILE (by an earlier failure) instead of generating any.
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+
+    /// Where to save the minimal failing scenario.
+    #[arg(long, value_name = "FILE", default_value = "tprox-fuzz-failure.json")]
+    save: PathBuf,
+
+    /// Keep proptest's seeds of failing scenarios in FILE, and try them first in later runs.
+    #[arg(long, value_name = "FILE")]
+    persist: Option<PathBuf>,
+}
+
+pub(super) fn run(args: FuzzArgs) -> u8 {
+    let proxy = match (args.reference, args.proxy.is_empty()) {
+        (true, _) => ProxyCommand::reference(),
+        (false, false) => ProxyCommand::new(&args.proxy),
+        (false, true) => Err(
+            "no proxy to fuzz: give the proxy command (tprox fuzz ./tcpproxy), \
+                              or --reference; see tprox fuzz --help"
+                .into(),
+        ),
+    };
+    let proxy = match proxy {
+        Ok(proxy) => proxy,
+        Err(message) => return usage_error(&message),
+    };
+    let run = RunOptions {
+        startup_timeout: Duration::from_secs_f64(args.startup_timeout),
+        ..RunOptions::new(proxy, Duration::from_secs_f64(args.stall_timeout))
+    };
+    let target = if args.reference {
+        "the reference proxy".to_string()
+    } else {
+        args.proxy.join(" ")
+    };
+    proxy::become_subreaper();
+    stop_everything_on_interrupt();
+    let mut replay_line = vec![
+        "tprox fuzz --replay".to_string(),
+        shell_quote(&args.save.to_string_lossy()),
+    ];
+    if args.stall_timeout != 10.0 {
+        replay_line.push(format!("--stall-timeout {}", args.stall_timeout));
+    }
+    if args.reference {
+        replay_line.push("--reference".into());
+    } else {
+        replay_line.push("--".into());
+        replay_line.extend(args.proxy.iter().map(|a| shell_quote(a)));
+    }
+    let code = match &args.replay {
+        Some(path) => fuzz_replay(path, &run, &target),
+        None => fuzz_generate(&args, run, &target, &replay_line.join(" ")),
+    };
+    proxy::sweep_orphans();
+    code
+}
+
+fn fuzz_replay(path: &std::path::Path, run: &RunOptions, target: &str) -> u8 {
+    let scenario = match fuzz::load(path) {
+        Ok(scenario) => scenario,
+        Err(message) => return usage_error(&message),
+    };
+    eprintln!(
+        "tprox fuzz: replaying {} ({} step(s)) against {target}",
+        path.display(),
+        scenario.steps.len()
+    );
+    match fuzz::replay(run, &scenario) {
+        Err(e) => {
+            eprintln!("tprox: {e}");
+            exit::SETUP
+        }
+        Ok(Ok(())) => {
+            say(format_args!("the scenario passed:\n{scenario}"));
+            exit::PASSED
+        }
+        Ok(Err(violation)) => {
+            say(format_args!(
+                "the scenario failed: {}",
+                fuzz::describe(&scenario, &violation)
+            ));
+            exit::FAILED
+        }
+    }
+}
+
+fn fuzz_generate(args: &FuzzArgs, run: RunOptions, target: &str, replay_line: &str) -> u8 {
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..1_000_000_000));
+    let options = fuzz::FuzzOptions {
+        run,
+        cases: args.cases,
+        seed,
+        max_shrink_time: Duration::from_secs_f64(args.max_shrink_time),
+        instance: if args.instance == "shared" {
+            fuzz::Instance::Shared
+        } else {
+            fuzz::Instance::Fresh
+        },
+        persist: args.persist.clone(),
+    };
+    eprintln!(
+        "tprox fuzz: {} scenario(s) against {target} (stall timeout {} s, seed {seed}, {} proxy per scenario)",
+        args.cases,
+        args.stall_timeout,
+        if options.instance == fuzz::Instance::Shared { "one" } else { "a fresh" }
+    );
+    let bar = indicatif::ProgressBar::new(u64::from(args.cases));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} scenarios {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut failed_at = None;
+    let outcome = fuzz::fuzz(&options, |played, failed| {
+        if failed && failed_at.is_none() {
+            failed_at = Some(played);
+            bar.set_message("failed: shrinking…");
+        }
+        if failed_at.is_none() {
+            bar.set_position(u64::from(played));
+        }
+    });
+    bar.finish_and_clear();
+    match outcome {
+        fuzz::FuzzOutcome::Setup(e) => {
+            eprintln!("tprox: {e}");
+            exit::SETUP
+        }
+        fuzz::FuzzOutcome::Passed { scenarios } => {
+            say(format_args!("{scenarios} scenario(s) passed (seed {seed})"));
+            exit::PASSED
+        }
+        fuzz::FuzzOutcome::Failed {
+            minimal,
+            violation,
+            original_steps,
+            shrink_runs,
+        } => {
+            say(format_args!(
+                "scenario {} of {} failed; shrunk from {original_steps} to {} step(s) in {shrink_runs} failing replay(s)",
+                failed_at.unwrap_or(0),
+                args.cases,
+                minimal.steps.len()
+            ));
+            say(fuzz::describe(&minimal, &violation));
+            match fuzz::save(&args.save, &minimal) {
+                Ok(()) => say(format_args!(
+                    "saved to {}; replay it with:\n    {replay_line}",
+                    args.save.display()
+                )),
+                Err(message) => eprintln!("tprox: {message}"),
+            }
+            say(format_args!(
+                "seed {seed}: tprox fuzz --seed {seed} --cases {} generates the same scenarios",
+                args.cases
+            ));
+            exit::FAILED
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `tprox grade` and `tprox grade merge` (the work is in [`crate::grade`]).
+
+use std::path::PathBuf;
+
+use super::*;
+use crate::grade::{self, config::Grading, gradebook::Gradebook, GradeOptions, Partition};
+use crate::CATALOGUE;
+
+const GRADE_EXAMPLES: &str = "\
+Examples:
+  tprox grade grading.toml submissions/*              writes grades/gradebook.{html,csv,json}
+  tprox grade grading.toml submissions/* --partition 2/4 --out grades-2
+  tprox grade merge --out grades grades-*/gradebook.json
+
+The grading file (TOML) says how to build and start a submission and what each case is worth:
+
+  [build]                      # optional; run with sh -c in a scratch copy of the submission
+  command = \"make\"
+  timeout = \"5m\"
+  [run]
+  start = \"./tcpproxy {dest_host} {dest_port} {listen_port}\"   # also {submission}, {scratch}
+  stall_timeout = \"2s\"       # what the submissions were told to use
+  time_limit = \"3m\"          # wall clock for all of one submission's cases
+  jobs = 8                     # cases of one submission at once; also seed, retries
+  [limits]                     # for every proxy process
+  address_space_mib = 4096
+  open_files = 1024
+  cpu_seconds = 120
+  [points]                     # points per case: the longest matching pattern wins;
+  \"*\" = 1                      # cases no pattern matches are not run
+  \"shutdown/\" = 3
+
+Each submission is copied to a scratch directory and built and run there (its own directory
+is never written to), its proxies in process groups of their own under the limits above;
+whatever a submission starts is stopped when it is done. A submission that does not build,
+crashes, hangs, forks or floods its output scores what it scores and disturbs no other.
+
+Exit status: 0 the gradebook was written (whatever the scores), 2 bad usage or grading file,
+130 interrupted.";
+
+/// Grade many proxy submissions against the catalogue.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = GRADE_EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_value_name = "COMMAND",
+    subcommand_help_heading = "Other commands"
+)]
+pub(super) struct GradeArgs {
+    #[command(subcommand)]
+    command: Option<GradeCommand>,
+
+    /// The grading file (TOML; see below).
+    #[arg(value_name = "GRADING_FILE", required = true)]
+    grading_file: Option<PathBuf>,
+
+    /// The submission directories, one per student or team; each is graded under its own
+    /// directory name.
+    #[arg(value_name = "SUBMISSION", required = true)]
+    submissions: Vec<PathBuf>,
+
+    /// Where to write gradebook.{json,csv,html} and each submission's logs.
+    #[arg(long, value_name = "DIR", default_value = "grades")]
+    out: PathBuf,
+
+    /// Submissions graded at once [default: the number of CPUs]. Each submission's cases also
+    /// run in parallel ([run] jobs in the grading file).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+
+    /// Grade only the K-th of N equal shares (sorted by name), for splitting a large class
+    /// across machines; merge the gradebooks with tprox grade merge.
+    #[arg(long, value_name = "K/N", value_parser = Partition::parse)]
+    partition: Option<Partition>,
+
+    /// Keep each submission's scratch copy (under DIR/scratch) after grading.
+    #[arg(long)]
+    keep_scratch: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum GradeCommand {
+    /// Merge the gradebooks of partitions (gradebook.json files) into one.
+    Merge {
+        /// Where to write the merged gradebook.{json,csv,html}.
+        #[arg(long, value_name = "DIR", default_value = "grades")]
+        out: PathBuf,
+
+        /// The partial gradebooks (each a gradebook.json).
+        #[arg(value_name = "GRADEBOOK", required = true)]
+        gradebooks: Vec<PathBuf>,
+    },
+}
+
+pub(super) fn run(args: GradeArgs) -> u8 {
+    if let Some(GradeCommand::Merge { out, gradebooks }) = args.command {
+        return merge_command(&out, &gradebooks);
+    }
+    let (Some(grading_file), submissions) = (args.grading_file, args.submissions) else {
+        return usage_error("grade: give the grading file and the submission directories");
+    };
+    let grading = match Grading::load(&grading_file, CATALOGUE) {
+        Ok(grading) => grading,
+        Err(e) => return usage_error(&e),
+    };
+    let submissions = match grade::submission_dirs(&submissions) {
+        Ok(dirs) => dirs,
+        Err(e) => return usage_error(&e),
+    };
+    let jobs = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(2, usize::from),
+        usize::from,
+    );
+    let partition = args.partition.unwrap_or(Partition::WHOLE);
+    let options = GradeOptions {
+        grading,
+        submissions,
+        out: args.out.clone(),
+        jobs,
+        partition,
+        keep_scratch: args.keep_scratch,
+    };
+    let share = partition.take(options.submissions.clone()).len();
+    eprintln!(
+        "tprox grade: {share} submission(s){}, {} case(s) worth {} points, {jobs} at once; gradebook in {}",
+        if partition == Partition::WHOLE {
+            String::new()
+        } else {
+            format!(" (partition {partition} of {})", options.submissions.len())
+        },
+        options.grading.cases.len(),
+        grade::gradebook::number(options.grading.max_total()),
+        args.out.display()
+    );
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tprox: cannot start the async runtime: {e}");
+            return exit::SETUP;
+        }
+    };
+    let book = runtime.block_on(async {
+        tokio::select! {
+            book = grade::grade(&options) => Some(book),
+            signal = interrupted() => {
+                proxy::kill_all();
+                eprintln!("\ntprox grade: interrupted by {signal}; every process tprox started has been stopped; no gradebook written");
+                None
+            }
+        }
+    });
+    drop(runtime);
+    proxy::sweep_orphans();
+    let Some(book) = book else {
+        return exit::INTERRUPTED;
+    };
+    match grade::write(&book, &args.out) {
+        Ok(paths) => {
+            for path in paths {
+                say(format_args!("wrote {}", path.display()));
+            }
+            exit::PASSED
+        }
+        Err(e) => usage_error(&e),
+    }
+}
+
+fn merge_command(out: &std::path::Path, paths: &[PathBuf]) -> u8 {
+    let books = match paths.iter().map(|p| Gradebook::read_json(p)).collect() {
+        Ok(books) => books,
+        Err(e) => return usage_error(&e),
+    };
+    let merged = match Gradebook::merge(books) {
+        Ok(merged) => merged,
+        Err(e) => return usage_error(&format!("grade merge: {e}")),
+    };
+    let missing = merged.missing_partitions();
+    if !missing.is_empty() {
+        eprintln!(
+            "tprox grade merge: warning: partition(s) {} missing: their submissions are not in the gradebook",
+            missing.join(", ")
+        );
+    }
+    match grade::write(&merged, out) {
+        Ok(paths) => {
+            say(format_args!(
+                "merged {} gradebook(s), {} submission(s)",
+                paths.len(),
+                merged.submissions.len()
+            ));
+            for path in paths {
+                say(format_args!("wrote {}", path.display()));
+            }
+            exit::PASSED
+        }
+        Err(e) => usage_error(&e),
+    }
+}

@@ -1,0 +1,274 @@
+//! The `tprox` command line: what each option means, and which library module each command
+//! hands its work to. `main.rs` only calls [`main`]; each subcommand's glue (options into the
+//! library's settings, progress and messages) sits in a module of its own here, and the work
+//! itself in the library modules they name.
+
+mod bench;
+mod conformance;
+mod fuzz;
+mod grade;
+mod peer;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::exit;
+use crate::formats::Format;
+use crate::proxy;
+
+use bench::BenchArgs;
+use fuzz::FuzzArgs;
+use grade::GradeArgs;
+use peer::PeerArgs;
+
+const EXAMPLES: &str = "\
+Examples:
+  tprox --reference                       test the reference proxy built into tprox
+  tprox ./tcpproxy                        runs ./tcpproxy 127.0.0.1 DEST_PORT LISTEN_PORT
+  tprox -- socat TCP-LISTEN:{listen_port},reuseaddr,fork TCP:{dest_host}:{dest_port}
+  tprox --only shutdown/ --only 'timeout/*' ./tcpproxy
+  tprox --stall-timeout 2 -- ./myproxy --timeout {stall_timeout} {dest_host} {dest_port} {listen_port}
+  tprox grade grading.toml submissions/*  grade a class of proxies (see tprox grade --help)
+  tprox fuzz --reference                  generated scenarios, shrunk on failure (tprox fuzz --help)
+
+Exit status:
+  0  every selected case passed
+  1  at least one case failed
+  2  bad usage, or the proxy could not be started (it exited, or never listened)
+  3  the filters selected no case
+  130 interrupted; every proxy tprox started was stopped";
+
+/// Conformance tests for TCP proxies.
+///
+/// tprox starts the proxy under test, plays both the client and the destination server, and
+/// runs each case of the TCP proxy contract against it: echo through chains of connections,
+/// bulk data, blocked peers, half-close, early close, stall timeouts. Every case gets a fresh
+/// proxy instance; cases run in parallel.
+///
+/// PROXY is started as `PROXY [ARGS]... DEST_HOST DEST_PORT LISTEN_PORT`, like the original
+/// lab tester, unless an argument contains a placeholder: then `{dest_host}`, `{dest_port}`,
+/// `{listen_port}` and `{stall_timeout}` are substituted wherever they appear and nothing is
+/// appended.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tprox",
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_value_name = "COMMAND",
+    subcommand_help_heading = "Other commands"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// The proxy program and its arguments (put `--` before it if it has options of its own).
+    #[arg(value_name = "PROXY", trailing_var_arg = true)]
+    proxy: Vec<String>,
+
+    /// Test the reference proxy that ships with tprox instead of a program of yours.
+    #[arg(long, conflicts_with = "proxy")]
+    reference: bool,
+
+    /// Test a known proxy (socat, haproxy, nginx, rinetd, redir, tcpproxy, ref), started with a
+    /// generated configuration; see --list-profiles.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["proxy", "reference"])]
+    profile: Option<String>,
+
+    /// List the known proxies: whether each is installed, its version, how it is run, and
+    /// where its behaviour differs from the contract's; then exit.
+    #[arg(long)]
+    list_profiles: bool,
+
+    /// List the cases (id, rules, level, name) and exit.
+    #[arg(long)]
+    list: bool,
+
+    /// Print each rule of the contract with the cases that check it, and exit.
+    #[arg(long)]
+    rules: bool,
+
+    /// Run only cases whose id starts with PATTERN, or matches it as a glob (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    only: Vec<String>,
+
+    /// Leave out cases whose id starts with PATTERN, or matches it as a glob (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    skip: Vec<String>,
+
+    /// The stall timeout the proxy uses, in seconds (what the timeout cases expect).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds, allow_negative_numbers = true)]
+    stall_timeout: f64,
+
+    /// How many cases run at once. Cases mostly wait, so this may exceed the cores.
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: u16,
+
+    /// How long the proxy may take to start listening, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds, allow_negative_numbers = true)]
+    startup_timeout: f64,
+
+    /// Run every case against one proxy instance, in sequence, like the original tester: state
+    /// that leaks from one case into the next then shows up.
+    #[arg(long)]
+    shared: bool,
+
+    /// Count failed SHOULD cases (low latency, R12) as failures, not warnings.
+    #[arg(long)]
+    strict: bool,
+
+    /// Connections open at once in concurrency/many. Each needs two descriptors in tprox and
+    /// two in the proxy: mind the open-file limit (ulimit -n).
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=20000))]
+    connections: u32,
+
+    /// Size of the bulk transfer through the chain of connections, in KiB (the original: 2048).
+    #[arg(long, value_name = "KIB", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1048576))]
+    bulk_kib: u32,
+
+    /// Format of the report on stdout: human, json, junit or tap.
+    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = parse_format)]
+    format: Format,
+
+    /// Also write a report to FILE (repeatable). The format comes from FORMAT: or from the
+    /// extension: --output results.xml (JUnit), --output report.json, --output tap:out.txt.
+    #[arg(long, value_name = "[FORMAT:]FILE", value_parser = Format::parse_output)]
+    output: Vec<(Format, PathBuf)>,
+
+    /// Try a failed case up to N more times, each with a fresh proxy. A case that fails and then
+    /// passes is reported as flaky: shown as such, but it does not fail the run.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    retries: u32,
+
+    /// Run the selection N times and report each case's failure rate; run i uses seed + i - 1.
+    /// Reports written with --output describe the last run.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
+
+    /// Seed for every random payload; printed with each run, so a failure can be replayed.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Show each case's trace and the proxy's output as it runs.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Grade a class: build and test every submission directory, write a gradebook
+    /// (see tprox grade --help).
+    Grade(GradeArgs),
+    /// Play generated scenarios against a proxy and shrink the first failure to a minimal one
+    /// (see tprox fuzz --help).
+    Fuzz(FuzzArgs),
+    /// Measure proxies side by side, and a direct connection, under the same load
+    /// (see tprox bench --help).
+    Bench(BenchArgs),
+    /// Play one side of a connection by hand, netcat-style: echo, sink, source, greet, refuse,
+    /// reset (see tprox peer --help).
+    Peer(PeerArgs),
+}
+
+fn parse_format(text: &str) -> Result<Format, String> {
+    Format::parse(text)
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() && secs <= 3600.0 => Ok(secs),
+        _ => Err("expected a number of seconds between 0 and 3600, such as 10 or 2.5".into()),
+    }
+}
+
+/// Parses the command line and runs what it asks for; returns the exit status.
+pub fn main() -> u8 {
+    dispatch(Cli::parse())
+}
+
+fn dispatch(cli: Cli) -> u8 {
+    match cli.command {
+        Some(Command::Grade(args)) => return grade::run(args),
+        Some(Command::Fuzz(args)) => return fuzz::run(args),
+        Some(Command::Bench(args)) => return bench::run(args),
+        Some(Command::Peer(args)) => return peer::run(args),
+        None => {}
+    }
+    if cli.list {
+        conformance::list();
+        return exit::PASSED;
+    }
+    if cli.list_profiles {
+        say(format_args!("{}", crate::profiles::describe_all()));
+        return exit::PASSED;
+    }
+    if cli.rules {
+        conformance::print_rules();
+        return exit::PASSED;
+    }
+    conformance::run_suite(&cli)
+}
+
+fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,{}@%+".contains(c))
+    {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// On Ctrl-C (or SIGTERM, SIGHUP), stops every proxy tprox started and exits with 130. For
+/// commands that run outside an async runtime of their own.
+fn stop_everything_on_interrupt() {
+    std::thread::spawn(|| {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let signal = runtime.block_on(interrupted());
+        proxy::kill_all();
+        proxy::sweep_orphans();
+        eprintln!("\ntprox: interrupted by {signal}; every proxy tprox started has been stopped");
+        std::process::exit(exit::INTERRUPTED.into());
+    });
+}
+
+/// Prints a line on stdout. A closed stdout (`tprox --list | head`) is not an error worth a
+/// panic: the output is simply not wanted any more.
+fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+fn usage_error(message: &str) -> u8 {
+    eprintln!("tprox: {message}");
+    exit::SETUP
+}
+
+/// Resolves when tprox is asked to stop, with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    async fn recv(stream: &mut Option<Signal>) {
+        match stream {
+            Some(stream) => {
+                stream.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    tokio::select! {
+        _ = recv(&mut int) => "SIGINT",
+        _ = recv(&mut term) => "SIGTERM",
+        _ = recv(&mut hup) => "SIGHUP",
+    }
+}

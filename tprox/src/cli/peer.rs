@@ -1,0 +1,93 @@
+//! `tprox peer`: one side of a connection, by hand (the work is in [`crate::peer`]).
+
+use super::*;
+
+const PEER_EXAMPLES: &str = "\
+Examples, to debug a proxy that forwards :8080 to :9000:
+  tprox peer echo --listen 9000                  the destination echoes (IPv4 and IPv6 loopback)
+  tprox peer source --connect 127.0.0.1:8080x10 --bytes 1000000
+                                                 ten clients send 1 MB each, then shut down
+  tprox peer greet --listen 9000 --greeting 'HELLO' a destination that speaks first
+  tprox peer sink --listen 9000 --stop-reading-after 100000
+                                                 stops reading: does the proxy stop too?
+  tprox peer refuse --listen 9000                connections to 9000 are refused
+  tprox peer reset --listen 9000 --reset-after 10   resets each connection after 10 bytes
+
+Each connection's bytes received and sent are printed when it ends, the totals when the peer
+stops. A listening peer runs until Ctrl-C; a connecting one until all its connections end.";
+
+/// Play one side of a connection by hand.
+#[derive(Debug, clap::Args)]
+#[command(after_help = PEER_EXAMPLES)]
+pub(super) struct PeerArgs {
+    /// What to do with each connection.
+    #[arg(value_enum)]
+    mode: crate::peer::Mode,
+
+    /// Listen on [ADDR:]PORT (a bare port: IPv4 and IPv6 loopback).
+    #[arg(
+        long,
+        value_name = "[ADDR:]PORT",
+        conflicts_with = "connect",
+        required_unless_present = "connect"
+    )]
+    listen: Option<String>,
+
+    /// Connect to HOST:PORT, N times at once with xN (127.0.0.1:8080x10).
+    #[arg(long, value_name = "HOST:PORT[xN]", value_parser = crate::peer::parse_connect)]
+    connect: Option<(String, usize)>,
+
+    /// Source: how many bytes each connection sends.
+    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
+    bytes: u64,
+
+    /// Source: bytes per second per connection [default: as fast as possible].
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
+
+    /// Source: send this byte (0-255) over and over instead of random bytes.
+    #[arg(long, value_name = "BYTE")]
+    fixed: Option<u8>,
+
+    /// Greet: what to send first.
+    #[arg(long, value_name = "TEXT", default_value = "hello from tprox peer\r\n")]
+    greeting: String,
+
+    /// Stop reading after N bytes received, and stay connected.
+    #[arg(long, value_name = "N")]
+    stop_reading_after: Option<u64>,
+
+    /// Close the connection after N bytes received.
+    #[arg(long, value_name = "N")]
+    close_after: Option<u64>,
+
+    /// Reset the connection after N bytes received (reset mode: 0 by default).
+    #[arg(long, value_name = "N")]
+    reset_after: Option<u64>,
+}
+
+pub(super) fn run(args: PeerArgs) -> u8 {
+    use crate::peer::{Mode, PeerOptions, Place};
+    let place = match (args.listen, args.connect) {
+        (Some(text), _) => match crate::peer::parse_listen(&text) {
+            Ok(addrs) => Place::Listen(addrs),
+            Err(message) => return usage_error(&message),
+        },
+        (None, Some((target, count))) => Place::Connect(target, count),
+        (None, None) => return usage_error("give --listen [ADDR:]PORT or --connect HOST:PORT[xN]"),
+    };
+    if args.mode == Mode::Refuse && matches!(place, Place::Connect(..)) {
+        return usage_error("refuse is for a listening peer: tprox peer refuse --listen PORT");
+    }
+    crate::peer::main(PeerOptions {
+        mode: args.mode,
+        place,
+        bytes: args.bytes,
+        rate: args.rate,
+        fixed: args.fixed,
+        greeting: args.greeting,
+        stop_reading_after: args.stop_reading_after,
+        close_after: args.close_after,
+        reset_after: args.reset_after,
+    })
+}
