@@ -37,20 +37,33 @@ pub fn sample(pgid: i32) -> Result<Usage, String> {
     };
     for process in processes.flatten() {
         let Ok(stat) = process.stat() else { continue };
-        if stat.pgrp != pgid {
+        // A zombie (a forking proxy's finished child, not yet reaped) holds no descriptor and
+        // no memory; its CPU time is already in its parent's or reaper's account.
+        if stat.pgrp != pgid || matches!(stat.state, 'Z' | 'X') {
             continue;
         }
         usage.processes += 1;
         usage.rss += stat.rss * page;
         usage.cpu += Duration::from_secs_f64((stat.utime + stat.stime) as f64 / ticks);
-        usage.fds += process
-            .fd_count()
+        usage.fds += descriptors(stat.pid)
             .map_err(|e| format!("cannot count the proxy's descriptors: {e}"))?;
     }
     if usage.processes == 0 {
         return Err(format!("no process of group {pgid} found under /proc"));
     }
     Ok(usage)
+}
+
+/// How many descriptors process `pid` holds. Not procfs's `fd_count`: where the kernel does not
+/// report the count as the directory's size (before Linux 6.2, and always for a process with no
+/// descriptors), it counts `.` and `..` too, two phantom descriptors per process.
+fn descriptors(pid: i32) -> std::io::Result<usize> {
+    match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(entries) => Ok(entries.count()),
+        // The process exited between listing and counting: it holds nothing.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// Bytes queued in one TCP socket, as the kernel reports them.
@@ -273,6 +286,38 @@ mod sock_diag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zombie_in_the_group_holds_no_descriptors() {
+        use std::os::unix::process::CommandExt;
+        // The subshell exits at once; `sleep`, which replaces its parent, never reaps it.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "(exit 0) & exec sleep 5"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let zombie = loop {
+            let zombies = procfs::process::all_processes()
+                .unwrap()
+                .flatten()
+                .filter_map(|p| p.stat().ok())
+                .filter(|s| s.pgrp == pgid && s.state == 'Z')
+                .count();
+            if zombies == 1 || std::time::Instant::now() > deadline {
+                break zombies;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let usage = sample(pgid).unwrap();
+        let sleeper = descriptors(pgid).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(zombie, 1, "the test needs a zombie in the group");
+        assert_eq!(usage.processes, 1, "the zombie is not a process that counts");
+        assert_eq!(usage.fds, sleeper, "only the live process's descriptors count");
+    }
 
     #[test]
     fn reports_unread_bytes_in_both_ends_of_a_connection() {
