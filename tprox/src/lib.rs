@@ -16,6 +16,7 @@
 //! * [`profiles`]: known real proxies as data, started with generated configurations.
 //! * [`bench`]: `tprox bench`, proxies measured side by side against a direct connection.
 //! * [`peer`]: `tprox peer`, the cases' client and destination behaviours, run by hand.
+//! * [`matrix`]: `tprox matrix`, the catalogue against every known proxy, as a matrix.
 
 pub mod bench;
 pub mod case;
@@ -26,6 +27,8 @@ pub mod fuzz;
 pub mod grade;
 pub mod harness;
 pub mod held;
+pub mod html;
+pub mod matrix;
 pub mod net;
 pub mod peer;
 pub mod probe;

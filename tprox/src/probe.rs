@@ -315,8 +315,14 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(zombie, 1, "the test needs a zombie in the group");
-        assert_eq!(usage.processes, 1, "the zombie is not a process that counts");
-        assert_eq!(usage.fds, sleeper, "only the live process's descriptors count");
+        assert_eq!(
+            usage.processes, 1,
+            "the zombie is not a process that counts"
+        );
+        assert_eq!(
+            usage.fds, sleeper,
+            "only the live process's descriptors count"
+        );
     }
 
     #[test]

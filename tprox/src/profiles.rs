@@ -111,6 +111,11 @@ pub const PROFILES: &[Profile] = &[
                 text: "no stall timeout: socat's only timeout, -T, is an inactivity timeout \
                        (it would close idle connections too), so the profile leaves it off",
             },
+            Note {
+                cases: &["latency/small-writes"],
+                text: "socat sets TCP_NODELAY only when given its nodelay address option (man \
+                       socat, TCP options); the profile runs socat's defaults",
+            },
         ],
     },
     Profile {
@@ -172,10 +177,22 @@ pub const PROFILES: &[Profile] = &[
         args: &["-f", "-c", "{config}"],
         config: Some("{dest_host} {listen_port} {dest_host} {dest_port}\n"),
         version_args: &["-v"],
-        notes: &[Note {
-            cases: &["timeout/lazy-", "timeout/slow-reader"],
-            text: "no stall timeout: rinetd has no per-connection timeout setting (man rinetd)",
-        }],
+        notes: &[
+            Note {
+                cases: &["shutdown/", "bulk/duplex"],
+                text: "no half-close: an EOF from either side closes that connection and then the \
+                       other once its pending data is written (src/rinetd.c, handleClose: 'one end \
+                       fizzled out')",
+            },
+            Note {
+                cases: &["timeout/lazy-", "timeout/slow-reader"],
+                text: "no stall timeout: rinetd's only timeout is for UDP forwarding (man rinetd)",
+            },
+            Note {
+                cases: &["latency/small-writes"],
+                text: "rinetd never sets TCP_NODELAY and has no option for it (man rinetd)",
+            },
+        ],
     },
     Profile {
         name: "redir",
@@ -186,11 +203,22 @@ pub const PROFILES: &[Profile] = &[
         args: &["-n", "{dest_host}:{listen_port}", "{dest_host}:{dest_port}"],
         config: None,
         version_args: &["-v"],
-        notes: &[Note {
-            cases: &["timeout/lazy-", "timeout/slow-reader"],
-            text: "no stall timeout: redir's only timeout, --timeout, closes idle connections, so \
-                   the profile leaves it off",
-        }],
+        notes: &[
+            Note {
+                cases: &["shutdown/", "bulk/duplex"],
+                text: "no half-close: redir's copy loop ends the session at the first EOF from \
+                       either side and shuts down both sockets (redir.c, copyloop)",
+            },
+            Note {
+                cases: &["timeout/lazy-", "timeout/slow-reader"],
+                text: "no stall timeout: redir's only timeout, --timeout, closes idle \
+                       connections, so the profile leaves it off",
+            },
+            Note {
+                cases: &["latency/small-writes"],
+                text: "redir never sets TCP_NODELAY and has no option for it (redir --help)",
+            },
+        ],
     },
     Profile {
         name: "tcpproxy",
@@ -208,10 +236,23 @@ pub const PROFILES: &[Profile] = &[
         ],
         config: None,
         version_args: &["--version"],
-        notes: &[Note {
-            cases: &["timeout/lazy-", "timeout/slow-reader"],
-            text: "no stall timeout: the crate has no timeout option (tcpproxy --help)",
-        }],
+        notes: &[
+            Note {
+                cases: &["shutdown/", "bulk/duplex"],
+                text: "no half-close, by design: when one direction ends the crate cancels the \
+                       other, to 'correlate the lifetimes of the two tcp read/write loops' \
+                       (src/main.rs, copy_with_abort)",
+            },
+            Note {
+                cases: &["timeout/lazy-", "timeout/slow-reader"],
+                text: "no stall timeout: the crate has no timeout option (tcpproxy --help)",
+            },
+            Note {
+                cases: &["latency/small-writes"],
+                text: "the crate never sets TCP_NODELAY on its sockets and has no option for it \
+                       (tcpproxy --help)",
+            },
+        ],
     },
 ];
 
@@ -269,7 +310,8 @@ impl Profile {
         Ok(command.in_dir(scratch.to_path_buf()))
     }
 
-    /// The version as the program reports it: its first line of output that says anything.
+    /// The version as the program reports it: its first line of output that names a version,
+    /// else its first line that says anything.
     pub fn version(&self) -> String {
         let Ok(program) = self.program() else {
             return "not installed".into();
@@ -286,9 +328,11 @@ impl Profile {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        text.lines()
-            .map(str::trim)
-            .find(|line| !line.is_empty())
+        // socat names its authors first and its version on the next line.
+        let lines = || text.lines().map(str::trim).filter(|line| !line.is_empty());
+        lines()
+            .find(|line| line.to_lowercase().contains("version"))
+            .or_else(|| lines().next())
             .unwrap_or("unknown")
             .to_string()
     }

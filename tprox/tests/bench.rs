@@ -70,6 +70,59 @@ fn the_generators_measure_direct_and_a_proxy_sanely() {
     assert_eq!(report["proxies"][0]["name"], "direct");
 }
 
+/// A proxy that logs a line per connection (here the reference with `-d`) writes megabytes in
+/// the connection test: tprox must drain its output while the load runs, or the proxy blocks
+/// on a full pipe and its connections hang.
+#[test]
+fn a_proxy_that_logs_every_connection_is_not_blocked_by_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let output = tprox()
+        .args([
+            "bench",
+            "--profiles",
+            "ref",
+            "--duration",
+            "1",
+            "--idle",
+            "0",
+            "--json",
+        ])
+        .arg(&json)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_tprox"))
+        .args([
+            "__reference-proxy",
+            "{dest_host}",
+            "{dest_port}",
+            "{listen_port}",
+            "-d",
+        ])
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let yours = report["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "yours")
+        .unwrap_or_else(|| panic!("no entry for the given command: {report}"));
+    assert!(
+        yours["connections_per_sec"]
+            .as_f64()
+            .is_some_and(|rate| rate > 0.0),
+        "the logging proxy's connections hung: {yours}\n{stdout}"
+    );
+}
+
 #[test]
 fn unknown_and_missing_profiles_are_setup_errors() {
     tprox()

@@ -98,7 +98,12 @@ pub fn run(
             Target::Proxy(command.clone()),
         ));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // One worker thread of its own: the proxies' output is drained by tasks on this runtime,
+    // and they must keep running while the load generators (plain threads) work. On a
+    // current-thread runtime they ran only inside `block_on`, a chatty proxy (a line per
+    // connection) filled its pipe during a measurement, and blocked writing its log.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;

@@ -76,29 +76,8 @@ pub(super) fn run_suite(cli: &Cli) -> u8 {
         retries: cli.retries,
         ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("tprox: cannot start the async runtime: {e}");
-            return exit::SETUP;
-        }
-    };
-    // A daemon that a proxy leaves behind is re-parented to tprox and stopped at the end.
-    proxy::become_subreaper();
-    let code = runtime.block_on(async {
-        tokio::select! {
-            code = run_repeatedly(&cases, &options, cli) => code,
-            signal = interrupted() => {
-                proxy::kill_all();
-                eprintln!("\ntprox: interrupted by {signal}; every proxy tprox started has been stopped");
-                exit::INTERRUPTED
-            }
-        }
-    });
-    // Dropping the runtime drops any case still running, and with it its proxy.
-    drop(runtime);
-    proxy::sweep_orphans();
-    code
+    run_interruptible("tprox", "", run_repeatedly(&cases, &options, cli))
+        .unwrap_or_else(|code| code)
 }
 
 /// Runs the selection `--repeat` times (once by default) and, when repeated, sums up each

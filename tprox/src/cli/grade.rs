@@ -132,27 +132,13 @@ pub(super) fn run(args: GradeArgs) -> u8 {
         grade::gradebook::number(options.grading.max_total()),
         args.out.display()
     );
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("tprox: cannot start the async runtime: {e}");
-            return exit::SETUP;
-        }
-    };
-    let book = runtime.block_on(async {
-        tokio::select! {
-            book = grade::grade(&options) => Some(book),
-            signal = interrupted() => {
-                proxy::kill_all();
-                eprintln!("\ntprox grade: interrupted by {signal}; every process tprox started has been stopped; no gradebook written");
-                None
-            }
-        }
-    });
-    drop(runtime);
-    proxy::sweep_orphans();
-    let Some(book) = book else {
-        return exit::INTERRUPTED;
+    let book = match run_interruptible(
+        "tprox grade",
+        "; no gradebook written",
+        grade::grade(&options),
+    ) {
+        Ok(book) => book,
+        Err(code) => return code,
     };
     match grade::write(&book, &args.out) {
         Ok(paths) => {

@@ -7,6 +7,7 @@ mod bench;
 mod conformance;
 mod fuzz;
 mod grade;
+mod matrix;
 mod peer;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use crate::proxy;
 use bench::BenchArgs;
 use fuzz::FuzzArgs;
 use grade::GradeArgs;
+use matrix::MatrixArgs;
 use peer::PeerArgs;
 
 const EXAMPLES: &str = "\
@@ -169,6 +171,9 @@ enum Command {
     /// Play one side of a connection by hand, netcat-style: echo, sink, source, greet, refuse,
     /// reset (see tprox peer --help).
     Peer(PeerArgs),
+    /// Run the catalogue against every known proxy and write the compatibility matrix as JSON,
+    /// Markdown and HTML (see tprox matrix --help).
+    Matrix(MatrixArgs),
 }
 
 fn parse_format(text: &str) -> Result<Format, String> {
@@ -193,6 +198,7 @@ fn dispatch(cli: Cli) -> u8 {
         Some(Command::Fuzz(args)) => return fuzz::run(args),
         Some(Command::Bench(args)) => return bench::run(args),
         Some(Command::Peer(args)) => return peer::run(args),
+        Some(Command::Matrix(args)) => return matrix::run(args),
         None => {}
     }
     if cli.list {
@@ -220,6 +226,39 @@ fn shell_quote(arg: &str) -> String {
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
     }
+}
+
+/// Runs `work` on a runtime of its own until it ends or tprox is asked to stop, then stops every
+/// proxy tprox started (the runtime's end drops whatever still runs) and sweeps the orphans.
+/// `Err` is the exit status to return: the runtime could not start, or tprox was interrupted
+/// (`lost` says what was not done then, as `; no gradebook written`).
+fn run_interruptible<F: std::future::Future>(
+    command: &str,
+    lost: &str,
+    work: F,
+) -> Result<F::Output, u8> {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tprox: cannot start the async runtime: {e}");
+            return Err(exit::SETUP);
+        }
+    };
+    // A daemon that a proxy leaves behind is re-parented to tprox and stopped at the end.
+    proxy::become_subreaper();
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            output = work => Ok(output),
+            signal = interrupted() => {
+                proxy::kill_all();
+                eprintln!("\n{command}: interrupted by {signal}; every proxy tprox started has been stopped{lost}");
+                Err(exit::INTERRUPTED)
+            }
+        }
+    });
+    drop(runtime);
+    proxy::sweep_orphans();
+    outcome
 }
 
 /// On Ctrl-C (or SIGTERM, SIGHUP), stops every proxy tprox started and exits with 130. For

@@ -3,6 +3,7 @@
 //! name. No external file, script or font: the page is mailed, archived and opened offline.
 
 use super::gradebook::{number, Gradebook, Status};
+use crate::html::escape;
 
 const STYLE: &str = r#"
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -132,33 +133,4 @@ pub fn render(book: &Gradebook) -> String {
     page.push_str(SCRIPT);
     page.push_str("</script>\n</body>\n</html>\n");
     page
-}
-
-/// Text as HTML: the five characters that could end an element or an attribute, escaped.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn markup_in_messages_is_escaped() {
-        assert_eq!(
-            escape("<script>\"x\" & 'y'</script>"),
-            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
-        );
-    }
 }

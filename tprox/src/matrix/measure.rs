@@ -1,0 +1,114 @@
+//! Measuring the matrix: the whole catalogue against each profile in turn, each case with a
+//! fresh instance, as the main run does.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::model::{CaseRow, Cell, Matrix, ProxyColumn, FORMAT, VERSION};
+use crate::case::Case;
+use crate::profiles::{self, Profile};
+use crate::report::Reporter;
+use crate::rules;
+use crate::runner::{self, CaseReport, RunOptions};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct MatrixOptions {
+    pub profiles: Vec<&'static Profile>,
+    pub cases: Vec<&'static Case>,
+    pub stall: Duration,
+    pub seed: u64,
+    /// Cases at once against one proxy.
+    pub jobs: usize,
+}
+
+/// What the measurement tells as it goes (the command line prints it).
+pub trait Progress {
+    fn proxy_started(&mut self, index: usize, profile: &Profile, version: &str);
+    fn case_finished(&mut self, report: &CaseReport);
+    fn proxy_finished(&mut self, column: &ProxyColumn, took: Duration);
+}
+
+/// Runs the cases against every profile, one profile after the other.
+pub async fn measure(options: &MatrixOptions, progress: &mut dyn Progress) -> Matrix {
+    let started = SystemTime::now();
+    let mut proxies = Vec::new();
+    for (index, profile) in options.profiles.iter().enumerate() {
+        let version = profile.version();
+        progress.proxy_started(index, profile, &version);
+        let began = Instant::now();
+        let mut column = ProxyColumn {
+            profile: profile.name.into(),
+            about: profile.about.into(),
+            version,
+            setup_error: None,
+            cells: BTreeMap::new(),
+        };
+        match run_profile(profile, options, progress).await {
+            Ok(reports) => {
+                for report in &reports {
+                    let notes = profile
+                        .notes
+                        .iter()
+                        .filter(|note| note.explains(report.case.id))
+                        .map(|note| note.text.to_string())
+                        .collect();
+                    column
+                        .cells
+                        .insert(report.case.id.into(), Cell::of(report, notes));
+                }
+            }
+            Err(message) => column.setup_error = Some(message),
+        }
+        progress.proxy_finished(&column, began.elapsed());
+        proxies.push(column);
+    }
+    Matrix {
+        format: FORMAT.into(),
+        version: VERSION,
+        tprox: env!("CARGO_PKG_VERSION").into(),
+        started: humantime::format_rfc3339_seconds(started).to_string(),
+        stall_timeout_s: options.stall.as_secs_f64(),
+        seed: options.seed,
+        cases: options
+            .cases
+            .iter()
+            .map(|case| CaseRow {
+                id: case.id.into(),
+                name: case.name.into(),
+                level: case.level.to_string(),
+                rules: rules::list(case.rules),
+            })
+            .collect(),
+        proxies,
+    }
+}
+
+async fn run_profile(
+    profile: &Profile,
+    options: &MatrixOptions,
+    progress: &mut dyn Progress,
+) -> Result<Vec<CaseReport>, String> {
+    // The profile's configuration files live as long as its cases run.
+    let scratch = profiles::scratch_dir()?;
+    let command = profile.command(scratch.path())?;
+    let run = RunOptions {
+        seed: options.seed,
+        jobs: options.jobs,
+        ..RunOptions::new(command, options.stall)
+    };
+    runner::preflight(&run).await.map_err(|e| e.to_string())?;
+    let mut forward = Forward(progress);
+    runner::run(&options.cases, &run, &mut forward)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Passes the runner's events on to the progress display.
+struct Forward<'a>(&'a mut dyn Progress);
+
+impl Reporter for Forward<'_> {
+    fn case_finished(&mut self, report: &CaseReport) {
+        self.0.case_finished(report);
+    }
+}

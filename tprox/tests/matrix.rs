@@ -1,0 +1,150 @@
+//! `tprox matrix`: the committed compatibility matrix (`docs/compatibility.json`, rendered as
+//! `docs/compatibility.md`) is measured again against the real proxies, and must match.
+//!
+//! Needs every profile's program: Debian packages socat, haproxy, nginx, libnginx-mod-stream,
+//! rinetd, redir, and `cargo install tcpproxy --version 0.4.1` (`.ci/run` installs them all).
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::PredicateBooleanExt;
+use predicates::str::contains;
+use tprox::matrix::{render, Matrix, Verdict};
+
+fn docs(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(name)
+}
+
+fn committed() -> Matrix {
+    Matrix::read_json(&docs("compatibility.json")).expect("docs/compatibility.json is a matrix")
+}
+
+fn tprox() -> Command {
+    Command::cargo_bin("tprox").unwrap()
+}
+
+#[test]
+fn the_committed_page_is_the_committed_data_rendered() {
+    let page = std::fs::read_to_string(docs("compatibility.md")).unwrap();
+    assert!(
+        page == render::markdown(&committed()),
+        "docs/compatibility.md is not docs/compatibility.json rendered: copy matrix.md and \
+         matrix.json of one tprox matrix run together"
+    );
+}
+
+#[test]
+fn every_cell_of_the_committed_matrix_that_is_not_a_pass_is_explained() {
+    let matrix = committed();
+    assert_eq!(matrix.unexplained(), Vec::<(String, String)>::new());
+    for name in ["ref", "ref-buffered"] {
+        let reference = matrix.proxy(name).expect("the reference is in the matrix");
+        assert_eq!(reference.cells.len(), matrix.cases.len());
+        assert!(
+            reference.cells.values().all(|c| c.verdict == Verdict::Pass),
+            "{name} must pass every case"
+        );
+    }
+    assert_eq!(
+        matrix.cases.len(),
+        tprox::CATALOGUE.len(),
+        "the catalogue changed since the matrix was measured: measure it again"
+    );
+}
+
+/// The CI check: every proxy measured again, each cell compared with the committed one.
+#[test]
+fn the_measured_matrix_matches_the_committed_one() {
+    let matrix = committed();
+    let names: Vec<&str> = matrix.proxies.iter().map(|p| p.profile.as_str()).collect();
+    let out = tempfile::tempdir().unwrap();
+    let run = tprox()
+        .args(["matrix", "--profiles", &names.join(","), "--out"])
+        .arg(out.path())
+        .arg("--check")
+        .arg(docs("compatibility.json"))
+        .args(["--stall-timeout", &matrix.stall_timeout_s.to_string()])
+        .timeout(std::time::Duration::from_secs(600))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "the matrix changed (or a proxy is not installed: see this file's header)\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("every measured cell matches"), "{stdout}");
+    let measured = Matrix::read_json(&out.path().join("matrix.json")).unwrap();
+    assert_eq!(measured.proxies.len(), names.len());
+    let html = std::fs::read_to_string(out.path().join("matrix.html")).unwrap();
+    let bad = measured
+        .proxies
+        .iter()
+        .flat_map(|p| p.cells.values())
+        .filter(|c| c.verdict.is_bad())
+        .count();
+    assert_eq!(
+        html.matches("<details>").count(),
+        bad,
+        "each failure expands to its diagnostic"
+    );
+    for proxy in &measured.proxies {
+        assert!(
+            html.contains(&proxy.version),
+            "{} version shown",
+            proxy.profile
+        );
+    }
+}
+
+#[test]
+fn a_flipped_cell_fails_the_check_and_is_named() {
+    let mut tampered = committed();
+    tampered.proxies.retain(|p| p.profile == "ref");
+    tampered.proxies[0]
+        .cells
+        .get_mut("shutdown/one-way")
+        .unwrap()
+        .verdict = Verdict::Fail;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tampered.json");
+    std::fs::write(&path, tampered.to_json()).unwrap();
+    tprox()
+        .args([
+            "matrix",
+            "--profiles",
+            "ref",
+            "--stall-timeout",
+            "2",
+            "--out",
+        ])
+        .arg(dir.path().join("out"))
+        .arg("--check")
+        .arg(&path)
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .code(1)
+        .stdout(contains("1 cell(s) differ"))
+        .stdout(contains("shutdown/one-way").and(contains("was fail, now pass")));
+}
+
+#[test]
+fn bad_input_is_a_usage_error() {
+    tprox()
+        .args(["matrix", "--profiles", "ref,nope"])
+        .assert()
+        .code(2)
+        .stderr(contains("no profile 'nope'"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-a-matrix.json");
+    std::fs::write(&path, "{\"hello\": 1}").unwrap();
+    tprox()
+        .args(["matrix", "--profiles", "ref", "--check"])
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(contains("is not a matrix written by tprox matrix"));
+}
