@@ -33,6 +33,8 @@ Examples:
   tprox --stall-timeout 2 -- ./myproxy --timeout {stall_timeout} {dest_host} {dest_port} {listen_port}
   tprox grade grading.toml submissions/*  grade a class of proxies (see tprox grade --help)
   tprox fuzz --reference                  generated scenarios, shrunk on failure (tprox fuzz --help)
+  tprox --profile nginx                   a known proxy with a generated configuration
+  tprox matrix                            every known proxy through the catalogue, as a matrix
 
 Exit status:
   0  every selected case passed
