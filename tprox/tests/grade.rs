@@ -12,6 +12,7 @@ use assert_cmd::Command;
 use predicates::prelude::PredicateBooleanExt;
 use serde_json::Value;
 
+mod browser;
 mod common;
 use common::{assert_all_gone, interrupt_when_started};
 
@@ -274,6 +275,120 @@ fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
         .assert()
         .code(2)
         .stderr(predicates::str::contains("appears twice"));
+}
+
+/// `--repeat 3` on a class where one submission's proxy misbehaves in its second run only:
+/// that submission is reported unstable, scored by the majority, every run's logs kept; then
+/// the gradebook page is opened in a real browser.
+#[test]
+fn repeated_grading_marks_changing_verdicts_and_the_page_renders_in_a_browser() {
+    let class = Class::new(
+        "[build]\ncommand = \"sh build.sh\"\n\
+         [run]\nstart = \"./tcpproxy {dest_host} {dest_port} {listen_port} --stall-timeout {stall_timeout}\"\n\
+         stall_timeout = 2\n[points]\n\"echo/single\" = 1\n\"timeout/lazy-forward\" = 2\n",
+    );
+    let steady = class.submit("steady", GOOD);
+    std::fs::write(steady.join("build.sh"), "true\n").unwrap();
+    // The build runs once per run, in a fresh copy: it numbers the runs. In run 2 the proxy
+    // gets a stall timeout of 30 s where the grading file promised 2.
+    let wobbly = class.submit(
+        "wobbly",
+        &format!(
+            "if [ \"$(cat run-number)\" = 2 ]; then exec \"$TPROX_EXE\" __reference-proxy \"$1\" \"$2\" \"$3\" --stall-timeout 30; fi\n{GOOD}"
+        ),
+    );
+    let runs = class.out("runs");
+    std::fs::write(
+        wobbly.join("build.sh"),
+        format!(
+            "n=$(cat '{0}' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '{0}'; echo $n > run-number\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    let graded = class
+        .grade(&[
+            steady.display().to_string(),
+            wobbly.display().to_string(),
+            "--repeat".into(),
+            "3".into(),
+            "--out".into(),
+            "grades".into(),
+        ])
+        .success();
+    let stdout = String::from_utf8_lossy(&graded.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains("1 submission(s) of 2 got different verdicts in 3 runs: wobbly"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().trim(), "3");
+    let out = class.out("grades");
+    let book = gradebook(&out);
+    assert_eq!(book["repeat"], 3);
+    let row = submission(&book, "steady");
+    assert_eq!(
+        row["run_totals"],
+        serde_json::json!([3.0, 3.0, 3.0]),
+        "{row:#}"
+    );
+    assert!(row["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r.get("unstable").is_none()));
+    let row = submission(&book, "wobbly");
+    assert_eq!(
+        row["run_totals"],
+        serde_json::json!([3.0, 1.0, 3.0]),
+        "{row:#}"
+    );
+    assert_eq!(row["total"], 3.0, "the majority passed");
+    let lazy = &row["results"][1];
+    assert_eq!(lazy["case"], "timeout/lazy-forward");
+    assert_eq!(lazy["outcome"], "pass");
+    assert_eq!(lazy["unstable"], "passed 2 of 3 runs");
+    for run in ["", "run-2/", "run-3/"] {
+        let report = out.join(format!("logs/wobbly/{run}report.json"));
+        assert!(report.exists(), "{} kept", report.display());
+    }
+    let csv = std::fs::read_to_string(out.join("gradebook.csv")).unwrap();
+    assert!(
+        csv.contains("wobbly,graded,3,3,3 1 3,timeout/lazy-forward,"),
+        "{csv}"
+    );
+
+    let page = browser::render(&out.join("gradebook.html"));
+    assert!(
+        page.console.is_empty(),
+        "the page logged: {:?}",
+        page.console
+    );
+    for wanted in [
+        "class pass rate",
+        "id=\"histogram\"",
+        "data-count=\"2\"",
+        "href=\"logs/wobbly/report.json\"",
+        "href=\"logs/steady/\"",
+        "passed 2 of 3 runs",
+        "totals 3, 1, 3",
+    ] {
+        assert!(
+            page.dom.contains(wanted),
+            "{wanted} not in the page:\n{}",
+            page.dom
+        );
+    }
+    // Drawn, not only present: the histogram's bar (#5c6bc0) and the dashed outline of the
+    // unstable cell (#e65100) are on the screen.
+    assert!(
+        page.pixels_of([0x5c, 0x6b, 0xc0]) > 1000,
+        "no histogram bar drawn"
+    );
+    assert!(
+        page.pixels_of([0xe6, 0x51, 0x00]) > 20,
+        "no unstable cell marked"
+    );
+    assert!(page.width >= 1000);
 }
 
 #[test]

@@ -11,6 +11,7 @@ Examples:
   tprox grade grading.toml submissions/*              writes grades/gradebook.{html,csv,json}
   tprox grade grading.toml submissions/* --partition 2/4 --out grades-2
   tprox grade merge --out grades grades-*/gradebook.json
+  tprox grade grading.toml submissions/* --repeat 3  three runs each: is every grade stable?
 
 The grading file (TOML) says how to build and start a submission and what each case is worth:
 
@@ -76,6 +77,12 @@ pub(super) struct GradeArgs {
     /// Keep each submission's scratch copy (under DIR/scratch) after grading.
     #[arg(long)]
     keep_scratch: bool,
+
+    /// Grade each submission N times (seeds seed, seed + 1, …) and report whether its grade
+    /// was stable: a case earns its points when it passed in more than half of the runs, and
+    /// a case whose runs disagree is marked in the gradebook.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -119,10 +126,11 @@ pub(super) fn run(args: GradeArgs) -> u8 {
         jobs,
         partition,
         keep_scratch: args.keep_scratch,
+        repeat: args.repeat,
     };
     let share = partition.take(options.submissions.clone()).len();
     eprintln!(
-        "tprox grade: {share} submission(s){}, {} case(s) worth {} points, {jobs} at once; gradebook in {}",
+        "tprox grade: {share} submission(s){}, {} case(s) worth {} points, {jobs} at once{}; gradebook in {}",
         if partition == Partition::WHOLE {
             String::new()
         } else {
@@ -130,6 +138,10 @@ pub(super) fn run(args: GradeArgs) -> u8 {
         },
         options.grading.cases.len(),
         grade::gradebook::number(options.grading.max_total()),
+        match args.repeat {
+            1 => String::new(),
+            n => format!(", each graded {n} times"),
+        },
         args.out.display()
     );
     let book = match run_interruptible(
@@ -140,6 +152,28 @@ pub(super) fn run(args: GradeArgs) -> u8 {
         Ok(book) => book,
         Err(code) => return code,
     };
+    if args.repeat > 1 {
+        let unstable: Vec<&str> = book
+            .submissions
+            .iter()
+            .filter(|s| !s.stable())
+            .map(|s| s.name.as_str())
+            .collect();
+        say(match unstable.is_empty() {
+            true => format!(
+                "every submission's grade was stable over {} runs",
+                args.repeat
+            ),
+            false => format!(
+                "{} submission(s) of {} got different verdicts in {} runs: {} (marked in the \
+                 gradebook)",
+                unstable.len(),
+                book.submissions.len(),
+                args.repeat,
+                unstable.join(", ")
+            ),
+        });
+    }
     match grade::write(&book, &args.out) {
         Ok(paths) => {
             for path in paths {

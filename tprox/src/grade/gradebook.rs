@@ -27,7 +27,14 @@ pub struct Gradebook {
     /// The graded cases, in catalogue order, with their points.
     pub cases: Vec<GradedCase>,
     pub max_total: f64,
+    /// How many times each submission was graded (`--repeat`; seeds seed, seed + 1, …).
+    #[serde(default = "one")]
+    pub repeat: u32,
     pub submissions: Vec<Submission>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +57,17 @@ pub struct Submission {
     pub build: Option<BuildResult>,
     /// One per graded case, in the gradebook's case order.
     pub results: Vec<CaseResult>,
+    /// With `--repeat`: each run's total, in run order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub run_totals: Vec<f64>,
+}
+
+impl Submission {
+    /// Whether every run gave every case the same verdict (always, when graded once).
+    pub fn stable(&self) -> bool {
+        self.results.iter().all(|r| r.unstable.is_none())
+            && self.run_totals.windows(2).all(|w| w[0] == w[1])
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +106,10 @@ pub struct CaseResult {
     pub points: f64,
     /// What was expected and observed, for everything but a plain pass.
     pub message: Option<String>,
+    /// With `--repeat`, when the runs disagreed on this case: how often it passed
+    /// ("passed 2 of 3 runs"). The outcome and points are then the majority's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unstable: Option<String>,
 }
 
 impl Gradebook {
@@ -126,6 +148,11 @@ impl Gradebook {
             "total".into(),
             "max".into(),
         ];
+        let repeated = self.repeat > 1;
+        if repeated {
+            // Each run's total, and the cases whose verdict changed between runs.
+            header.extend(["run totals".to_string(), "unstable cases".into()]);
+        }
         header.extend(self.cases.iter().map(|c| c.id.clone()));
         header.push("failures".into());
         out.write_record(&header).expect("writing to memory");
@@ -136,6 +163,16 @@ impl Gradebook {
                 number(s.total),
                 number(self.max_total),
             ];
+            if repeated {
+                let totals: Vec<String> = s.run_totals.iter().map(|t| number(*t)).collect();
+                let unstable: Vec<&str> = s
+                    .results
+                    .iter()
+                    .filter(|r| r.unstable.is_some())
+                    .map(|r| r.case.as_str())
+                    .collect();
+                row.extend([totals.join(" "), unstable.join(" ")]);
+            }
             row.extend(s.results.iter().map(|r| number(r.points)));
             let mut failures: Vec<String> = s.error.iter().map(|e| one_line(Some(e))).collect();
             failures.extend(
@@ -156,6 +193,13 @@ impl Gradebook {
         let mut books = books.into_iter();
         let mut merged = books.next().ok_or("nothing to merge")?;
         for book in books {
+            if book.repeat != merged.repeat {
+                return Err(format!(
+                    "the gradebooks were graded a different number of times (--repeat {} and \
+                     {}): grade every partition with the same --repeat",
+                    merged.repeat, book.repeat
+                ));
+            }
             if book.grading_digest != merged.grading_digest || book.cases != merged.cases {
                 return Err(format!(
                     "the gradebooks were graded with different grading files ({} and {}): \
@@ -238,6 +282,7 @@ mod tests {
                 points: 2.0,
             }],
             max_total: 2.0,
+            repeat: 1,
             submissions: names
                 .iter()
                 .map(|name| Submission {
@@ -253,7 +298,9 @@ mod tests {
                         outcome: "fail".into(),
                         points: 0.0,
                         message: Some("expected: an echo\nobserved: \"nothing\", at all".into()),
+                        unstable: None,
                     }],
+                    run_totals: Vec::new(),
                 })
                 .collect(),
         }

@@ -21,6 +21,11 @@ td.not-run { background: #bdbdbd; } td.status-bad { background: #ffcdd2; }
 td { text-align: center; } td.name, td.status { text-align: left; white-space: nowrap; }
 details > summary { cursor: pointer; }
 details pre { text-align: left; white-space: pre-wrap; max-width: 40em; font-size: 12px; }
+td.unstable { outline: 3px dashed #e65100; outline-offset: -3px; }
+span.unstable { color: #e65100; font-weight: bold; }
+tfoot td { background: #f4f4f4; font-size: 12px; }
+td.name a { font-size: 12px; margin-left: .4em; }
+figure { margin: 0 0 1em; } figcaption { color: #555; font-size: 12px; }
 "#;
 
 const SCRIPT: &str = r#"
@@ -70,6 +75,7 @@ pub fn render(book: &Gradebook) -> String {
          Green: passed · yellow: flaky (passed on a retry) · red: failed · grey: skipped or \
          not run.</p>\n",
     );
+    page.push_str(&histogram(book));
     page.push_str("<table>\n<thead><tr><th data-sort=\"name\">Submission</th><th>Status</th>");
     page.push_str(&format!(
         "<th data-sort=\"total\">Total<br>/ {}</th>",
@@ -85,8 +91,16 @@ pub fn render(book: &Gradebook) -> String {
     }
     page.push_str("</tr></thead>\n<tbody>\n");
     for s in &book.submissions {
+        // Logs sit next to the page: logs/NAME/ (build.log, report.json: every case's trace and
+        // the proxy's output).
+        let logs = format!("logs/{}/", percent_path(&s.name));
+        let report = if s.status == Status::Graded {
+            format!(" <a href=\"{logs}report.json\">report</a>")
+        } else {
+            String::new()
+        };
         page.push_str(&format!(
-            "<tr data-name=\"{}\" data-total=\"{}\"><td class=\"name\" title=\"{}\">{}</td>",
+            "<tr data-name=\"{}\" data-total=\"{}\"><td class=\"name\" title=\"{}\">{}<a href=\"{logs}\">logs</a>{report}</td>",
             escape(&s.name),
             s.total,
             escape(&s.path),
@@ -102,35 +116,171 @@ pub fn render(book: &Gradebook) -> String {
                     .map(|b| format!("\n\nfull build output: {}", escape(&b.log)))
                     .unwrap_or_default()
             ),
-            (None, _) => format!(
+            (None, _) if s.run_totals.is_empty() => format!(
                 "<td class=\"status\">{} in {:.0} s</td>",
                 s.status.label(),
                 s.duration_s
             ),
+            (None, _) => {
+                let totals: Vec<String> = s.run_totals.iter().map(|t| number(*t)).collect();
+                let verdict = match s.stable() {
+                    true => format!("stable over {} runs", totals.len()),
+                    false => format!(
+                        "<span class=\"unstable\">unstable</span>: totals {}",
+                        totals.join(", ")
+                    ),
+                };
+                format!(
+                    "<td class=\"status\">{} in {:.0} s<br>{verdict}</td>",
+                    s.status.label(),
+                    s.duration_s
+                )
+            }
         };
         page.push_str(&status);
         page.push_str(&format!("<td class=\"total\">{}</td>", number(s.total)));
         for (result, case) in s.results.iter().zip(&book.cases) {
-            let shown = format!("{}/{}", number(result.points), number(case.points));
+            let mut shown = format!("{}/{}", number(result.points), number(case.points));
+            let mut class = escape(&result.outcome);
+            if let Some(unstable) = &result.unstable {
+                shown.push_str(&format!(
+                    " <span class=\"unstable\" title=\"{}\">±</span>",
+                    escape(unstable)
+                ));
+                class.push_str(" unstable");
+            }
             match &result.message {
                 Some(message) if s.status == Status::Graded => page.push_str(&format!(
-                    "<td class=\"{}\" title=\"{}\"><details><summary>{shown}</summary><pre>{}</pre></details></td>",
-                    escape(&result.outcome),
+                    "<td class=\"{class}\" title=\"{}\"><details><summary>{shown}</summary><pre>{}{}</pre></details></td>",
                     escape(&result.case),
-                    escape(message)
+                    escape(message),
+                    result
+                        .unstable
+                        .as_ref()
+                        .map(|u| format!("\n\nnot the same verdict every time: {}", escape(u)))
+                        .unwrap_or_default()
                 )),
                 _ => page.push_str(&format!(
-                    "<td class=\"{}\" title=\"{}: {}\">{shown}</td>",
-                    escape(&result.outcome),
+                    "<td class=\"{class}\" title=\"{}: {}{}\">{shown}</td>",
                     escape(&result.case),
-                    escape(&result.outcome)
+                    escape(&result.outcome),
+                    result
+                        .unstable
+                        .as_ref()
+                        .map(|u| format!(" ({})", escape(u)))
+                        .unwrap_or_default()
                 )),
             }
         }
         page.push_str("</tr>\n");
     }
-    page.push_str("</tbody>\n</table>\n<script>");
+    page.push_str("</tbody>\n");
+    page.push_str(&pass_rates(book));
+    page.push_str("</table>\n<script>");
     page.push_str(SCRIPT);
     page.push_str("</script>\n</body>\n</html>\n");
     page
+}
+
+/// The class's pass rate per case, as the table's footer: which cases the class found hard.
+/// Submissions that never ran cases (build failed, did not start) count as not passing.
+fn pass_rates(book: &Gradebook) -> String {
+    let mut row = String::from(
+        "<tfoot><tr class=\"pass-rate\"><td class=\"name\">class pass rate</td><td></td><td></td>",
+    );
+    let count = book.submissions.len();
+    for (i, case) in book.cases.iter().enumerate() {
+        let passed = book
+            .submissions
+            .iter()
+            .filter(|s| {
+                s.results
+                    .get(i)
+                    .is_some_and(|r| r.points > 0.0 || r.outcome == "pass")
+            })
+            .count();
+        let rate = if count == 0 {
+            0.0
+        } else {
+            passed as f64 * 100.0 / count as f64
+        };
+        row.push_str(&format!(
+            "<td title=\"{}: {passed} of {count} passed\">{rate:.0}%</td>",
+            escape(&case.id)
+        ));
+    }
+    row.push_str("</tr></tfoot>\n");
+    row
+}
+
+/// The distribution of totals as an inline SVG bar chart: ten bins from 0 to the maximum
+/// (the last one closed), a bar's height its number of submissions.
+fn histogram(book: &Gradebook) -> String {
+    const BINS: usize = 10;
+    const WIDTH: f64 = 420.0;
+    const HEIGHT: f64 = 120.0;
+    const BAR: f64 = 36.0;
+    let mut counts = [0usize; BINS];
+    for s in &book.submissions {
+        let share = if book.max_total > 0.0 {
+            s.total / book.max_total
+        } else {
+            0.0
+        };
+        counts[((share * BINS as f64) as usize).min(BINS - 1)] += 1;
+    }
+    let tallest = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let mut svg = format!(
+        "<figure><svg id=\"histogram\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" \
+         height=\"{}\" role=\"img\" aria-label=\"distribution of totals\">",
+        HEIGHT + 20.0
+    );
+    for (i, &count) in counts.iter().enumerate() {
+        let (low, high) = (
+            book.max_total * i as f64 / BINS as f64,
+            book.max_total * (i + 1) as f64 / BINS as f64,
+        );
+        let height = (HEIGHT - 14.0) * count as f64 / tallest;
+        let x = 4.0 + i as f64 * (BAR + 5.0);
+        svg.push_str(&format!(
+            "<rect class=\"bin\" data-count=\"{count}\" x=\"{x}\" y=\"{:.1}\" width=\"{BAR}\" \
+             height=\"{height:.1}\" fill=\"#5c6bc0\"><title>{count} submission(s) with {}–{}{} \
+             points</title></rect>",
+            HEIGHT - height,
+            number(low),
+            number(high),
+            if i == BINS - 1 { " (inclusive)" } else { "" }
+        ));
+        if count > 0 {
+            svg.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{count}</text>",
+                x + BAR / 2.0,
+                HEIGHT - height - 3.0
+            ));
+        }
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
+            x + BAR / 2.0,
+            HEIGHT + 14.0,
+            number(low)
+        ));
+    }
+    svg.push_str(&format!(
+        "</svg><figcaption>Totals of {} submission(s), in tenths of the maximum ({} points).</figcaption></figure>\n",
+        book.submissions.len(),
+        number(book.max_total)
+    ));
+    svg
+}
+
+/// A submission's name as a relative link: anything but unreserved characters escaped.
+fn percent_path(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod gradebook;
 pub mod html;
+pub mod repeat;
 pub mod submission;
 
 use std::io::IsTerminal;
@@ -79,6 +80,8 @@ pub struct GradeOptions {
     pub jobs: usize,
     pub partition: Partition,
     pub keep_scratch: bool,
+    /// Grade each submission this many times, seeds `seed`, `seed + 1`, … (at least 1).
+    pub repeat: u32,
 }
 
 /// Checks the submission directories: each must exist, and names (the directories' own names)
@@ -124,7 +127,9 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
         // point elsewhere.
         out: std::path::absolute(&options.out).unwrap_or_else(|_| options.out.clone()),
         keep_scratch: options.keep_scratch,
+        run: None,
     };
+    let repeat = options.repeat.max(1);
     let mut tasks = Vec::new();
     for submission in mine {
         let (slots, grading, places, progress) = (
@@ -140,9 +145,20 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
                 progress: progress.clone(),
                 name: submission.name.clone(),
                 done: 0,
-                total: grading.cases.len(),
+                total: grading.cases.len() * repeat as usize,
             };
-            let graded = submission::grade(&submission, &grading, &places, &mut counter).await;
+            let mut runs = Vec::new();
+            for run in 0..repeat {
+                // Each run a different seed; the first run's logs where a single run puts them.
+                let mut grading = grading.clone();
+                grading.seed = grading.seed.wrapping_add(u64::from(run));
+                let places = match run {
+                    0 => places.clone(),
+                    _ => places.for_run(run + 1),
+                };
+                runs.push(submission::grade(&submission, &grading, &places, &mut counter).await);
+            }
+            let graded = repeat::combine(runs);
             // Whatever escaped its process group and outlived its parent dies now.
             let _ = tokio::task::spawn_blocking(crate::proxy::sweep_orphans).await;
             progress.finished(&graded, grading.max_total());
@@ -180,6 +196,7 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
             })
             .collect(),
         max_total: grading.max_total(),
+        repeat: options.repeat,
         submissions,
     }
 }
@@ -303,6 +320,26 @@ impl Progress {
             (None, _) => {}
         }
         line.push_str(&format!(" in {:.1} s", graded.duration_s));
+        if !graded.run_totals.is_empty() {
+            let totals: Vec<String> = graded
+                .run_totals
+                .iter()
+                .map(|t| gradebook::number(*t))
+                .collect();
+            let unstable = graded
+                .results
+                .iter()
+                .filter(|r| r.unstable.is_some())
+                .count();
+            line.push_str(&match graded.stable() {
+                true => format!("; stable over {} runs", totals.len()),
+                false => format!(
+                    "; UNSTABLE over {} runs: totals {}, {unstable} case(s) changed verdict",
+                    totals.len(),
+                    totals.join(", ")
+                ),
+            });
+        }
         match &self.bar {
             Some(bar) => {
                 bar.println(line);

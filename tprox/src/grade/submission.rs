@@ -37,6 +37,27 @@ pub struct Places {
     pub out: PathBuf,
     /// Keep each submission's scratch copy (`scratch/NAME/`) after grading, for a look inside.
     pub keep_scratch: bool,
+    /// Which run of `--repeat` this is, from the second on (the first keeps the plain places).
+    pub run: Option<u32>,
+}
+
+impl Places {
+    /// Where run `run` (2, 3, … of `--repeat`) keeps its files: logs under `logs/NAME/run-K/`,
+    /// its own scratch copy.
+    pub fn for_run(&self, run: u32) -> Places {
+        Places {
+            run: Some(run),
+            ..self.clone()
+        }
+    }
+
+    fn logs(&self, name: &str) -> PathBuf {
+        let logs = self.out.join("logs").join(name);
+        match self.run {
+            Some(run) => logs.join(format!("run-{run}")),
+            None => logs,
+        }
+    }
 }
 
 /// Builds and grades one submission. Never fails: whatever goes wrong is the submission's
@@ -48,7 +69,7 @@ pub async fn grade(
     progress: &mut (dyn Reporter + Send),
 ) -> Submission {
     let started = Instant::now();
-    let logs = places.out.join("logs").join(&submission.name);
+    let logs = places.logs(&submission.name);
     let scratch = places.out.join("scratch").join(&submission.name);
     let mut result = Submission {
         name: submission.name.clone(),
@@ -59,6 +80,7 @@ pub async fn grade(
         duration_s: 0.0,
         build: None,
         results: Vec::new(),
+        run_totals: Vec::new(),
     };
     let prepared = prepare(&submission.path, &scratch, &logs).await;
     let reports = match prepared {
@@ -70,7 +92,12 @@ pub async fn grade(
                 result.build = Some(BuildResult {
                     ok,
                     duration_s: started.elapsed().as_secs_f64(),
-                    log: format!("logs/{}/build.log", submission.name),
+                    log: logs
+                        .strip_prefix(&places.out)
+                        .unwrap_or(&logs)
+                        .join("build.log")
+                        .display()
+                        .to_string(),
                 });
                 match outcome {
                     Ok(()) => run_cases(submission, grading, &scratch, &logs, progress).await,
@@ -99,6 +126,7 @@ pub async fn grade(
                     outcome: "not-run".into(),
                     points: 0.0,
                     message: None,
+                    unstable: None,
                 })
                 .collect();
         }
@@ -144,6 +172,7 @@ fn score(report: &CaseReport, points: f64) -> CaseResult {
         outcome: outcome.into(),
         points,
         message,
+        unstable: None,
     }
 }
 
