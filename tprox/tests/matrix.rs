@@ -11,6 +11,8 @@ use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 use tprox::matrix::{render, Matrix, Verdict};
 
+mod browser;
+
 fn docs(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../docs")
@@ -98,6 +100,23 @@ fn the_measured_matrix_matches_the_committed_one() {
             proxy.profile
         );
     }
+    // In a real browser: no script error, and the cells drawn in their colours (pass green
+    // #c8e6c9, fail red #ffcdd2).
+    let page = browser::render(&out.path().join("matrix.html"));
+    assert!(
+        page.console.is_empty(),
+        "the page logged: {:?}",
+        page.console
+    );
+    assert_eq!(page.dom.matches("<details>").count(), bad);
+    assert!(
+        page.pixels_of([0xc8, 0xe6, 0xc9]) > 10_000,
+        "pass cells drawn"
+    );
+    assert!(
+        page.pixels_of([0xff, 0xcd, 0xd2]) > 1_000,
+        "fail cells drawn"
+    );
 }
 
 #[test]

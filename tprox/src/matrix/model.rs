@@ -105,6 +105,18 @@ impl Verdict {
         }
     }
 
+    /// What the HTML page shows: characters every font has (a browser without an emoji font
+    /// draws the Markdown's marks as empty boxes).
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Verdict::Pass => "✓",
+            Verdict::Warn => "⚠",
+            Verdict::Fail => "✗",
+            Verdict::Flaky => "↻",
+            Verdict::Skip => "–",
+        }
+    }
+
     /// Whether the cell needs an explanation.
     pub fn is_bad(self) -> bool {
         !matches!(self, Verdict::Pass | Verdict::Skip)

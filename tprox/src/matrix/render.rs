@@ -8,6 +8,11 @@ use crate::html::escape;
 const LEGEND: &str = "✅ pass · ❌ a MUST case failed · ⚠️ a SHOULD case failed (a warning) · \
                       🔁 flaky (failed, then passed on a retry) · ➖ skipped (could not run here)";
 
+/// The legend with the HTML page's marks.
+const HTML_LEGEND: &str = "✓ pass · ✗ a MUST case failed · ⚠ a SHOULD case failed (a warning) · \
+                           ↻ flaky (failed, then passed on a retry) · – skipped (could not run \
+                           here)";
+
 /// The one-line account of how the matrix was measured.
 fn provenance(matrix: &Matrix) -> String {
     format!(
@@ -151,7 +156,7 @@ pub fn html(matrix: &Matrix) -> String {
         "<p class=\"meta\">{}</p>\n<p class=\"meta\">{}. Click a cell that is not a pass for \
          its diagnostic.</p>\n",
         escape(&provenance(matrix).replace('`', "")),
-        escape(LEGEND)
+        escape(HTML_LEGEND)
     ));
     page.push_str(
         "<table id=\"proxies\">\n<thead><tr><th>proxy</th><th>version</th><th>passed</th>\
@@ -218,7 +223,7 @@ fn cell_html(proxy: &ProxyColumn, cell: Option<&Cell>) -> String {
     };
     let class = cell.verdict.label();
     if cell.verdict == Verdict::Pass {
-        return format!("<td class=\"{class}\">{}</td>", cell.verdict.mark());
+        return format!("<td class=\"{class}\">{}</td>", cell.verdict.symbol());
     }
     let mut body = String::new();
     for note in &cell.notes {
@@ -246,7 +251,7 @@ fn cell_html(proxy: &ProxyColumn, cell: Option<&Cell>) -> String {
     body.push_str(&format!("<pre>{}</pre>", escape(&text)));
     format!(
         "<td class=\"{class}\"><details><summary>{}</summary><div>{body}</div></details></td>",
-        cell.verdict.mark()
+        cell.verdict.symbol()
     )
 }
 
@@ -280,7 +285,7 @@ mod tests {
     #[test]
     fn html_escapes_text_and_makes_failures_expandable() {
         let page = html(&sample());
-        assert!(page.contains("<details><summary>❌</summary>"));
+        assert!(page.contains("<details><summary>✗</summary>"));
         assert!(
             page.contains("EOF &lt;early&gt;"),
             "observed text is escaped"

@@ -16,10 +16,9 @@ pub struct Rendered {
     pub dom: String,
     /// Console messages and uncaught errors, one per line.
     pub console: Vec<String>,
-    /// The screenshot's pixels, `channels` bytes each (RGB or RGBA).
+    /// The screenshot's pixels (1400 × 1000), `channels` bytes each (RGB or RGBA).
     pub pixels: Vec<u8>,
     pub channels: usize,
-    pub width: u32,
 }
 
 impl Rendered {
@@ -72,7 +71,6 @@ pub fn render(page: &Path) -> Rendered {
         console,
         pixels,
         channels,
-        width: info.width,
     }
 }
 
