@@ -326,6 +326,10 @@ mod tests {
         assert!(err.contains("different grading files"), "{err}");
         let err = Gradebook::merge(vec![book("1/2", &["amy"]), book("1/2", &["bob"])]).unwrap_err();
         assert!(err.contains("partition 1/2 appears twice"), "{err}");
+        let mut repeated = book("2/2", &["bob"]);
+        repeated.repeat = 3;
+        let err = Gradebook::merge(vec![book("1/2", &["amy"]), repeated]).unwrap_err();
+        assert!(err.contains("--repeat 1 and 3"), "{err}");
     }
 
     #[test]
