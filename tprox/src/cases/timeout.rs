@@ -303,12 +303,17 @@ async fn slow_reader_one_way(
     let flooding = flood(writer_tx, UNBOUNDED_CAP, progress.clone());
     let interval = cx.stall.mul_f64(SLOW_INTERVAL);
     let span = cx.stall.mul_f64(SLOW_SPAN);
+    // How long one read may wait for its 1 MiB. At a large T the reads are seconds apart, and
+    // a proxy that is slow but never aborts (several connections taking turns at one lock)
+    // must not fail a case about aborting for want of a few seconds; a proxy that aborts ends
+    // the read early, and one that loses data stalls it however long the wait.
+    let patience = PROMPT.max(cx.stall);
     let start = Instant::now();
     let mut received = 0usize;
     let mut reads = 0;
     let result = loop {
         tokio::time::sleep(interval).await;
-        match read_exact_within(&mut reader, SLOW_READ, PROMPT).await {
+        match read_exact_within(&mut reader, SLOW_READ, patience).await {
             Ok(_) => {
                 received += SLOW_READ;
                 reads += 1;
