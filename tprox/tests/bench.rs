@@ -8,38 +8,41 @@ fn tprox() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tprox"))
 }
 
-#[test]
-fn the_generators_measure_direct_and_a_proxy_sanely() {
+/// Runs `tprox bench ARGS --json FILE [-- PROXY...]`, which must succeed; returns its stdout
+/// and the JSON report.
+fn bench(args: &[&str], proxy: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let output = tprox()
-        .args([
-            "bench",
-            "--profiles",
-            "ref",
-            "--duration",
-            "0.3",
-            "--idle",
-            "300",
-            "--json",
-        ])
-        .arg(&json)
+    let mut command = tprox();
+    command.arg("bench").args(args).arg("--json").arg(&json);
+    if !proxy.is_empty() {
+        command.arg("--").args(proxy);
+    }
+    let output = command
         .timeout(std::time::Duration::from_secs(120))
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (stdout, report)
+}
+
+#[test]
+fn the_generators_measure_direct_and_a_proxy_sanely() {
+    let (stdout, report) = bench(
+        &["--profiles", "ref", "--duration", "0.3", "--idle", "300"],
+        &[],
     );
     assert!(
         stdout.contains("300 idle connections through ref"),
         "{stdout}"
     );
 
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let proxies = report["proxies"].as_array().unwrap();
     let figure = |name: &str, key: &str| {
         let entry = proxies.iter().find(|p| p["name"] == name).unwrap();
@@ -75,40 +78,17 @@ fn the_generators_measure_direct_and_a_proxy_sanely() {
 /// on a full pipe and its connections hang.
 #[test]
 fn a_proxy_that_logs_every_connection_is_not_blocked_by_its_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("bench.json");
-    let output = tprox()
-        .args([
-            "bench",
-            "--profiles",
-            "ref",
-            "--duration",
-            "1",
-            "--idle",
-            "0",
-            "--json",
-        ])
-        .arg(&json)
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_tprox"))
-        .args([
+    let (stdout, report) = bench(
+        &["--profiles", "ref", "--duration", "1", "--idle", "0"],
+        &[
+            env!("CARGO_BIN_EXE_tprox"),
             "__reference-proxy",
             "{dest_host}",
             "{dest_port}",
             "{listen_port}",
             "-d",
-        ])
-        .timeout(std::time::Duration::from_secs(120))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let yours = report["proxies"]
         .as_array()
         .unwrap()
