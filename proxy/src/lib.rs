@@ -2,7 +2,7 @@
 //!
 //! `tcpproxy DEST_HOST DEST_PORT LISTEN_PORT` accepts connections on LISTEN_PORT and forwards each
 //! one to DEST_HOST:DEST_PORT over a connection of its own, meeting every rule of the tprox
-//! contract (`shared/CONFORMANCE.md`). One process can also serve several mappings, tunnel
+//! contract (`docs/contract.md`). One process can also serve several mappings, tunnel
 //! through an HTTP proxy, and log one line per connection:
 //!
 //! * [`relay`] moves bytes for one connection pair: a bounded buffer per direction (backpressure,

@@ -47,6 +47,10 @@ pub struct Case {
     /// Run with no other case at once: the case measures time at the millisecond scale, which
     /// other cases' load on a small machine would disturb.
     pub alone: bool,
+    /// What the case takes for granted about the proxy's speed and the machine: its time
+    /// limits and windows in words, so that a user can see that a verdict does not depend on
+    /// either where the rule allows (published in `docs/contract.md`).
+    pub assumes: &'static str,
     /// Plays client and destination; returns `Ok` when the proxy behaved.
     pub body: fn(Ctx) -> BodyFuture,
 }

@@ -175,9 +175,28 @@ fn resembles(got: &[u8], token: &[u8]) -> bool {
     got.len() == token.len() && differing <= token.len() / 4
 }
 
+/// When the proxy opens its connection to the destination, as tprox saw for the readiness
+/// probe (a connection that sends nothing and closes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialing {
+    /// At once, when the client connects: what the contract expects (R8), and what every case
+    /// assumes unless told otherwise.
+    OnAccept,
+    /// Not before the client sends something (or not within the probe's wait): the proxy
+    /// reads the client first, as a proxy that routes by the first bytes does. Only
+    /// `connect/server-first` depends on who speaks first; every other case lets the client
+    /// speak first (a primer the destination reads and checks, said in the case's trace), so
+    /// that this one design choice costs the rule it breaks and no other case.
+    OnClientData,
+}
+
 /// A case's view of one running proxy.
 pub struct Ctx {
     proxy: SocketAddr,
+    /// Whether pairs must be primed by the client: see [`Dialing`].
+    dialing: Dialing,
+    /// Numbers the primers, so that a stale connection's primer is never taken for a new one's.
+    primers: std::sync::atomic::AtomicU32,
     /// The proxy's process group, for the resource probes.
     pub proxy_pgid: i32,
     pub dest: Arc<Destination>,
@@ -197,9 +216,12 @@ impl Ctx {
         stall: Duration,
         scale: Scale,
         seed: u64,
+        dialing: Dialing,
     ) -> Self {
         Ctx {
             proxy,
+            dialing,
+            primers: Default::default(),
             proxy_pgid,
             dest,
             stall,
@@ -235,33 +257,87 @@ impl Ctx {
         }
     }
 
+    /// How the proxy dials, as seen when it started.
+    pub fn dialing(&self) -> Dialing {
+        self.dialing
+    }
+
+    /// Writes a primer from `client` when the proxy dials only once the client has sent
+    /// something; returns the primer written, if any. For cases that wait for the proxy to
+    /// act (a refused destination) rather than for a connection.
+    pub async fn prime(&self, client: &mut TcpStream) -> Option<Vec<u8>> {
+        if self.dialing != Dialing::OnClientData {
+            return None;
+        }
+        let n = self
+            .primers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let primer = format!("tprox primer {n:05}\n").into_bytes();
+        client.write_all(&primer).await.ok()?;
+        self.trace.event(format_args!(
+            "client spoke first ({} bytes): the proxy dials only after the client sends",
+            primer.len()
+        ));
+        Some(primer)
+    }
+
+    /// Accepts the destination connection that the proxy opens for `client`: at once, or,
+    /// for a proxy that dials only after the client speaks, after a primer that the
+    /// destination reads off again, so that the case starts with both streams untouched.
+    pub async fn accept_for(&self, client: &mut TcpStream) -> Result<TcpStream, Failure> {
+        let Some(primer) = self.prime(client).await else {
+            return self.accept().await;
+        };
+        let deadline = tokio::time::Instant::now() + PROMPT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut server = match timeout(left, self.accept()).await {
+                Ok(accepted) => accepted?,
+                Err(_) => return Err(self.not_dialed()),
+            };
+            // A connection without this primer is a stale one (the readiness probe's, forwarded
+            // late): it is dropped, as the case never asked for it.
+            if let Ok(got) = read_exact_within(&mut server, primer.len(), left).await {
+                if got == primer {
+                    return Ok(server);
+                }
+            }
+        }
+    }
+
+    fn not_dialed(&self) -> Failure {
+        Failure::new(
+            "the proxy opens a connection to the destination for every client, at once",
+            format!(
+                "no connection reached the destination within {} s of the client connecting",
+                PROMPT.as_secs()
+            ),
+        )
+        .hint("the proxy serves one connection at a time, or dials the destination only after the client sends data")
+    }
+
     /// Accepts the proxy's connection to the destination.
     pub async fn accept(&self) -> Result<TcpStream, Failure> {
         match timeout(PROMPT, self.dest.accept()).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                self.trace.event(format_args!("destination accepted {}", peer(&stream)));
+                self.trace
+                    .event(format_args!("destination accepted {}", peer(&stream)));
                 Ok(stream)
             }
             Ok(Err(e)) => Err(Failure::new(
                 "the proxy connects to the destination",
                 format!("accept on the destination failed: {e}"),
             )),
-            Err(_) => Err(Failure::new(
-                "the proxy opens a connection to the destination for every client, at once",
-                format!(
-                    "no connection reached the destination within {} s of the client connecting",
-                    PROMPT.as_secs()
-                ),
-            )
-            .hint("the proxy serves one connection at a time, or dials the destination only after the client sends data")),
+            Err(_) => Err(self.not_dialed()),
         }
     }
 
-    /// Connects a client and accepts the matching destination connection.
+    /// Connects a client and accepts the matching destination connection (priming it first
+    /// where the proxy needs that: see [`Dialing`]).
     pub async fn open_pair(&self) -> Result<(TcpStream, TcpStream), Failure> {
-        let client = self.connect().await?;
-        let server = self.accept().await?;
+        let mut client = self.connect().await?;
+        let server = self.accept_for(&mut client).await?;
         Ok((client, server))
     }
 

@@ -1,7 +1,8 @@
 //! tprox: a conformance test harness for TCP proxies.
 //!
 //! tprox starts any proxy program as a subprocess, plays both the client and the destination
-//! server itself, and runs the cases of the contract in `shared/CONFORMANCE.md` against it.
+//! server itself, and runs the cases of the contract (`docs/contract.md`, generated from the
+//! catalogue by [`contract`]) against it.
 //!
 //! The pieces, in the order data flows through them:
 //! * [`cases`]: the catalogue. Each [`case::Case`] is an id, a name, a requirement, the
@@ -22,6 +23,8 @@ pub mod bench;
 pub mod case;
 pub mod cases;
 pub mod cli;
+pub mod clock;
+pub mod contract;
 pub mod formats;
 pub mod fuzz;
 pub mod grade;

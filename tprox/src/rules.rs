@@ -1,4 +1,4 @@
-//! The rules of the proxy contract (`shared/CONFORMANCE.md`), so cases can name what they check.
+//! The rules of the proxy contract (`docs/contract.md`), so cases can name what they check.
 
 use std::fmt;
 
@@ -62,10 +62,10 @@ impl Rule {
             Rule::R4 => "When one end keeps sending and the other stops reading, the proxy stops reading from the sender (backpressure) instead of buffering without limit. Its memory stays bounded whatever the peers do.",
             Rule::R5 => "When the proxy reads end-of-file from one socket, it first writes all data it still holds for the other socket, then shuts that socket down for writing, and keeps forwarding the other direction. This holds for EOF from the client and from the server alike.",
             Rule::R6 => "The proxy closes a connection pair (both descriptors) when it has read EOF (or a read error) in both directions and written everything it held, or when a write fails in either direction. A reset (ECONNRESET) from a peer is treated as that peer closing.",
-            Rule::R7 => "If the proxy holds data for one direction and cannot write any of it for the stall timeout, it aborts both connections of the pair. Any progress restarts the clock. A connection that holds no data is never aborted, however long it is idle; a slow but steady reader is never aborted.",
+            Rule::R7 => "If the proxy holds data for one direction and cannot write any of it for the stall timeout, it aborts both connections of the pair. Any progress restarts the clock. A connection that holds no data is never aborted, however long it is idle, half-closed or not; a slow but steady reader is never aborted.",
             Rule::R8 => "If the connection to the destination cannot be made, the proxy closes the client connection promptly and goes on serving. Data that the destination sends before the client sends anything (a greeting) is forwarded.",
             Rule::R9 => "The proxy uses no CPU to speak of while its connections are idle or blocked.",
-            Rule::R10 => "Descriptors and memory of a closed pair are released; after any number of connections the proxy's descriptor count returns to its baseline.",
+            Rule::R10 => "Descriptors and memory of a closed pair are released, however the pair ended (both EOFs, a reset from either side, a failed write, the stall timeout, a destination that refused); after any number of connections the proxy's descriptor count returns to its baseline.",
             Rule::R11 => "No peer behaviour (resets, early closes, writes to a closed socket/SIGPIPE, refusing to read) crashes the proxy or stops it accepting.",
             Rule::R12 => "The proxy adds no artificial delay to small messages: it forwards a write as soon as it reads it (TCP_NODELAY on both sockets, or equivalent).",
         }

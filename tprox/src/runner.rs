@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::case::{Case, Failure, Outcome};
-use crate::harness::{survival_echo, Ctx, Destination, Scale};
+use crate::harness::{survival_echo, Ctx, Destination, Dialing, Scale};
 use crate::proxy::{Launch, Limits, ProxyCommand, RunningProxy, StartError};
 use crate::report::Reporter;
 
@@ -91,11 +91,12 @@ pub struct CaseReport {
 const PROBE_FORWARD_WAIT: Duration = Duration::from_secs(2);
 
 /// Starts the proxy once and stops it, so that a proxy that cannot start at all is reported
-/// before any case runs.
-pub async fn preflight(options: &RunOptions) -> Result<(), StartError> {
-    let (proxy, _dest) = start(options, None).await?;
+/// before any case runs. Says how the proxy dials, so that the caller can say it once; every
+/// case sees it again for its own proxy (and says so in its trace).
+pub async fn preflight(options: &RunOptions) -> Result<Dialing, StartError> {
+    let (proxy, _dest, dialing) = start(options, None).await?;
     proxy.stop().await;
-    Ok(())
+    Ok(dialing)
 }
 
 /// Runs `cases` and reports each to `reporter`, in the order given. Stops early with the
@@ -249,11 +250,11 @@ async fn run_shared<R: Reporter + ?Sized>(
     reporter: &mut R,
 ) -> Result<Vec<CaseReport>, StartError> {
     let echo_tag = options.echo_proxy_output.then(|| "shared".to_string());
-    let (mut proxy, dest) = start(options, echo_tag).await?;
+    let (mut proxy, dest, dialing) = start(options, echo_tag).await?;
     let mut reports = Vec::with_capacity(cases.len());
     for &case in cases {
         reporter.case_started(case);
-        let mut report = run_case(case, options, &mut proxy, &dest).await;
+        let mut report = run_case(case, options, &mut proxy, &dest, dialing).await;
         let mut first_failure = None;
         while let Outcome::Fail(failure) = &report.outcome {
             if report.attempts > options.retries {
@@ -261,7 +262,7 @@ async fn run_shared<R: Reporter + ?Sized>(
             }
             first_failure.get_or_insert_with(|| failure.clone());
             let attempts = report.attempts + 1;
-            report = run_case(case, options, &mut proxy, &dest).await;
+            report = run_case(case, options, &mut proxy, &dest, dialing).await;
             report.attempts = attempts;
         }
         report.flaky = matches!(report.outcome, Outcome::Pass)
@@ -289,11 +290,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Starts a proxy forwarding to a fresh destination.
+/// Starts a proxy forwarding to a fresh destination, and sees how it dials.
 pub async fn start(
     options: &RunOptions,
     echo_tag: Option<String>,
-) -> Result<(RunningProxy, Arc<Destination>), StartError> {
+) -> Result<(RunningProxy, Arc<Destination>, Dialing), StartError> {
     let dest = Destination::bind().await.map_err(|e| StartError::Spawn {
         command: "(destination server)".into(),
         error: format!("cannot listen on loopback: {e}"),
@@ -306,12 +307,17 @@ pub async fn start(
         limits: options.limits,
     };
     let proxy = RunningProxy::start(&options.proxy, &launch).await?;
-    // The readiness probe was a real connection: take the destination side the proxy opened for
-    // it, so that the case's first accept is the case's own connection.
-    if let Ok(Ok(forwarded)) = tokio::time::timeout(PROBE_FORWARD_WAIT, dest.accept()).await {
-        drop(forwarded);
-    }
-    Ok((proxy, Arc::new(dest)))
+    // The readiness probe was a real connection that sent nothing: take the destination side
+    // the proxy opened for it, so that the case's first accept is the case's own connection.
+    // A proxy that never opened one dials only once the client speaks.
+    let dialing = match tokio::time::timeout(PROBE_FORWARD_WAIT, dest.accept()).await {
+        Ok(Ok(forwarded)) => {
+            drop(forwarded);
+            Dialing::OnAccept
+        }
+        _ => Dialing::OnClientData,
+    };
+    Ok((proxy, Arc::new(dest), dialing))
 }
 
 /// Extra time a case may take beyond its own limits before tprox stops it regardless.
@@ -323,8 +329,8 @@ async fn run_isolated(case: &'static Case, options: &RunOptions) -> Result<CaseR
     let echo_tag = options.echo_proxy_output.then(|| case.id.to_string());
     let mut first_failure: Option<Failure> = None;
     for attempt in 1.. {
-        let (mut proxy, dest) = start(options, echo_tag.clone()).await?;
-        let mut report = run_case(case, options, &mut proxy, &dest).await;
+        let (mut proxy, dest, dialing) = start(options, echo_tag.clone()).await?;
+        let mut report = run_case(case, options, &mut proxy, &dest, dialing).await;
         proxy.stop().await;
         report.attempts = attempt;
         match &report.outcome {
@@ -347,6 +353,7 @@ async fn run_case(
     options: &RunOptions,
     proxy: &mut RunningProxy,
     dest: &Arc<Destination>,
+    dialing: Dialing,
 ) -> CaseReport {
     let started = Instant::now();
     let seed = case_seed(options.seed, case.id);
@@ -358,8 +365,15 @@ async fn run_case(
         options.stall,
         options.scale.clone(),
         seed,
+        dialing,
     );
     let trace = cx.trace.clone();
+    if dialing == Dialing::OnClientData {
+        trace.event(format_args!(
+            "the proxy opened no connection to the destination within {} s for a client that sent nothing: this case lets the client speak first",
+            PROBE_FORWARD_WAIT.as_secs()
+        ));
+    }
 
     let outcome = match survival_echo(proxy.listen, dest, &mut rng).await {
         Err(problem) => Outcome::Fail(

@@ -17,6 +17,7 @@ pub static EARLY: Case = Case {
     rules: &[Rule::R6, Rule::R8],
     level: Level::Must,
     alone: false,
+    assumes: "The client's connection is closed within PROMPT + 1 s of the server closing.",
     body: |cx| Box::pin(early(cx)),
 };
 
@@ -70,6 +71,7 @@ pub static RESET_SERVER: Case = Case {
     rules: &[Rule::R6, Rule::R11],
     level: Level::Must,
     alone: false,
+    assumes: "The other side is closed within PROMPT (5 s) of the reset.",
     body: |cx| Box::pin(reset_mid_stream(cx, Resetter::Server)),
 };
 
@@ -80,6 +82,7 @@ pub static RESET_CLIENT: Case = Case {
     rules: &[Rule::R6, Rule::R11],
     level: Level::Must,
     alone: false,
+    assumes: "The other side is closed within PROMPT (5 s) of the reset.",
     body: |cx| Box::pin(reset_mid_stream(cx, Resetter::Client)),
 };
 
@@ -90,6 +93,7 @@ pub static WRITE_AFTER_CLOSE: Case = Case {
     rules: &[Rule::R11, Rule::R6],
     level: Level::Must,
     alone: false,
+    assumes: "The proxy's close and the later echo within PROMPT (5 s).",
     body: |cx| Box::pin(write_after_close(cx)),
 };
 
@@ -100,7 +104,7 @@ enum Resetter {
 }
 
 /// Closes `stream` with a reset (RST) instead of an orderly FIN.
-fn reset(stream: TcpStream) {
+pub(crate) fn reset(stream: TcpStream) {
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);
 }

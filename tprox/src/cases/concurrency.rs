@@ -17,6 +17,7 @@ pub static MANY: Case = Case {
     rules: &[Rule::R2],
     level: Level::Must,
     alone: false,
+    assumes: "Each of the 200 connections is forwarded and echoed within PROMPT (5 s); fits the default limit of 1024 descriptors.",
     body: |cx| Box::pin(many(cx)),
 };
 

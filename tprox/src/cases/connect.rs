@@ -5,7 +5,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::case::{Case, Failure, Level, Stop};
-use crate::harness::{Ctx, PROMPT};
+use crate::harness::{Ctx, Dialing, PROMPT};
 use crate::net::{read_exact_within, show, spawn_echo, wait_end};
 use crate::rules::Rule;
 
@@ -16,6 +16,7 @@ pub static SERVER_FIRST: Case = Case {
     rules: &[Rule::R8, Rule::R1],
     level: Level::Must,
     alone: false,
+    assumes: "The proxy dials the destination when the client connects, and the greeting arrives within PROMPT (5 s). Never primed: who speaks first is what this case checks.",
     body: |cx| Box::pin(server_first(cx)),
 };
 
@@ -26,11 +27,24 @@ pub static REFUSED: Case = Case {
     rules: &[Rule::R8, Rule::R11],
     level: Level::Must,
     alone: false,
+    assumes: "The client's connection is closed within PROMPT (5 s). A proxy that dials only once the client speaks is sent a primer first.",
     body: |cx| Box::pin(refused(cx)),
 };
 
 async fn server_first(cx: Ctx) -> Result<(), Stop> {
-    let (mut client, mut server) = cx.open_pair().await?;
+    // Never primed: who speaks first is what this case is about.
+    let mut client = cx.connect().await?;
+    let mut server = cx.accept().await.map_err(|failure| {
+        if cx.dialing() == Dialing::OnClientData {
+            Failure::new(
+                "the proxy connects to the destination when the client connects, so that a destination that speaks first is heard",
+                format!("no connection reached the destination within {} s while the client sent nothing", PROMPT.as_secs()),
+            )
+            .hint("the proxy dials the destination only after the client sends data: a server that speaks first (SMTP, FTP, SSH, MySQL) is never heard")
+        } else {
+            failure
+        }
+    })?;
     let greeting = b"220 tprox destination ready\r\n";
     server.write_all(greeting).await.map_err(|e| {
         Failure::new(
@@ -64,9 +78,13 @@ async fn refused(mut cx: Ctx) -> Result<(), Stop> {
     // and dial at any moment after the client's connect returns.
     let connected = timeout(PROMPT, TcpStream::connect(cx.proxy_addr())).await;
     let closed = match connected {
-        Ok(Ok(mut client)) => wait_end(&mut client, PROMPT)
-            .await
-            .map(|ended| (ended.bytes, ended.end.to_string())),
+        Ok(Ok(mut client)) => {
+            // A proxy that dials only once the client speaks must be given something to say.
+            cx.prime(&mut client).await;
+            wait_end(&mut client, PROMPT)
+                .await
+                .map(|ended| (ended.bytes, ended.end.to_string()))
+        }
         // Refusing the client outright is a prompt close too.
         Ok(Err(e)) => Some((0, format!("a failed connect ({e})"))),
         Err(_) => None,

@@ -15,6 +15,7 @@ pub static BINARY: Case = Case {
     rules: &[Rule::R1],
     level: Level::Must,
     alone: false,
+    assumes: "Each response comes back within PROMPT (5 s).",
     body: |cx| Box::pin(binary(cx)),
 };
 

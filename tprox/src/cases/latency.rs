@@ -29,6 +29,7 @@ pub static SMALL_WRITES: Case = Case {
     rules: &[Rule::R12],
     level: Level::Should,
     alone: true,
+    assumes: "Runs alone. The median of 40 round trips must stay under 20 ms: a Nagle and delayed-ACK stall costs about 40 ms each, a busy machine a few.",
     body: |cx| Box::pin(small_writes(cx)),
 };
 

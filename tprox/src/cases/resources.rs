@@ -2,7 +2,10 @@
 //!
 //! Bounds, documented here and in the README:
 //! * descriptors: after [`FD_CYCLES`] connections have come and gone, the count is back to its
-//!   baseline (a slack of [`FD_SLACK`] for descriptors a runtime opens lazily);
+//!   baseline (a slack of [`FD_SLACK`] for descriptors a runtime opens lazily); and after
+//!   [`FD_PATH_PAIRS`] pairs ended on each error path (resets from either side, a refused
+//!   destination, a failed write; [`FD_STALL_PAIRS`] by the stall timeout), measured path by
+//!   path;
 //! * memory: with [`MEMORY_PAIRS`] connections blocked on peers that do not read, resident
 //!   memory grows by less than [`MEMORY_BOUND`];
 //! * CPU: with idle and blocked connections held open, the proxy uses less than
@@ -11,11 +14,12 @@
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use crate::case::{Case, Failure, Level, Stop};
-use crate::cases::bulk::BLOCKED_QUIET;
+use crate::cases::bulk::{BLOCKED_QUIET, UNBOUNDED_CAP};
 use crate::harness::{Ctx, PROMPT};
-use crate::net::{flood, mib, read_exact_within, spawn_echo, Progress};
+use crate::net::{flood, mib, read_exact_within, spawn_echo, wait_end, Progress};
 use crate::probe::{sample, Usage};
 use crate::rules::Rule;
 
@@ -34,8 +38,168 @@ pub static FDS: Case = Case {
     rules: &[Rule::R10, Rule::R6],
     level: Level::Must,
     alone: false,
+    assumes: "Linux /proc. The count returns to the baseline (plus 2 for descriptors a runtime opens lazily) within PROMPT (5 s) of the last close.",
     body: |cx| Box::pin(fds(cx)),
 };
+
+pub static FDS_ERRORS: Case = Case {
+    id: "resources/fds-errors",
+    name: "Descriptors released on every ending",
+    requirement: "Descriptors of a pair MUST be released however the pair ends: a reset from either side, a failed write, the stall timeout, or a destination that refuses.",
+    rules: &[Rule::R10],
+    level: Level::Must,
+    alone: false,
+    assumes: "Linux /proc. Each path's pairs end at once; tprox closes its own ends at the latest PROMPT (5 s) after the proxy should have (the stall path: 1.5 T + PROMPT), and the count must be back within PROMPT after that.",
+    body: |cx| Box::pin(fds_errors(cx)),
+};
+
+/// Pairs ended on each path of resources/fds-errors: more than [`FD_SLACK`], so that a leak of
+/// one descriptor per pair shows.
+pub const FD_PATH_PAIRS: usize = 6;
+/// Pairs ended by the stall timeout, open at once (each path takes T).
+pub const FD_STALL_PAIRS: usize = 3;
+
+/// The ways a pair can end besides both EOFs, each checked on its own.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    ClientReset,
+    ServerReset,
+    Refused,
+    Stalled,
+    /// Last: a proxy that dies of writing into a closed socket (R11) dies here.
+    WriteFailed,
+}
+
+impl Ending {
+    const ALL: [Ending; 5] = [
+        Ending::ClientReset,
+        Ending::ServerReset,
+        Ending::Refused,
+        Ending::Stalled,
+        Ending::WriteFailed,
+    ];
+
+    fn describe(self) -> &'static str {
+        match self {
+            Ending::ClientReset => "a reset from the client",
+            Ending::ServerReset => "a reset from the server",
+            Ending::Refused => "the destination refusing",
+            Ending::Stalled => "the stall timeout (a server that never reads)",
+            Ending::WriteFailed => "a failed write (the server closed while the client wrote)",
+        }
+    }
+}
+
+async fn fds_errors(mut cx: Ctx) -> Result<(), Stop> {
+    let mut baseline = settled_fds(&cx, 0).await?;
+    cx.trace
+        .event(format_args!("baseline: {baseline} descriptors"));
+    let mut leaks = Vec::new();
+    for ending in Ending::ALL {
+        let pairs = end_pairs(&mut cx, ending).await?;
+        // Each path is measured from where the last one left the count, so a leak is charged
+        // to the path that made it.
+        let after = settled_fds(&cx, baseline + FD_SLACK).await?;
+        cx.trace.event(format_args!(
+            "after {pairs} pair(s) ended by {}: {after} descriptors",
+            ending.describe()
+        ));
+        if after > baseline + FD_SLACK {
+            leaks.push(format!(
+                "{} more after {pairs} pairs ended by {}",
+                after - baseline,
+                ending.describe()
+            ));
+        }
+        baseline = baseline.max(after);
+    }
+    if leaks.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        "after pairs end by a reset, a failed write, the stall timeout or a refused destination, the proxy's descriptors return to where they were",
+        format!("it still held, having had up to {} s after each path to close them: {}", PROMPT.as_secs(), leaks.join("; ")),
+    )
+    .hint("the proxy leaks descriptors on an error path: every way out of a pair (read error, write error, timeout, failed dial) must close both sockets")
+    .into())
+}
+
+/// Ends pairs by `ending`, all of a path's pairs at once; returns how many. tprox closes its
+/// own ends at the latest [`PROMPT`] after the proxy should have, so that only what the proxy
+/// itself keeps is counted (a proxy that does not close on a reset fails close/reset-*, not
+/// this case).
+async fn end_pairs(cx: &mut Ctx, ending: Ending) -> Result<usize, Stop> {
+    let mut endings: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let count = match ending {
+        Ending::Stalled => FD_STALL_PAIRS,
+        _ => FD_PATH_PAIRS,
+    };
+    if let Ending::Refused = ending {
+        cx.dest.close();
+        for _ in 0..count {
+            if let Ok(Ok(mut client)) =
+                tokio::time::timeout(PROMPT, TcpStream::connect(cx.proxy_addr())).await
+            {
+                cx.prime(&mut client).await;
+                endings.push(tokio::spawn(async move {
+                    wait_end(&mut client, PROMPT).await;
+                }));
+            }
+        }
+        join_all(endings).await;
+        cx.dest.reopen().await.map_err(|e| {
+            Stop::Skip(format!(
+                "the destination port could not be listened on again: {e}"
+            ))
+        })?;
+        return Ok(count);
+    }
+    let mut pairs = Vec::with_capacity(count);
+    for _ in 0..count {
+        pairs.push(cx.open_pair().await?);
+    }
+    let stall_limit = cx.stall.mul_f64(crate::cases::timeout::LATEST) + PROMPT;
+    for (client, server) in pairs {
+        endings.push(tokio::spawn(async move {
+            match ending {
+                Ending::ClientReset | Ending::ServerReset => {
+                    let (resetting, mut other) = match ending {
+                        Ending::ClientReset => (client, server),
+                        _ => (server, client),
+                    };
+                    crate::cases::close::reset(resetting);
+                    wait_end(&mut other, PROMPT).await;
+                }
+                Ending::WriteFailed => {
+                    let mut client = client;
+                    drop(server);
+                    let deadline = Instant::now() + PROMPT;
+                    while Instant::now() < deadline
+                        && client.write_all(b"after close").await.is_ok()
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                Ending::Stalled => {
+                    let (mut rx, tx) = client.into_split();
+                    let flooding = flood(tx, UNBOUNDED_CAP, Progress::new());
+                    wait_end(&mut rx, stall_limit).await;
+                    flooding.abort();
+                    drop(server);
+                }
+                Ending::Refused => unreachable!("handled above"),
+            }
+        }));
+    }
+    join_all(endings).await;
+    Ok(count)
+}
+
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
 
 pub static MEMORY: Case = Case {
     id: "resources/memory",
@@ -44,6 +208,7 @@ pub static MEMORY: Case = Case {
     rules: &[Rule::R4],
     level: Level::Must,
     alone: false,
+    assumes: "Linux /proc. Resident memory is read once every flood is blocked, before 0.8 T, so before the stall timeout can free anything.",
     body: |cx| Box::pin(memory(cx)),
 };
 
@@ -54,6 +219,7 @@ pub static CPU: Case = Case {
     rules: &[Rule::R9],
     level: Level::Must,
     alone: true,
+    assumes: "Linux /proc; runs alone. CPU time, not wall time, over 0.4 T (clamped to 0.3-2 s), so a loaded machine does not count against the proxy.",
     body: |cx| Box::pin(cpu(cx)),
 };
 

@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 
 use crate::cases::bulk::BLOCKED_QUIET;
 use crate::cases::echo::ALTERED_HINT;
+use crate::cases::timeout::Side;
 use crate::held::{Direction, FillError};
 use crate::net::{
     expect_stream, mib, read_exact_within, show, wait_end, End, Ended, Mismatch, Progress,
@@ -21,6 +22,7 @@ pub static ONE_WAY: Case = Case {
     rules: &[Rule::R5],
     level: Level::Must,
     alone: false,
+    assumes: "Each EOF and the byte arrive within PROMPT (5 s).",
     body: |cx| Box::pin(one_way(cx)),
 };
 
@@ -113,6 +115,7 @@ pub static REVERSE: Case = Case {
     rules: &[Rule::R5],
     level: Level::Must,
     alone: false,
+    assumes: "Each EOF and the client's bytes arrive within PROMPT (5 s).",
     body: |cx| Box::pin(reverse(cx)),
 };
 
@@ -123,6 +126,7 @@ pub static FLUSH: Case = Case {
     rules: &[Rule::R5, Rule::R1],
     level: Level::Must,
     alone: false,
+    assumes: "No limit on the total time; a pause of PROMPT (5 s) without data fails. Filling the proxy while the receiver does not read can take longer than T on a loaded machine: a proxy whose clock runs from the connection's opening, or that times out an idle direction, may then fail (documented as timing-dependent for those fixtures).",
     body: |cx| Box::pin(flush(cx)),
 };
 
@@ -375,4 +379,115 @@ async fn flush_one_way(
         mib(expected.len() as u64)
     ));
     Ok(())
+}
+
+pub static IDLE_HALF_CLOSED: Case = Case {
+    id: "shutdown/idle-half-closed",
+    name: "Half-closed, then idle",
+    requirement: "A half-closed connection that holds no data MUST NOT be aborted, however long it is idle: after one side's EOF, the other direction MUST still carry data that comes later than the stall timeout, then its EOF.",
+    rules: &[Rule::R7, Rule::R5],
+    level: Level::Must,
+    alone: false,
+    assumes: "Quiet for 1.5 T after the EOF; then the data and the second EOF arrive within PROMPT (5 s).",
+    body: |cx| Box::pin(idle_half_closed(cx)),
+};
+
+/// How long shutdown/idle-half-closed stays silent after the EOF, relative to T.
+pub const HALF_CLOSED_IDLE: f64 = 1.5;
+
+async fn idle_half_closed(mut cx: Ctx) -> Result<(), Stop> {
+    // Both ways at once, each on a pair of its own: a "linger after FIN" timer may be kept per
+    // direction.
+    let (client, server) = cx.open_pair().await?;
+    let (other_client, other_server) = cx.open_pair().await?;
+    let late = (cx.text(8), cx.text(8));
+    let (client_first, server_first) = tokio::join!(
+        half_closed_then_idle(&cx, client, server, Side::Client, &late.0),
+        half_closed_then_idle(&cx, other_server, other_client, Side::Server, &late.1),
+    );
+    client_first?;
+    server_first?;
+    Ok(())
+}
+
+/// `closer` shuts down its sending direction; once its peer has read the EOF, both stay quiet
+/// for [`HALF_CLOSED_IDLE`] × T; then the peer writes `late` and closes, and the closer must
+/// read `late` and EOF.
+async fn half_closed_then_idle(
+    cx: &Ctx,
+    mut closer: TcpStream,
+    mut peer: TcpStream,
+    closer_side: Side,
+    late: &[u8],
+) -> Result<(), Failure> {
+    let (c, p) = (closer_side.name(), closer_side.other().name());
+    closer.shutdown().await.map_err(|e| {
+        Failure::new(
+            format!("the {c} can shut down its sending direction"),
+            format!("shutdown failed: {e}"),
+        )
+    })?;
+    match wait_end(&mut peer, PROMPT).await {
+        Some(Ended {
+            end: End::Eof,
+            bytes: 0,
+            ..
+        }) => {}
+        other => {
+            return Err(Failure::new(
+                format!("the {p} reads EOF, and no data, after the {c}'s shutdown"),
+                match other {
+                    Some(ended) => {
+                        format!("the {p} read {} byte(s), then {}", ended.bytes, ended.end)
+                    }
+                    None => format!("the {p} saw nothing within {} s", PROMPT.as_secs()),
+                },
+            )
+            .hint(
+                "the proxy does not pass EOF on (shutdown/one-way and shutdown/reverse say more)",
+            ))
+        }
+    }
+    let idle = cx.stall.mul_f64(HALF_CLOSED_IDLE);
+    cx.trace.event(format_args!(
+        "{c} → {p} ended; the pair stays quiet for {:.1} s",
+        idle.as_secs_f64()
+    ));
+    tokio::time::sleep(idle).await;
+    let written = peer.write_all(late).await;
+    drop(peer);
+    let got = match written {
+        Ok(()) => read_exact_within(&mut closer, late.len(), PROMPT)
+            .await
+            .map_err(|short| format!("the {c} received {short}")),
+        Err(e) => Err(format!("the {p}'s write failed ({e})")),
+    };
+    let expected = format!(
+        "a pair half-closed by the {c} and then quiet for {:.1} s (longer than the stall timeout) still carries the {p}'s data, then its EOF",
+        idle.as_secs_f64()
+    );
+    let hint = "the proxy times out a half-closed pair that carries nothing (a \"linger after FIN\" timer): a pair that holds no data must never be aborted, half-closed or not";
+    match got {
+        Ok(got) if got == late => {}
+        Ok(got) => {
+            return Err(Failure::new(
+                format!("the {c} receives {}", show(late)),
+                format!("it received {}", show(&got)),
+            ))
+        }
+        Err(observed) => return Err(Failure::new(expected, observed).hint(hint)),
+    }
+    match wait_end(&mut closer, PROMPT).await {
+        Some(Ended { end: End::Eof, bytes: 0, .. }) => Ok(()),
+        Some(ended) => Err(Failure::new(
+            expected,
+            format!("after the data, the {c} read {} more byte(s), then {}", ended.bytes, ended.end),
+        )
+        .hint(hint)),
+        None => Err(Failure::new(
+            expected,
+            format!("after the data, the {c} saw no EOF within {} s of the {p} closing", PROMPT.as_secs()),
+        )
+        .hint("the proxy does not pass the second EOF on: once both directions have ended it must close the pair")),
+    }
 }

@@ -1,9 +1,13 @@
 //! Timeouts: stalled connections are aborted after the stall timeout T, active ones never (R7).
 //!
 //! Time windows, relative to T and chosen so that a correct proxy on a busy 2-core machine never
-//! fails:
+//! fails, and so that a verdict at T = 2 s means what it means at T = 10 s:
 //! * a stalled pair must be closed no sooner than [`EARLIEST`] × T and no later than
-//!   [`LATEST`] × T + [`LATEST_SLACK`] after the flooding side's last write progress;
+//!   [`LATEST`] × T plus a slack ([`Lateness::slack`]: a tenth of T, plus four times the
+//!   scheduling delay measured during the case) after the proxy's own last write towards the
+//!   peer that does not read, as the kernel's socket queues show it ([`ProxyWrites`]; where
+//!   they cannot be read, after the flooding side's last write progress). A slow proxy's stall
+//!   starts when *it* stops writing, not when tprox's writes stop;
 //! * an active connection writes every [`ACTIVE_INTERVAL`] × T for [`ACTIVE_SPAN`] × T, and every
 //!   write must be echoed within [`PROMPT`].
 
@@ -14,13 +18,13 @@ use tokio::net::TcpStream;
 
 use crate::case::{Case, Failure, Level, Stop};
 use crate::cases::bulk::{BLOCKED_QUIET, UNBOUNDED_CAP};
+use crate::clock::{Lateness, ProxyWrites};
 use crate::harness::{Ctx, PROMPT};
 use crate::net::{flood, mib, read_exact_within, spawn_echo, wait_end, FloodEnd, Progress};
 use crate::rules::Rule;
 
 pub const EARLIEST: f64 = 0.5;
 pub const LATEST: f64 = 1.5;
-pub const LATEST_SLACK: Duration = Duration::from_secs(3);
 pub const ACTIVE_INTERVAL: f64 = 0.3;
 pub const ACTIVE_SPAN: f64 = 1.5;
 
@@ -31,6 +35,7 @@ pub static ACTIVE: Case = Case {
     rules: &[Rule::R7],
     level: Level::Must,
     alone: false,
+    assumes: "Writes every 0.3 T for 1.5 T; each echo comes back within PROMPT (5 s). A proxy whose stall clock restarts on progress passes at any speed.",
     body: |cx| Box::pin(active(cx)),
 };
 
@@ -41,6 +46,7 @@ pub static LAZY_FORWARD: Case = Case {
     rules: &[Rule::R7, Rule::R4],
     level: Level::Must,
     alone: false,
+    assumes: "The stall clock starts at the proxy's own last write towards the server, read from the kernel's socket queues (where they cannot be read: the client's last write progress), so a slow proxy is not charged for the time it takes to stop reading. The abort must come between 0.5 T and 1.5 T plus a slack of T/10 and four times the scheduling delay measured during the case.",
     body: |cx| Box::pin(lazy(cx, Side::Client)),
 };
 
@@ -51,6 +57,7 @@ pub static LAZY_REVERSE: Case = Case {
     rules: &[Rule::R7, Rule::R4],
     level: Level::Must,
     alone: false,
+    assumes: "The stall clock starts at the proxy's own last write towards the client, read from the kernel's socket queues (where they cannot be read: the server's last write progress). The abort must come between 0.5 T and 1.5 T plus a slack of T/10 and four times the scheduling delay measured during the case.",
     body: |cx| Box::pin(lazy(cx, Side::Server)),
 };
 
@@ -102,19 +109,19 @@ async fn active(mut cx: Ctx) -> Result<(), Stop> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(crate) enum Side {
     Client,
     Server,
 }
 
 impl Side {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Side::Client => "client",
             Side::Server => "server",
         }
     }
-    fn other(self) -> Side {
+    pub(crate) fn other(self) -> Side {
         match self {
             Side::Client => Side::Server,
             Side::Server => Side::Client,
@@ -122,8 +129,8 @@ impl Side {
     }
 }
 
-/// `writer` floods a peer that never reads; the proxy must abort the pair about T after the
-/// flood stops making progress, and close both connections.
+/// `writer` floods a peer that never reads; the proxy must abort the pair about T after its
+/// own writes towards that peer stop making progress, and close both connections.
 async fn lazy(cx: Ctx, writer: Side) -> Result<(), Stop> {
     let (client, server) = cx.open_pair().await?;
     let (flooder, mut idle_peer): (TcpStream, TcpStream) = match writer {
@@ -132,13 +139,27 @@ async fn lazy(cx: Ctx, writer: Side) -> Result<(), Stop> {
     };
     let (w, r) = (writer.name(), writer.other().name());
     let stall = cx.stall;
+    let lateness = Lateness::watch();
+    let proxy_writes = ProxyWrites::watch(&idle_peer);
     let (mut flooder_rx, flooder_tx) = flooder.into_split();
     let progress = Progress::new();
     let mut flooding = flood(flooder_tx, UNBOUNDED_CAP, progress.clone());
+    // The stall clock's start: the proxy's own last write towards the idle peer where the
+    // kernel shows it, else the flooder's last progress.
+    let stalled_since = || {
+        proxy_writes
+            .as_ref()
+            .and_then(ProxyWrites::last)
+            .unwrap_or_else(|| progress.last())
+    };
+    let reference = if proxy_writes.is_some() {
+        format!("the proxy's last write towards the {r}")
+    } else {
+        format!("the {w}'s last write progress")
+    };
 
     // The proxy may close the flooder's connection however it likes: the flooder's reads see
     // EOF or a reset, or its blocked write fails. Whichever comes first marks the abort.
-    let latest = stall.mul_f64(LATEST) + LATEST_SLACK;
     let closed_at = loop {
         tokio::select! {
             ended = wait_end(&mut flooder_rx, Duration::from_millis(100)) => {
@@ -160,35 +181,40 @@ async fn lazy(cx: Ctx, writer: Side) -> Result<(), Stop> {
                 .into()),
             },
         }
-        if progress.last().elapsed() > latest && progress.last().elapsed() > BLOCKED_QUIET {
+        let latest = stall.mul_f64(LATEST) + lateness.slack(stall);
+        let quiet = stalled_since().elapsed();
+        if quiet > latest && progress.last().elapsed() > BLOCKED_QUIET {
             return Err(Failure::new(
-                format!("the proxy aborts the pair about {:.1} s after the {w}'s writes stop making progress", stall.as_secs_f64()),
+                format!("the proxy aborts the pair about {:.1} s after {reference} (at the latest {:.2} s)", stall.as_secs_f64(), latest.as_secs_f64()),
                 format!(
-                    "the {w}'s writes stopped after {} and the connection was still open {:.1} s later",
+                    "the {w}'s writes stopped after {}, and the connection was still open {:.1} s after {reference}",
                     mib(progress.bytes()),
-                    progress.last().elapsed().as_secs_f64()
+                    quiet.as_secs_f64()
                 ),
             )
-            .hint("the proxy has no stall timeout: a write that cannot make progress must be abandoned after T")
+            .hint("the proxy has no stall timeout, or one far longer than T: a write that cannot make progress must be abandoned after T")
             .into());
         }
     };
     flooding.abort();
-    let waited = closed_at.saturating_duration_since(progress.last());
+    let since = stalled_since();
+    let waited = closed_at.saturating_duration_since(since);
     cx.trace.event(format_args!(
-        "{w} connection closed {:.2} s after its last progress ({} accepted)",
+        "{w} connection closed {:.2} s after {reference} ({} accepted from the {w}; {:.2} s after the {w}'s own last progress; worst scheduling delay {:.1} ms)",
         waited.as_secs_f64(),
-        mib(progress.bytes())
+        mib(progress.bytes()),
+        closed_at.saturating_duration_since(progress.last()).as_secs_f64(),
+        lateness.worst().as_secs_f64() * 1000.0
     ));
     if waited < stall.mul_f64(EARLIEST) {
         return Err(Failure::new(
             format!(
-                "the proxy aborts the pair about {:.1} s after the {w}'s writes stop making progress, and not before {:.1} s",
+                "the proxy aborts the pair about {:.1} s after {reference}, and not before {:.1} s",
                 stall.as_secs_f64(),
                 stall.mul_f64(EARLIEST).as_secs_f64()
             ),
             format!(
-                "it closed the {w}'s connection {:.2} s after the last progress, having accepted {}",
+                "it closed the {w}'s connection {:.2} s after {reference}, having accepted {} from the {w}",
                 waited.as_secs_f64(),
                 mib(progress.bytes())
             ),
@@ -217,6 +243,7 @@ pub static IDLE: Case = Case {
     rules: &[Rule::R7],
     level: Level::Must,
     alone: false,
+    assumes: "Quiet for 1.5 T, then the echo comes back within PROMPT (5 s).",
     body: |cx| Box::pin(idle(cx)),
 };
 
@@ -227,6 +254,7 @@ pub static SLOW_READER: Case = Case {
     rules: &[Rule::R7],
     level: Level::Must,
     alone: false,
+    assumes: "Reads 1 MiB every 0.25 T for 2.5 T in each direction; each read may wait max(PROMPT, T), so a proxy that is slow but never aborts passes.",
     body: |cx| Box::pin(slow_reader(cx)),
 };
 

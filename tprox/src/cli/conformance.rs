@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::formats::{self, RunInfo};
-use crate::harness::Scale;
+use crate::harness::{Dialing, Scale};
 use crate::proxy::ProxyCommand;
 use crate::report::{HumanReporter, Summary};
 use crate::runner::{self, RunOptions};
@@ -141,9 +141,17 @@ async fn run(
         ));
     }
     let started = SystemTime::now();
-    if let Err(e) = runner::preflight(options).await {
-        eprintln!("tprox: setup failed: {e}");
-        return (exit::SETUP, Vec::new());
+    match runner::preflight(options).await {
+        Err(e) => {
+            eprintln!("tprox: setup failed: {e}");
+            return (exit::SETUP, Vec::new());
+        }
+        Ok(Dialing::OnClientData) => eprintln!(
+            "tprox: note: the proxy opens its connection to the destination only after the client \
+             sends data. connect/server-first judges that (R8); the other cases let the client \
+             speak first (each trace says so)."
+        ),
+        Ok(Dialing::OnAccept) => {}
     }
     // With a machine format on stdout, the human lines go nowhere; the status line stays on
     // stderr.

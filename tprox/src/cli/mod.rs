@@ -93,6 +93,11 @@ struct Cli {
     #[arg(long)]
     rules: bool,
 
+    /// Print the whole contract as Markdown (rules, cases, what each case assumes of the
+    /// proxy's speed and the machine, time limits): the text of docs/contract.md. Then exit.
+    #[arg(long)]
+    contract: bool,
+
     /// Run only cases whose id starts with PATTERN, or matches it as a glob (repeatable).
     #[arg(long, value_name = "PATTERN")]
     only: Vec<String>,
@@ -213,6 +218,10 @@ fn dispatch(cli: Cli) -> u8 {
     }
     if cli.rules {
         conformance::print_rules();
+        return exit::PASSED;
+    }
+    if cli.contract {
+        say(crate::contract::markdown().trim_end());
         return exit::PASSED;
     }
     conformance::run_suite(&cli)

@@ -89,7 +89,7 @@ pub fn fuzz(options: &FuzzOptions, progress: impl FnMut(u32, bool)) -> FuzzOutco
     };
     // Start once up front, so that a proxy that cannot start is a setup error, not a failure.
     let shared = match runtime.block_on(runner::start(&options.run, None)) {
-        Ok((proxy, dest)) => Some(Target { proxy, dest }),
+        Ok((proxy, dest, _)) => Some(Target { proxy, dest }),
         Err(e) => return FuzzOutcome::Setup(e),
     };
     let shared = RefCell::new(shared);
@@ -180,7 +180,7 @@ pub fn replay(run: &RunOptions, scenario: &Scenario) -> Result<Result<(), Violat
         error: format!("cannot start the async runtime: {e}"),
     })?;
     runtime.block_on(async {
-        let (proxy, dest) = runner::start(run, None).await?;
+        let (proxy, dest, _) = runner::start(run, None).await?;
         let mut target = Target { proxy, dest };
         let verdict = play(run.stall, &mut target, scenario).await;
         target.proxy.stop().await;
@@ -195,7 +195,7 @@ async fn play_on(
     scenario: &Scenario,
 ) -> Result<Result<(), Violation>, StartError> {
     let fresh = || async {
-        let (proxy, dest) = runner::start(&options.run, None).await?;
+        let (proxy, dest, _) = runner::start(&options.run, None).await?;
         Ok::<_, StartError>(Target { proxy, dest })
     };
     match options.instance {
