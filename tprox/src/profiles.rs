@@ -134,9 +134,15 @@ pub const PROFILES: &[Profile] = &[
         ),
         version_args: &["-v"],
         notes: &[Note {
-            cases: &["timeout/idle", "timeout/slow-reader", "timeout/active"],
+            cases: &[
+                "timeout/idle",
+                "timeout/slow-reader",
+                "timeout/active",
+                "shutdown/idle-half-closed",
+            ],
             text: "the stall timeout is mapped to timeout client and timeout server, which are \
-                   inactivity timeouts: an idle connection is closed after it too",
+                   inactivity timeouts: an idle connection is closed after it too, half-closed \
+                   or not (timeout client-fin and timeout server-fin default to them)",
         }],
     },
     Profile {
