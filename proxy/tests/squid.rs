@@ -329,6 +329,7 @@ fn the_catalogue_passes_through_squid_apart_from_half_close() {
     .stall_timeout(Duration::from_secs(2))
     .skip("shutdown/one-way")
     .skip("shutdown/reverse")
+    .skip("shutdown/idle-half-closed")
     .skip("timeout/lazy-reverse")
     .run()
     .assert_conforms();

@@ -46,6 +46,8 @@ impl Default for Scale {
 /// that connecting to it is refused) and open again.
 pub struct Destination {
     port: u16,
+    /// Keeps the port reserved for this run while it is closed and reopened.
+    _lease: crate::proxy::PortLease,
     listener: RwLock<Option<Arc<TcpListener>>>,
 }
 
@@ -55,11 +57,13 @@ impl Destination {
     pub async fn bind() -> io::Result<Self> {
         let mut last = None;
         for _ in 0..10 {
-            let port = free_port();
+            let lease = free_port();
+            let port = lease.port();
             match TcpListener::bind((HOST, port)).await {
                 Ok(listener) => {
                     return Ok(Destination {
                         port,
+                        _lease: lease,
                         listener: RwLock::new(Some(Arc::new(listener))),
                     })
                 }

@@ -191,6 +191,13 @@ impl Activity {
         })))
     }
 
+    /// Starts watching again now: what happened before does not count.
+    pub fn restart(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.last = Instant::now();
+        state.pauses.clear();
+    }
+
     /// Something moved now.
     pub fn moved(&self) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -302,6 +309,8 @@ pub fn spawn_echo(stream: TcpStream) -> JoinHandle<()> {
 pub struct StreamCheck {
     expected: Arc<[u8]>,
     state: Arc<std::sync::Mutex<CheckState>>,
+    /// Told whenever bytes arrive, where a case watches for freezing.
+    activity: Option<Activity>,
 }
 
 #[derive(Default)]
@@ -315,11 +324,21 @@ impl StreamCheck {
         StreamCheck {
             expected,
             state: Arc::default(),
+            activity: None,
         }
+    }
+
+    /// Also tells `activity` whenever bytes arrive.
+    pub fn watched(mut self, activity: &Activity) -> Self {
+        self.activity = Some(activity.clone());
+        self
     }
 
     /// Records the next bytes of the stream.
     pub fn observe(&self, bytes: &[u8]) {
+        if let Some(activity) = &self.activity {
+            activity.moved();
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let start = state.received;
         let end = start + bytes.len();

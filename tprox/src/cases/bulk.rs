@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
+use tokio::net::TcpStream;
+
 use crate::case::{Case, Failure, Level, Stop};
 use crate::cases::echo::{open_chain, ALTERED_HINT};
+use crate::clock::{Lateness, LATENESS_FACTOR};
 use crate::harness::{Ctx, PROMPT};
 use crate::net::{
     checked_copy, expect_stream, flood, mib, wait_end, Activity, FloodEnd, Progress, StreamCheck,
@@ -90,19 +93,38 @@ enum Flooder {
 }
 
 async fn chain_20(mut cx: Ctx) -> Result<(), Stop> {
-    bulk_through_chain(&mut cx, &Activity::new()).await?;
+    let payload: Arc<[u8]> = cx.payload(cx.scale.bulk_bytes).into();
+    let activity = Activity::new();
+    let hops = open_bulk_chain(&cx, &payload, &activity).await?;
+    stream_through_chain(&cx, hops, &payload, &activity).await?;
     Ok(())
 }
 
-/// Streams `scale.bulk_bytes` random bytes through a chain of echo connections and checks that
-/// every hop carries exactly them: what each server receives, what each client reads back, and
-/// what arrives at the far end. Tells `activity` whenever the chain opens or data arrives
-/// back at a client.
-async fn bulk_through_chain(cx: &mut Ctx, activity: &Activity) -> Result<Duration, Failure> {
-    let n = cx.scale.chain_length;
-    let payload: Arc<[u8]> = cx.payload(cx.scale.bulk_bytes).into();
-    let hops = open_chain(cx, n, |_| payload.clone()).await?;
-    activity.moved();
+/// Opens the chain for bulk data: `scale.chain_length` echo connections, each checking what
+/// its server receives against `payload` and telling `activity` when bytes arrive.
+async fn open_bulk_chain(
+    cx: &Ctx,
+    payload: &Arc<[u8]>,
+    activity: &Activity,
+) -> Result<Vec<(TcpStream, StreamCheck)>, Failure> {
+    open_chain(cx, cx.scale.chain_length, |_| {
+        StreamCheck::new(payload.clone()).watched(activity)
+    })
+    .await
+}
+
+/// Streams `payload` through a chain of echo connections and checks that every hop carries
+/// exactly it: what each server receives, what each client reads back, and what arrives at the
+/// far end. Tells `activity` whenever data arrives back at a client (its servers tell it what
+/// they receive), from the moment the stream starts.
+async fn stream_through_chain(
+    cx: &Ctx,
+    hops: Vec<(TcpStream, StreamCheck)>,
+    payload: &Arc<[u8]>,
+    activity: &Activity,
+) -> Result<Duration, Failure> {
+    let n = hops.len();
+    activity.restart();
     let started = Instant::now();
     let mut at_servers = Vec::with_capacity(n);
     let mut readers = Vec::with_capacity(n);
@@ -114,7 +136,9 @@ async fn bulk_through_chain(cx: &mut Ctx, activity: &Activity) -> Result<Duratio
         at_servers.push(at_server);
     }
     let mut first = writers.remove(0);
+    let stream = payload.clone();
     let source = payload.clone();
+    let payload = &payload[..];
     let mut tasks = vec![tokio::spawn(async move {
         let _ = first.write_all(&source).await;
         first
@@ -124,14 +148,14 @@ async fn bulk_through_chain(cx: &mut Ctx, activity: &Activity) -> Result<Duratio
     let mut last = readers.pop().expect("a chain has at least one connection");
     let mut at_clients = Vec::with_capacity(n);
     for (mut rx, mut tx) in readers.into_iter().zip(writers) {
-        let check = StreamCheck::new(payload.clone());
+        let check = StreamCheck::new(stream.clone());
         at_clients.push(check.clone());
         tasks.push(tokio::spawn(async move {
             let _ = checked_copy(&mut rx, &mut tx, &check).await;
             tx
         }));
     }
-    let result = expect_stream(&mut last, &payload, PROMPT).await;
+    let result = expect_stream(&mut last, payload, PROMPT).await;
     for task in tasks {
         task.abort();
     }
@@ -181,6 +205,12 @@ async fn bulk_through_chain(cx: &mut Ctx, activity: &Activity) -> Result<Duratio
 }
 
 async fn blocked_mix(mut cx: Ctx, flooder: Flooder) -> Result<(), Stop> {
+    // Everything the bulk needs is made before anything blocks, so that the blocked window
+    // holds only the proxy's work: a slow tprox (a debug build on a loaded machine) must not
+    // look like a frozen proxy.
+    let payload: Arc<[u8]> = cx.payload(cx.scale.bulk_bytes).into();
+    let activity = Activity::new();
+    let hops = open_bulk_chain(&cx, &payload, &activity).await?;
     // The blocked connection: one peer writes as fast as it can, the other never reads.
     let (client, server) = cx.open_pair().await?;
     let (blocked, _never_read) = match flooder {
@@ -225,8 +255,8 @@ async fn blocked_mix(mut cx: Ctx, flooder: Flooder) -> Result<(), Stop> {
     let mut aborted =
         tokio::spawn(async move { wait_end(&mut blocked_rx, Duration::from_secs(3600)).await });
 
-    let activity = Activity::new();
-    let result = bulk_through_chain(&mut cx, &activity).await;
+    let lateness = Lateness::watch();
+    let result = stream_through_chain(&cx, hops, &payload, &activity).await;
     let aborted_at = match (aborted.is_finished(), flooding.is_finished()) {
         (true, _) => (&mut aborted).await.ok().flatten().map(|ended| ended.at),
         (false, true) => match (&mut flooding).await {
@@ -251,16 +281,19 @@ async fn blocked_mix(mut cx: Ctx, flooder: Flooder) -> Result<(), Stop> {
     let since = |at: Instant| at.saturating_duration_since(blocked_at).as_secs_f64();
     let (began, pause) = activity.longest_pause_before(aborted_at);
     cx.trace.event(format_args!(
-        "the proxy closed the blocked connection {:.2} s after it blocked; the longest pause of the other connections before that: {:.3} s from {:.2} s",
+        "the proxy closed the blocked connection {:.2} s after it blocked; the longest pause of the other connections before that: {:.3} s from {:.2} s (worst scheduling delay {:.1} ms)",
         since(aborted_at),
         pause.as_secs_f64(),
-        since(began)
+        since(began),
+        lateness.worst().as_secs_f64() * 1000.0
     ));
-    if pause >= cx.stall.mul_f64(FROZEN_SHARE) {
+    // A proxy is not charged for tprox's own scheduling delay.
+    let frozen = cx.stall.mul_f64(FROZEN_SHARE) + lateness.worst() * LATENESS_FACTOR;
+    if pause >= frozen {
         return Err(Failure::new(
             format!(
-                "while one connection is blocked, the other connections keep moving: never {:.1} s (half the stall timeout) without a byte",
-                cx.stall.mul_f64(FROZEN_SHARE).as_secs_f64()
+                "while one connection is blocked, the other connections keep moving: never {:.2} s (half the stall timeout, and {LATENESS_FACTOR} times the worst scheduling delay measured) without a byte",
+                frozen.as_secs_f64()
             ),
             format!(
                 "nothing moved on the {} other connection(s) for {:.1} s, from {:.1} s after the connection blocked; the proxy closed the blocked connection {:.1} s after it blocked",

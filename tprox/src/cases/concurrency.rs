@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 use crate::case::{Case, Failure, Level, Stop};
 use crate::cases::echo::open_chain;
 use crate::harness::{Ctx, PROMPT};
-use crate::net::expect_stream;
+use crate::net::{expect_stream, StreamCheck};
 use crate::rules::Rule;
 
 pub static MANY: Case = Case {
@@ -27,7 +27,7 @@ const MESSAGE: usize = 2048;
 async fn many(mut cx: Ctx) -> Result<(), Stop> {
     let n = cx.scale.connections;
     let messages: Vec<Arc<[u8]>> = (0..n).map(|_| cx.payload(MESSAGE).into()).collect();
-    let clients = open_chain(&cx, n, |i| messages[i].clone()).await?;
+    let clients = open_chain(&cx, n, |i| StreamCheck::new(messages[i].clone())).await?;
     // Every connection sends its own data at once, then checks its echo, and what its server
     // received.
     let mut tasks = Vec::with_capacity(n);

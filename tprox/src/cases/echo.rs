@@ -51,13 +51,13 @@ pub static CHAIN_20: Case = Case {
 };
 
 /// Opens `n` client connections, each paired with an echoing destination connection that
-/// checks what it receives against `expected(i)`, the stream connection `i` must carry.
+/// checks what it receives with `check(i)`, made for the stream connection `i` must carry.
 /// The connections are all open before any data flows, so a proxy that serves one connection
 /// at a time fails here rather than somewhere obscure.
 pub(crate) async fn open_chain(
     cx: &Ctx,
     n: usize,
-    expected: impl Fn(usize) -> Arc<[u8]>,
+    check: impl Fn(usize) -> StreamCheck,
 ) -> Result<Vec<(TcpStream, StreamCheck)>, Failure> {
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
@@ -73,7 +73,7 @@ pub(crate) async fn open_chain(
                 .hint("the proxy handles one connection at a time (blocking accept loop, or a single-threaded loop that waits for a connection to end)")
             }
         })?;
-        let check = StreamCheck::new(expected(i));
+        let check = check(i);
         spawn_checked_echo(server, check.clone());
         clients.push((client, check));
     }
@@ -91,7 +91,7 @@ pub(crate) const ALTERED_HINT: &str = "the proxy alters data: a common cause is 
 async fn chain(mut cx: Ctx, n: usize) -> Result<(), Stop> {
     let messages: Vec<Vec<u8>> = (0..MESSAGES).map(|_| cx.text(MESSAGE_LEN)).collect();
     let stream: Arc<[u8]> = messages.concat().into();
-    let mut clients = open_chain(&cx, n, |_| stream.clone()).await?;
+    let mut clients = open_chain(&cx, n, |_| StreamCheck::new(stream.clone())).await?;
     for (m, sent) in messages.iter().enumerate() {
         let mut message = sent.clone();
         for (i, (client, at_server)) in clients.iter_mut().enumerate() {

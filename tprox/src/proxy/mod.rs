@@ -24,8 +24,8 @@ pub use groups::{become_subreaper, kill_all, sweep_orphans};
 pub(crate) use groups::{spawn_group, unregister};
 pub use limits::Limits;
 pub(crate) use output::{capture_output, Tail};
-pub(crate) use ports::free_port;
 use ports::port_taken;
+pub(crate) use ports::{free_port, PortLease};
 
 use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
@@ -122,6 +122,8 @@ pub struct RunningProxy {
     pub command: String,
     output: Arc<Mutex<Tail>>,
     stopped: bool,
+    /// Keeps the listen port reserved against other tprox runs while the proxy runs.
+    _port: PortLease,
 }
 
 /// Attempts at finding a listen port that nobody else takes first.
@@ -133,8 +135,9 @@ impl RunningProxy {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let port = free_port();
-            match Self::start_on(command, launch, port).await {
+            let lease = free_port();
+            let port = lease.port();
+            match Self::start_on(command, launch, lease).await {
                 Err(StartError::Exited { output, .. })
                     if attempt < PORT_ATTEMPTS
                         && (port_taken(port) || output.to_lowercase().contains("in use")) =>
@@ -149,8 +152,9 @@ impl RunningProxy {
     async fn start_on(
         command: &ProxyCommand,
         launch: &Launch,
-        port: u16,
+        lease: PortLease,
     ) -> Result<Self, StartError> {
+        let port = lease.port();
         let args = command
             .render(launch.dest_port, port, launch.stall)
             .map_err(|e| StartError::Spawn {
@@ -185,6 +189,7 @@ impl RunningProxy {
             command: shown.clone(),
             output,
             stopped: false,
+            _port: lease,
         };
         let started = Instant::now();
         loop {
