@@ -92,8 +92,16 @@ fn timing() -> String {
             ),
         ),
         (
-            "Freezing (blocked-mix): the longest pause of the other connections while the blocked one is open",
-            format!("under {} × T", bulk::FROZEN_SHARE),
+            "Freezing (blocked-mix): nothing at all moves on the other connections from the bulk's start until the blocked one is closed, over at least",
+            format!("{} × T", bulk::FROZEN_SPAN_SHARE),
+        ),
+        (
+            "or the longest pause of the other connections while the blocked one is open reaches",
+            format!(
+                "{} × T + {} × the worst scheduling delay measured",
+                bulk::FROZEN_SHARE,
+                clock::LATENESS_FACTOR
+            ),
         ),
         (
             "A connection counts as blocked after its writes make no progress for",

@@ -278,10 +278,12 @@ impl Ctx {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let primer = format!("tprox primer {n:05}\n").into_bytes();
         client.write_all(&primer).await.ok()?;
-        self.trace.event(format_args!(
-            "client spoke first ({} bytes): the proxy dials only after the client sends",
-            primer.len()
-        ));
+        if n == 0 {
+            self.trace.event(format_args!(
+                "client spoke first ({} bytes, read off again by the destination), as on every connection of this case after it",
+                primer.len()
+            ));
+        }
         Some(primer)
     }
 

@@ -174,6 +174,10 @@ impl Default for Progress {
 pub struct Activity(Arc<std::sync::Mutex<ActivityState>>);
 
 struct ActivityState {
+    /// When watching (re)started.
+    started: Instant,
+    /// The first movement since then.
+    first: Option<Instant>,
     last: Instant,
     /// Pauses of at least [`Activity::NOTED`]: (when it began, how long it lasted).
     pauses: Vec<(Instant, Duration)>,
@@ -185,8 +189,11 @@ impl Activity {
 
     /// Starts watching now: a pause may begin at once.
     pub fn new() -> Self {
+        let now = Instant::now();
         Activity(Arc::new(std::sync::Mutex::new(ActivityState {
-            last: Instant::now(),
+            started: now,
+            first: None,
+            last: now,
             pauses: Vec::new(),
         })))
     }
@@ -194,14 +201,24 @@ impl Activity {
     /// Starts watching again now: what happened before does not count.
     pub fn restart(&self) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        state.last = Instant::now();
+        let now = Instant::now();
+        state.started = now;
+        state.first = None;
+        state.last = now;
         state.pauses.clear();
+    }
+
+    /// When watching started, and the first movement since, if any.
+    pub fn first_move(&self) -> (Instant, Option<Instant>) {
+        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (state.started, state.first)
     }
 
     /// Something moved now.
     pub fn moved(&self) {
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
+        state.first.get_or_insert(now);
         let pause = now - state.last;
         if pause >= Self::NOTED {
             let began = state.last;

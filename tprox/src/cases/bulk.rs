@@ -27,13 +27,19 @@ pub(crate) const UNBOUNDED_CAP: u64 = 128 * 1024 * 1024;
 /// How long writes must make no progress before a connection counts as blocked.
 pub(crate) const BLOCKED_QUIET: Duration = Duration::from_millis(300);
 
-/// The blocked-mix cases judge freezing, not speed: the other connections fail only if, while
-/// the blocked connection was still open, nothing moved on any of them for this share of T.
-/// A proxy frozen by the blocked write moves nothing from the moment the bulk starts until its
-/// stall timeout frees it (about T later); a correct proxy, however slow or loaded, moves
-/// something every few milliseconds. Finishing the bulk before the proxy aborts the blocked
+/// The blocked-mix cases judge freezing, not speed. A proxy frozen by the blocked write moves
+/// nothing on the other connections from the moment the bulk starts until its stall timeout
+/// frees the blocked one (about T later); a correct proxy, however slow or loaded, moves
+/// something every few milliseconds. So the other connections fail if nothing at all moved on
+/// them from the bulk's start until shortly before the proxy closed the blocked connection
+/// ("shortly": four times the scheduling delay measured, plus 50 ms, for how late tprox may see
+/// the close), where that span is at least [`FROZEN_SPAN_SHARE`] × T; or if, while the blocked
+/// connection was open, they paused for [`FROZEN_SHARE`] × T (plus four times the measured
+/// scheduling delay) at a stretch. Finishing the bulk before the proxy aborts the blocked
 /// connection is not required: a slow proxy or a loaded machine need not be that fast.
 pub const FROZEN_SHARE: f64 = 0.5;
+/// The shortest span, as a share of T, over which moving nothing at all counts as frozen.
+pub const FROZEN_SPAN_SHARE: f64 = 0.25;
 
 pub static CHAIN_20: Case = Case {
     id: "bulk/chain-20",
@@ -53,7 +59,7 @@ pub static BLOCKED_MIX: Case = Case {
     rules: &[Rule::R3, Rule::R4],
     level: Level::Must,
     alone: false,
-    assumes: "No limit on the bulk's total time, and the proxy may abort the blocked connection whenever its stall timeout says. A connection counts as blocked after 300 ms without write progress. Freezing is judged by progress: the other connections fail only if nothing moves on any of them for T/2 while the blocked connection is still open (a frozen proxy moves nothing for about T; a slow one moves something every few milliseconds).",
+    assumes: "No limit on the bulk's total time, and the proxy may abort the blocked connection whenever its stall timeout says. A connection counts as blocked after 300 ms without write progress. Freezing is judged by progress: the other connections fail only if nothing at all moves on them from the bulk's start until the blocked connection is closed, or nothing for T/2 (plus four times the measured scheduling delay) at a stretch while it is open (a frozen proxy moves nothing for about T; a slow one moves something every few milliseconds).",
     body: |cx| Box::pin(blocked_mix(cx, Flooder::Client)),
 };
 
@@ -64,7 +70,7 @@ pub static BLOCKED_DOWNLOAD: Case = Case {
     rules: &[Rule::R3, Rule::R4],
     level: Level::Must,
     alone: false,
-    assumes: "No limit on the bulk's total time, and the proxy may abort the blocked connection whenever its stall timeout says. A connection counts as blocked after 300 ms without write progress. Freezing is judged by progress: the other connections fail only if nothing moves on any of them for T/2 while the blocked connection is still open.",
+    assumes: "No limit on the bulk's total time, and the proxy may abort the blocked connection whenever its stall timeout says. A connection counts as blocked after 300 ms without write progress. Freezing is judged by progress: the other connections fail only if nothing at all moves on them from the bulk's start until the blocked connection is closed, or nothing for T/2 (plus four times the measured scheduling delay) at a stretch while it is open.",
     body: |cx| Box::pin(blocked_mix(cx, Flooder::Server)),
 };
 
@@ -287,7 +293,29 @@ async fn blocked_mix(mut cx: Ctx, flooder: Flooder) -> Result<(), Stop> {
         since(began),
         lateness.worst().as_secs_f64() * 1000.0
     ));
-    // A proxy is not charged for tprox's own scheduling delay.
+    // Nothing at all moved from the bulk's start until the close (as tprox may see it late):
+    // frozen, whatever the load, where the span is long enough to tell.
+    let late = lateness.worst() * LATENESS_FACTOR + Duration::from_millis(50);
+    let (started, first) = activity.first_move();
+    let judged_until = aborted_at.checked_sub(late).unwrap_or(started);
+    let span = judged_until.saturating_duration_since(started);
+    if span >= cx.stall.mul_f64(FROZEN_SPAN_SHARE)
+        && first.is_none_or(|first| first >= judged_until)
+    {
+        return Err(Failure::new(
+            "while one connection is blocked, the other connections keep moving",
+            format!(
+                "nothing moved on the {} other connection(s) from the start of their bulk transfer until the proxy closed the blocked connection, {:.1} s after it blocked (the bulk had started {:.1} s after it blocked)",
+                cx.scale.chain_length,
+                since(aborted_at),
+                since(started)
+            ),
+        )
+        .hint("one blocked peer froze the other connections until the stall timeout freed it: the proxy blocks in a write (or holds a shared lock while writing) instead of serving the others")
+        .into());
+    }
+    // A long pause while the blocked connection was open. A proxy is not charged for tprox's
+    // own scheduling delay.
     let frozen = cx.stall.mul_f64(FROZEN_SHARE) + lateness.worst() * LATENESS_FACTOR;
     if pause >= frozen {
         return Err(Failure::new(

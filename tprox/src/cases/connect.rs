@@ -34,7 +34,7 @@ pub static REFUSED: Case = Case {
 async fn server_first(cx: Ctx) -> Result<(), Stop> {
     // Never primed: who speaks first is what this case is about.
     let mut client = cx.connect().await?;
-    let mut server = cx.accept().await.map_err(|failure| {
+    let mut server = own_connection(&cx).await.map_err(|failure| {
         if cx.dialing() == Dialing::OnClientData {
             Failure::new(
                 "the proxy connects to the destination when the client connects, so that a destination that speaks first is heard",
@@ -70,6 +70,37 @@ async fn server_first(cx: Ctx) -> Result<(), Stop> {
     }
     Ok(())
 }
+
+/// Accepts the connection the proxy opened for this case's silent client. One that ends at
+/// once is a stale one (the readiness probe's, whose client has gone, forwarded late by a slow
+/// proxy) and is passed over; the case's own stays open and silent, so nothing is lost.
+async fn own_connection(cx: &Ctx) -> Result<TcpStream, Failure> {
+    let mut passed_over = 0;
+    loop {
+        let mut server = match cx.accept().await {
+            Ok(server) => server,
+            Err(_) if passed_over > 0 => {
+                return Err(Failure::new(
+                    "the proxy keeps its connection to the destination open while the client is connected",
+                    format!("{passed_over} connection(s) reached the destination and ended at once, and no other came"),
+                )
+                .hint("the proxy closes its destination connection when the client has sent nothing"))
+            }
+            Err(failure) => return Err(failure),
+        };
+        match wait_end(&mut server, STALE_CHECK).await {
+            Some(ended) if ended.bytes == 0 => {
+                passed_over += 1;
+                cx.trace
+                    .event("passed over a connection that ended at once (a stale one)");
+            }
+            _ => return Ok(server),
+        }
+    }
+}
+
+/// How long a just-accepted connection is watched for an end that marks it stale.
+const STALE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn refused(mut cx: Ctx) -> Result<(), Stop> {
     cx.dest.close();
