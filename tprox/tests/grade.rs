@@ -251,7 +251,10 @@ fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
         .arg(&merged)
         .args(&books)
         .assert()
-        .success();
+        .success()
+        .stdout(predicates::str::contains(
+            "merged 2 gradebook(s), 3 submission(s)",
+        ));
     let book = gradebook(&merged);
     assert_eq!(names(&book), ["ann", "ben", "cat"]);
     for row in book["submissions"].as_array().unwrap() {

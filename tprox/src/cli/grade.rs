@@ -202,13 +202,13 @@ fn merge_command(out: &std::path::Path, paths: &[PathBuf]) -> u8 {
         );
     }
     match grade::write(&merged, out) {
-        Ok(paths) => {
+        Ok(written) => {
             say(format_args!(
                 "merged {} gradebook(s), {} submission(s)",
                 paths.len(),
                 merged.submissions.len()
             ));
-            for path in paths {
+            for path in written {
                 say(format_args!("wrote {}", path.display()));
             }
             exit::PASSED
