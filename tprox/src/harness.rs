@@ -381,6 +381,12 @@ pub struct Trace {
     events: Arc<Mutex<Vec<String>>>,
 }
 
+impl Default for Trace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Trace {
     fn new() -> Self {
         Trace {

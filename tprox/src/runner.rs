@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::case::{Case, Failure, Outcome};
+use crate::clock::Lateness;
 use crate::harness::{survival_echo, Ctx, Destination, Dialing, Scale};
 use crate::proxy::{Launch, Limits, ProxyCommand, RunningProxy, StartError};
 use crate::report::Reporter;
@@ -386,8 +387,10 @@ async fn run_case(
         ),
         Ok(()) => {
             trace.event("survival echo before the case: ok");
+            let lateness = Lateness::watch();
             let outcome = run_body(case, cx, options.stall).await;
-            check_survival(outcome, proxy, dest, &mut rng, &trace).await
+            let outcome = check_survival(outcome, proxy, dest, &mut rng, &trace).await;
+            note_lateness(outcome, lateness.worst(), &trace)
         }
     };
     CaseReport {
@@ -421,6 +424,30 @@ async fn run_body(case: &'static Case, cx: Ctx, stall: Duration) -> Outcome {
                 ),
             ))
         }
+    }
+}
+
+/// tprox's own timers running this late during a case mean the machine, not the proxy, may
+/// have decided a failure: the failure says so.
+const OVERLOADED: Duration = Duration::from_millis(500);
+
+/// Records how late tprox's own timers ran during the case, and marks a failure that came
+/// with an overloaded machine, so that a grader can tell the two apart.
+fn note_lateness(outcome: Outcome, worst: Duration, trace: &crate::harness::Trace) -> Outcome {
+    trace.event(format_args!(
+        "tprox's worst scheduling delay during the case: {:.1} ms",
+        worst.as_secs_f64() * 1000.0
+    ));
+    match outcome {
+        Outcome::Fail(mut failure) if worst >= OVERLOADED => {
+            failure.observed = format!(
+                "{} (note: tprox's own timers ran up to {:.1} s late during this case: the machine was overloaded, and this failure may be the machine's rather than the proxy's)",
+                failure.observed,
+                worst.as_secs_f64()
+            );
+            Outcome::Fail(failure)
+        }
+        outcome => outcome,
     }
 }
 
@@ -486,6 +513,32 @@ pub fn case_seed(seed: u64, id: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_on_an_overloaded_machine_says_so_and_nothing_else_changes() {
+        let trace = crate::harness::Trace::default();
+        let failure = || Outcome::Fail(Failure::new("it echoes", "nothing came back"));
+        let observed = |outcome: Outcome| match outcome {
+            Outcome::Fail(failure) => failure.observed,
+            other => panic!("the verdict changed: {other:?}"),
+        };
+        let marked = observed(note_lateness(
+            failure(),
+            Duration::from_millis(1500),
+            &trace,
+        ));
+        assert!(
+            marked.starts_with("nothing came back (note: tprox's own timers ran up to 1.5 s late"),
+            "{marked}"
+        );
+        let unmarked = observed(note_lateness(failure(), Duration::from_millis(20), &trace));
+        assert_eq!(unmarked, "nothing came back");
+        assert!(matches!(
+            note_lateness(Outcome::Pass, Duration::from_secs(3), &trace),
+            Outcome::Pass
+        ));
+        assert_eq!(trace.lines().len(), 3, "each case's delay is in its trace");
+    }
 
     #[test]
     fn case_seeds_are_stable_and_differ_between_cases_and_runs() {
