@@ -70,8 +70,10 @@ impl Squid {
         conf.push_str("http_access deny all\n");
         let conf_path = dir.path().join("squid.conf");
         write(&conf_path, &conf);
+        // A service name of its own: squid names its shared-memory segments after it
+        // (/dev/shm/NAME-cf__*.shm), and two squids under the default name collide on them.
         let child = Command::new(SQUID)
-            .args(["-N", "-f"])
+            .args(["-N", "-n", &service_name(port), "-f"])
             .arg(&conf_path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -132,7 +134,21 @@ impl Drop for Squid {
         let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
+        // Killed, squid leaves its shared-memory segments behind; they are this instance's.
+        let prefix = format!("{}-", service_name(self.port));
+        if let Ok(entries) = std::fs::read_dir("/dev/shm") {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
     }
+}
+
+/// The squid service name of the instance on `port`.
+fn service_name(port: u16) -> String {
+    format!("tproxtest{port}")
 }
 
 use std::os::unix::process::CommandExt;
