@@ -92,14 +92,18 @@ fn timing() -> String {
             ),
         ),
         (
-            "Freezing (blocked-mix): nothing at all moves on the other connections from the bulk's start until the blocked one is closed, over at least",
-            format!("{} × T", bulk::FROZEN_SPAN_SHARE),
+            "Freezing (blocked-mix): tprox's heartbeat (a few bytes every 5 ms through another connection) pauses, while the blocked connection is open, for",
+            format!(
+                "{} × T + {} × the worst scheduling delay of the heartbeat's threads",
+                bulk::FROZEN_SHARE,
+                clock::LATENESS_FACTOR
+            ),
         ),
         (
-            "or the longest pause of the other connections while the blocked one is open reaches",
+            "or pauses, and resumes only as the proxy closes the blocked connection, for",
             format!(
-                "{} × T + {} × the worst scheduling delay measured",
-                bulk::FROZEN_SHARE,
+                "{} × T, and at least {} × that delay + 50 ms",
+                bulk::FROZEN_SPAN_SHARE,
                 clock::LATENESS_FACTOR
             ),
         ),

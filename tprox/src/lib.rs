@@ -29,6 +29,7 @@ pub mod formats;
 pub mod fuzz;
 pub mod grade;
 pub mod harness;
+pub mod heartbeat;
 pub mod held;
 pub mod html;
 pub mod matrix;

@@ -167,115 +167,6 @@ impl Default for Progress {
     }
 }
 
-/// When bytes moved on a group of connections, kept as the pauses between movements: what
-/// tells a proxy that froze them from one that is merely slow. A slow proxy moves a little all
-/// the time; a frozen one moves nothing until whatever froze it is gone.
-#[derive(Clone)]
-pub struct Activity(Arc<std::sync::Mutex<ActivityState>>);
-
-struct ActivityState {
-    /// When watching (re)started.
-    started: Instant,
-    /// The first movement since then.
-    first: Option<Instant>,
-    last: Instant,
-    /// Pauses of at least [`Activity::NOTED`]: (when it began, how long it lasted).
-    pauses: Vec<(Instant, Duration)>,
-}
-
-impl Activity {
-    /// Shorter pauses are not kept: they are scheduling, not freezing.
-    const NOTED: Duration = Duration::from_millis(10);
-
-    /// Starts watching now: a pause may begin at once.
-    pub fn new() -> Self {
-        let now = Instant::now();
-        Activity(Arc::new(std::sync::Mutex::new(ActivityState {
-            started: now,
-            first: None,
-            last: now,
-            pauses: Vec::new(),
-        })))
-    }
-
-    /// Starts watching again now: what happened before does not count.
-    pub fn restart(&self) {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        state.started = now;
-        state.first = None;
-        state.last = now;
-        state.pauses.clear();
-    }
-
-    /// When watching started, and the first movement since, if any.
-    pub fn first_move(&self) -> (Instant, Option<Instant>) {
-        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        (state.started, state.first)
-    }
-
-    /// Something moved now.
-    pub fn moved(&self) {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        state.first.get_or_insert(now);
-        let pause = now - state.last;
-        if pause >= Self::NOTED {
-            let began = state.last;
-            state.pauses.push((began, pause));
-        }
-        state.last = now;
-    }
-
-    /// The longest pause that began before `until`, counting one still going on now; with
-    /// when it began.
-    pub fn longest_pause_before(&self, until: Instant) -> (Instant, Duration) {
-        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let ongoing = (state.last, state.last.elapsed());
-        state
-            .pauses
-            .iter()
-            .copied()
-            .chain(std::iter::once(ongoing))
-            .filter(|(began, _)| *began < until)
-            .max_by_key(|(_, pause)| *pause)
-            .unwrap_or((until, Duration::ZERO))
-    }
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// A reader that tells an [`Activity`] whenever bytes arrive.
-pub struct Watched<R> {
-    pub inner: R,
-    activity: Activity,
-}
-
-impl<R> Watched<R> {
-    pub fn new(inner: R, activity: Activity) -> Self {
-        Watched { inner, activity }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.moved();
-        }
-        polled
-    }
-}
-
 /// How a flood ended.
 #[derive(Debug)]
 pub enum FloodEnd {
@@ -326,8 +217,6 @@ pub fn spawn_echo(stream: TcpStream) -> JoinHandle<()> {
 pub struct StreamCheck {
     expected: Arc<[u8]>,
     state: Arc<std::sync::Mutex<CheckState>>,
-    /// Told whenever bytes arrive, where a case watches for freezing.
-    activity: Option<Activity>,
 }
 
 #[derive(Default)]
@@ -341,21 +230,11 @@ impl StreamCheck {
         StreamCheck {
             expected,
             state: Arc::default(),
-            activity: None,
         }
-    }
-
-    /// Also tells `activity` whenever bytes arrive.
-    pub fn watched(mut self, activity: &Activity) -> Self {
-        self.activity = Some(activity.clone());
-        self
     }
 
     /// Records the next bytes of the stream.
     pub fn observe(&self, bytes: &[u8]) {
-        if let Some(activity) = &self.activity {
-            activity.moved();
-        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let start = state.received;
         let end = start + bytes.len();

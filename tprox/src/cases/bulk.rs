@@ -10,12 +10,10 @@ use tokio::net::TcpStream;
 
 use crate::case::{Case, Failure, Level, Stop};
 use crate::cases::echo::{open_chain, ALTERED_HINT};
-use crate::clock::{Lateness, LATENESS_FACTOR};
+use crate::clock::LATENESS_FACTOR;
 use crate::harness::{Ctx, PROMPT};
-use crate::net::{
-    checked_copy, expect_stream, flood, mib, wait_end, Activity, FloodEnd, Progress, StreamCheck,
-    Watched,
-};
+use crate::heartbeat::{Beats, Heartbeat, BEAT};
+use crate::net::{checked_copy, expect_stream, flood, mib, FloodEnd, Progress, StreamCheck};
 use crate::rules::Rule;
 
 /// Bytes a client may push at a destination that reads nothing before tprox concludes that the
@@ -27,19 +25,26 @@ pub(crate) const UNBOUNDED_CAP: u64 = 128 * 1024 * 1024;
 /// How long writes must make no progress before a connection counts as blocked.
 pub(crate) const BLOCKED_QUIET: Duration = Duration::from_millis(300);
 
-/// The blocked-mix cases judge freezing, not speed. A proxy frozen by the blocked write moves
-/// nothing on the other connections from the moment the bulk starts until its stall timeout
-/// frees the blocked one (about T later); a correct proxy, however slow or loaded, moves
-/// something every few milliseconds. So the other connections fail if nothing at all moved on
-/// them from the bulk's start until shortly before the proxy closed the blocked connection
-/// ("shortly": four times the scheduling delay measured, plus 50 ms, for how late tprox may see
-/// the close), where that span is at least [`FROZEN_SPAN_SHARE`] × T; or if, while the blocked
-/// connection was open, they paused for [`FROZEN_SHARE`] × T (plus four times the measured
-/// scheduling delay) at a stretch. Finishing the bulk before the proxy aborts the blocked
-/// connection is not required: a slow proxy or a loaded machine need not be that fast.
+/// The blocked-mix cases judge freezing, not speed, by a heartbeat ([`crate::heartbeat`]):
+/// from before the flood starts until the bulk ends, tprox sends a few bytes every 5 ms through
+/// one more connection and times where they arrive, on threads outside its busy runtime. A
+/// proxy frozen by the blocked write stops them from the moment its write blocks until its
+/// stall timeout frees it (about T); a correct proxy, however slow, passes each on within its
+/// own scheduling delay. So the case fails if the beats pause, while the blocked connection is
+/// open, for [`FROZEN_SHARE`] × T plus four times the worst delay the heartbeat's writer
+/// measured for itself; or if they pause for [`FROZEN_SPAN_SHARE`] × T (and at least four
+/// times that delay plus 50 ms) and start again only as the proxy closes the blocked connection
+/// (a proxy whose own stall timeout is short). The bulk only has to arrive intact, with no
+/// pause of PROMPT: a slow proxy or a loaded machine need not be fast.
 pub const FROZEN_SHARE: f64 = 0.5;
-/// The shortest span, as a share of T, over which moving nothing at all counts as frozen.
+/// The shortest pause, as a share of T, that counts as frozen when the beats resume only as
+/// the proxy closes the blocked connection.
 pub const FROZEN_SPAN_SHARE: f64 = 0.25;
+/// How much earlier than the close the beats may resume and still count as freed by it: the
+/// watching threads see the close and the beats within the machine's delay of each other.
+const CLOSE_SEEN: Duration = Duration::from_millis(20);
+/// Added to the delay allowance for the shortest pause that counts as freed by the close.
+const FREED_MIN: Duration = Duration::from_millis(50);
 
 pub static CHAIN_20: Case = Case {
     id: "bulk/chain-20",
@@ -59,7 +64,7 @@ pub static BLOCKED_MIX: Case = Case {
     rules: &[Rule::R3, Rule::R4],
     level: Level::Must,
     alone: false,
-    assumes: "No limit on the bulk's total time, and the proxy may abort the blocked connection whenever its stall timeout says. A connection counts as blocked after 300 ms without write progress. Freezing is judged by progress: the other connections fail only if nothing at all moves on them from the bulk's start until the blocked connection is closed, or nothing for T/2 (plus four times the measured scheduling delay) at a stretch while it is open (a frozen proxy moves nothing for about T; a slow one moves something every few milliseconds).",
+    assumes: "No limit on the bulk's total time, and the proxy may abort the blocked connection whenever its stall timeout says. A connection counts as blocked after 300 ms without write progress. Freezing is judged by a heartbeat, a few bytes every 5 ms through one more connection, timed by threads of tprox's own outside its busy runtime: it fails if the beats pause for T/2 (plus four times the scheduling delay those threads measure) while the blocked connection is open, or pause for T/4 and resume only as the proxy closes the blocked connection (a frozen proxy passes nothing on for about T; a slow one passes each beat on within its own scheduling delay).",
     body: |cx| Box::pin(blocked_mix(cx, Flooder::Client)),
 };
 
@@ -70,7 +75,7 @@ pub static BLOCKED_DOWNLOAD: Case = Case {
     rules: &[Rule::R3, Rule::R4],
     level: Level::Must,
     alone: false,
-    assumes: "No limit on the bulk's total time, and the proxy may abort the blocked connection whenever its stall timeout says. A connection counts as blocked after 300 ms without write progress. Freezing is judged by progress: the other connections fail only if nothing at all moves on them from the bulk's start until the blocked connection is closed, or nothing for T/2 (plus four times the measured scheduling delay) at a stretch while it is open.",
+    assumes: "No limit on the bulk's total time, and the proxy may abort the blocked connection whenever its stall timeout says. A connection counts as blocked after 300 ms without write progress. Freezing is judged by a heartbeat, a few bytes every 5 ms through one more connection, timed by threads of tprox's own outside its busy runtime: it fails if the beats pause for T/2 (plus four times the scheduling delay those threads measure) while the blocked connection is open, or pause for T/4 and resume only as the proxy closes the blocked connection (a frozen proxy passes nothing on for about T; a slow one passes each beat on within its own scheduling delay).",
     body: |cx| Box::pin(blocked_mix(cx, Flooder::Server)),
 };
 
@@ -100,44 +105,39 @@ enum Flooder {
 
 async fn chain_20(mut cx: Ctx) -> Result<(), Stop> {
     let payload: Arc<[u8]> = cx.payload(cx.scale.bulk_bytes).into();
-    let activity = Activity::new();
-    let hops = open_bulk_chain(&cx, &payload, &activity).await?;
-    stream_through_chain(&cx, hops, &payload, &activity).await?;
+    let hops = open_bulk_chain(&cx, &payload).await?;
+    stream_through_chain(&cx, hops, &payload).await?;
     Ok(())
 }
 
 /// Opens the chain for bulk data: `scale.chain_length` echo connections, each checking what
-/// its server receives against `payload` and telling `activity` when bytes arrive.
+/// its server receives against `payload`.
 async fn open_bulk_chain(
     cx: &Ctx,
     payload: &Arc<[u8]>,
-    activity: &Activity,
 ) -> Result<Vec<(TcpStream, StreamCheck)>, Failure> {
     open_chain(cx, cx.scale.chain_length, |_| {
-        StreamCheck::new(payload.clone()).watched(activity)
+        StreamCheck::new(payload.clone())
     })
     .await
 }
 
 /// Streams `payload` through a chain of echo connections and checks that every hop carries
 /// exactly it: what each server receives, what each client reads back, and what arrives at the
-/// far end. Tells `activity` whenever data arrives back at a client (its servers tell it what
-/// they receive), from the moment the stream starts.
+/// far end.
 async fn stream_through_chain(
     cx: &Ctx,
     hops: Vec<(TcpStream, StreamCheck)>,
     payload: &Arc<[u8]>,
-    activity: &Activity,
 ) -> Result<Duration, Failure> {
     let n = hops.len();
-    activity.restart();
     let started = Instant::now();
     let mut at_servers = Vec::with_capacity(n);
     let mut readers = Vec::with_capacity(n);
     let mut writers = Vec::with_capacity(n);
     for (client, at_server) in hops {
         let (rx, tx) = client.into_split();
-        readers.push(Watched::new(rx, activity.clone()));
+        readers.push(rx);
         writers.push(tx);
         at_servers.push(at_server);
     }
@@ -212,20 +212,23 @@ async fn stream_through_chain(
 
 async fn blocked_mix(mut cx: Ctx, flooder: Flooder) -> Result<(), Stop> {
     // Everything the bulk needs is made before anything blocks, so that the blocked window
-    // holds only the proxy's work: a slow tprox (a debug build on a loaded machine) must not
-    // look like a frozen proxy.
+    // holds only the proxy's work.
     let payload: Arc<[u8]> = cx.payload(cx.scale.bulk_bytes).into();
-    let activity = Activity::new();
-    let hops = open_bulk_chain(&cx, &payload, &activity).await?;
+    let hops = open_bulk_chain(&cx, &payload).await?;
+    let (beat_client, beat_server) = cx.open_pair().await?;
     // The blocked connection: one peer writes as fast as it can, the other never reads.
     let (client, server) = cx.open_pair().await?;
     let (blocked, _never_read) = match flooder {
         Flooder::Client => (client, server),
         Flooder::Server => (server, client),
     };
-    let (mut blocked_rx, blocked_tx) = blocked.into_split();
+    // The heartbeat runs from before the flood: a proxy that freezes when its write blocks
+    // freezes the beats from that moment, not from when tprox notices the block.
+    let heartbeat = Heartbeat::start(beat_client, beat_server, &blocked)
+        .map_err(|e| Stop::Skip(format!("tprox could not start its heartbeat threads: {e}")))?;
+    let (_blocked_rx, blocked_tx) = blocked.into_split();
     let progress = Progress::new();
-    let mut flooding = flood(blocked_tx, UNBOUNDED_CAP, progress.clone());
+    let flooding = flood(blocked_tx, UNBOUNDED_CAP, progress.clone());
     if !progress
         .wait_blocked(BLOCKED_QUIET, Duration::from_secs(20))
         .await
@@ -252,89 +255,91 @@ async fn blocked_mix(mut cx: Ctx, flooder: Flooder) -> Result<(), Stop> {
         .hint("the proxy reads into a queue that grows without bound instead of waiting until the destination can take more")
         .into());
     }
-    let blocked_at = Instant::now();
+    let blocked_at = progress.last();
     cx.trace.event(format_args!(
         "blocked connection stalled after {} accepted",
         mib(progress.bytes())
     ));
-    // Watch for the proxy giving up on the blocked connection (its stall timeout).
-    let mut aborted =
-        tokio::spawn(async move { wait_end(&mut blocked_rx, Duration::from_secs(3600)).await });
-
-    let lateness = Lateness::watch();
-    let result = stream_through_chain(&cx, hops, &payload, &activity).await;
-    let aborted_at = match (aborted.is_finished(), flooding.is_finished()) {
-        (true, _) => (&mut aborted).await.ok().flatten().map(|ended| ended.at),
-        (false, true) => match (&mut flooding).await {
-            Ok(FloodEnd::Failed(_, at)) => Some(at),
-            _ => None,
-        },
-        (false, false) => None,
-    };
-    aborted.abort();
+    let result = stream_through_chain(&cx, hops, &payload).await;
     flooding.abort();
+    let beats = heartbeat.beats();
+    drop(heartbeat);
+    cx.trace
+        .event(format_args!("heartbeat: {}", beats.describe(blocked_at)));
     if let Err(failure) = result {
         return Err(Failure::new(
             format!("while one connection is blocked, {}", failure.expected),
             failure.observed,
         )
-        .hint("one blocked peer froze the other connections: the proxy blocks in a write (or holds a shared lock while writing) instead of serving the others")
+        .hint(FROZEN_HINT)
         .into());
     }
-    let Some(aborted_at) = aborted_at else {
-        return Ok(());
-    };
+    judge_freeze(&beats, cx.stall, blocked_at, cx.scale.chain_length + 1).map_err(Stop::from)
+}
+
+const FROZEN_HINT: &str = "one blocked peer froze the other connections until the stall timeout freed it: the proxy blocks in a write (or holds a shared lock while writing) instead of serving the others";
+
+/// The verdict on freezing, from what the heartbeat saw (see [`FROZEN_SHARE`]). `others` is
+/// how many connections besides the blocked one were open, for the message.
+fn judge_freeze(
+    beats: &Beats,
+    stall: Duration,
+    blocked_at: Instant,
+    others: usize,
+) -> Result<(), Failure> {
     let since = |at: Instant| at.saturating_duration_since(blocked_at).as_secs_f64();
-    let (began, pause) = activity.longest_pause_before(aborted_at);
-    cx.trace.event(format_args!(
-        "the proxy closed the blocked connection {:.2} s after it blocked; the longest pause of the other connections before that: {:.3} s from {:.2} s (worst scheduling delay {:.1} ms)",
-        since(aborted_at),
-        pause.as_secs_f64(),
-        since(began),
-        lateness.worst().as_secs_f64() * 1000.0
-    ));
-    // Nothing at all moved from the bulk's start until the close (as tprox may see it late):
-    // frozen, whatever the load, where the span is long enough to tell.
-    let late = lateness.worst() * LATENESS_FACTOR + Duration::from_millis(50);
-    let (started, first) = activity.first_move();
-    let judged_until = aborted_at.checked_sub(late).unwrap_or(started);
-    let span = judged_until.saturating_duration_since(started);
-    if span >= cx.stall.mul_f64(FROZEN_SPAN_SHARE)
-        && first.is_none_or(|first| first >= judged_until)
-    {
-        return Err(Failure::new(
-            "while one connection is blocked, the other connections keep moving",
-            format!(
-                "nothing moved on the {} other connection(s) from the start of their bulk transfer until the proxy closed the blocked connection, {:.1} s after it blocked (the bulk had started {:.1} s after it blocked)",
-                cx.scale.chain_length,
-                since(aborted_at),
-                since(started)
-            ),
+    let closed = beats.closed.map_or(String::new(), |at| {
+        format!(
+            "; the proxy closed the blocked connection {:.2} s after it blocked",
+            since(at)
         )
-        .hint("one blocked peer froze the other connections until the stall timeout freed it: the proxy blocks in a write (or holds a shared lock while writing) instead of serving the others")
-        .into());
-    }
-    // A long pause while the blocked connection was open. A proxy is not charged for tprox's
-    // own scheduling delay.
-    let frozen = cx.stall.mul_f64(FROZEN_SHARE) + lateness.worst() * LATENESS_FACTOR;
-    if pause >= frozen {
+    });
+    let delay = beats.delay * LATENESS_FACTOR;
+    let long = stall.mul_f64(FROZEN_SHARE) + delay;
+    let before_close = |began: Instant| beats.closed.is_none_or(|closed| began < closed);
+    if let Some(&(began, pause)) = beats
+        .pauses
+        .iter()
+        .filter(|(began, pause)| before_close(*began) && *pause >= long)
+        .max_by_key(|(_, pause)| *pause)
+    {
         return Err(Failure::new(
             format!(
                 "while one connection is blocked, the other connections keep moving: never {:.2} s (half the stall timeout, and {LATENESS_FACTOR} times the worst scheduling delay measured) without a byte",
-                frozen.as_secs_f64()
+                long.as_secs_f64()
             ),
             format!(
-                "nothing moved on the {} other connection(s) for {:.1} s, from {:.1} s after the connection blocked; the proxy closed the blocked connection {:.1} s after it blocked",
-                cx.scale.chain_length,
+                "tprox's heartbeat (a few bytes every {} ms through one of the {others} other connections) did not arrive for {:.2} s, from {:.2} s after the connection blocked{closed}",
+                BEAT.as_millis(),
                 pause.as_secs_f64(),
                 since(began),
-                since(aborted_at)
             ),
         )
-        .hint("one blocked peer froze the other connections until the stall timeout freed it: the proxy blocks in a write (or holds a shared lock while writing) instead of serving the others")
-        .into());
+        .hint(FROZEN_HINT));
     }
-    Ok(())
+    // A shorter pause that ended only when the proxy closed the blocked connection: the close
+    // is what let the others move again.
+    let Some(closed_at) = beats.closed else {
+        return Ok(());
+    };
+    let resumed_by_close = closed_at - (delay + CLOSE_SEEN);
+    let shortest = stall.mul_f64(FROZEN_SPAN_SHARE).max(delay + FREED_MIN);
+    match beats.pauses.iter().find(|(began, pause)| {
+        *began < closed_at && *began + *pause >= resumed_by_close && *pause >= shortest
+    }) {
+        Some(&(began, pause)) => Err(Failure::new(
+            "while one connection is blocked, the other connections keep moving, not only once the proxy gives up on the blocked one",
+            format!(
+                "tprox's heartbeat (a few bytes every {} ms through one of the {others} other connections) did not arrive for {:.2} s, from {:.2} s after the connection blocked until the proxy closed the blocked connection, {:.2} s after it blocked",
+                BEAT.as_millis(),
+                pause.as_secs_f64(),
+                since(began),
+                since(closed_at),
+            ),
+        )
+        .hint(FROZEN_HINT)),
+        None => Ok(()),
+    }
 }
 
 async fn duplex(mut cx: Ctx) -> Result<(), Stop> {
@@ -390,4 +395,81 @@ async fn duplex(mut cx: Ctx) -> Result<(), Stop> {
     )
     .hint("the proxy serves one direction at a time (a blocking read on one socket while the other has data), so the directions wait for each other")
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(2);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Beats that started at `origin` with the given pauses (offset from `origin`, length) and
+    /// a close at `closed` ms, if any, and a writer delay of `delay`.
+    fn beats(origin: Instant, pauses: &[(u64, u64)], closed: Option<u64>, delay: u64) -> Beats {
+        Beats {
+            started: origin,
+            pauses: pauses
+                .iter()
+                .map(|&(at, len)| (origin + ms(at), ms(len)))
+                .collect(),
+            closed: closed.map(|at| origin + ms(at)),
+            delay: ms(delay),
+            ended: None,
+        }
+    }
+
+    #[test]
+    fn short_pauses_pass_whether_or_not_the_blocked_connection_was_closed() {
+        let origin = Instant::now();
+        let slow = beats(origin, &[(100, 40), (900, 60), (2100, 30)], Some(2000), 10);
+        assert_eq!(judge_freeze(&slow, T, origin, 21), Ok(()));
+        let never_closed = beats(origin, &[(100, 40)], None, 10);
+        assert_eq!(judge_freeze(&never_closed, T, origin, 21), Ok(()));
+    }
+
+    #[test]
+    fn a_pause_of_the_stall_timeout_fails() {
+        let origin = Instant::now();
+        let frozen = beats(origin, &[(0, 2000)], Some(2000), 10);
+        let failure = judge_freeze(&frozen, T, origin, 21).unwrap_err();
+        assert!(
+            failure.observed.contains("did not arrive for 2.00 s"),
+            "{failure:?}"
+        );
+        // Also when the proxy never closed the blocked connection while tprox watched.
+        let ongoing = beats(origin, &[(0, 1500)], None, 10);
+        assert!(judge_freeze(&ongoing, T, origin, 21).is_err());
+    }
+
+    #[test]
+    fn a_long_pause_passes_when_the_machine_is_that_slow() {
+        // Half of T plus four times the delay: 1 s + 4 × 200 ms = 1.8 s.
+        let origin = Instant::now();
+        let loaded = beats(origin, &[(100, 1700)], Some(3000), 200);
+        assert_eq!(judge_freeze(&loaded, T, origin, 21), Ok(()));
+    }
+
+    #[test]
+    fn a_pause_that_ends_only_with_the_close_fails_even_if_short() {
+        // A proxy whose own stall timeout is T/3: the beats resume with the close.
+        let origin = Instant::now();
+        let freed = beats(origin, &[(0, 700)], Some(690), 10);
+        let failure = judge_freeze(&freed, T, origin, 21).unwrap_err();
+        assert!(
+            failure
+                .expected
+                .contains("not only once the proxy gives up"),
+            "{failure:?}"
+        );
+        // The same pause ending well before the close is the proxy's own hiccup.
+        let hiccup = beats(origin, &[(0, 700)], Some(1500), 10);
+        assert_eq!(judge_freeze(&hiccup, T, origin, 21), Ok(()));
+        // And shorter than T/4 it is not judged, close or not.
+        let brief = beats(origin, &[(0, 400)], Some(390), 10);
+        assert_eq!(judge_freeze(&brief, T, origin, 21), Ok(()));
+    }
 }
