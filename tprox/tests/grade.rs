@@ -21,6 +21,16 @@ const TPROX: &str = env!("CARGO_BIN_EXE_tprox");
 /// A start script's body after this prelude ends by starting the good proxy.
 const GOOD: &str = "exec \"$TPROX_EXE\" __reference-proxy \"$@\"";
 
+/// The variables through which batch systems name a job's share.
+const PARTITION_VARS: [&str; 6] = [
+    "TPROX_PARTITION",
+    "JOB_COMPLETION_INDEX",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_STEP",
+];
+
 /// A class in a temporary directory: a grading file and one directory per submission, each
 /// holding `tcpproxy`, a shell script.
 struct Class {
@@ -48,7 +58,17 @@ impl Class {
     }
 
     fn grade(&self, extra: &[String]) -> assert_cmd::assert::Assert {
+        self.grade_with(extra, &[])
+    }
+
+    /// Grades with these variables set, as a batch system sets them, and none of the others
+    /// that choose a partition.
+    fn grade_with(&self, extra: &[String], vars: &[(&str, &str)]) -> assert_cmd::assert::Assert {
         let mut cmd = Command::new(TPROX);
+        for name in PARTITION_VARS {
+            cmd.env_remove(name);
+        }
+        cmd.envs(vars.iter().copied());
         cmd.arg("grade")
             .arg(self.dir.path().join("grading.toml"))
             .args(extra)
@@ -75,6 +95,44 @@ fn submission<'a>(book: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|s| s["name"] == name)
         .unwrap_or_else(|| panic!("no row for {name} in {book:#}"))
+}
+
+/// The exports agree with the gradebook: one Gradescope results.json and one feedback page
+/// per submission with its total, and an LMS CSV row each.
+fn assert_exports_match(out: &Path, book: &Value) {
+    let lms = std::fs::read_to_string(out.join("lms.csv")).unwrap();
+    let mut lines = lms.lines();
+    assert_eq!(lines.next(), Some("SIS Login ID,tprox"));
+    let rows: Vec<&str> = lines.collect();
+    let submissions = book["submissions"].as_array().unwrap();
+    assert_eq!(rows.len(), submissions.len(), "{lms}");
+    for (row, s) in rows.iter().zip(submissions) {
+        let (name, total) = (s["name"].as_str().unwrap(), s["total"].as_f64().unwrap());
+        assert_eq!(
+            row.split(',').collect::<Vec<_>>(),
+            [name, &total.to_string()]
+        );
+        let results: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("gradescope").join(name).join("results.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            results["score"].as_f64(),
+            Some(total),
+            "{name}: {results:#}"
+        );
+        let tests = results["tests"].as_array().unwrap();
+        assert_eq!(tests.len(), s["results"].as_array().unwrap().len());
+        let scored: f64 = tests.iter().map(|t| t["score"].as_f64().unwrap()).sum();
+        assert_eq!(scored, total, "{name}");
+        let page =
+            std::fs::read_to_string(out.join("feedback").join(format!("{name}.md"))).unwrap();
+        assert!(
+            page.starts_with(&format!("# {name}: {total} of ")),
+            "{page}"
+        );
+    }
 }
 
 fn messages(row: &Value) -> String {
@@ -204,6 +262,7 @@ cpu_seconds = 77
         );
     }
     assert!(html.contains("<details>") && html.contains("time limit"));
+    assert_exports_match(&out, &gradebook(&out));
     assert!(stderr.contains("[6/6]"), "progress lines: {stderr}");
     // Scratch copies are gone; the submissions' own directories are untouched.
     assert!(!out.join("scratch").exists());
@@ -245,6 +304,35 @@ fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
     assert_eq!(names(&first), ["ann", "cat"]);
     assert_eq!(names(&second), ["ben"]);
 
+    // The same shares when the batch system names them: a Kubernetes Indexed Job's pod 1 of
+    // 2, and a Slurm array's task 1 of --array=1-2.
+    for (out, vars, extra, expected) in [
+        (
+            "k8s",
+            vec![("JOB_COMPLETION_INDEX", "1")],
+            vec!["--partitions", "2"],
+            vec!["ben"],
+        ),
+        (
+            "slurm",
+            vec![
+                ("SLURM_ARRAY_TASK_ID", "1"),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ],
+            vec![],
+            vec!["ann", "cat"],
+        ),
+    ] {
+        let mut args = subs.clone();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(["--out".into(), out.to_string()]);
+        let graded = class.grade_with(&args, &vars).success();
+        let stderr = String::from_utf8_lossy(&graded.get_output().stderr).into_owned();
+        assert!(stderr.contains(&format!("from {}", vars[0].0)), "{stderr}");
+        assert_eq!(names(&gradebook(&class.out(out))), expected, "{out}");
+    }
+
     let merged = class.out("merged");
     Command::new(TPROX)
         .args(["grade", "merge", "--out"])
@@ -262,6 +350,7 @@ fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
     }
     assert_eq!(book["partitions"], serde_json::json!(["1/2", "2/2"]));
     assert!(merged.join("gradebook.html").exists() && merged.join("gradebook.csv").exists());
+    assert_exports_match(&merged, &book);
 
     // A share missing is pointed out; the same share twice is refused.
     let only_first = Command::new(TPROX)
@@ -278,6 +367,60 @@ fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
         .assert()
         .code(2)
         .stderr(predicates::str::contains("appears twice"));
+}
+
+/// `ci/gradescope/run_autograder` in Gradescope's layout (a temporary /autograder): the
+/// results.json it leaves is the submission's, with a test per graded case.
+#[test]
+fn the_gradescope_autograder_script_leaves_the_submissions_results() {
+    let class = Class::new(
+        "[run]\nstart = \"./tcpproxy\"\nstall_timeout = 2\n[points]\n\"echo/\" = 2\n\
+         [export]\ngradescope_visibility = \"after_published\"\n",
+    );
+    let root = class.out("autograder");
+    std::fs::create_dir_all(root.join("source")).unwrap();
+    std::fs::copy(
+        class.out("grading.toml"),
+        root.join("source").join("grading.toml"),
+    )
+    .unwrap();
+    let submitted = class.submit("student", GOOD);
+    std::fs::rename(submitted, root.join("submission")).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/gradescope/run_autograder");
+    Command::new(script)
+        .env("AUTOGRADER", &root)
+        .env("TPROX", TPROX)
+        .env("TPROX_EXE", TPROX)
+        .env("PIDS", &class.pids)
+        .timeout(Duration::from_secs(240))
+        .assert()
+        .success();
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("results").join("results.json")).unwrap(),
+    )
+    .unwrap();
+    let tests = results["tests"].as_array().unwrap();
+    let echo_cases = tprox::CATALOGUE
+        .iter()
+        .filter(|c| c.id.starts_with("echo/"))
+        .count();
+    assert_eq!(tests.len(), echo_cases, "{results:#}");
+    assert_eq!(results["score"].as_f64(), Some(2.0 * echo_cases as f64));
+    assert!(tests
+        .iter()
+        .all(|t| t["status"] == "passed" && t["visibility"] == "after_published"));
+
+    // A grading that goes wrong (here the grading file) is an autograder failure, not a 0.
+    std::fs::write(root.join("source").join("grading.toml"), "[run]\n").unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/gradescope/run_autograder");
+    Command::new(script)
+        .env("AUTOGRADER", &root)
+        .env("TPROX", TPROX)
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .failure();
+    let results = std::fs::read_to_string(root.join("results").join("results.json")).unwrap();
+    assert!(results.contains("could not grade"), "{results}");
 }
 
 /// `--repeat 3` on a class where one submission's proxy misbehaves in its second run only:

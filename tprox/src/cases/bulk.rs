@@ -416,6 +416,7 @@ mod tests {
                 .iter()
                 .map(|&(at, len)| (origin + ms(at), ms(len)))
                 .collect(),
+            arrivals: 100,
             closed: closed.map(|at| origin + ms(at)),
             delay: ms(delay),
             ended: None,

@@ -8,7 +8,8 @@ use crate::CATALOGUE;
 
 const GRADE_EXAMPLES: &str = "\
 Examples:
-  tprox grade grading.toml submissions/*              writes grades/gradebook.{html,csv,json}
+  tprox grade grading.toml submissions/*              writes grades/gradebook.{html,csv,json},
+                                                      lms.csv, gradescope/*/results.json, feedback/*.md
   tprox grade grading.toml submissions/* --partition 2/4 --out grades-2
   tprox grade merge --out grades grades-*/gradebook.json
   tprox grade grading.toml submissions/* --repeat 3  three runs each: is every grade stable?
@@ -30,11 +31,17 @@ The grading file (TOML) says how to build and start a submission and what each c
   [points]                     # points per case: the longest matching pattern wins;
   \"*\" = 1                      # cases no pattern matches are not run
   \"shutdown/\" = 3
+  [export]                     # optional: the LMS CSV's columns, Gradescope's visibility
+  lms_id_column = \"SIS Login ID\"
+  lms_score_column = \"Proxy lab\"
+  gradescope_visibility = \"visible\"   # hidden, after_due_date, after_published
 
 Each submission is copied to a scratch directory and built and run there (its own directory
 is never written to), its proxies in process groups of their own under the limits above;
 whatever a submission starts is stopped when it is done. A submission that does not build,
-crashes, hangs, forks or floods its output scores what it scores and disturbs no other.
+crashes, hangs, forks or floods its output scores what it scores and disturbs no other. This
+contains accidents, not intent: there is no kernel sandbox yet, so grade untrusted code inside
+a throw-away container or VM.
 
 Exit status: 0 the gradebook was written (whatever the scores), 2 bad usage or grading file,
 130 interrupted.";
@@ -70,9 +77,17 @@ pub(super) struct GradeArgs {
     jobs: Option<u16>,
 
     /// Grade only the K-th of N equal shares (sorted by name), for splitting a large class
-    /// across machines; merge the gradebooks with tprox grade merge.
+    /// across machines; merge the gradebooks with tprox grade merge. Without it, the share
+    /// comes from the batch system when it says: TPROX_PARTITION=K/N, a Kubernetes Indexed
+    /// Job's JOB_COMPLETION_INDEX (with --partitions), or a Slurm array's SLURM_ARRAY_TASK_ID
+    /// and SLURM_ARRAY_TASK_COUNT.
     #[arg(long, value_name = "K/N", value_parser = Partition::parse)]
     partition: Option<Partition>,
+
+    /// How many shares there are, where the batch system gives only the index (a Kubernetes
+    /// Indexed Job: its completions).
+    #[arg(long, value_name = "N", conflicts_with = "partition", value_parser = clap::value_parser!(u16).range(1..))]
+    partitions: Option<u16>,
 
     /// Keep each submission's scratch copy (under DIR/scratch) after grading.
     #[arg(long)]
@@ -118,7 +133,17 @@ pub(super) fn run(args: GradeArgs) -> u8 {
         || std::thread::available_parallelism().map_or(2, usize::from),
         usize::from,
     );
-    let partition = args.partition.unwrap_or(Partition::WHOLE);
+    let (partition, source) = match args.partition {
+        Some(partition) => (partition, None),
+        None => match grade::partition_from_env(
+            |name| std::env::var(name).ok(),
+            args.partitions.map(usize::from),
+        ) {
+            Ok(Some((partition, source))) => (partition, Some(source)),
+            Ok(None) => (Partition::WHOLE, None),
+            Err(e) => return usage_error(&format!("grade: {e}")),
+        },
+    };
     let options = GradeOptions {
         grading,
         submissions,
@@ -134,7 +159,11 @@ pub(super) fn run(args: GradeArgs) -> u8 {
         if partition == Partition::WHOLE {
             String::new()
         } else {
-            format!(" (partition {partition} of {})", options.submissions.len())
+            format!(
+                " (partition {partition} of {}{})",
+                options.submissions.len(),
+                source.map_or(String::new(), |s| format!(", from {s}"))
+            )
         },
         options.grading.cases.len(),
         grade::gradebook::number(options.grading.max_total()),

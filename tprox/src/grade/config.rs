@@ -21,6 +21,11 @@
 //! "echo/" = 2
 //! "bulk/chain" = 5
 //! "*" = 1
+//!
+//! [export]                      # optional: the exports for courses' tools
+//! lms_id_column = "SIS Login ID"   # the LMS CSV's column of submission names
+//! lms_score_column = "Proxy lab"   # and of totals
+//! gradescope_visibility = "after_published"  # visible, hidden, after_due_date
 //! ```
 
 use std::collections::BTreeMap;
@@ -29,6 +34,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::export::{Export, Visibility};
 use crate::case::Case;
 use crate::proxy::Limits;
 use crate::select::Pattern;
@@ -54,6 +60,7 @@ pub struct Grading {
     pub limits: Limits,
     /// The graded cases, in catalogue order, with their points.
     pub cases: Vec<(&'static Case, f64)>,
+    pub export: Export,
 }
 
 /// The build step.
@@ -124,6 +131,7 @@ impl Grading {
                 cpu_seconds: Some(limits.cpu_seconds.unwrap_or(120)),
             },
             cases,
+            export: export(file.export).map_err(problem)?,
         })
     }
 
@@ -188,6 +196,38 @@ struct File {
     limits: Option<LimitsSection>,
     #[serde(default)]
     points: BTreeMap<String, f64>,
+    export: Option<ExportSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportSection {
+    lms_id_column: Option<String>,
+    lms_score_column: Option<String>,
+    gradescope_visibility: Option<Visibility>,
+}
+
+/// The `[export]` settings, defaults where the file says nothing.
+fn export(section: Option<ExportSection>) -> Result<Export, String> {
+    let section = section.unwrap_or_default();
+    for (key, value) in [
+        ("lms_id_column", &section.lms_id_column),
+        ("lms_score_column", &section.lms_score_column),
+    ] {
+        if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(format!(
+                "[export] {key} is empty: give the column's name as the LMS expects it, or leave the key out"
+            ));
+        }
+    }
+    let default = Export::default();
+    Ok(Export {
+        lms_id_column: section.lms_id_column.unwrap_or(default.lms_id_column),
+        lms_score_column: section.lms_score_column.unwrap_or(default.lms_score_column),
+        gradescope_visibility: section
+            .gradescope_visibility
+            .unwrap_or(default.gradescope_visibility),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +367,16 @@ mod tests {
             (
                 "[run]\nstart = \"\"\n[points]\n\"*\" = 1\n".to_string(),
                 "start is empty",
+            ),
+            (
+                format!("{MINIMAL}[points]\n\"*\" = 1\n[export]\nlms_id_column = \" \"\n"),
+                "lms_id_column is empty",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[points]\n\"*\" = 1\n[export]\ngradescope_visibility = \"public\"\n"
+                ),
+                "unknown variant `public`",
             ),
         ] {
             let error = parse(&text).unwrap_err();

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::export::Export;
+
 /// The gradebook format's name and version, checked when gradebooks are merged.
 pub const FORMAT: &str = "tprox-gradebook";
 pub const VERSION: u32 = 1;
@@ -31,6 +33,13 @@ pub struct Gradebook {
     #[serde(default = "one")]
     pub repeat: u32,
     pub submissions: Vec<Submission>,
+    /// The proxy's start command as the grading file gives it: the rerun commands of the
+    /// feedback pages are made from it.
+    #[serde(default)]
+    pub start: Vec<String>,
+    /// The grading file's `[export]` settings.
+    #[serde(default)]
+    pub export: Export,
 }
 
 fn one() -> u32 {
@@ -262,10 +271,10 @@ fn one_line(text: Option<&str>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn book(partition: &str, names: &[&str]) -> Gradebook {
+    pub(crate) fn book(partition: &str, names: &[&str]) -> Gradebook {
         Gradebook {
             format: FORMAT.into(),
             version: VERSION,
@@ -303,6 +312,8 @@ mod tests {
                     run_totals: Vec::new(),
                 })
                 .collect(),
+            start: vec!["./tcpproxy".into()],
+            export: Export::default(),
         }
     }
 

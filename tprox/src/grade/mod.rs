@@ -8,6 +8,7 @@
 //! shares again.
 
 pub mod config;
+pub mod export;
 pub mod gradebook;
 pub mod html;
 pub mod repeat;
@@ -61,6 +62,69 @@ impl Partition {
             .filter(|(i, _)| i % self.count == self.index - 1)
             .map(|(_, s)| s)
             .collect()
+    }
+}
+
+/// Where the batch system says which share a job is, when `--partition` is not given.
+/// `TPROX_PARTITION` ("K/N") is for any scheduler that can set a variable (a GitHub Actions
+/// matrix, a CI system's parallel index); Kubernetes Indexed Jobs number their pods from 0 in
+/// `JOB_COMPLETION_INDEX` and leave the count to `--partitions N`; Slurm job arrays give the
+/// task's id, the array's lowest id, its step and its task count.
+pub fn partition_from_env(
+    var: impl Fn(&str) -> Option<String>,
+    partitions: Option<usize>,
+) -> Result<Option<(Partition, &'static str)>, String> {
+    let number = |name: &str| -> Result<Option<usize>, String> {
+        var(name)
+            .map(|text| {
+                text.trim().parse::<usize>().map_err(|_| {
+                    format!("{name}={text}: expected a whole number (set by the batch system)")
+                })
+            })
+            .transpose()
+    };
+    let checked = |index: usize, count: usize, source: &'static str| {
+        let partition = Partition { index, count };
+        if count == 0 || index == 0 || index > count {
+            return Err(format!(
+                "{source} gives share {index} of {count}, which does not exist: check the job's array or completion settings"
+            ));
+        }
+        Ok(Some((partition, source)))
+    };
+    if let Some(text) = var("TPROX_PARTITION") {
+        let partition = Partition::parse(&text).map_err(|e| format!("TPROX_PARTITION: {e}"))?;
+        return Ok(Some((partition, "TPROX_PARTITION")));
+    }
+    if let Some(index) = number("JOB_COMPLETION_INDEX")? {
+        let Some(count) = partitions else {
+            return Err("JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job): give --partitions N, the Job's completions, so that tprox knows how many shares there are".into());
+        };
+        return checked(index + 1, count, "JOB_COMPLETION_INDEX");
+    }
+    if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
+        let count = number("SLURM_ARRAY_TASK_COUNT")?.ok_or(
+            "SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_COUNT: run tprox as a Slurm job array task (sbatch --array)",
+        )?;
+        let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+        let step = number("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
+        if partitions.is_some_and(|n| n != count) {
+            return Err(format!(
+                "--partitions {} disagrees with the Slurm array's {count} tasks: leave --partitions out",
+                partitions.unwrap_or_default()
+            ));
+        }
+        let offset = id
+            .checked_sub(min)
+            .filter(|o| o % step == 0)
+            .ok_or(format!(
+                "SLURM_ARRAY_TASK_ID={id} is not in the array (lowest id {min}, step {step})"
+            ))?;
+        return checked(offset / step + 1, count, "SLURM_ARRAY_TASK_ID");
+    }
+    match partitions {
+        Some(n) => Err(format!("--partitions {n} needs a share index: give --partition K/{n}, or run where JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job)")),
+        None => Ok(None),
     }
 }
 
@@ -198,22 +262,50 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
         max_total: grading.max_total(),
         repeat: options.repeat,
         submissions,
+        start: grading.start.clone(),
+        export: grading.export.clone(),
     }
 }
 
-/// Writes `gradebook.json`, `gradebook.csv` and `gradebook.html` into `out`; returns their
-/// paths.
+/// Writes `gradebook.json`, `gradebook.csv` and `gradebook.html` into `out`, and the exports
+/// ([`export`]): `lms.csv`, `gradescope/NAME/results.json` and `feedback/NAME.md` for every
+/// submission. Returns the paths of the class-wide files and of the two directories.
 pub fn write(book: &Gradebook, out: &Path) -> Result<Vec<PathBuf>, String> {
+    let file = |path: PathBuf, text: String| -> Result<PathBuf, String> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path)
+    };
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let json = out.join("gradebook.json");
     book.write_json(&json)?;
-    let csv = out.join("gradebook.csv");
-    std::fs::write(&csv, book.to_csv())
-        .map_err(|e| format!("cannot write {}: {e}", csv.display()))?;
-    let page = out.join("gradebook.html");
-    std::fs::write(&page, html::render(book))
-        .map_err(|e| format!("cannot write {}: {e}", page.display()))?;
-    Ok(vec![json, csv, page])
+    let mut written = vec![
+        json,
+        file(out.join("gradebook.csv"), book.to_csv())?,
+        file(out.join("gradebook.html"), html::render(book))?,
+        file(out.join("lms.csv"), export::lms_csv(book, &book.export))?,
+    ];
+    for submission in &book.submissions {
+        let results = export::gradescope(book, submission, &book.export);
+        let text = serde_json::to_string_pretty(&results).expect("JSON values serialize") + "\n";
+        file(
+            out.join("gradescope")
+                .join(&submission.name)
+                .join("results.json"),
+            text,
+        )?;
+        file(
+            out.join("feedback").join(format!("{}.md", submission.name)),
+            export::feedback(book, submission),
+        )?;
+    }
+    if !book.submissions.is_empty() {
+        written.extend([out.join("gradescope"), out.join("feedback")]);
+    }
+    Ok(written)
 }
 
 /// Counts one submission's finished cases for the progress display.
@@ -408,6 +500,82 @@ mod tests {
         );
         for bad in ["0/4", "5/4", "4", "a/b", "1/0"] {
             assert!(Partition::parse(bad).unwrap_err().contains("K/N"), "{bad}");
+        }
+    }
+
+    fn from(vars: &[(&str, &str)], partitions: Option<usize>) -> Result<Option<String>, String> {
+        let var = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        partition_from_env(var, partitions)
+            .map(|found| found.map(|(p, source)| format!("{p} from {source}")))
+    }
+
+    #[test]
+    fn each_scheduler_names_its_share() {
+        assert_eq!(from(&[], None), Ok(None));
+        assert_eq!(
+            from(&[("TPROX_PARTITION", "2/4")], None),
+            Ok(Some("2/4 from TPROX_PARTITION".into()))
+        );
+        assert_eq!(
+            from(&[("JOB_COMPLETION_INDEX", "0")], Some(3)),
+            Ok(Some("1/3 from JOB_COMPLETION_INDEX".into()))
+        );
+        // Slurm arrays may start anywhere and step: --array=10-16:3 is 10, 13, 16.
+        let slurm = |id: &str| {
+            from(
+                &[
+                    ("SLURM_ARRAY_TASK_ID", id),
+                    ("SLURM_ARRAY_TASK_MIN", "10"),
+                    ("SLURM_ARRAY_TASK_STEP", "3"),
+                    ("SLURM_ARRAY_TASK_COUNT", "3"),
+                ],
+                None,
+            )
+        };
+        assert_eq!(slurm("10"), Ok(Some("1/3 from SLURM_ARRAY_TASK_ID".into())));
+        assert_eq!(slurm("16"), Ok(Some("3/3 from SLURM_ARRAY_TASK_ID".into())));
+        assert!(slurm("11").unwrap_err().contains("not in the array"));
+    }
+
+    #[test]
+    fn incomplete_or_impossible_settings_say_what_is_missing() {
+        for (vars, partitions, expected) in [
+            (
+                &[("JOB_COMPLETION_INDEX", "1")][..],
+                None,
+                "give --partitions N",
+            ),
+            (
+                &[("JOB_COMPLETION_INDEX", "3")][..],
+                Some(3),
+                "share 4 of 3",
+            ),
+            (
+                &[("JOB_COMPLETION_INDEX", "x")][..],
+                Some(3),
+                "whole number",
+            ),
+            (
+                &[("SLURM_ARRAY_TASK_ID", "1")][..],
+                None,
+                "without SLURM_ARRAY_TASK_COUNT",
+            ),
+            (&[][..], Some(4), "needs a share index"),
+            (
+                &[("TPROX_PARTITION", "5/4")][..],
+                None,
+                "TPROX_PARTITION: --partition 5/4",
+            ),
+        ] {
+            let error = from(vars, partitions).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "{error:?} should say {expected:?}"
+            );
         }
     }
 }
