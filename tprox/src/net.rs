@@ -254,6 +254,14 @@ impl StreamCheck {
         state.received += bytes.len();
     }
 
+    /// How many bytes were observed.
+    pub fn received(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .received
+    }
+
     /// The first difference so far, or extra bytes beyond the expected stream.
     pub fn mismatch(&self) -> Option<Mismatch> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -351,11 +359,29 @@ pub async fn expect_stream<R: AsyncRead + Unpin>(
     expected: &[u8],
     idle: Duration,
 ) -> Result<(), Mismatch> {
+    expect_stream_moving(reader, expected, idle, || 0).await
+}
+
+/// [`expect_stream`] for the far end of a chain, where bytes take many hops to arrive: it
+/// stalls only when nothing arrived here and `moved` (bytes counted on the way) did not change
+/// for `idle`, so that a chain that is moving, however slowly, is never taken for a stalled one.
+pub async fn expect_stream_moving<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    expected: &[u8],
+    idle: Duration,
+    moved: impl Fn() -> usize,
+) -> Result<(), Mismatch> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut received = 0;
+    let mut seen = moved();
     while received < expected.len() {
         let want = (expected.len() - received).min(buf.len());
+        // Reading is cancel-safe: a read that times out has taken no bytes.
         let n = match timeout(idle, reader.read(&mut buf[..want])).await {
+            Err(_) if moved() != seen => {
+                seen = moved();
+                continue;
+            }
             Err(_) => return Err(Mismatch::Stalled { received, idle }),
             Ok(Ok(0)) => {
                 return Err(Mismatch::Ended {
