@@ -111,6 +111,22 @@ impl Squid {
         std::fs::read_to_string(self.dir.path().join("cache.log")).unwrap_or_default()
     }
 
+    /// Waits until the reference proxy logs `text`; on timeout, fails with both sides' logs:
+    /// what squid did is half of why the proxy logged something else.
+    fn expect_proxy_log(&self, proxy: &Proxy, text: &str) -> String {
+        proxy
+            .log_within(text, Duration::from_secs(5))
+            .unwrap_or_else(|log| {
+                let access =
+                    std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+                panic!(
+                    "tcpproxy did not log '{text}' within 5 s; it logged:\n{log}\n\
+                     squid's cache.log:\n{}\nsquid's access.log:\n{access}",
+                    self.log()
+                )
+            })
+    }
+
     /// squid writes its access log line when a tunnel closes.
     fn wait_for_access(&self, text: &str) -> String {
         let path: PathBuf = self.dir.path().join("access.log");
@@ -264,7 +280,7 @@ fn basic_authentication_with_the_right_password_and_a_wrong_one() {
         1,
     );
     expect_closed(wrong.listening[0]);
-    let log = wrong.wait_for_log("407", Duration::from_secs(5));
+    let log = squid.expect_proxy_log(&wrong, "407");
     assert!(
         log.contains("HTTP proxy refused CONNECT: 407 Proxy Authentication Required"),
         "{log}"
@@ -284,7 +300,7 @@ fn basic_authentication_with_the_right_password_and_a_wrong_one() {
         1,
     );
     expect_closed(none.listening[0]);
-    none.wait_for_log("407", Duration::from_secs(5));
+    squid.expect_proxy_log(&none, "407");
 }
 
 #[test]
@@ -301,7 +317,7 @@ fn a_forbidden_port_is_refused_with_its_status() {
         1,
     );
     expect_closed(proxy.listening[0]);
-    let log = proxy.wait_for_log("refused CONNECT", Duration::from_secs(5));
+    let log = squid.expect_proxy_log(&proxy, "refused CONNECT");
     assert!(log.contains("403 Forbidden"), "{log}");
 }
 

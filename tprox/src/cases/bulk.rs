@@ -303,6 +303,17 @@ fn judge_freeze(
             since(at)
         )
     });
+    // Beats that stopped for good: the proxy closed or broke a connection that was moving.
+    if let Some(ended) = &beats.ended {
+        return Err(Failure::new(
+            "while one connection is blocked, the other connections stay open and keep moving",
+            format!(
+                "on tprox's heartbeat connection (a few bytes every {} ms, one of the {others} other connections): {ended}{closed}",
+                BEAT.as_millis()
+            ),
+        )
+        .hint("the proxy closes or breaks connections that are moving when another one blocks: only a connection whose own writes make no progress may be aborted"));
+    }
     let delay = beats.delay * LATENESS_FACTOR;
     let long = stall.mul_f64(FROZEN_SHARE) + delay;
     let before_close = |began: Instant| beats.closed.is_none_or(|closed| began < closed);
@@ -453,6 +464,20 @@ mod tests {
         // Also when the proxy never closed the blocked connection while tprox watched.
         let ongoing = beats(origin, &[(0, 1500)], None, 10);
         assert!(judge_freeze(&ongoing, T, origin, 21).is_err());
+    }
+
+    #[test]
+    fn beats_that_stop_for_good_fail_with_what_ended_them() {
+        let origin = Instant::now();
+        let mut closed = beats(origin, &[(100, 40)], Some(2000), 10);
+        closed.ended = Some("the proxy closed the heartbeat's connection".into());
+        let failure = judge_freeze(&closed, T, origin, 21).unwrap_err();
+        assert!(
+            failure
+                .observed
+                .contains("closed the heartbeat's connection"),
+            "{failure:?}"
+        );
     }
 
     #[test]
