@@ -4,8 +4,10 @@
 //! proptest generates [`Scenario`]s (writes of random sizes from either side, pauses, reads
 //! that stop and resume, half-closes and resets in any order, on up to three connections),
 //! [`execute`] plays each against the proxy and judges it by the contract, and on the first
-//! failure proptest shrinks the scenario to a minimal one that still fails. The minimal
-//! scenario is saved as JSON, so that `tprox fuzz --replay FILE` plays exactly it again.
+//! failure proptest shrinks the scenario to a minimal one that still fails: each smaller
+//! candidate must fail again on two fresh proxies to count, so that a failure that depends on
+//! timing shrinks to a scenario that shows it reliably. The minimal scenario is saved as JSON,
+//! so that `tprox fuzz --replay FILE` plays exactly it again.
 
 pub mod execute;
 pub mod scenario;
@@ -69,6 +71,9 @@ pub enum FuzzOutcome {
     Setup(StartError),
 }
 
+/// How many more times, each on a fresh proxy, a smaller scenario must fail while shrinking.
+const CONFIRMATIONS: usize = 2;
+
 /// A proxy and its destination, started for a scenario or shared by all.
 struct Target {
     proxy: RunningProxy,
@@ -120,7 +125,22 @@ pub fn fuzz(options: &FuzzOptions, progress: impl FnMut(u32, bool)) -> FuzzOutco
         TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
 
     let result = runner.run(&scenario::scenario(), |scenario| {
-        let outcome = runtime.block_on(play_on(options, &shared, &scenario));
+        let mut outcome = runtime.block_on(play_on(options, &shared, &scenario));
+        // While shrinking, a smaller scenario counts as failing only if it fails again, every
+        // time, on proxies started for it alone: the minimal scenario is then one that the
+        // printed replay command (a fresh proxy) shows, not one whose failure was timing luck
+        // or the shared proxy's history.
+        if matches!(outcome, Ok(Err(_))) && !failures.borrow().is_empty() {
+            for _ in 0..CONFIRMATIONS {
+                match runtime.block_on(play_fresh(&options.run, &scenario)) {
+                    Ok(Err(_)) => continue,
+                    other => {
+                        outcome = other;
+                        break;
+                    }
+                }
+            }
+        }
         *played.borrow_mut() += 1;
         match outcome {
             Ok(Ok(())) => {
@@ -179,13 +199,19 @@ pub fn replay(run: &RunOptions, scenario: &Scenario) -> Result<Result<(), Violat
         command: "(tprox)".into(),
         error: format!("cannot start the async runtime: {e}"),
     })?;
-    runtime.block_on(async {
-        let (proxy, dest, _) = runner::start(run, None).await?;
-        let mut target = Target { proxy, dest };
-        let verdict = play(run.stall, &mut target, scenario).await;
-        target.proxy.stop().await;
-        Ok(verdict)
-    })
+    runtime.block_on(play_fresh(run, scenario))
+}
+
+/// Plays `scenario` on a proxy started for it alone, as a replay does.
+async fn play_fresh(
+    run: &RunOptions,
+    scenario: &Scenario,
+) -> Result<Result<(), Violation>, StartError> {
+    let (proxy, dest, _) = runner::start(run, None).await?;
+    let mut target = Target { proxy, dest };
+    let verdict = play(run.stall, &mut target, scenario).await;
+    target.proxy.stop().await;
+    Ok(verdict)
 }
 
 /// Plays `scenario` on the shared proxy, or on a fresh one.
@@ -194,22 +220,16 @@ async fn play_on(
     shared: &RefCell<Option<Target>>,
     scenario: &Scenario,
 ) -> Result<Result<(), Violation>, StartError> {
-    let fresh = || async {
-        let (proxy, dest, _) = runner::start(&options.run, None).await?;
-        Ok::<_, StartError>(Target { proxy, dest })
-    };
     match options.instance {
-        Instance::Fresh => {
-            let mut target = fresh().await?;
-            let verdict = play(options.run.stall, &mut target, scenario).await;
-            target.proxy.stop().await;
-            Ok(verdict)
-        }
+        Instance::Fresh => play_fresh(&options.run, scenario).await,
         Instance::Shared => {
             let kept = shared.borrow_mut().take();
             let mut target = match kept {
                 Some(target) => target,
-                None => fresh().await?,
+                None => {
+                    let (proxy, dest, _) = runner::start(&options.run, None).await?;
+                    Target { proxy, dest }
+                }
             };
             let verdict = play(options.run.stall, &mut target, scenario).await;
             if target.proxy.exit_status().is_none() {
