@@ -100,6 +100,15 @@ async fn fds_errors(mut cx: Ctx) -> Result<(), Stop> {
         // Each path is measured from where the last one left the count, so a leak is charged
         // to the path that made it.
         let after = settled_fds(&cx, baseline + FD_SLACK).await?;
+        if let Ending::Refused = ending {
+            // Only now: every dial the proxy made until the count was taken was refused, so a
+            // proxy that was slow to accept cannot dodge the path by dialing after the reopen.
+            cx.dest.reopen().await.map_err(|e| {
+                Stop::Skip(format!(
+                    "the destination port could not be listened on again: {e}"
+                ))
+            })?;
+        }
         cx.trace.event(format_args!(
             "after {pairs} pair(s) ended by {}: {after} descriptors",
             ending.describe()
@@ -147,11 +156,7 @@ async fn end_pairs(cx: &mut Ctx, ending: Ending) -> Result<usize, Stop> {
             }
         }
         join_all(endings).await;
-        cx.dest.reopen().await.map_err(|e| {
-            Stop::Skip(format!(
-                "the destination port could not be listened on again: {e}"
-            ))
-        })?;
+        // The destination stays closed until the count is taken (see fds_errors).
         return Ok(count);
     }
     let mut pairs = Vec::with_capacity(count);
