@@ -21,6 +21,20 @@ const TPROX: &str = env!("CARGO_BIN_EXE_tprox");
 /// A start script's body after this prelude ends by starting the good proxy.
 const GOOD: &str = "exec \"$TPROX_EXE\" __reference-proxy \"$@\"";
 
+/// A grading file's text with the kernel sandbox required: tprox's binary (the honest
+/// submissions' proxy) is shared with the submissions, which cannot see anything else of the
+/// class. `tests/hostile.rs` checks the containment itself.
+fn sandboxed(grading: &str) -> String {
+    format!("{grading}\n[sandbox]\nmode = \"namespaces\"\nshare = [\"{TPROX}\"]\n")
+}
+
+/// A grading file's text without the sandbox: for tests of what contains accidents without it
+/// (process groups, rlimits, the orphan sweep), whose submissions record their pids in the
+/// class's directory, which a sandbox would hide.
+fn unsandboxed(grading: &str) -> String {
+    format!("{grading}\n[sandbox]\nmode = \"none\"\n")
+}
+
 /// The variables through which batch systems name a job's share.
 const PARTITION_VARS: [&str; 6] = [
     "TPROX_PARTITION",
@@ -147,7 +161,7 @@ fn messages(row: &Value) -> String {
 
 #[test]
 fn misbehaving_submissions_are_contained_and_scored() {
-    let class = Class::new(
+    let class = Class::new(&unsandboxed(
         r#"
 [run]
 start = "sh ./tcpproxy {dest_host} {dest_port} {listen_port}"
@@ -165,7 +179,7 @@ cpu_seconds = 77
 "echo/" = 1
 "shutdown/one-way" = 3
 "#,
-    );
+    ));
     let subs = [
         class.submit("good", GOOD),
         // Children in its own process group, and a daemon that leaves the group (setsid).
@@ -271,9 +285,9 @@ cpu_seconds = 77
 
 #[test]
 fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
-    let class = Class::new(
+    let class = Class::new(&sandboxed(
         "[run]\nstart = \"./tcpproxy\"\nstall_timeout = 2\n[points]\n\"echo/single\" = 1\n",
-    );
+    ));
     let subs: Vec<String> = ["ann", "ben", "cat"]
         .iter()
         .map(|name| class.submit(name, GOOD).display().to_string())
@@ -373,10 +387,10 @@ fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
 /// results.json it leaves is the submission's, with a test per graded case.
 #[test]
 fn the_gradescope_autograder_script_leaves_the_submissions_results() {
-    let class = Class::new(
+    let class = Class::new(&sandboxed(
         "[run]\nstart = \"./tcpproxy\"\nstall_timeout = 2\n[points]\n\"echo/\" = 2\n\
          [export]\ngradescope_visibility = \"after_published\"\n",
-    );
+    ));
     let root = class.out("autograder");
     std::fs::create_dir_all(root.join("source")).unwrap();
     std::fs::copy(
@@ -428,11 +442,13 @@ fn the_gradescope_autograder_script_leaves_the_submissions_results() {
 /// the gradebook page is opened in a real browser.
 #[test]
 fn repeated_grading_marks_changing_verdicts_and_the_page_renders_in_a_browser() {
-    let class = Class::new(
+    // Unsandboxed: the build counts the runs in a file outside its scratch copy, which is
+    // what the sandbox forbids (tests/hostile.rs repeats in the sandbox).
+    let class = Class::new(&unsandboxed(
         "[build]\ncommand = \"sh build.sh\"\n\
          [run]\nstart = \"./tcpproxy {dest_host} {dest_port} {listen_port} --stall-timeout {stall_timeout}\"\n\
          stall_timeout = 2\n[points]\n\"echo/single\" = 1\n\"timeout/lazy-forward\" = 2\n",
-    );
+    ));
     let steady = class.submit("steady", GOOD);
     std::fs::write(steady.join("build.sh"), "true\n").unwrap();
     // The build runs once per run, in a fresh copy: it numbers the runs. In run 2 the proxy
@@ -575,11 +591,59 @@ fn bad_grading_input_is_refused_with_what_to_do() {
     }
 }
 
+/// Where the sandbox cannot be made (here: no bwrap on PATH), `auto` grades with a warning in
+/// the output and the gradebook, and `namespaces` refuses to grade.
+#[test]
+fn without_bubblewrap_auto_warns_and_namespaces_refuses() {
+    let points =
+        "[run]\nstart = \"./tcpproxy\"\nstall_timeout = 2\n[points]\n\"echo/single\" = 1\n";
+    let class = Class::new(&format!("{points}[sandbox]\nmode = \"auto\"\n"));
+    let sub = class.submit("ann", GOOD);
+    let empty = class.out("no-tools");
+    std::fs::create_dir_all(&empty).unwrap();
+    let graded = class
+        .grade_with(
+            &[sub.display().to_string()],
+            &[("PATH", empty.to_str().unwrap())],
+        )
+        .success();
+    let stderr = String::from_utf8_lossy(&graded.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("WARNING: submissions are NOT sandboxed (bwrap not found"),
+        "{stderr}"
+    );
+    let book = gradebook(&class.out("grades"));
+    assert!(
+        book["sandbox"]
+            .as_str()
+            .unwrap()
+            .starts_with("none: WARNING"),
+        "{}",
+        book["sandbox"]
+    );
+    assert_eq!(submission(&book, "ann")["total"].as_f64(), Some(1.0));
+
+    std::fs::write(
+        class.out("grading.toml"),
+        format!("{points}[sandbox]\nmode = \"namespaces\"\n"),
+    )
+    .unwrap();
+    class
+        .grade_with(
+            &[sub.display().to_string()],
+            &[("PATH", empty.to_str().unwrap())],
+        )
+        .code(2)
+        .stderr(predicates::str::contains(
+            "mode = \"namespaces\", but this machine cannot make the sandbox: bwrap not found",
+        ));
+}
+
 #[test]
 fn ctrl_c_during_grading_stops_everything_the_submissions_started() {
-    let class = Class::new(
+    let class = Class::new(&unsandboxed(
         "[run]\nstart = \"./tcpproxy\"\nstall_timeout = 2\n[points]\n\"timeout/\" = 1\n",
-    );
+    ));
     // Each proxy leaves a daemon behind, out of its process group.
     let sub = class.submit(
         "forker",

@@ -31,20 +31,27 @@ The grading file (TOML) says how to build and start a submission and what each c
   [points]                     # points per case: the longest matching pattern wins;
   \"*\" = 1                      # cases no pattern matches are not run
   \"shutdown/\" = 3
+  [sandbox]                    # optional: the kernel sandbox (bubblewrap) around each one
+  mode = \"auto\"                # or \"namespaces\" (refuse without), \"none\"
+  build_network = false        # may the build use the network? (the proxy never may)
+  disk_mib = 1024              # its writable space
+  processes = 4096             # processes and threads at once, under its own uid
+  share = [\"course-tools\"]     # read-only for every submission ($TPROX_SHARE)
   [export]                     # optional: the LMS CSV's columns, Gradescope's visibility
   lms_id_column = \"SIS Login ID\"
   lms_score_column = \"Proxy lab\"
   gradescope_visibility = \"visible\"   # hidden, after_due_date, after_published
 
-Each submission is copied to a scratch directory and built and run there (its own directory
-is never written to), its proxies in process groups of their own under the limits above;
-whatever a submission starts is stopped when it is done. A submission that does not build,
-crashes, hangs, forks or floods its output scores what it scores and disturbs no other. This
-contains accidents, not intent: there is no kernel sandbox yet, so grade untrusted code inside
-a throw-away container or VM.
+Each submission is copied to a scratch directory and built and run there, in a sandbox made
+of Linux namespaces: it sees / read-only and not at all the other submissions, the gradebook,
+the logs or the grading file's directory; it has only loopback (its proxy, tprox's client and
+destination share its network namespace); its own pid namespace; its own uid when tprox runs as
+root; the limits above. tprox grade --check-sandbox says what this machine allows. A
+submission that does not build, crashes, hangs, forks, floods its output or attacks its
+classmates scores what its proxy earns and disturbs no other.
 
 Exit status: 0 the gradebook was written (whatever the scores), 2 bad usage or grading file,
-130 interrupted.";
+or the sandbox that mode = \"namespaces\" asks for is missing, 130 interrupted.";
 
 /// Grade many proxy submissions against the catalogue.
 #[derive(Debug, clap::Args)]
@@ -59,13 +66,18 @@ pub(super) struct GradeArgs {
     command: Option<GradeCommand>,
 
     /// The grading file (TOML; see below).
-    #[arg(value_name = "GRADING_FILE", required = true)]
+    #[arg(value_name = "GRADING_FILE", required_unless_present = "check_sandbox")]
     grading_file: Option<PathBuf>,
 
     /// The submission directories, one per student or team; each is graded under its own
     /// directory name.
-    #[arg(value_name = "SUBMISSION", required = true)]
+    #[arg(value_name = "SUBMISSION", required_unless_present = "check_sandbox")]
     submissions: Vec<PathBuf>,
+
+    /// Say what sandbox this machine can give the submissions (bubblewrap, namespaces, the
+    /// uid, the limits), by trying it, and exit: 0 if submissions would be sandboxed.
+    #[arg(long, exclusive = true)]
+    check_sandbox: bool,
 
     /// Where to write gradebook.{json,csv,html} and each submission's logs.
     #[arg(long, value_name = "DIR", default_value = "grades")]
@@ -118,6 +130,14 @@ pub(super) fn run(args: GradeArgs) -> u8 {
     if let Some(GradeCommand::Merge { out, gradebooks }) = args.command {
         return merge_command(&out, &gradebooks);
     }
+    if args.check_sandbox {
+        let support = grade::sandbox::Support::probe();
+        say(support.describe());
+        return match support.works {
+            Ok(()) => exit::PASSED,
+            Err(_) => exit::SETUP,
+        };
+    }
     let (Some(grading_file), submissions) = (args.grading_file, args.submissions) else {
         return usage_error("grade: give the grading file and the submission directories");
     };
@@ -144,7 +164,21 @@ pub(super) fn run(args: GradeArgs) -> u8 {
             Err(e) => return usage_error(&format!("grade: {e}")),
         },
     };
+    let sandbox = match grade::sandbox::Decision::make(&grading.sandbox) {
+        Ok(decision) => decision,
+        Err(e) => {
+            eprintln!("tprox grade: {e}");
+            return exit::SETUP;
+        }
+    };
+    if let grade::sandbox::Decision::Unsandboxed {
+        warning: Some(warning),
+    } = &sandbox
+    {
+        eprintln!("tprox grade: {warning}");
+    }
     let options = GradeOptions {
+        sandbox,
         grading,
         submissions,
         out: args.out.clone(),

@@ -22,6 +22,13 @@
 //! "bulk/chain" = 5
 //! "*" = 1
 //!
+//! [sandbox]                     # optional: the kernel sandbox around each submission
+//! mode = "auto"                 # namespaces where the machine has them; "namespaces", "none"
+//! build_network = false         # may the build reach a package registry? (never the proxy)
+//! disk_mib = 1024               # its writable space
+//! processes = 4096              # processes and threads at once, under its own uid
+//! share = ["../course-tools"]   # read-only for every submission ($TPROX_SHARE)
+//!
 //! [export]                      # optional: the exports for courses' tools
 //! lms_id_column = "SIS Login ID"   # the LMS CSV's column of submission names
 //! lms_score_column = "Proxy lab"   # and of totals
@@ -35,6 +42,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::export::{Export, Visibility};
+use super::sandbox::{self, Mode};
 use crate::case::Case;
 use crate::proxy::Limits;
 use crate::select::Pattern;
@@ -58,6 +66,10 @@ pub struct Grading {
     pub connections: Option<usize>,
     pub bulk_kib: Option<usize>,
     pub limits: Limits,
+    /// The limits of a build in the sandbox: only its address space (a compiler needs more
+    /// than a proxy; it also has the build's timeout and the box's processes and space).
+    pub build_limits: Limits,
+    pub sandbox: sandbox::Settings,
     /// The graded cases, in catalogue order, with their points.
     pub cases: Vec<(&'static Case, f64)>,
     pub export: Export,
@@ -112,6 +124,7 @@ impl Grading {
         };
         let cases = points(&file.points, catalogue).map_err(problem)?;
         let limits = file.limits.unwrap_or_default();
+        let sandbox = sandbox_settings(file.sandbox, path).map_err(problem)?;
         Ok(Grading {
             path: path.to_path_buf(),
             digest: digest(text),
@@ -130,6 +143,11 @@ impl Grading {
                 open_files: Some(limits.open_files.unwrap_or(1024)),
                 cpu_seconds: Some(limits.cpu_seconds.unwrap_or(120)),
             },
+            build_limits: Limits {
+                address_space: Some(limits.build_address_space_mib.unwrap_or(8192) * 1024 * 1024),
+                ..Limits::default()
+            },
+            sandbox,
             cases,
             export: export(file.export).map_err(problem)?,
         })
@@ -197,6 +215,50 @@ struct File {
     #[serde(default)]
     points: BTreeMap<String, f64>,
     export: Option<ExportSection>,
+    sandbox: Option<SandboxSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxSection {
+    mode: Option<Mode>,
+    build_network: Option<bool>,
+    disk_mib: Option<u64>,
+    processes: Option<u64>,
+    #[serde(default)]
+    share: Vec<PathBuf>,
+}
+
+/// The `[sandbox]` settings; shared places are taken relative to the grading file and must
+/// exist (a misspelt one would fail every build in the same puzzling way).
+fn sandbox_settings(
+    section: Option<SandboxSection>,
+    file: &Path,
+) -> Result<sandbox::Settings, String> {
+    let section = section.unwrap_or_default();
+    let default = sandbox::Settings::default();
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut share = Vec::new();
+    for place in section.share {
+        let resolved = base.join(&place).canonicalize().map_err(|e| {
+            format!(
+                "[sandbox] share: cannot find {} ({e}); give paths relative to the grading file",
+                place.display()
+            )
+        })?;
+        share.push(resolved);
+    }
+    let positive = |value: Option<u64>, key: &str, default: u64| match value {
+        Some(0) => Err(format!("[sandbox] {key} = 0: give a positive number")),
+        value => Ok(value.unwrap_or(default)),
+    };
+    Ok(sandbox::Settings {
+        mode: section.mode.unwrap_or(default.mode),
+        build_network: section.build_network.unwrap_or(default.build_network),
+        disk_mib: positive(section.disk_mib, "disk_mib", default.disk_mib)?,
+        processes: positive(section.processes, "processes", default.processes)?,
+        share,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -257,6 +319,7 @@ struct LimitsSection {
     address_space_mib: Option<u64>,
     open_files: Option<u64>,
     cpu_seconds: Option<u64>,
+    build_address_space_mib: Option<u64>,
 }
 
 /// A command as one shell-like line or as a list of words.
@@ -293,12 +356,17 @@ impl Seconds {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::CATALOGUE;
 
     fn parse(text: &str) -> Result<Grading, String> {
         Grading::parse(text, Path::new("grading.toml"), CATALOGUE)
+    }
+
+    /// A valid grading file, for tests elsewhere.
+    pub(crate) fn example() -> Grading {
+        parse(&format!("{MINIMAL}[points]\n\"*\" = 1\n")).unwrap()
     }
 
     const MINIMAL: &str = "[run]\nstart = \"./tcpproxy\"\n";
@@ -377,6 +445,18 @@ mod tests {
                     "{MINIMAL}[points]\n\"*\" = 1\n[export]\ngradescope_visibility = \"public\"\n"
                 ),
                 "unknown variant `public`",
+            ),
+            (
+                format!("{MINIMAL}[points]\n\"*\" = 1\n[sandbox]\nmode = \"chroot\"\n"),
+                "unknown variant `chroot`",
+            ),
+            (
+                format!("{MINIMAL}[points]\n\"*\" = 1\n[sandbox]\nshare = [\"no/such/dir\"]\n"),
+                "cannot find no/such/dir",
+            ),
+            (
+                format!("{MINIMAL}[points]\n\"*\" = 1\n[sandbox]\ndisk_mib = 0\n"),
+                "disk_mib = 0",
             ),
         ] {
             let error = parse(&text).unwrap_err();

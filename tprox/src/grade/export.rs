@@ -167,6 +167,9 @@ fn summary(book: &Gradebook, submission: &Submission) -> String {
             book.repeat
         );
     }
+    if !submission.limits.is_empty() {
+        let _ = write!(line, " Limits reached: {}.", submission.limits.join("; "));
+    }
     line
 }
 

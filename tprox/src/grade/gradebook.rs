@@ -40,6 +40,10 @@ pub struct Gradebook {
     /// The grading file's `[export]` settings.
     #[serde(default)]
     pub export: Export,
+    /// The sandbox the submissions were graded in ("namespaces (bubblewrap …)"), or "none"
+    /// with the warning that grading printed.
+    #[serde(default)]
+    pub sandbox: String,
 }
 
 fn one() -> u32 {
@@ -69,6 +73,10 @@ pub struct Submission {
     /// With `--repeat`: each run's total, in run order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub run_totals: Vec<f64>,
+    /// The grading file's limits it ran into (its writable space, processes, memory, the
+    /// build's time), in words for the teacher.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
 }
 
 impl Submission {
@@ -232,6 +240,10 @@ impl Gradebook {
                 merged.submissions.push(submission);
             }
             merged.started = merged.started.min(book.started);
+            // A share graded without the sandbox taints the whole: its warning is kept.
+            if book.sandbox != merged.sandbox && !book.sandbox.starts_with("namespaces") {
+                merged.sandbox = book.sandbox;
+            }
         }
         merged.partitions.sort();
         merged.submissions.sort_by(|a, b| a.name.cmp(&b.name));
@@ -310,10 +322,12 @@ pub(crate) mod tests {
                         unstable: None,
                     }],
                     run_totals: Vec::new(),
+                    limits: Vec::new(),
                 })
                 .collect(),
             start: vec!["./tcpproxy".into()],
             export: Export::default(),
+            sandbox: "namespaces (bubblewrap 0.8.0)".into(),
         }
     }
 

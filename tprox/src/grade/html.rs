@@ -18,6 +18,7 @@ td.total { font-weight: bold; text-align: right; }
 td.pass { background: #c8e6c9; } td.flaky { background: #fff3b0; }
 td.fail { background: #ffcdd2; } td.skip { background: #e0e0e0; }
 td.not-run { background: #bdbdbd; } td.status-bad { background: #ffcdd2; }
+p.warning { background: #ffcdd2; padding: 0.3em; font-weight: bold; } span.limits { color: #b71c1c; }
 td { text-align: center; } td.name, td.status { text-align: left; white-space: nowrap; }
 details > summary { cursor: pointer; }
 details pre { text-align: left; white-space: pre-wrap; max-width: 40em; font-size: 12px; }
@@ -70,6 +71,14 @@ pub fn render(book: &Gradebook) -> String {
         escape(&book.partitions.join(", ")),
         escape(&book.tprox),
     ));
+    if !book.sandbox.is_empty() {
+        let warn = !book.sandbox.starts_with("namespaces");
+        page.push_str(&format!(
+            "<p class=\"meta{}\">sandbox: {}</p>\n",
+            if warn { " warning" } else { "" },
+            escape(&book.sandbox)
+        ));
+    }
     page.push_str(
         "<p class=\"meta\">Click a column title to sort; click a red cell for the diagnostic. \
          Green: passed · yellow: flaky (passed on a retry) · red: failed · grey: skipped or \
@@ -136,6 +145,15 @@ pub fn render(book: &Gradebook) -> String {
                     s.duration_s
                 )
             }
+        };
+        // The limits it ran into, under its status.
+        let status = match s.limits.is_empty() {
+            true => status,
+            false => format!(
+                "{}<br><span class=\"limits\">limits reached: {}</span></td>",
+                status.strip_suffix("</td>").unwrap_or(&status),
+                escape(&s.limits.join("; "))
+            ),
         };
         page.push_str(&status);
         page.push_str(&format!("<td class=\"total\">{}</td>", number(s.total)));

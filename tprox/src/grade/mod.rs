@@ -11,7 +11,9 @@ pub mod config;
 pub mod export;
 pub mod gradebook;
 pub mod html;
+mod limits;
 pub mod repeat;
+pub mod sandbox;
 pub mod submission;
 
 use std::io::IsTerminal;
@@ -146,6 +148,8 @@ pub struct GradeOptions {
     pub keep_scratch: bool,
     /// Grade each submission this many times, seeds `seed`, `seed + 1`, … (at least 1).
     pub repeat: u32,
+    /// Whether the submissions run in the kernel sandbox ([`sandbox::Decision::make`]).
+    pub sandbox: sandbox::Decision,
 }
 
 /// Checks the submission directories: each must exist, and names (the directories' own names)
@@ -186,22 +190,45 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
     let mine = options.partition.take(options.submissions.clone());
     let progress = Progress::new(mine.len());
     let slots = Arc::new(Semaphore::new(options.jobs.max(1)));
+    // Absolute (submissions run in directories of their own, where a relative path would
+    // point elsewhere), and existing: the sandbox hides it from every submission.
+    let _ = std::fs::create_dir_all(&options.out);
+    let out = options
+        .out
+        .canonicalize()
+        .or_else(|_| std::path::absolute(&options.out))
+        .unwrap_or_else(|_| options.out.clone());
     let places = Places {
-        // Absolute: submissions run in directories of their own, where a relative path would
-        // point elsewhere.
-        out: std::path::absolute(&options.out).unwrap_or_else(|_| options.out.clone()),
+        out: out.clone(),
         keep_scratch: options.keep_scratch,
         run: None,
+    };
+    // The boxes' mount points go, also when grading is interrupted (the future dropped).
+    let _boxes_cleared = ClearBoxes(out.join(".box"));
+    let boxes = match &options.sandbox {
+        sandbox::Decision::Sandboxed { .. } => Some(sandbox::Boxes {
+            settings: options.grading.sandbox.clone(),
+            class: options.submissions.iter().map(|s| s.path.clone()).collect(),
+            grading_dir: grading_dir(&options.grading),
+            out,
+        }),
+        sandbox::Decision::Unsandboxed { .. } => None,
     };
     let repeat = options.repeat.max(1);
     let mut tasks = Vec::new();
     for submission in mine {
-        let (slots, grading, places, progress) = (
+        let (slots, grading, places, progress, boxes) = (
             slots.clone(),
             options.grading.clone(),
             places.clone(),
             progress.clone(),
+            boxes.clone(),
         );
+        let place = options
+            .submissions
+            .iter()
+            .position(|s| *s == submission)
+            .unwrap_or(0);
         tasks.push(tokio::spawn(async move {
             let _slot = slots.acquire_owned().await.expect("never closed");
             progress.started(&submission.name);
@@ -220,12 +247,23 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
                     0 => places.clone(),
                     _ => places.for_run(run + 1),
                 };
-                runs.push(submission::grade(&submission, &grading, &places, &mut counter).await);
+                let job = submission::Run {
+                    submission: &submission,
+                    grading: &grading,
+                    places: &places,
+                    place,
+                };
+                runs.push(match &boxes {
+                    Some(boxes) => sandbox::grade_boxed(boxes, job, &mut || counter.tick()).await,
+                    None => submission::grade(job, &mut counter).await,
+                });
             }
             let graded = repeat::combine(runs);
             // Whatever escaped its process group and outlived its parent dies now.
             let _ = tokio::task::spawn_blocking(crate::proxy::sweep_orphans).await;
-            progress.finished(&graded, grading.max_total());
+            if !crate::proxy::stopping() {
+                progress.finished(&graded, grading.max_total());
+            }
             graded
         }));
     }
@@ -264,7 +302,34 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
         submissions,
         start: grading.start.clone(),
         export: grading.export.clone(),
+        sandbox: options.sandbox.label(),
     }
+}
+
+/// Removes the (empty) mount points of the sandbox's boxes when dropped.
+struct ClearBoxes(PathBuf);
+
+impl Drop for ClearBoxes {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for entry in entries.flatten() {
+                // Only empty directories: a mount point still in use is never emptied here.
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The grading file's directory, which the sandbox hides (it may hold hidden tests or a model
+/// solution).
+fn grading_dir(grading: &Grading) -> PathBuf {
+    let file = grading
+        .path
+        .canonicalize()
+        .unwrap_or_else(|_| grading.path.clone());
+    file.parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
 }
 
 /// Writes `gradebook.json`, `gradebook.csv` and `gradebook.html` into `out`, and the exports
@@ -316,13 +381,19 @@ struct CaseCounter {
     total: usize,
 }
 
+impl CaseCounter {
+    fn tick(&mut self) {
+        self.done += 1;
+        self.progress
+            .case_done(&self.name, format!("{}/{}", self.done, self.total));
+    }
+}
+
 impl Reporter for CaseCounter {
     fn case_started(&mut self, _case: &Case) {}
 
     fn case_finished(&mut self, _report: &CaseReport) {
-        self.done += 1;
-        self.progress
-            .case_done(&self.name, format!("{}/{}", self.done, self.total));
+        self.tick();
     }
 }
 

@@ -37,6 +37,10 @@ pub fn combine(mut runs: Vec<Submission>) -> Submission {
     }
     row.total = row.results.iter().map(|r| r.points).sum();
     row.run_totals = totals;
+    // A limit met in any run is worth the teacher's eye.
+    row.limits = runs.iter().flat_map(|r| r.limits.clone()).collect();
+    row.limits.sort();
+    row.limits.dedup();
     row
 }
 
@@ -67,6 +71,7 @@ mod tests {
             build: None,
             results,
             run_totals: Vec::new(),
+            limits: Vec::new(),
         }
     }
 

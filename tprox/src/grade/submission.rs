@@ -16,6 +16,8 @@ use nix::unistd::Pid;
 
 use super::config::Grading;
 use super::gradebook::{BuildResult, CaseResult, Status, Submission};
+use super::limits;
+use super::sandbox::Jail;
 use crate::case::Outcome;
 use crate::formats::{self, Format, RunInfo};
 use crate::harness::Scale;
@@ -24,7 +26,7 @@ use crate::report::Reporter;
 use crate::runner::{self, CaseReport, RunOptions};
 
 /// A submission directory and the name it is graded under (the directory's own name).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmissionDir {
     pub name: String,
     pub path: PathBuf,
@@ -60,18 +62,33 @@ impl Places {
     }
 }
 
-/// Builds and grades one submission. Never fails: whatever goes wrong is the submission's
-/// score and message.
-pub async fn grade(
-    submission: &SubmissionDir,
-    grading: &Grading,
-    places: &Places,
-    progress: &mut (dyn Reporter + Send),
-) -> Submission {
-    let started = Instant::now();
-    let logs = places.logs(&submission.name);
-    let scratch = places.out.join("scratch").join(&submission.name);
-    let mut result = Submission {
+/// One run of one submission, as the grading loop hands it out.
+#[derive(Clone, Copy)]
+pub struct Run<'a> {
+    pub submission: &'a SubmissionDir,
+    pub grading: &'a Grading,
+    pub places: &'a Places,
+    /// The submission's place in the whole class (its sandbox uid is made from it).
+    pub place: usize,
+}
+
+/// Builds and grades one submission without a sandbox. Never fails: whatever goes wrong is
+/// the submission's score and message.
+pub async fn grade(run: Run<'_>, progress: &mut (dyn Reporter + Send)) -> Submission {
+    grade_in(run.submission, run.grading, run.places, None, progress).await
+}
+
+/// A row for a submission that could not be graded at all: every case not run, 0 points.
+pub fn not_graded(submission: &SubmissionDir, grading: &Grading, error: String) -> Submission {
+    let mut row = empty_row(submission);
+    row.status = Status::DidNotStart;
+    row.error = Some(error);
+    row.results = not_run(grading);
+    row
+}
+
+fn empty_row(submission: &SubmissionDir) -> Submission {
+    Submission {
         name: submission.name.clone(),
         path: submission.path.display().to_string(),
         status: Status::Graded,
@@ -81,13 +98,44 @@ pub async fn grade(
         build: None,
         results: Vec::new(),
         run_totals: Vec::new(),
-    };
-    let prepared = prepare(&submission.path, &scratch, &logs).await;
+        limits: Vec::new(),
+    }
+}
+
+fn not_run(grading: &Grading) -> Vec<CaseResult> {
+    grading
+        .cases
+        .iter()
+        .map(|(case, _)| CaseResult {
+            case: case.id.to_string(),
+            outcome: "not-run".into(),
+            points: 0.0,
+            message: None,
+            unstable: None,
+        })
+        .collect()
+}
+
+/// Builds and grades one submission, in `jail` when given (then inside the sandbox's outer
+/// box, where the jail's box is the scratch copy). Never fails.
+pub async fn grade_in(
+    submission: &SubmissionDir,
+    grading: &Grading,
+    places: &Places,
+    jail: Option<&Jail>,
+    progress: &mut (dyn Reporter + Send),
+) -> Submission {
+    let started = Instant::now();
+    let logs = places.logs(&submission.name);
+    let kept = places.out.join("scratch").join(&submission.name);
+    let scratch = jail.map_or_else(|| kept.clone(), |jail| jail.box_dir.clone());
+    let mut result = empty_row(submission);
+    let prepared = prepare(&submission.path, &scratch, &logs, jail).await;
     let reports = match prepared {
         Err(e) => Err((Status::DidNotStart, e)),
         Ok(()) => match &grading.build {
             Some(build) => {
-                let outcome = run_build(build, submission, &scratch, &logs).await;
+                let outcome = run_build(build, grading, submission, &scratch, &logs, jail).await;
                 let ok = outcome.is_ok();
                 result.build = Some(BuildResult {
                     ok,
@@ -99,16 +147,24 @@ pub async fn grade(
                         .display()
                         .to_string(),
                 });
+                if let Some(jail) = jail {
+                    result.limits.extend(limits::disk(jail, grading));
+                }
                 match outcome {
-                    Ok(()) => run_cases(submission, grading, &scratch, &logs, progress).await,
+                    Ok(()) => run_cases(submission, grading, &scratch, &logs, jail, progress).await,
                     Err(e) => Err((Status::BuildFailed, e)),
                 }
             }
-            None => run_cases(submission, grading, &scratch, &logs, progress).await,
+            None => run_cases(submission, grading, &scratch, &logs, jail, progress).await,
         },
     };
+    let build_log = std::fs::read_to_string(logs.join("build.log")).unwrap_or_default();
     match reports {
         Ok(reports) => {
+            let outputs: Vec<&str> = reports.iter().map(|r| r.proxy_output.as_str()).collect();
+            result
+                .limits
+                .extend(limits::named(grading, &build_log, &outputs));
             result.results = reports
                 .iter()
                 .zip(&grading.cases)
@@ -116,25 +172,35 @@ pub async fn grade(
                 .collect();
         }
         Err((status, error)) => {
+            result
+                .limits
+                .extend(limits::named(grading, &build_log, &[&error]));
             result.status = status;
             result.error = Some(error);
-            result.results = grading
-                .cases
-                .iter()
-                .map(|(case, _)| CaseResult {
-                    case: case.id.to_string(),
-                    outcome: "not-run".into(),
-                    points: 0.0,
-                    message: None,
-                    unstable: None,
-                })
-                .collect();
+            result.results = not_run(grading);
         }
     }
+    if let Some(jail) = jail {
+        result.limits.extend(limits::disk(jail, grading));
+    }
+    result.limits.sort();
+    result.limits.dedup();
     result.total = result.results.iter().map(|r| r.points).sum();
     result.duration_s = started.elapsed().as_secs_f64();
-    if !places.keep_scratch {
-        let _ = tokio::fs::remove_dir_all(&scratch).await;
+    match (jail, places.keep_scratch) {
+        (None, false) => {
+            let _ = tokio::fs::remove_dir_all(&scratch).await;
+        }
+        // The box is a tmpfs that goes with the sandbox: what is kept is copied out.
+        (Some(_), true) => {
+            let (from, to) = (scratch.clone(), kept.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_dir_all(&to);
+                std::fs::create_dir_all(&to).and_then(|()| copy_tree(&from, &to))
+            })
+            .await;
+        }
+        _ => {}
     }
     result
 }
@@ -176,11 +242,22 @@ fn score(report: &CaseReport, points: f64) -> CaseResult {
     }
 }
 
-/// A fresh scratch copy of the submission, and its log directory.
-async fn prepare(source: &Path, scratch: &Path, logs: &Path) -> Result<(), String> {
+/// A fresh scratch copy of the submission, and its log directory. In a sandbox the scratch
+/// directory is the box (an empty tmpfs already), handed to the box's uid once filled.
+async fn prepare(
+    source: &Path,
+    scratch: &Path,
+    logs: &Path,
+    jail: Option<&Jail>,
+) -> Result<(), String> {
     let (source, scratch, logs) = (source.to_owned(), scratch.to_owned(), logs.to_owned());
+    let jail = jail.cloned();
     tokio::task::spawn_blocking(move || {
-        for dir in [&scratch, &logs] {
+        let fresh = match jail {
+            Some(_) => vec![&logs],
+            None => vec![&scratch, &logs],
+        };
+        for dir in fresh {
             if dir.exists() {
                 std::fs::remove_dir_all(dir)
                     .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
@@ -194,7 +271,13 @@ async fn prepare(source: &Path, scratch: &Path, logs: &Path) -> Result<(), Strin
                 source.display(),
                 scratch.display()
             )
-        })
+        })?;
+        match jail {
+            Some(jail) => jail
+                .give_box()
+                .map_err(|e| format!("cannot hand the sandbox's box to its uid: {e}")),
+            None => Ok(()),
+        }
     })
     .await
     .map_err(|e| format!("preparing the scratch directory failed: {e}"))?
@@ -225,16 +308,35 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Runs the build command in the scratch copy; its output goes to `build.log`.
 async fn run_build(
     build: &super::config::Build,
+    grading: &Grading,
     submission: &SubmissionDir,
     scratch: &Path,
     logs: &Path,
+    jail: Option<&Jail>,
 ) -> Result<(), String> {
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(&build.command)
-        .current_dir(scratch)
+    let script = ["-c".to_string(), build.command.clone()];
+    let mut cmd = match jail {
+        Some(jail) => {
+            let mut cmd = jail.command("sh", &script, scratch, grading.sandbox.build_network);
+            grading.build_limits.install(&mut cmd);
+            cmd
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new("sh");
+            cmd.args(&script);
+            cmd
+        }
+    };
+    cmd.current_dir(scratch)
         .env("TPROX_SUBMISSION", &submission.path)
-        .env("TPROX_SCRATCH", scratch)
+        .env("TPROX_SHARE", share_var(grading))
+        .env(
+            "TPROX_SCRATCH",
+            jail.map_or_else(
+                || scratch.display().to_string(),
+                |j| j.inside(&scratch.display().to_string()),
+            ),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -291,6 +393,7 @@ async fn run_cases(
     grading: &Grading,
     scratch: &Path,
     logs: &Path,
+    jail: Option<&Jail>,
     progress: &mut (dyn Reporter + Send),
 ) -> Result<Vec<CaseReport>, (Status, String)> {
     let place = |word: &String| {
@@ -298,9 +401,12 @@ async fn run_cases(
             .replace("{scratch}", &scratch.to_string_lossy())
     };
     let words: Vec<String> = grading.start.iter().map(place).collect();
-    let proxy = ProxyCommand::new(&words)
+    let mut proxy = ProxyCommand::new(&words)
         .map_err(|e| (Status::DidNotStart, e))?
         .in_dir(scratch.to_path_buf());
+    if let Some(jail) = jail {
+        proxy = proxy.in_jail(jail.clone());
+    }
     let mut scale = Scale::default();
     if let Some(connections) = grading.connections {
         scale.connections = connections;
@@ -340,4 +446,15 @@ async fn run_cases(
     )
     .await;
     Ok(reports)
+}
+
+/// `$TPROX_SHARE`: the grading file's shared places, colon-separated like PATH.
+fn share_var(grading: &Grading) -> String {
+    let shared: Vec<String> = grading
+        .sandbox
+        .share
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    shared.join(":")
 }

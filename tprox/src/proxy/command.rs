@@ -2,7 +2,10 @@
 //! file some proxies read instead of arguments.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::jail::Jail;
 
 /// The address every proxy is asked to forward to and to listen on: loopback only.
 pub const HOST: &str = "127.0.0.1";
@@ -28,6 +31,8 @@ pub struct ProxyCommand {
     /// A configuration file written (placeholders filled in) before each start, for proxies
     /// configured by file rather than by arguments; `{config}` in the arguments is its path.
     pub config: Option<ConfigFile>,
+    /// The grading sandbox's inner box, when the proxy is a submission graded in one.
+    pub(crate) jail: Option<Arc<Jail>>,
 }
 
 /// A configuration file a proxy reads, as a template with the same placeholders as the command
@@ -69,6 +74,7 @@ impl ProxyCommand {
             label,
             dir: None,
             config: None,
+            jail: None,
         })
     }
 
@@ -93,6 +99,12 @@ impl ProxyCommand {
         let mut command = Self::new(&argv)?;
         command.label = "reference proxy (tcpproxy, built in)".into();
         Ok(command)
+    }
+
+    /// The same command, run in the sandbox's inner box.
+    pub fn in_jail(mut self, jail: Jail) -> Self {
+        self.jail = Some(Arc::new(jail));
+        self
     }
 
     /// The same command, reading `config` (written anew before each start).

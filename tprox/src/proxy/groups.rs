@@ -32,8 +32,17 @@ pub(crate) fn unregister(pgid: Pid) {
         .remove(&pgid.as_raw());
 }
 
+/// Set once [`kill_all`] ran: what ends from now on was stopped, not finished.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether tprox is stopping everything it started (an interrupt).
+pub fn stopping() -> bool {
+    STOPPING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Kills every running proxy's process group. For interrupts: tprox must leave nothing behind.
 pub fn kill_all() {
+    STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
     let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     for &pgid in live.iter() {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);

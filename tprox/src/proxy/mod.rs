@@ -15,12 +15,13 @@
 
 mod command;
 mod groups;
+pub mod jail;
 mod limits;
 mod output;
 mod ports;
 
 pub use command::{ConfigFile, ProxyCommand, HOST, PLACEHOLDERS, REFERENCE_ARG, REFERENCE_ARGS};
-pub use groups::{become_subreaper, kill_all, sweep_orphans};
+pub use groups::{become_subreaper, kill_all, stopping, sweep_orphans};
 pub(crate) use groups::{spawn_group, unregister};
 pub use limits::Limits;
 pub(crate) use output::{capture_output, Tail};
@@ -165,9 +166,18 @@ impl RunningProxy {
             .chain(args.iter().cloned())
             .collect::<Vec<_>>()
             .join(" ");
-        let mut cmd = Command::new(&command.program);
-        cmd.args(&args)
-            .stdin(Stdio::null())
+        let mut cmd = match &command.jail {
+            Some(jail) => {
+                let dir = command.dir.clone().unwrap_or_else(|| jail.box_dir.clone());
+                jail.command(&command.program, &args, &dir, false)
+            }
+            None => {
+                let mut cmd = Command::new(&command.program);
+                cmd.args(&args);
+                cmd
+            }
+        };
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)

@@ -1,0 +1,563 @@
+//! The kernel sandbox around each submission (`[sandbox]` in the grading file).
+//!
+//! Two boxes, one inside the other, both made by bubblewrap (`bwrap`, Debian's `bubblewrap`):
+//!
+//! - **The outer box** holds tprox's own grading of one submission (a child `tprox` process,
+//!   [`child_main`]): a network namespace with only loopback, so the proxy, tprox's client and
+//!   tprox's destination for that submission share one namespace and the cases run unchanged,
+//!   while no other submission (each has its own namespace) and nothing outside the machine is
+//!   reachable; and the submission's writable space, a tmpfs of `disk_mib`, mounted over
+//!   `OUT/.box/NAME`. It keeps the machine's pid namespace: a new one would need a fresh
+//!   `/proc`, which bwrap partly covers, and the kernel lets a nested user namespace mount
+//!   `/proc` only where one is fully visible (the inner box needs that). What a dead child
+//!   leaves is re-parented to the grading tprox (a subreaper) and swept.
+//! - **The inner box** holds every process of the submission: its build and each start of its
+//!   proxy ([`Jail::command`]). A mount namespace where `/` is read-only, `/tmp` is private and
+//!   small, the box is the only writable place, and the class's submission directories, the
+//!   output directory (gradebook, logs, the other boxes), the grading file's directory and
+//!   tprox's executable are covered by empty read-only mounts; its own pid namespace (it sees
+//!   and signals only its own processes; a daemon dies with the proxy it came from); a user
+//!   namespace, and when tprox runs as root a uid of its own (61000 + its place in the class),
+//!   so that it is not root, cannot read what only root may, and meets its process limit
+//!   (RLIMIT_NPROC) alone. The environment is emptied but for a short list.
+//!
+//! Why bubblewrap rather than namespaces set up by tprox itself: it is small, audited, packaged
+//! everywhere, and does the fiddly parts right (mount propagation, `/proc` and `/dev` for a new
+//! pid namespace, bringing up loopback, dying with its parent); tprox only composes its
+//! arguments, and a teacher can read them (`--check-sandbox` shows them).
+//!
+//! Memory and process counts are limited with rlimits: this machine's kind (no cgroup v2
+//! hierarchy that tprox may write to) is the common one on CI runners and shared servers.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::proxy::jail::Jail;
+
+/// `[sandbox] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Namespaces where the machine allows them; otherwise grade without, loudly.
+    #[default]
+    Auto,
+    /// Namespaces or nothing: grading refuses to start without them.
+    Namespaces,
+    /// No sandbox: process groups, rlimits and the orphan sweep only (contain accidents, not
+    /// intent).
+    None,
+}
+
+/// The `[sandbox]` settings of a grading file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub mode: Mode,
+    /// Whether the build may use the machine's network (a package registry). The proxy never
+    /// may.
+    pub build_network: bool,
+    /// The size of a submission's writable space, in MiB (its scratch copy, what it builds).
+    pub disk_mib: u64,
+    /// How many processes the submission may run at once (RLIMIT_NPROC under its own uid).
+    pub processes: u64,
+    /// Directories or files (absolute) every submission may read: course files, prebuilt tools.
+    pub share: Vec<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            mode: Mode::Auto,
+            build_network: false,
+            disk_mib: 1024,
+            processes: 4096,
+            share: Vec::new(),
+        }
+    }
+}
+
+/// The first of the uids given to submissions when tprox runs as root: one per submission (its
+/// place in the class), so that one's process limit is not another's.
+const UID_BASE: u32 = 61000;
+
+/// What this machine offers, found by trying it.
+#[derive(Debug, Clone)]
+pub struct Support {
+    /// `bwrap --version`, or why there is none.
+    pub bwrap: Result<String, String>,
+    pub root: bool,
+    /// Whether the boxes could be made here (both, nested), or what failed.
+    pub works: Result<(), String>,
+}
+
+impl Support {
+    /// Tries the outer and the inner box with `true` inside.
+    pub fn probe() -> Support {
+        let root = nix::unistd::geteuid().is_root();
+        let bwrap = std::process::Command::new("bwrap")
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("bwrap not found ({e}); install the Debian package bubblewrap"))
+            .and_then(|out| match out.status.success() {
+                true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+                false => Err(format!("bwrap --version failed ({})", out.status)),
+            });
+        let works = match &bwrap {
+            Err(e) => Err(e.clone()),
+            Ok(_) => try_boxes(root),
+        };
+        Support { bwrap, root, works }
+    }
+
+    /// What `tprox grade --check-sandbox` prints.
+    pub fn describe(&self) -> String {
+        let mut lines = vec![match &self.bwrap {
+            Ok(version) => format!("bubblewrap:        {version}"),
+            Err(e) => format!("bubblewrap:        missing: {e}"),
+        }];
+        lines.push(match &self.works {
+            Ok(()) => format!(
+                "namespaces:        usable: network (loopback only), pid, mount{}",
+                if self.root { "" } else { ", user" }
+            ),
+            Err(e) => format!("namespaces:        NOT usable: {e}"),
+        });
+        lines.push(match self.root {
+            true => format!(
+                "uid:               a uid per submission ({UID_BASE} + its place in the class, \
+                 set by setpriv, no capabilities): tprox runs as root"
+            ),
+            false => "uid:               yours, in a user namespace (run tprox as root for a uid \
+                      per submission and process limits)"
+                .into(),
+        });
+        lines.push(format!(
+            "limits:            memory, CPU, open files by rlimits; processes by RLIMIT_NPROC{}; \
+             writable space by a tmpfs of [sandbox] disk_mib",
+            if self.root {
+                ""
+            } else {
+                " (not enforced under your uid)"
+            }
+        ));
+        let cgroup2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        lines.push(format!(
+            "cgroup v2:         {} (tprox limits by rlimits either way)",
+            if cgroup2 { "mounted" } else { "not mounted" }
+        ));
+        lines.push(match &self.works {
+            Ok(()) => "mode = \"auto\":     submissions are sandboxed".into(),
+            Err(_) => {
+                "mode = \"auto\":     submissions are NOT sandboxed (a warning in the output \
+                       and the gradebook); mode = \"namespaces\" refuses to grade"
+                    .into()
+            }
+        });
+        lines.join("\n")
+    }
+}
+
+/// Runs `true` in an inner box inside an outer one, made by a child tprox, as grading would.
+fn try_boxes(root: bool) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
+    let box_dir = dir.path().join("box");
+    std::fs::create_dir(&box_dir).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find tprox itself: {e}"))?;
+    let job = Job {
+        grading: PathBuf::new(),
+        name: "probe".into(),
+        path: PathBuf::new(),
+        out: dir.path().to_path_buf(),
+        run: None,
+        seed: 0,
+        keep_scratch: false,
+        probe: true,
+        jail: Jail::new(box_dir.clone(), root.then_some(UID_BASE), 64),
+    };
+    let out = std::process::Command::new("bwrap")
+        .args(outer_args(root, &box_dir, 1))
+        .arg("--")
+        .arg(exe)
+        .arg(CHILD_ARG)
+        .arg(serde_json::to_string(&job).expect("a job serializes"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run bwrap: {e}"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "bwrap could not make the boxes ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
+/// How grading goes on this machine under these settings.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Sandboxed { bwrap: String },
+    Unsandboxed { warning: Option<String> },
+}
+
+impl Decision {
+    /// Decides from the settings and what the machine offers; `Err` when `namespaces` was asked
+    /// for and cannot be had, or when the settings need root.
+    pub fn make(settings: &Settings) -> Result<Decision, String> {
+        if settings.mode == Mode::None {
+            return Ok(Decision::Unsandboxed { warning: None });
+        }
+        let support = Support::probe();
+        match (&support.works, settings.mode) {
+            (Ok(()), _) if settings.build_network && !support.root => Err(
+                "[sandbox] build_network = true needs tprox to run as root (the build's box \
+                 joins the machine's network namespace); run as root, or build without the \
+                 network"
+                    .into(),
+            ),
+            (Ok(()), _) => Ok(Decision::Sandboxed {
+                bwrap: support.bwrap.unwrap_or_default(),
+            }),
+            (Err(e), Mode::Namespaces) => Err(format!(
+                "[sandbox] mode = \"namespaces\", but this machine cannot make the sandbox: {e}\n\
+                 (tprox grade --check-sandbox says what is missing)"
+            )),
+            (Err(e), _) => Ok(Decision::Unsandboxed {
+                warning: Some(format!(
+                    "WARNING: submissions are NOT sandboxed ({e}): a hostile submission can read \
+                     and change its classmates' work and reach the network. Install bubblewrap \
+                     and allow user namespaces (tprox grade --check-sandbox), or grade inside a \
+                     throw-away VM"
+                )),
+            }),
+        }
+    }
+
+    /// The gradebook's word on it.
+    pub fn label(&self) -> String {
+        match self {
+            Decision::Sandboxed { bwrap } => format!("namespaces ({bwrap})"),
+            Decision::Unsandboxed { warning: None } => "none (mode = \"none\")".into(),
+            Decision::Unsandboxed { warning: Some(w) } => format!("none: {w}"),
+        }
+    }
+}
+
+/// The arguments of the outer box around one submission's grading: its own network and pid
+/// namespaces, the rest of the machine as it is, and `box_dir` a tmpfs of `disk_mib`.
+fn outer_args(root: bool, box_dir: &Path, disk_mib: u64) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    if !root {
+        args.push("--unshare-user".into());
+    }
+    args.extend(
+        [
+            "--unshare-net",
+            "--die-with-parent",
+            "--dev-bind",
+            "/",
+            "/",
+            "--perms",
+            "0755",
+            "--size",
+        ]
+        .map(String::from),
+    );
+    args.push((disk_mib * 1024 * 1024).to_string());
+    args.push("--tmpfs".into());
+    args.push(path(box_dir));
+    args
+}
+
+fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// One submission's grading, handed to the child tprox in the outer box (as JSON, its only
+/// argument).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Job {
+    pub grading: PathBuf,
+    pub name: String,
+    pub path: PathBuf,
+    pub out: PathBuf,
+    pub run: Option<u32>,
+    pub seed: u64,
+    pub keep_scratch: bool,
+    /// Only try the inner box with `true` (`--check-sandbox`).
+    #[serde(default)]
+    pub probe: bool,
+    pub jail: Jail,
+}
+
+/// The hidden argument that makes tprox the child that grades one submission in its box.
+pub const CHILD_ARG: &str = "__grade-one";
+
+/// What the child prints on stdout, one line each: a finished case, and at the end the
+/// submission's row.
+const CASE_LINE: &str = "case-finished";
+const RESULT_PREFIX: &str = "submission ";
+
+/// What the parent knows to build each submission's boxes.
+#[derive(Debug, Clone)]
+pub struct Boxes {
+    pub settings: Settings,
+    /// Every submission of the class (not only this partition's): all are hidden from each.
+    pub class: Vec<PathBuf>,
+    pub grading_dir: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Boxes {
+    /// The inner box of the submission at `place` in the class.
+    fn jail(&self, name: &str, place: usize, netns: Option<i32>) -> Jail {
+        let root = nix::unistd::geteuid().is_root();
+        let exe = std::env::current_exe().ok();
+        let shared = |p: &Path| self.settings.share.iter().any(|s| p.starts_with(s));
+        let hide = self
+            .class
+            .iter()
+            .chain([&self.grading_dir, &self.out])
+            .filter(|p| !shared(p))
+            .cloned()
+            .collect();
+        let hide_files = exe.into_iter().filter(|p| !shared(p)).collect();
+        let uid = root.then(|| UID_BASE + place as u32);
+        Jail::new(self.box_dir(name), uid, self.settings.processes)
+            .hiding(hide, hide_files, self.settings.share.clone())
+            .with_host_netns(netns)
+    }
+
+    fn box_dir(&self, name: &str) -> PathBuf {
+        self.out.join(".box").join(name)
+    }
+}
+
+/// Grades one run of one submission in its boxes: starts the child tprox in the outer box,
+/// counts its finished cases into `progress`, and returns the row it printed. Never fails:
+/// what goes wrong is the row's error.
+pub async fn grade_boxed(
+    boxes: &Boxes,
+    job: super::submission::Run<'_>,
+    tick: &mut (dyn FnMut() + Send),
+) -> super::gradebook::Submission {
+    let name = job.submission.name.clone();
+    let box_dir = boxes.box_dir(&name);
+    let failed = |error: String| super::submission::not_graded(job.submission, job.grading, error);
+    if let Err(e) = std::fs::create_dir_all(&box_dir) {
+        return failed(format!("cannot create {}: {e}", box_dir.display()));
+    }
+    // The machine's network namespace, for a build allowed the network: a descriptor that
+    // stays open across exec into the child.
+    let netns = match boxes.settings.build_network {
+        true => match std::fs::File::open("/proc/self/ns/net") {
+            Ok(file) => Some(file),
+            Err(e) => return failed(format!("cannot open this machine's network namespace: {e}")),
+        },
+        false => None,
+    };
+    let netns_fd = netns.as_ref().map(|f| f.as_raw_fd());
+    let spec = Job {
+        grading: job.grading.path.clone(),
+        name: name.clone(),
+        path: job.submission.path.clone(),
+        out: boxes.out.clone(),
+        run: job.places.run,
+        seed: job.grading.seed,
+        keep_scratch: job.places.keep_scratch,
+        probe: false,
+        jail: boxes.jail(&name, job.place, netns_fd),
+    };
+    let root = nix::unistd::geteuid().is_root();
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return failed(format!("cannot find the tprox executable: {e}")),
+    };
+    let mut cmd = tokio::process::Command::new("bwrap");
+    cmd.args(outer_args(root, &box_dir, boxes.settings.disk_mib))
+        .arg("--")
+        .arg(&exe)
+        .arg(CHILD_ARG)
+        .arg(serde_json::to_string(&spec).expect("a job serializes"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: between fork and exec: clears close-on-exec on a descriptor this process owns
+    // and starts a session (no controlling terminal for anything in the box), system calls
+    // only.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = netns_fd {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            }
+            match libc::setsid() {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
+    }
+    let mut child = match crate::proxy::spawn_group(&mut cmd) {
+        Ok(child) => child,
+        Err(e) => return failed(format!("cannot start bwrap for the sandbox: {e}")),
+    };
+    drop(netns);
+    let pgid =
+        nix::unistd::Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let errors = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut text = Vec::new();
+        let _ = stderr.take(64 * 1024).read_to_end(&mut text).await;
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let backstop = job.grading.time_limit
+        + job
+            .grading
+            .build
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.timeout)
+        + Duration::from_secs(120);
+    let deadline = Instant::now() + backstop;
+    let mut row = None;
+    let mut lines = tokio::io::BufReader::new(stdout);
+    let read = async {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match lines.read_line(&mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = line.trim_end();
+            if line == CASE_LINE {
+                tick();
+            } else if let Some(json) = line.strip_prefix(RESULT_PREFIX) {
+                row = serde_json::from_str::<super::gradebook::Submission>(json).ok();
+            }
+        }
+    };
+    let timed_out = tokio::time::timeout_at(deadline.into(), read)
+        .await
+        .is_err();
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    let status = child.wait().await;
+    crate::proxy::unregister(pgid);
+    let _ = std::fs::remove_dir(&box_dir);
+    let _ = std::fs::remove_dir(box_dir.parent().expect("under .box"));
+    let errors = errors.await.unwrap_or_default();
+    match row {
+        Some(row) => row,
+        None if timed_out => failed(format!(
+            "grading this submission took longer than {} and was stopped",
+            humantime::format_duration(backstop)
+        )),
+        None => failed(format!(
+            "tprox's grading of this submission in its sandbox ended without a result ({}){}",
+            status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+            match errors.trim() {
+                "" => String::new(),
+                text => format!(": {text}"),
+            }
+        )),
+    }
+}
+
+/// The child tprox: grades the submission of `job` (JSON) in the outer box, printing a line
+/// per finished case and its row at the end. Returns the exit status.
+pub fn child_main(job: &str) -> u8 {
+    let job: Job = match serde_json::from_str(job) {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("tprox {CHILD_ARG}: a bad job ({e}); this argument is for tprox itself");
+            return 2;
+        }
+    };
+    if let Some(fd) = job.jail.host_netns {
+        // For the build's box only, never inherited by what else the child starts.
+        // SAFETY: sets a flag on a descriptor the parent handed down.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    if job.probe {
+        return probe(&job.jail);
+    }
+    let grading = match super::config::Grading::load(&job.grading, crate::CATALOGUE) {
+        Ok(mut grading) => {
+            grading.seed = job.seed;
+            grading
+        }
+        Err(e) => {
+            eprintln!("tprox {CHILD_ARG}: {e}");
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tprox {CHILD_ARG}: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    let submission = super::submission::SubmissionDir {
+        name: job.name.clone(),
+        path: job.path.clone(),
+    };
+    let places = super::submission::Places {
+        out: job.out.clone(),
+        keep_scratch: job.keep_scratch,
+        run: job.run,
+    };
+    let row = runtime.block_on(async {
+        let mut lines = CaseLines;
+        super::submission::grade_in(&submission, &grading, &places, Some(&job.jail), &mut lines)
+            .await
+    });
+    drop(runtime);
+    let row = serde_json::to_string(&row).expect("a row serializes");
+    println!("{RESULT_PREFIX}{row}");
+    0
+}
+
+/// `true` in the inner box; its status as the exit status.
+fn probe(jail: &Jail) -> u8 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let status = runtime.block_on(async {
+        jail.command("true", &[], &jail.box_dir, false)
+            .stdin(Stdio::null())
+            .status()
+            .await
+    });
+    match status {
+        Ok(status) if status.success() => 0,
+        Ok(status) => {
+            eprintln!("the inner box failed ({status})");
+            1
+        }
+        Err(e) => {
+            eprintln!("cannot start bwrap for the inner box: {e}");
+            1
+        }
+    }
+}
+
+/// The child's progress: a line per finished case, which the parent counts.
+struct CaseLines;
+
+impl crate::report::Reporter for CaseLines {
+    fn case_started(&mut self, _case: &crate::case::Case) {}
+
+    fn case_finished(&mut self, _report: &crate::runner::CaseReport) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{CASE_LINE}");
+        let _ = out.flush();
+    }
+}
