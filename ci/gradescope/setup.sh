@@ -5,4 +5,7 @@
 # newer than the image's (or built for x86_64-unknown-linux-musl).
 set -euo pipefail
 apt-get update
-DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends build-essential
+# bubblewrap: tprox's sandbox around the build and the proxy, where the container allows
+# namespaces; otherwise tprox grades with a warning, and Gradescope's fresh container per
+# submission is the only box.
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends build-essential bubblewrap

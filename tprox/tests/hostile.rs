@@ -434,3 +434,68 @@ fn ctrl_c_in_the_sandbox_leaves_nothing_running() {
     );
     assert!(!out.join("gradebook.json").exists());
 }
+
+/// `build_network = true`: the build (only the build) reaches the machine's network: here
+/// the port the test holds on the machine's loopback, which the sandboxed build of the class
+/// test cannot reach.
+#[test]
+fn a_build_allowed_the_network_reaches_the_machines_loopback() {
+    let _alone = one_at_a_time();
+    let class = Class::new();
+    let grading = class.dir.path().join("class/grading.toml");
+    let text = std::fs::read_to_string(&grading).unwrap();
+    std::fs::write(
+        &grading,
+        text.replace("[sandbox]\n", "[sandbox]\nbuild_network = true\n"),
+    )
+    .unwrap();
+    let book = class.grade(&["netcat"], "grades");
+    let log = log(&class.dir.path().join("grades"), "netcat");
+    // Grading is over: a connection the build made waits in the listener's backlog.
+    let (_, from) = class
+        .listener
+        .accept()
+        .unwrap_or_else(|e| panic!("the build did not reach the port ({e}):\n{log}"));
+    assert!(from.ip().is_loopback(), "{log}");
+    assert_eq!(row(&book, "netcat")["total"], book["max_total"]);
+}
+
+/// A shared place closed to other users: as root, tprox refuses to grade (the submissions'
+/// uids could not read it, and every build would fail the same puzzling way); as anyone else
+/// the box runs under that user, who can read it, and grading goes on.
+#[test]
+fn a_share_closed_to_the_submissions_is_refused_up_front() {
+    let _alone = one_at_a_time();
+    let class = Class::new();
+    let closed = class.dir.path().join("closed");
+    std::fs::create_dir_all(closed.join("tools")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let grading = class.dir.path().join("class/grading.toml");
+    let text = std::fs::read_to_string(&grading).unwrap();
+    let share = format!(
+        "share = [\"{TPROX}\", \"{}\"]",
+        closed.join("tools").display()
+    );
+    std::fs::write(
+        &grading,
+        text.replace(&format!("share = [\"{TPROX}\"]"), &share),
+    )
+    .unwrap();
+    let assert = Command::new(TPROX)
+        .arg("grade")
+        .arg(&grading)
+        .arg(class.submission("honest-a"))
+        .arg("--out")
+        .arg(class.dir.path().join("grades"))
+        .env_remove("TPROX_PARTITION")
+        .timeout(Duration::from_secs(200))
+        .assert();
+    if nix::unistd::geteuid().is_root() {
+        assert.code(2).stderr(predicates::str::contains(
+            "is not readable by the submissions' uids",
+        ));
+    } else {
+        assert.success();
+    }
+}

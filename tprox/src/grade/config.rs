@@ -407,6 +407,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_sandbox_section_has_safe_defaults_and_shares_resolve_beside_the_file() {
+        let plain = example().sandbox;
+        assert_eq!(plain, sandbox::Settings::default());
+        assert_eq!((plain.mode, plain.build_network), (Mode::Auto, false));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tools")).unwrap();
+        let file = dir.path().join("grading.toml");
+        let text = format!(
+            "{MINIMAL}[points]\n\"*\" = 1\n[sandbox]\nmode = \"namespaces\"\n\
+             build_network = true\ndisk_mib = 64\nprocesses = 50\nshare = [\"tools\"]\n"
+        );
+        let settings = Grading::parse(&text, &file, CATALOGUE).unwrap().sandbox;
+        assert_eq!(settings.mode, Mode::Namespaces);
+        assert!(settings.build_network);
+        assert_eq!((settings.disk_mib, settings.processes), (64, 50));
+        assert_eq!(
+            settings.share,
+            [dir.path().join("tools").canonicalize().unwrap()]
+        );
+    }
+
+    #[test]
     fn the_shipped_example_grading_file_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/grading/grading.toml");
         let grading = Grading::load(&path, CATALOGUE).unwrap();

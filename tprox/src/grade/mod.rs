@@ -2,7 +2,8 @@
 //!
 //! A grading file ([`config`]) says how to build and start a submission, under which limits,
 //! and what each case is worth. Every submission directory is graded in isolation
-//! ([`submission`]), several at once; the results form a [`gradebook::Gradebook`], written as
+//! ([`submission`]), in a kernel sandbox where the machine allows one ([`sandbox`]), several at
+//! once; the results form a [`gradebook::Gradebook`], written as
 //! JSON, CSV and a self-contained HTML page ([`html`]). `--partition K/N` grades a fixed share,
 //! so that a large class splits across machines; [`gradebook::Gradebook::merge`] joins the
 //! shares again.

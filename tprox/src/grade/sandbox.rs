@@ -211,6 +211,16 @@ impl Decision {
             return Ok(Decision::Unsandboxed { warning: None });
         }
         let support = Support::probe();
+        if support.root && support.works.is_ok() {
+            if let Some(closed) = settings.share.iter().find(|p| !open_to_others(p)) {
+                return Err(format!(
+                    "[sandbox] share: {} is not readable by the submissions' uids (they are not \
+                     root, and it or a directory on its way is closed to other users): move it \
+                     somewhere readable, or open it (chmod o+rx)",
+                    closed.display()
+                ));
+            }
+        }
         match (&support.works, settings.mode) {
             (Ok(()), _) if settings.build_network && !support.root => Err(
                 "[sandbox] build_network = true needs tprox to run as root (the build's box \
@@ -244,6 +254,14 @@ impl Decision {
             Decision::Unsandboxed { warning: Some(w) } => format!("none: {w}"),
         }
     }
+}
+
+/// Whether any user may read `place`: every directory on the way lets others pass, and it
+/// lets others read.
+fn open_to_others(place: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.mode());
+    place.ancestors().skip(1).all(|dir| mode(dir) & 0o001 != 0) && mode(place) & 0o004 != 0
 }
 
 /// The arguments of the outer box around one submission's grading: its own network and pid

@@ -1,11 +1,13 @@
 //! Grading one submission: a scratch copy, the build, the cases, the points.
 //!
-//! Containment, from the outside in: the submission runs in a copy of its directory (its
-//! own files are never touched, and two submissions never share a build directory); the build
-//! and every proxy lead process groups of their own, killed whole when done; each proxy process
-//! runs under resource limits ([`crate::proxy::Limits`]); the cases together have a wall-clock
-//! limit; output is drained into bounded buffers. What escapes its group is re-parented to
-//! tprox and swept (see [`crate::proxy::sweep_orphans`]).
+//! Containment, from the outside in: in the kernel sandbox ([`super::sandbox`]) where there is
+//! one, the build and every proxy run in the inner box ([`Jail`]) and the scratch copy is the
+//! box; the submission runs in a copy of its directory (its own files are never touched, and
+//! two submissions never share a build directory); the build and every proxy lead process
+//! groups of their own, killed whole when done; each proxy process runs under resource limits
+//! ([`crate::proxy::Limits`]); the cases together have a wall-clock limit; output is drained
+//! into bounded buffers. What escapes its group is re-parented to tprox and swept (see
+//! [`crate::proxy::sweep_orphans`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

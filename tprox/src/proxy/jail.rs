@@ -25,7 +25,7 @@ fn path(p: &Path) -> String {
 }
 
 /// The inner box: how the build and each start of the proxy are wrapped. Made by the parent,
-/// used by the child tprox in the outer box (after [`Jail::open`]).
+/// used by the child tprox in the outer box.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Jail {
     /// The submission's writable space outside (a tmpfs of the outer box): its scratch copy.
@@ -267,4 +267,63 @@ fn chown_tree(dir: &Path, uid: u32) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jail(uid: Option<u32>) -> Jail {
+        Jail::new(PathBuf::from("/srv/out/.box/ann"), uid, 300).hiding(
+            vec![
+                PathBuf::from("/srv/class"),
+                PathBuf::from("/srv/class/ann"),
+                PathBuf::from("/srv/out"),
+                PathBuf::from("/tmp/gone-anyway"),
+            ],
+            vec![PathBuf::from("/usr/local/bin/tprox")],
+            vec![PathBuf::from("/srv/class/tools")],
+        )
+    }
+
+    #[test]
+    fn paths_into_the_box_are_translated_and_others_are_not() {
+        let jail = jail(None);
+        assert_eq!(jail.inside("/srv/out/.box/ann"), INSIDE);
+        assert_eq!(
+            jail.inside("/srv/out/.box/ann/./tcpproxy"),
+            "/tmp/box/./tcpproxy"
+        );
+        assert_eq!(jail.inside("/srv/out/.box/anna/x"), "/srv/out/.box/anna/x");
+        assert_eq!(jail.inside("--stall-timeout"), "--stall-timeout");
+    }
+
+    #[test]
+    fn hidden_places_are_covered_before_shares_and_the_box_and_made_read_only_last() {
+        let argv = jail(Some(61003)).argv(
+            "/srv/out/.box/ann/./tcpproxy",
+            &["127.0.0.1".into()],
+            Path::new("/srv/out/.box/ann"),
+            false,
+        );
+        let text = argv.join(" ");
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} not in {text}"))
+        };
+        // The outermost hidden places only; what is under /tmp is gone with /tmp.
+        assert!(!text.contains("--tmpfs /srv/class/ann") && !text.contains("gone-anyway"));
+        assert!(at("--tmpfs /srv/class ") < at("--ro-bind /srv/class/tools /srv/class/tools"));
+        assert!(at("--ro-bind /srv/class/tools") < at("--remount-ro /srv/class "));
+        assert!(at("--tmpfs /srv/out ") < at("--bind /srv/out/.box/ann /tmp/box"));
+        assert!(text.contains("--ro-bind /dev/null /usr/local/bin/tprox"));
+        assert!(text.contains("--chdir /tmp/box -- setpriv --reuid 61003 --regid 61003"));
+        assert!(text.ends_with("-- /tmp/box/./tcpproxy 127.0.0.1"), "{text}");
+        // Root's bwrap makes the mounts; no user namespace is asked for.
+        assert!(!text.contains("--unshare-user") && !text.contains("--share-net"));
+        let unprivileged = jail(None).argv("true", &[], Path::new("/srv/out/.box/ann"), true);
+        let text = unprivileged.join(" ");
+        assert!(text.contains("--unshare-user") && text.contains("--share-net"));
+        assert!(!text.contains("setpriv"));
+    }
 }
