@@ -25,8 +25,8 @@ const ATTACKERS: [&str; 7] = [
     "snoop", "vandal", "killer", "netcat", "hog", "sleeper", "daemon",
 ];
 
-/// One test at a time: each looks for processes under the sandbox's uids, which another's
-/// grading would own.
+/// One test at a time: each grades several submissions at once, and the machine may have two
+/// cores.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -54,7 +54,9 @@ impl Class {
         let grading = dir.path().join("class/grading.toml");
         let text = std::fs::read_to_string(&grading).unwrap();
         std::fs::write(&grading, text.replace("@TPROX@", TPROX)).unwrap();
-        let token = format!("{:x}", std::process::id() as u64 * 7919 + 17);
+        static CLASSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let count = CLASSES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let token = format!("{:x}-{count}", std::process::id());
         let decoy = std::process::Command::new("sleep")
             .arg("600")
             .spawn()
@@ -101,6 +103,7 @@ impl Class {
             .arg(&out)
             .args(["-j", "3"])
             .env_remove("TPROX_PARTITION")
+            .env(TAG, &self.token)
             .timeout(Duration::from_secs(400));
         let assert = cmd.assert();
         let output = assert.get_output();
@@ -193,8 +196,16 @@ fn log(book_dir: &Path, name: &str) -> String {
     std::fs::read_to_string(book_dir.join("logs").join(name).join("build.log")).unwrap_or_default()
 }
 
-/// Processes whose command line holds `needle`, or that run as one of the sandbox's uids.
-fn leftovers(needle: &str) -> Vec<String> {
+/// The variable that marks every process of one test's grading: tprox passes `TPROX_*`
+/// variables into the sandbox, so the builds, the proxies and what they leave carry it, and
+/// another grading on the machine (with its own uids in the same range) is not mistaken for
+/// this one's.
+const TAG: &str = "TPROX_TEST_CLASS";
+
+/// This class's processes still running (their environment holds the class's tag), shown
+/// with their uid and command line.
+fn leftovers(class: &Class) -> Vec<String> {
+    let tag = format!("{TAG}={}", class.token);
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -204,19 +215,22 @@ fn leftovers(needle: &str) -> Vec<String> {
         else {
             continue;
         };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let read = |file: &str| {
+            let bytes = std::fs::read(format!("/proc/{pid}/{file}")).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).replace('\0', " ")
+        };
+        let (cmdline, environ, status) = (read("cmdline"), read("environ"), read("status"));
         let zombie = status
             .lines()
             .any(|l| l.starts_with("State:") && l.contains('Z'));
-        let uid: u32 = status
+        let uid = status
             .lines()
             .find_map(|l| l.strip_prefix("Uid:"))
             .and_then(|l| l.split_whitespace().next())
-            .and_then(|u| u.parse().ok())
-            .unwrap_or(0);
-        if !zombie && (cmdline.contains(needle) || (61000..62000).contains(&uid)) {
+            .unwrap_or("?")
+            .to_string();
+        let ours = environ.split(' ').any(|v| v == tag);
+        if !zombie && ours {
             found.push(format!("{pid} (uid {uid}): {cmdline}"));
         }
     }
@@ -344,8 +358,8 @@ fn a_hostile_class_is_contained_and_the_honest_grades_do_not_change() {
     assert_eq!(sleeper["status"], "build-failed", "{sleeper:#}");
     assert!(limits(sleeper).contains("build time"), "{sleeper:#}");
 
-    // Nothing is left running: not the daemon's leftovers, nothing under a sandbox uid.
-    let left = leftovers(DAEMON_MARKER);
+    // Nothing is left running: not the daemon's leftovers, nothing the class started.
+    let left = leftovers(&class);
     assert!(left.is_empty(), "left running: {left:#?}");
 }
 
@@ -396,12 +410,13 @@ fn ctrl_c_in_the_sandbox_leaves_nothing_running() {
         .arg("--out")
         .arg(&out)
         .env_remove("TPROX_PARTITION")
+        .env(TAG, &class.token)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     // Interrupt once the daemon's leftover runs (its build left one) and sleeper sleeps.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let started = |needle: &str| leftovers(needle).iter().any(|p| p.contains(needle));
+    let started = |needle: &str| leftovers(&class).iter().any(|p| p.contains(needle));
     while !(started(DAEMON_MARKER) && started("sleep 100000")) {
         assert!(
             std::time::Instant::now() < deadline,
@@ -418,7 +433,7 @@ fn ctrl_c_in_the_sandbox_leaves_nothing_running() {
     assert_eq!(child.wait().unwrap().code(), Some(130));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let left = leftovers(DAEMON_MARKER);
+        let left = leftovers(&class);
         if left.is_empty() {
             break;
         }
