@@ -339,7 +339,7 @@ fn a_hostile_class_is_contained_and_the_honest_grades_do_not_change() {
 
     // hog met its limits, and its row says which.
     let hog = limits(row(&book, "hog"));
-    for limit in ["processes", "memory", "writable space"] {
+    for limit in ["processes", "memory", "writable space", "output"] {
         assert!(
             hog.contains(limit),
             "hog's row names no {limit} limit: {hog:?}\nbuild log:\n{}",

@@ -8,6 +8,9 @@
 use super::config::Grading;
 use super::sandbox::Jail;
 
+/// How the build's log says that the build printed more than is kept.
+pub const BUILD_FLOOD: &str = "output: the build printed ";
+
 /// The writable space's limit, when the box is (nearly) full.
 pub fn disk(jail: &Jail, grading: &Grading) -> Option<String> {
     let stat = nix::sys::statvfs::statvfs(&jail.box_dir).ok()?;
@@ -32,6 +35,9 @@ pub fn named(grading: &Grading, build_log: &str, outputs: &[&str]) -> Vec<String
                 found.push(limit);
             }
         }
+    }
+    if let Some(line) = build_log.lines().find(|l| l.starts_with(BUILD_FLOOD)) {
+        found.push(line.to_string());
     }
     if build_log.contains("the build did not finish within") {
         found.push(format!(
@@ -115,5 +121,7 @@ mod tests {
         );
         assert_eq!(stopped.len(), 1);
         assert!(stopped[0].starts_with("build time"), "{stopped:?}");
+        let flood = format!("{BUILD_FLOOD}200.0 MB; only its last lines are kept");
+        assert_eq!(named(&grading, &format!("xxx\n{flood}\n"), &[]), [flood]);
     }
 }

@@ -209,7 +209,13 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
     let boxes = match &options.sandbox {
         sandbox::Decision::Sandboxed { .. } => Some(sandbox::Boxes {
             settings: options.grading.sandbox.clone(),
-            class: options.submissions.iter().map(|s| s.path.clone()).collect(),
+            class: sandbox::class_places(
+                &options
+                    .submissions
+                    .iter()
+                    .map(|s| s.path.clone())
+                    .collect::<Vec<_>>(),
+            ),
             grading_dir: grading_dir(&options.grading),
             out,
         }),

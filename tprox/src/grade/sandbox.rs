@@ -319,11 +319,34 @@ pub const CHILD_ARG: &str = "__grade-one";
 const CASE_LINE: &str = "case-finished";
 const RESULT_PREFIX: &str = "submission ";
 
+/// The places that hide a class's submission directories: a directory that holds nothing but
+/// submissions (its subdirectories all are; files aside) is hidden whole, which for a class of
+/// hundreds is one mount instead of hundreds at every start of a proxy.
+pub fn class_places(class: &[PathBuf]) -> Vec<PathBuf> {
+    let mut places = Vec::new();
+    let parents: std::collections::BTreeSet<&Path> =
+        class.iter().filter_map(|p| p.parent()).collect();
+    for parent in parents {
+        let only_submissions = parent != Path::new("/")
+            && std::fs::read_dir(parent).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .all(|e| !e.file_type().is_ok_and(|t| t.is_dir()) || class.contains(&e.path()))
+            });
+        match only_submissions {
+            true => places.push(parent.to_path_buf()),
+            false => places.extend(class.iter().filter(|p| p.parent() == Some(parent)).cloned()),
+        }
+    }
+    places
+}
+
 /// What the parent knows to build each submission's boxes.
 #[derive(Debug, Clone)]
 pub struct Boxes {
     pub settings: Settings,
-    /// Every submission of the class (not only this partition's): all are hidden from each.
+    /// Where every submission of the class (not only this partition's) is: all are hidden
+    /// from each ([`class_places`]).
     pub class: Vec<PathBuf>,
     pub grading_dir: PathBuf,
     pub out: PathBuf,
@@ -577,5 +600,30 @@ impl crate::report::Reporter for CaseLines {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{CASE_LINE}");
         let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_of_submissions_only_is_hidden_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let subs = dir.path().join("subs");
+        let mixed = dir.path().join("home");
+        let mut class = Vec::new();
+        for name in ["ann", "ben"] {
+            std::fs::create_dir_all(subs.join(name)).unwrap();
+            class.push(subs.join(name));
+        }
+        std::fs::write(subs.join("README"), "a file beside them does not count").unwrap();
+        std::fs::create_dir_all(mixed.join("cat")).unwrap();
+        std::fs::create_dir_all(mixed.join(".cargo")).unwrap();
+        class.push(mixed.join("cat"));
+        let places = class_places(&class);
+        assert_eq!(places.len(), 2, "{places:?}");
+        assert!(places.contains(&subs), "{places:?}");
+        assert!(places.contains(&mixed.join("cat")), "{places:?}");
     }
 }

@@ -307,6 +307,9 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How much of the build's output is kept for its log, in bytes.
+const BUILD_OUTPUT_KEPT: usize = 64 * 1024;
+
 /// Runs the build command in the scratch copy; its output goes to `build.log`.
 async fn run_build(
     build: &super::config::Build,
@@ -348,7 +351,7 @@ async fn run_build(
     let mut child = proxy::spawn_group(&mut cmd)
         .map_err(|e| format!("cannot run the build command with sh: {e}"))?;
     let pgid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
-    let output = proxy::capture_output(&mut child, Tail::new(400, 64 * 1024), None);
+    let output = proxy::capture_output(&mut child, Tail::new(400, BUILD_OUTPUT_KEPT), None);
     let waited = tokio::time::timeout(build.timeout, child.wait()).await;
     // Whatever the build left running in its group goes with it.
     let _ = killpg(pgid, Signal::SIGKILL);
@@ -367,9 +370,20 @@ async fn run_build(
     proxy::unregister(pgid);
     // Let the drainers take the last words.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let text = output.lock().unwrap_or_else(|e| e.into_inner()).text();
+    let (text, printed) = {
+        let tail = output.lock().unwrap_or_else(|e| e.into_inner());
+        (tail.text(), tail.printed())
+    };
+    let flood = match printed > BUILD_OUTPUT_KEPT as u64 {
+        true => format!(
+            "\n{}{:.1} MB; only its last lines are kept",
+            limits::BUILD_FLOOD,
+            printed as f64 / 1e6
+        ),
+        false => String::new(),
+    };
     let log = format!(
-        "$ {}\n{text}\n{} after {:.1} s\n",
+        "$ {}\n{text}{flood}\n{} after {:.1} s\n",
         build.command,
         match &verdict {
             Ok(()) => "build succeeded".to_string(),

@@ -13,6 +13,8 @@ pub(crate) struct Tail {
     bytes: usize,
     max_lines: usize,
     max_bytes: usize,
+    /// Everything the program printed, in bytes: how much was not kept.
+    printed: u64,
 }
 
 impl Default for Tail {
@@ -31,7 +33,13 @@ impl Tail {
             bytes: 0,
             max_lines,
             max_bytes,
+            printed: 0,
         }
+    }
+
+    /// How many bytes the program printed in all.
+    pub(crate) fn printed(&self) -> u64 {
+        self.printed
     }
 
     fn push(&mut self, mut line: String) {
@@ -111,6 +119,7 @@ async fn drain(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        tail.lock().unwrap_or_else(|e| e.into_inner()).printed += n as u64;
         for piece in buf[..n].split_inclusive(|&b| b == b'\n') {
             if line.len() < Tail::MAX_LINE + 4 {
                 line.extend_from_slice(piece);
