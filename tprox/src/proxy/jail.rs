@@ -158,7 +158,29 @@ impl Jail {
         for file in self.hide_files.iter().filter(|f| !f.starts_with("/tmp")) {
             argv.extend(["--ro-bind".into(), "/dev/null".into(), path(file)]);
         }
+        // A share inside /tmp or a hidden place needs its directories made there first, open to
+        // the box's uid (bwrap makes missing ones 0700, for root alone).
+        let covered: Vec<&Path> = hide
+            .iter()
+            .map(|p| p.as_path())
+            .chain([Path::new("/tmp")])
+            .collect();
+        let mut made: Vec<PathBuf> = Vec::new();
         for shared in &self.share {
+            if let Some(top) = covered.iter().find(|c| shared.starts_with(c)) {
+                let mut dirs: Vec<&Path> = shared
+                    .ancestors()
+                    .skip(1)
+                    .take_while(|a| a != top)
+                    .collect();
+                dirs.reverse();
+                for dir in dirs {
+                    if !made.iter().any(|m| m == dir) {
+                        argv.extend(["--perms".into(), "0755".into(), "--dir".into(), path(dir)]);
+                        made.push(dir.to_path_buf());
+                    }
+                }
+            }
             argv.extend(["--ro-bind".into(), path(shared), path(shared)]);
         }
         for place in &hide {
@@ -282,7 +304,10 @@ mod tests {
                 PathBuf::from("/tmp/gone-anyway"),
             ],
             vec![PathBuf::from("/usr/local/bin/tprox")],
-            vec![PathBuf::from("/srv/class/tools")],
+            vec![
+                PathBuf::from("/srv/class/tools"),
+                PathBuf::from("/tmp/ci/target/debug/tprox"),
+            ],
         )
     }
 
@@ -317,6 +342,12 @@ mod tests {
         assert!(at("--ro-bind /srv/class/tools") < at("--remount-ro /srv/class "));
         assert!(at("--tmpfs /srv/out ") < at("--bind /srv/out/.box/ann /tmp/box"));
         assert!(text.contains("--ro-bind /dev/null /usr/local/bin/tprox"));
+        // A share under /tmp: its directories are made there, open to the box's uid.
+        assert!(text.contains(
+            "--perms 0755 --dir /tmp/ci --perms 0755 --dir /tmp/ci/target \
+             --perms 0755 --dir /tmp/ci/target/debug --ro-bind /tmp/ci/target/debug/tprox"
+        ));
+        assert!(!text.contains("--dir /srv/class "), "{text}");
         assert!(text.contains("--chdir /tmp/box -- setpriv --reuid 61003 --regid 61003"));
         assert!(text.ends_with("-- /tmp/box/./tcpproxy 127.0.0.1"), "{text}");
         // Root's bwrap makes the mounts; no user namespace is asked for.
