@@ -221,6 +221,23 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
         }),
         sandbox::Decision::Unsandboxed { .. } => None,
     };
+    if let Some(boxes) = &boxes {
+        let hidden: Vec<PathBuf> = boxes
+            .class
+            .iter()
+            .chain([&boxes.grading_dir, &boxes.out])
+            .cloned()
+            .collect();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        for tools in sandbox::hidden_tools(&path, &hidden) {
+            eprintln!(
+                "tprox grade: warning: {} (on PATH) is inside a place the sandbox hides from the \
+                 submissions, so their builds will not find what is there: keep the grading \
+                 file, the submissions and --out in directories of their own",
+                tools.display()
+            );
+        }
+    }
     let repeat = options.repeat.max(1);
     let mut tasks = Vec::new();
     for submission in mine {

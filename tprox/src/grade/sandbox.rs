@@ -341,6 +341,15 @@ pub fn class_places(class: &[PathBuf]) -> Vec<PathBuf> {
     places
 }
 
+/// The directories of `PATH` that the sandbox would hide: a grading file kept in a home
+/// directory hides the toolchains under it (`~/.cargo/bin`), and every build would fail with
+/// "not found".
+pub fn hidden_tools(path: &std::ffi::OsStr, hidden: &[PathBuf]) -> Vec<PathBuf> {
+    std::env::split_paths(path)
+        .filter(|dir| hidden.iter().any(|h| dir.starts_with(h)))
+        .collect()
+}
+
 /// What the parent knows to build each submission's boxes.
 #[derive(Debug, Clone)]
 pub struct Boxes {
@@ -606,6 +615,16 @@ impl crate::report::Reporter for CaseLines {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tools_on_path_inside_a_hidden_place_are_named() {
+        let hidden = [PathBuf::from("/home/ta"), PathBuf::from("/srv/grades")];
+        let path = std::ffi::OsString::from("/usr/bin:/home/ta/.cargo/bin:/home/tab/bin");
+        assert_eq!(
+            hidden_tools(&path, &hidden),
+            [PathBuf::from("/home/ta/.cargo/bin")]
+        );
+    }
 
     #[test]
     fn a_directory_of_submissions_only_is_hidden_whole() {
