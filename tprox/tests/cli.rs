@@ -322,3 +322,53 @@ fn repeat_reports_each_case_failure_rate() {
         .success()
         .stderr(predicates::str::contains("no case failed in any run"));
 }
+
+/// The exit statuses are written down three times, for three readers: the code (`tprox::exit`),
+/// `tprox --help` and README's table. They must say the same statuses.
+#[test]
+fn the_exit_status_tables_agree() {
+    let code = [
+        tprox::exit::PASSED,
+        tprox::exit::FAILED,
+        tprox::exit::SETUP,
+        tprox::exit::NOTHING_SELECTED,
+        tprox::exit::INTERRUPTED,
+    ]
+    .map(u32::from)
+    .to_vec();
+    let help = tprox().arg("--help").assert().success();
+    let help = String::from_utf8_lossy(&help.get_output().stdout).into_owned();
+    let block = help
+        .split("Exit status:\n")
+        .nth(1)
+        .expect("--help has an \"Exit status:\" block");
+    let from_help: Vec<u32> = block
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let table = readme
+        .split("## Exit status\n")
+        .nth(1)
+        .expect("README has an \"Exit status\" section");
+    let from_readme: Vec<u32> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("|---"))
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .next()
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(from_help, code, "--help:\n{block}");
+    assert_eq!(from_readme, code, "README:\n{table}");
+}
