@@ -16,10 +16,11 @@
 //!   small, the box is the only writable place, and the class's submission directories, the
 //!   output directory (gradebook, logs, the other boxes), the grading file's directory and
 //!   tprox's executable are covered by empty read-only mounts; its own pid namespace (it sees
-//!   and signals only its own processes; a daemon dies with the proxy it came from); a user
-//!   namespace, and when tprox runs as root a uid of its own (61000 + its place in the class),
-//!   so that it is not root, cannot read what only root may, and meets its process limit
-//!   (RLIMIT_NPROC) alone. The environment is emptied but for a short list.
+//!   and signals only its own processes; a daemon dies with the proxy it came from); a
+//!   uid of its own when tprox runs as root (61000 + its place in the class, set by `setpriv`
+//!   after bwrap made the mounts as root), so that it is not root, cannot read what only root
+//!   may, and meets its process limit (RLIMIT_NPROC) alone; otherwise a user namespace under
+//!   the teacher's uid. The environment is emptied but for a short list.
 //!
 //! Why bubblewrap rather than namespaces set up by tprox itself: it is small, audited, packaged
 //! everywhere, and does the fiddly parts right (mount propagation, `/proc` and `/dev` for a new
@@ -387,7 +388,7 @@ impl Boxes {
 }
 
 /// Grades one run of one submission in its boxes: starts the child tprox in the outer box,
-/// counts its finished cases into `progress`, and returns the row it printed. Never fails:
+/// calls `tick` for each case it finished, and returns the row it printed. Never fails:
 /// what goes wrong is the row's error.
 pub async fn grade_boxed(
     boxes: &Boxes,
@@ -411,7 +412,12 @@ pub async fn grade_boxed(
     };
     let netns_fd = netns.as_ref().map(|f| f.as_raw_fd());
     let spec = Job {
-        grading: job.grading.path.clone(),
+        // The child starts in this process's directory, but an absolute path needs no luck.
+        grading: job
+            .grading
+            .path
+            .canonicalize()
+            .unwrap_or_else(|_| job.grading.path.clone()),
         name: name.clone(),
         path: job.submission.path.clone(),
         out: boxes.out.clone(),
@@ -421,36 +427,7 @@ pub async fn grade_boxed(
         probe: false,
         jail: boxes.jail(&name, job.place, netns_fd),
     };
-    let root = nix::unistd::geteuid().is_root();
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => return failed(format!("cannot find the tprox executable: {e}")),
-    };
-    let mut cmd = tokio::process::Command::new("bwrap");
-    cmd.args(outer_args(root, &box_dir, boxes.settings.disk_mib))
-        .arg("--")
-        .arg(&exe)
-        .arg(CHILD_ARG)
-        .arg(serde_json::to_string(&spec).expect("a job serializes"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    // SAFETY: between fork and exec: clears close-on-exec on a descriptor this process owns
-    // and starts a session (no controlling terminal for anything in the box), system calls
-    // only.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(fd) = netns_fd {
-                libc::fcntl(fd, libc::F_SETFD, 0);
-            }
-            match libc::setsid() {
-                -1 => Err(std::io::Error::last_os_error()),
-                _ => Ok(()),
-            }
-        });
-    }
-    let mut child = match crate::proxy::spawn_group(&mut cmd) {
+    let mut child = match spawn_outer(&spec, &box_dir, boxes.settings.disk_mib, netns_fd) {
         Ok(child) => child,
         Err(e) => return failed(format!("cannot start bwrap for the sandbox: {e}")),
     };
@@ -473,28 +450,11 @@ pub async fn grade_boxed(
             .map_or(Duration::ZERO, |b| b.timeout)
         + Duration::from_secs(120);
     let deadline = Instant::now() + backstop;
-    let mut row = None;
-    let mut lines = tokio::io::BufReader::new(stdout);
-    let read = async {
-        use tokio::io::AsyncBufReadExt;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match lines.read_line(&mut line).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let line = line.trim_end();
-            if line == CASE_LINE {
-                tick();
-            } else if let Some(json) = line.strip_prefix(RESULT_PREFIX) {
-                row = serde_json::from_str::<super::gradebook::Submission>(json).ok();
-            }
-        }
+    let read = tokio::time::timeout_at(deadline.into(), read_child(stdout, tick)).await;
+    let (row, timed_out) = match read {
+        Ok(row) => (row, false),
+        Err(_) => (None, true),
     };
-    let timed_out = tokio::time::timeout_at(deadline.into(), read)
-        .await
-        .is_err();
     let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
     let status = child.wait().await;
     crate::proxy::unregister(pgid);
@@ -515,6 +475,66 @@ pub async fn grade_boxed(
                 text => format!(": {text}"),
             }
         )),
+    }
+}
+
+/// Starts the outer box with the child tprox in it, leading a session of its own (so nothing
+/// in the box has a controlling terminal) and registered as a process group for Ctrl-C.
+fn spawn_outer(
+    job: &Job,
+    box_dir: &Path,
+    disk_mib: u64,
+    netns_fd: Option<i32>,
+) -> std::io::Result<tokio::process::Child> {
+    let root = nix::unistd::geteuid().is_root();
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new("bwrap");
+    cmd.args(outer_args(root, box_dir, disk_mib))
+        .arg("--")
+        .arg(&exe)
+        .arg(CHILD_ARG)
+        .arg(serde_json::to_string(job).expect("a job serializes"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: between fork and exec: clears close-on-exec on a descriptor this process owns
+    // and starts a session, system calls only.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = netns_fd {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            }
+            match libc::setsid() {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
+    }
+    crate::proxy::spawn_group(&mut cmd)
+}
+
+/// Reads the child's lines until it closes its output: a tick per finished case, and the row.
+async fn read_child(
+    stdout: tokio::process::ChildStdout,
+    tick: &mut (dyn FnMut() + Send),
+) -> Option<super::gradebook::Submission> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout);
+    let mut line = String::new();
+    let mut row = None;
+    loop {
+        line.clear();
+        match lines.read_line(&mut line).await {
+            Ok(0) | Err(_) => return row,
+            Ok(_) => {}
+        }
+        let line = line.trim_end();
+        if line == CASE_LINE {
+            tick();
+        } else if let Some(json) = line.strip_prefix(RESULT_PREFIX) {
+            row = serde_json::from_str(json).ok();
+        }
     }
 }
 
