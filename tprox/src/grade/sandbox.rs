@@ -287,12 +287,8 @@ fn outer_args(root: bool, box_dir: &Path, disk_mib: u64) -> Vec<String> {
     );
     args.push((disk_mib * 1024 * 1024).to_string());
     args.push("--tmpfs".into());
-    args.push(path(box_dir));
+    args.push(box_dir.display().to_string());
     args
-}
-
-fn path(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
 }
 
 /// One submission's grading, handed to the child tprox in the outer box (as JSON, its only

@@ -31,15 +31,15 @@ pub struct Jail {
     /// The submission's writable space outside (a tmpfs of the outer box): its scratch copy.
     pub box_dir: PathBuf,
     /// Directories covered by an empty read-only tmpfs.
-    pub(crate) hide: Vec<PathBuf>,
+    hide: Vec<PathBuf>,
     /// Files covered by /dev/null.
-    pub(crate) hide_files: Vec<PathBuf>,
+    hide_files: Vec<PathBuf>,
     /// Mounted read-only again after the hiding, so a share inside a hidden place is seen.
-    pub(crate) share: Vec<PathBuf>,
+    share: Vec<PathBuf>,
     /// The uid (and gid) the box runs as, when tprox is root.
-    pub(crate) uid: Option<u32>,
+    uid: Option<u32>,
     /// RLIMIT_NPROC, under that uid.
-    pub(crate) processes: u64,
+    processes: u64,
     /// A descriptor of the machine's network namespace, for a build allowed the network.
     pub(crate) host_netns: Option<i32>,
 }
