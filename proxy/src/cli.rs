@@ -1,4 +1,4 @@
-//! The command line: the lab form `tcpproxy DEST_HOST DEST_PORT LISTEN_PORT`, `-p` mappings and
+//! The command line: the lab form `tprox-relay DEST_HOST DEST_PORT LISTEN_PORT`, `-p` mappings and
 //! mapping files, turned into bound listeners, or into one clear line on stderr and exit 2.
 
 use std::ffi::OsString;
@@ -27,17 +27,17 @@ use crate::via::HttpProxy;
 /// finish for --grace seconds, then closes them.
 #[derive(Debug, Parser)]
 #[command(
-    name = "tcpproxy",
+    name = "tprox-relay",
     version,
-    override_usage = "tcpproxy [OPTIONS] <DEST_HOST> <DEST_PORT> <LISTEN_PORT>\n       \
-                      tcpproxy [OPTIONS] -p [BIND:]LOCAL:HOST:PORT [-p ...]\n       \
-                      tcpproxy [OPTIONS] --config <FILE>",
+    override_usage = "tprox-relay [OPTIONS] <DEST_HOST> <DEST_PORT> <LISTEN_PORT>\n       \
+                      tprox-relay [OPTIONS] -p [BIND:]LOCAL:HOST:PORT [-p ...]\n       \
+                      tprox-relay [OPTIONS] --config <FILE>",
     after_help = "Examples:\n  \
-      tcpproxy 127.0.0.1 9000 8080                  the lab form: :8080 -> 127.0.0.1:9000\n  \
-      tcpproxy -p 8080:db:5432 -p [::]:0:web:80     two mappings; the second dual-stack, any port\n  \
-      tcpproxy -p 0:intranet:443 --via http://u:p@squid:3128 --direct-fallback\n  \
-      tcpproxy --config mappings.toml -d            mappings from a file, one log line per connection\n  \
-      tcpproxy -p [::]:443:127.0.0.1:8443 --sni a.example=10.0.0.5:443 --sni '*.b.example=10.0.0.6:443'\n\n\
+      tprox-relay 127.0.0.1 9000 8080               the lab form: :8080 -> 127.0.0.1:9000\n  \
+      tprox-relay -p 8080:db:5432 -p [::]:0:web:80  two mappings; the second dual-stack, any port\n  \
+      tprox-relay -p 0:intranet:443 --via http://u:p@squid:3128 --direct-fallback\n  \
+      tprox-relay --config mappings.toml -d         mappings from a file, one log line per connection\n  \
+      tprox-relay -p [::]:443:127.0.0.1:8443 --sni a.example=10.0.0.5:443 --sni '*.b.example=10.0.0.6:443'\n\n\
       A mapping file has [[mapping]] tables with listen = \"ADDR:PORT\", dest = \"HOST:PORT\", and\n\
       optionally via, direct_fallback, max_connections, stall_timeout, sni (a table of\n\
       NAME = \"HOST:PORT\") and sni_only of its own; settings it leaves out come from the\n\
@@ -212,13 +212,13 @@ where
         }
         Ok(config) => config,
         Err(message) => {
-            eprintln!("tcpproxy: {message}");
+            eprintln!("tprox-relay: {message}");
             return ExitCode::from(2);
         }
     };
     for mapping in &config.mappings {
         if let Err(message) = check_destination(mapping) {
-            eprintln!("tcpproxy: {message}");
+            eprintln!("tprox-relay: {message}");
             return ExitCode::from(2);
         }
     }
@@ -226,7 +226,7 @@ where
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("tcpproxy: cannot start the async runtime: {e}");
+            eprintln!("tprox-relay: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -237,7 +237,7 @@ where
                 Ok(listener) => bound.push(listener),
                 Err(e) => {
                     eprintln!(
-                        "tcpproxy: cannot listen on {}: {e}",
+                        "tprox-relay: cannot listen on {}: {e}",
                         mapping::host_port(&mapping.bind, mapping.local_port)
                     );
                     return ExitCode::FAILURE;
@@ -248,7 +248,7 @@ where
         match server::serve(bound, config.options, stop_signal).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("tcpproxy: {e}");
+                eprintln!("tprox-relay: {e}");
                 ExitCode::FAILURE
             }
         }

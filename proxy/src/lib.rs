@@ -1,6 +1,6 @@
 //! The reference TCP proxy.
 //!
-//! `tcpproxy DEST_HOST DEST_PORT LISTEN_PORT` accepts connections on LISTEN_PORT and forwards each
+//! `tprox-relay DEST_HOST DEST_PORT LISTEN_PORT` accepts connections on LISTEN_PORT and forwards each
 //! one to DEST_HOST:DEST_PORT over a connection of its own, meeting every rule of the tprox
 //! contract (`docs/contract.md`). One process can also serve several mappings, tunnel
 //! through an HTTP proxy, and log one line per connection:
@@ -11,9 +11,10 @@
 //! * [`server`] listens, accepts, dials the destination (directly or through [`via`]), keeps
 //!   serving whatever a single pair does (R2, R8, R11), and stops gracefully; [`sni`] picks the
 //!   destination of a TLS client by the server name it asks for.
-//! * [`mapping`] says what is forwarded where; [`cli`] turns the command line into mappings, and
+//! * [`mapping`] says what is forwarded where; `cli` (the `cli` feature, on by default) turns the command line into mappings, and
 //!   bad input into one clear line on stderr.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod mapping;
 pub mod relay;

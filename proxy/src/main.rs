@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    tcpproxy::cli::main_with_args(std::env::args_os())
+    tprox_relay::cli::main_with_args(std::env::args_os())
 }

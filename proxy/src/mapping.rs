@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn toml_entries_override_the_defaults() {
-        let dir = std::env::temp_dir().join(format!("tcpproxy-map-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("tprox-relay-map-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("map.toml");
         std::fs::write(

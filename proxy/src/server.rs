@@ -131,7 +131,7 @@ where
     pairs.close();
     if !pairs.is_empty() {
         eprintln!(
-            "tcpproxy: {first}: stopped accepting; {} open connection(s) may finish within {} \
+            "tprox-relay: {first}: stopped accepting; {} open connection(s) may finish within {} \
              s (signal again to close them now)",
             pairs.len(),
             options.grace.as_secs_f64()
@@ -141,7 +141,7 @@ where
             _ = signal() => false,
         };
         if !finished {
-            eprintln!("tcpproxy: closing {} connection(s)", pairs.len());
+            eprintln!("tprox-relay: closing {} connection(s)", pairs.len());
             close_now.cancel();
             pairs.wait().await;
         }
@@ -176,13 +176,13 @@ impl Shortage {
     /// Marks the shortage; says so once per episode.
     fn begin(&self, name: &str, what: &str, e: &io::Error) {
         if !self.0.swap(true, Relaxed) {
-            eprintln!("tcpproxy: {name}: {what} failed: {e}; backing off until it works again");
+            eprintln!("tprox-relay: {name}: {what} failed: {e}; backing off until it works again");
         }
     }
 
     fn end(&self, name: &str) {
         if self.0.swap(false, Relaxed) {
-            eprintln!("tcpproxy: {name}: accepting again");
+            eprintln!("tprox-relay: {name}: accepting again");
         }
     }
 
@@ -203,7 +203,7 @@ async fn accept_loop(listener: TcpListener, site: Site, stop: CancellationToken)
         if slots.available_permits() == 0 && !full {
             full = true;
             eprintln!(
-                "tcpproxy: {}: {} connections open, the --max-connections limit; new clients \
+                "tprox-relay: {}: {} connections open, the --max-connections limit; new clients \
                  wait until one closes",
                 site.name, site.mapping.max_connections
             );
@@ -247,7 +247,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
     let mapping = &site.mapping;
     let options = &site.options;
     if options.verbose {
-        eprintln!("tcpproxy: {peer}: accepted on {mapping}");
+        eprintln!("tprox-relay: {peer}: accepted on {mapping}");
     }
     let traffic = Traffic::default();
     let mut dest = (mapping.dest_host.as_str(), mapping.dest_port);
@@ -309,7 +309,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
     };
     if options.log_connections || options.verbose {
         eprintln!(
-            "tcpproxy: {peer} -> {}{named}: up {} B, down {} B, {:.3} s, {ending}",
+            "tprox-relay: {peer} -> {}{named}: up {} B, down {} B, {:.3} s, {ending}",
             host_port(dest.0, dest.1),
             traffic.up.load(Relaxed),
             traffic.down.load(Relaxed),
@@ -367,7 +367,7 @@ async fn dial(
         }
         Err(TunnelError::Unreachable(e)) if mapping.direct_fallback => {
             eprintln!(
-                "tcpproxy: {peer}: HTTP proxy {via} unreachable ({e}); dialing {} directly",
+                "tprox-relay: {peer}: HTTP proxy {via} unreachable ({e}); dialing {} directly",
                 host_port(dest_host, dest_port)
             );
             match timeout(mapping.stall_timeout, direct()).await {
@@ -380,7 +380,7 @@ async fn dial(
             // Said even without -d: a refusing or missing HTTP proxy is a configuration problem
             // the operator must hear about.
             eprintln!(
-                "tcpproxy: {peer}: CONNECT {} via {via}: {e}",
+                "tprox-relay: {peer}: CONNECT {} via {via}: {e}",
                 host_port(dest_host, dest_port)
             );
             Err(e.to_string())

@@ -3,35 +3,35 @@
 use assert_cmd::Command;
 use predicates::str::contains;
 
-fn tcpproxy() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tcpproxy"))
+fn relay() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tprox-relay"))
 }
 
 #[test]
 fn missing_arguments_show_the_usage() {
-    tcpproxy()
+    relay()
         .assert()
         .code(2)
         .stderr(contains("nothing to forward"))
         .stderr(contains(
-            "Usage: tcpproxy [OPTIONS] <DEST_HOST> <DEST_PORT> <LISTEN_PORT>",
+            "Usage: tprox-relay [OPTIONS] <DEST_HOST> <DEST_PORT> <LISTEN_PORT>",
         ))
         .stderr(contains("-p [BIND:]LOCAL:HOST:PORT"));
 }
 
 #[test]
 fn a_bad_port_is_named() {
-    tcpproxy()
+    relay()
         .args(["127.0.0.1", "http", "9000"])
         .assert()
         .code(2)
         .stderr(contains("'http'"));
-    tcpproxy()
+    relay()
         .args(["127.0.0.1", "80", "0"])
         .assert()
         .code(2)
         .stderr(contains("LISTEN_PORT"));
-    tcpproxy()
+    relay()
         .args(["127.0.0.1", "80", "70000"])
         .assert()
         .code(2)
@@ -40,7 +40,7 @@ fn a_bad_port_is_named() {
 
 #[test]
 fn an_unresolvable_host_is_reported_at_startup() {
-    tcpproxy()
+    relay()
         .args(["no-such-host.invalid", "80", "9000"])
         .assert()
         .code(2)
@@ -53,7 +53,7 @@ fn an_unresolvable_host_is_reported_at_startup() {
 fn a_port_in_use_is_reported() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    tcpproxy()
+    relay()
         .args(["127.0.0.1", "80", &port])
         .timeout(std::time::Duration::from_secs(10))
         .assert()
@@ -63,7 +63,7 @@ fn a_port_in_use_is_reported() {
 
 #[test]
 fn a_bad_stall_timeout_is_explained() {
-    tcpproxy()
+    relay()
         .args(["127.0.0.1", "80", "9000", "--stall-timeout", "-1"])
         .assert()
         .code(2)
@@ -87,7 +87,7 @@ fn a_bad_stall_timeout_is_explained() {
 #[case(&["-p", "0:127.0.0.1:80", "--sni-only"], "--sni")]
 #[case(&["-p", "0:127.0.0.1:80", "--sni", "a.example=no-such-host.invalid:443"], "cannot resolve destination host 'no-such-host.invalid'")]
 fn bad_input_is_one_clear_line(#[case] args: &[&str], #[case] says: &str) {
-    let output = tcpproxy()
+    let output = relay()
         .args(args)
         .timeout(std::time::Duration::from_secs(10))
         .output()
@@ -103,13 +103,13 @@ fn a_bad_mapping_file_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("map.toml");
     std::fs::write(&file, "[[mapping]]\nlisten = \"127.0.0.1:0\"\ndest = 5\n").unwrap();
-    tcpproxy()
+    relay()
         .args(["--config", file.to_str().unwrap()])
         .assert()
         .code(2)
         .stderr(contains("line 3"));
     std::fs::write(&file, "# nothing yet\n").unwrap();
-    tcpproxy()
+    relay()
         .args(["--config", file.to_str().unwrap()])
         .assert()
         .code(2)
@@ -118,7 +118,7 @@ fn a_bad_mapping_file_names_the_line() {
 
 #[test]
 fn the_help_teaches_every_mode() {
-    let output = tcpproxy().arg("--help").output().unwrap();
+    let output = relay().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     for part in [
         "--map",

@@ -1,12 +1,12 @@
 //! The reference proxy binary against the whole tprox catalogue, one test per case, through the
-//! same libtest adaptor any proxy crate can use: `cargo test -p tcpproxy --test conformance --
+//! same libtest adaptor any proxy crate can use: `cargo test -p tprox-relay --test conformance --
 //! shutdown` runs the shutdown cases only.
 
 use std::time::Duration;
 
 fn main() -> std::process::ExitCode {
-    let proxy = env!("CARGO_BIN_EXE_tcpproxy");
-    tprox::Suite::new([
+    let proxy = env!("CARGO_BIN_EXE_tprox-relay");
+    tprox_suite::Suite::new([
         proxy,
         "{dest_host}",
         "{dest_port}",

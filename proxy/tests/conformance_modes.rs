@@ -7,8 +7,8 @@ const STALL: Duration = Duration::from_secs(2);
 
 #[test]
 fn the_buffered_copy_passes_every_case() {
-    tprox::Suite::new([
-        env!("CARGO_BIN_EXE_tcpproxy"),
+    tprox_suite::Suite::new([
+        env!("CARGO_BIN_EXE_tprox-relay"),
         "--copy",
         "buffered",
         "--stall-timeout",
@@ -24,8 +24,8 @@ fn the_buffered_copy_passes_every_case() {
 
 #[test]
 fn one_mapping_of_several_passes_every_case() {
-    tprox::Suite::new([
-        env!("CARGO_BIN_EXE_tcpproxy"),
+    tprox_suite::Suite::new([
+        env!("CARGO_BIN_EXE_tprox-relay"),
         "-p",
         "0:127.0.0.1:9",
         "-p",

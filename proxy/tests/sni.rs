@@ -1,5 +1,5 @@
 //! SNI routing with real TLS: `openssl s_server` destinations, each with a certificate of its
-//! own name, and `openssl s_client` handshakes through tcpproxy, which never terminates TLS.
+//! own name, and `openssl s_client` handshakes through tprox-relay, which never terminates TLS.
 //! The certificate the client sees tells which destination answered.
 
 mod common;

@@ -60,7 +60,7 @@ impl Squid {
             write(&dir.path().join("passwd"), &line);
             conf.push_str(&format!(
                 "auth_param basic program /usr/lib/squid/basic_ncsa_auth {d}/passwd\n\
-                 auth_param basic realm tcpproxy-test\n\
+                 auth_param basic realm tprox-relay-test\n\
                  acl authed proxy_auth REQUIRED\n\
                  http_access allow localhost authed\n"
             ));
@@ -120,7 +120,7 @@ impl Squid {
                 let access =
                     std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
                 panic!(
-                    "tcpproxy did not log '{text}' within 5 s; it logged:\n{log}\n\
+                    "tprox-relay did not log '{text}' within 5 s; it logged:\n{log}\n\
                      squid's cache.log:\n{}\nsquid's access.log:\n{access}",
                     self.log()
                 )
@@ -344,13 +344,13 @@ fn squid_down_closes_the_client_or_falls_back_to_a_direct_dial() {
 
 /// The whole catalogue through a tunnel, but for what squid itself does not do: its CONNECT
 /// tunnel ends both directions at the first EOF (no half-close), and holds what a lazy client
-/// does not read in buffers of its own, so the reverse stall reaches tcpproxy late or not at all.
+/// does not read in buffers of its own, so the reverse stall reaches tprox-relay late or not at all.
 #[test]
 fn the_catalogue_passes_through_squid_apart_from_half_close() {
     let squid = Squid::start("1-65535", false);
     let url = squid.url(None);
-    tprox::Suite::new([
-        env!("CARGO_BIN_EXE_tcpproxy"),
+    tprox_suite::Suite::new([
+        env!("CARGO_BIN_EXE_tprox-relay"),
         "-p",
         "127.0.0.1:{listen_port}:{dest_host}:{dest_port}",
         "--via",

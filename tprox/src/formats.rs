@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::case::{Level, Outcome};
-use crate::report::Summary;
+use crate::outcome::Outcome;
 use crate::rules;
 use crate::runner::CaseReport;
+use crate::summary::Summary;
+use crate::verdict::Verdict;
 
 /// The version of the JSON report's schema; raised on any incompatible change.
 pub const JSON_VERSION: u32 = 1;
@@ -146,7 +147,7 @@ pub fn json_value(info: &RunInfo, reports: &[CaseReport]) -> Value {
 }
 
 fn counts_as_failure(report: &CaseReport, strict: bool) -> bool {
-    matches!(report.outcome, Outcome::Fail(_)) && (strict || report.case.level == Level::Must)
+    !Verdict::of(report, strict).is_success()
 }
 
 /// One line per fact of a failure, for the formats that carry plain text.
@@ -265,15 +266,15 @@ fn human_text(info: &RunInfo, reports: &[CaseReport]) -> String {
         out.push_str(&format!(
             "{}: {}\n",
             r.case.name,
-            match r.outcome {
-                Outcome::Pass if r.flaky.is_some() => "flaky",
-                Outcome::Pass => "passed",
-                Outcome::Skip(_) => "skipped",
-                Outcome::Fail(_) if counts_as_failure(r, info.strict) => "failed",
-                Outcome::Fail(_) => "warning (SHOULD)",
+            match Verdict::of(r, info.strict) {
+                Verdict::Flaky => "flaky",
+                Verdict::Pass => "passed",
+                Verdict::Skip => "skipped",
+                Verdict::Fail => "failed",
+                Verdict::Warn => "warning (SHOULD)",
             }
         ));
-        out.push_str(&crate::report::failure_details(r, None, true));
+        out.push_str(&crate::summary::failure_details(r, None, true));
     }
     out.push_str(&Summary::of(reports, info.strict).line());
     out.push('\n');

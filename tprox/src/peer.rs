@@ -9,6 +9,8 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+
+use crate::error::{self, Conclusion, Error};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,30 +130,21 @@ impl Totals {
 }
 
 /// Runs the peer until Ctrl-C (listening) or until every connection has ended (connecting).
-/// Returns the exit status: 0, 1 when a connection failed (a write into a closed connection,
-/// say), 2 for a setup error (a port in use, nothing to connect to), 130 when interrupted.
-pub fn main(options: PeerOptions) -> u8 {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("tprox peer: cannot start the async runtime: {e}");
-            return crate::exit::SETUP;
-        }
-    };
+/// Failed when a connection failed (a write into a closed connection, say); a setup error is a
+/// port in use or nothing to connect to.
+pub fn main(options: PeerOptions) -> error::Result {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::Setup(format!("cannot start the async runtime: {e}")))?;
     let totals = Arc::new(Totals::default());
     let code = runtime.block_on(async {
         let options = Arc::new(options);
         let work = run(options.clone(), totals.clone());
         tokio::select! {
             result = work => match result {
-                Ok(()) if totals.failed.load(Relaxed) > 0 => crate::exit::FAILED,
-                Ok(()) => crate::exit::PASSED,
-                Err(message) => {
-                    eprintln!("tprox peer: {message}");
-                    crate::exit::SETUP
-                }
+                Ok(()) => Ok(Conclusion::failed_if(totals.failed.load(Relaxed) > 0)),
+                Err(message) => Err(Error::Setup(message)),
             },
-            _ = tokio::signal::ctrl_c() => crate::exit::INTERRUPTED,
+            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
         }
     });
     // Connections cut short by Ctrl-C are counted with what they had moved.
@@ -252,7 +245,7 @@ async fn accept_loop(
 }
 
 /// How a connection ended, for its line.
-enum End {
+enum Ending {
     Eof,
     ClosedAfter(u64),
     ResetByPeer,
@@ -260,14 +253,14 @@ enum End {
     Failed(std::io::Error),
 }
 
-impl std::fmt::Display for End {
+impl std::fmt::Display for Ending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            End::Eof => f.write_str("both sides done"),
-            End::ClosedAfter(n) => write!(f, "closed after {n} B received (--close-after)"),
-            End::ResetByPeer => f.write_str("reset by the other side"),
-            End::ResetAfter(n) => write!(f, "reset after {n} B received"),
-            End::Failed(e) => write!(f, "failed: {e}"),
+            Ending::Eof => f.write_str("both sides done"),
+            Ending::ClosedAfter(n) => write!(f, "closed after {n} B received (--close-after)"),
+            Ending::ResetByPeer => f.write_str("reset by the other side"),
+            Ending::ResetAfter(n) => write!(f, "reset after {n} B received"),
+            Ending::Failed(e) => write!(f, "failed: {e}"),
         }
     }
 }
@@ -286,7 +279,7 @@ async fn serve(n: u64, stream: TcpStream, options: &PeerOptions, totals: &Totals
         .unwrap_or_else(|e| e.into_inner())
         .push(counts.clone());
     let end = converse(stream, options, &counts).await;
-    if matches!(end, End::Failed(_)) {
+    if matches!(end, Ending::Failed(_)) {
         totals.failed.fetch_add(1, Relaxed);
     }
     let (received, sent) = (counts.received.load(Relaxed), counts.sent.load(Relaxed));
@@ -300,7 +293,7 @@ async fn serve(n: u64, stream: TcpStream, options: &PeerOptions, totals: &Totals
 /// Bytes read at a time.
 const CHUNK: usize = 64 * 1024;
 
-async fn converse(stream: TcpStream, options: &PeerOptions, counts: &Arc<Counts>) -> End {
+async fn converse(stream: TcpStream, options: &PeerOptions, counts: &Arc<Counts>) -> Ending {
     let reset_limit = match options.mode {
         Mode::Reset => Some(options.reset_after.unwrap_or(0)),
         _ => options.reset_after,
@@ -312,7 +305,7 @@ async fn converse(stream: TcpStream, options: &PeerOptions, counts: &Arc<Counts>
     let echo = matches!(options.mode, Mode::Echo | Mode::Greet);
     if options.mode == Mode::Greet {
         if let Err(e) = writer.write_all(options.greeting.as_bytes()).await {
-            return End::Failed(e);
+            return Ending::Failed(e);
         }
         counts
             .sent
@@ -352,7 +345,7 @@ async fn converse(stream: TcpStream, options: &PeerOptions, counts: &Arc<Counts>
                 if let Some(writer) = writer.as_mut() {
                     let _ = writer.shutdown().await;
                 }
-                break End::Eof;
+                break Ending::Eof;
             }
             Ok(n) => n,
             Err(e)
@@ -361,15 +354,15 @@ async fn converse(stream: TcpStream, options: &PeerOptions, counts: &Arc<Counts>
                     std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
                 ) =>
             {
-                break End::ResetByPeer
+                break Ending::ResetByPeer
             }
-            Err(e) => break End::Failed(e),
+            Err(e) => break Ending::Failed(e),
         };
         let received = counts.received.fetch_add(n as u64, Relaxed) + n as u64;
         if echo {
             if let Some(writer) = writer.as_mut() {
                 if let Err(e) = writer.write_all(&buf[..n]).await {
-                    break End::Failed(e);
+                    break Ending::Failed(e);
                 }
                 counts.sent.fetch_add(n as u64, Relaxed);
             }
@@ -381,27 +374,27 @@ async fn converse(stream: TcpStream, options: &PeerOptions, counts: &Arc<Counts>
             };
             match stream {
                 Some(stream) => return reset(stream, received),
-                None => break End::ResetAfter(received),
+                None => break Ending::ResetAfter(received),
             }
         }
         if options.close_after.is_some_and(|limit| received >= limit) {
-            break End::ClosedAfter(received);
+            break Ending::ClosedAfter(received);
         }
     };
     if let Some(task) = source {
         // Reading is over; the source finishes (or is cut short when the peer is gone).
         if let Ok(Err(e)) = task.await {
-            return End::Failed(e);
+            return Ending::Failed(e);
         }
     }
     end
 }
 
 /// Closes with a reset: SO_LINGER 0, then close.
-fn reset(stream: TcpStream, received: u64) -> End {
+fn reset(stream: TcpStream, received: u64) -> Ending {
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);
-    End::ResetAfter(received)
+    Ending::ResetAfter(received)
 }
 
 /// A source's writing: --bytes bytes, paced at --rate.

@@ -1,61 +1,16 @@
-//! Reporters turn case reports into output. The runner calls them; they never run anything.
+//! The command line's reporter: the original tester's output, one line per case and the details
+//! under each failure, with a live status line where a person watches.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::case::{Case, Level, Outcome};
-use crate::rules;
+use crate::event::{Event, Reporter};
+use crate::outcome::Outcome;
 use crate::runner::CaseReport;
-
-/// Receives a run's events. `case_finished` comes in catalogue order.
-pub trait Reporter {
-    fn case_started(&mut self, _case: &Case) {}
-    fn case_finished(&mut self, report: &CaseReport);
-}
-
-/// Counts of a finished run.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    pub passed: usize,
-    pub failed: usize,
-    pub skipped: usize,
-    /// SHOULD cases that failed without `--strict`: reported, not counted as failures.
-    pub warnings: usize,
-    /// Cases that failed, then passed on a retry: reported as flaky, not as passed, and not
-    /// counted as failures.
-    pub flaky: usize,
-}
-
-impl Summary {
-    pub fn of(reports: &[CaseReport], strict: bool) -> Self {
-        let mut summary = Summary::default();
-        for report in reports {
-            match (&report.outcome, report.case.level) {
-                (Outcome::Pass, _) if report.flaky.is_some() => summary.flaky += 1,
-                (Outcome::Pass, _) => summary.passed += 1,
-                (Outcome::Skip(_), _) => summary.skipped += 1,
-                (Outcome::Fail(_), Level::Should) if !strict => summary.warnings += 1,
-                (Outcome::Fail(_), _) => summary.failed += 1,
-            }
-        }
-        summary
-    }
-
-    /// The closing line, exactly `N passed, M failed` (`, K skipped` and `, F flaky` when
-    /// any).
-    pub fn line(&self) -> String {
-        let mut line = format!("{} passed, {} failed", self.passed, self.failed);
-        if self.skipped > 0 {
-            line.push_str(&format!(", {} skipped", self.skipped));
-        }
-        if self.flaky > 0 {
-            line.push_str(&format!(", {} flaky", self.flaky));
-        }
-        line
-    }
-}
+use crate::summary::{failure_details, Summary};
+use crate::verdict::Verdict;
 
 /// The original tester's output: one line per case, details under each failure.
 pub struct HumanReporter<W: Write> {
@@ -65,7 +20,6 @@ pub struct HumanReporter<W: Write> {
     /// The command that reruns one case; `{id}` stands for the case id.
     rerun: Option<String>,
     progress: Option<ProgressBar>,
-    total: usize,
     running: Vec<&'static str>,
     /// The profile's notes on where the proxy's documented behaviour differs.
     notes: &'static [crate::profiles::Note],
@@ -90,7 +44,6 @@ impl<W: Write> HumanReporter<W> {
             strict,
             rerun: None,
             progress,
-            total,
             running: Vec::new(),
             notes: &[],
         }
@@ -142,18 +95,21 @@ impl<W: Write> HumanReporter<W> {
             bar.set_message(format!("running {}", self.running.join(", ")));
         }
     }
-
-    pub fn total(&self) -> usize {
-        self.total
-    }
 }
 
 impl<W: Write> Reporter for HumanReporter<W> {
-    fn case_started(&mut self, case: &Case) {
-        self.running.push(case.id);
-        self.update_status();
+    fn report(&mut self, event: Event<'_>) {
+        match event {
+            Event::CaseStarted(case) => {
+                self.running.push(case.id);
+                self.update_status();
+            }
+            Event::CaseFinished(report) => self.case_finished(report),
+        }
     }
+}
 
+impl<W: Write> HumanReporter<W> {
     fn case_finished(&mut self, report: &CaseReport) {
         self.running.retain(|id| *id != report.case.id);
         if let Some(bar) = &self.progress {
@@ -162,14 +118,15 @@ impl<W: Write> Reporter for HumanReporter<W> {
         self.update_status();
         let case = report.case;
         let mut text = String::new();
-        let verdict = match (&report.outcome, case.level) {
-            (Outcome::Pass, _) if report.flaky.is_some() => {
+        let verdict = match (Verdict::of(report, self.strict), &report.outcome) {
+            (Verdict::Flaky, _) => {
                 format!("flaky (failed, then passed on attempt {})", report.attempts)
             }
-            (Outcome::Pass, _) => "passed".to_string(),
-            (Outcome::Skip(reason), _) => format!("skipped ({reason})"),
-            (Outcome::Fail(_), Level::Should) if !self.strict => "warning (SHOULD)".to_string(),
-            (Outcome::Fail(_), _) => "failed".to_string(),
+            (Verdict::Pass, _) => "passed".to_string(),
+            (Verdict::Skip, Outcome::Skip(reason)) => format!("skipped ({reason})"),
+            (Verdict::Skip, _) => "skipped".to_string(),
+            (Verdict::Warn, _) => "warning (SHOULD)".to_string(),
+            (Verdict::Fail, _) => "failed".to_string(),
         };
         text.push_str(&format!("{}: {verdict}\n", case.name));
         if let Some(first) = &report.flaky {
@@ -200,68 +157,5 @@ impl<W: Write> Reporter for HumanReporter<W> {
             }
         }
         self.print(&text);
-    }
-}
-
-/// The indented block shown under a failed case: which case, what it required, what was
-/// expected and observed, the usual cause, how to rerun it, and optionally the proxy's last
-/// words.
-pub fn failure_details(report: &CaseReport, rerun: Option<&str>, proxy_output: bool) -> String {
-    let Outcome::Fail(failure) = &report.outcome else {
-        return String::new();
-    };
-    let case = report.case;
-    let mut text = String::new();
-    let mut field = |name: &str, value: &str| {
-        text.push_str(&format!("    {name:<12}{value}\n"));
-    };
-    field(
-        "case",
-        &format!("{} ({}, {})", case.id, rules::list(case.rules), case.level),
-    );
-    field("requirement", case.requirement);
-    field("expected", &failure.expected);
-    field("observed", &failure.observed);
-    if let Some(hint) = &failure.hint {
-        field("usual cause", hint);
-    }
-    if let Some(rerun) = rerun {
-        field("rerun", rerun);
-    }
-    if proxy_output && !report.proxy_output.trim().is_empty() {
-        text.push_str("    proxy output (last lines):\n");
-        let lines: Vec<&str> = report.proxy_output.lines().collect();
-        for line in &lines[lines.len().saturating_sub(5)..] {
-            text.push_str(&format!("      | {line}\n"));
-        }
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_closing_line_is_exactly_the_original_form() {
-        let summary = Summary {
-            passed: 9,
-            failed: 1,
-            ..Summary::default()
-        };
-        assert_eq!(summary.line(), "9 passed, 1 failed");
-        let summary = Summary {
-            passed: 7,
-            skipped: 2,
-            warnings: 1,
-            ..Summary::default()
-        };
-        assert_eq!(summary.line(), "7 passed, 0 failed, 2 skipped");
-        let summary = Summary {
-            passed: 5,
-            flaky: 1,
-            ..Summary::default()
-        };
-        assert_eq!(summary.line(), "5 passed, 0 failed, 1 flaky");
     }
 }

@@ -51,12 +51,15 @@ fn list_shows_every_case_with_its_rules() {
         .stdout
         .clone();
     let text = String::from_utf8(out).unwrap();
-    for case in tprox::CATALOGUE {
+    for case in tprox_core::CATALOGUE {
         let line = text
             .lines()
             .find(|l| l.starts_with(case.id))
             .unwrap_or_else(|| panic!("{} not listed", case.id));
-        assert!(line.contains(&tprox::rules::list(case.rules)), "{line}");
+        assert!(
+            line.contains(&tprox_core::rules::list(case.rules)),
+            "{line}"
+        );
         assert!(line.contains(case.name), "{line}");
     }
 }
@@ -224,7 +227,7 @@ fn rules_lists_every_rule_with_its_cases() {
         .stdout
         .clone();
     let text = String::from_utf8(out).unwrap();
-    for rule in tprox::Rule::ALL {
+    for rule in tprox_core::Rule::ALL {
         assert!(
             text.contains(&format!("{rule} {}", rule.title())),
             "{rule} missing"
@@ -332,6 +335,7 @@ fn the_exit_status_tables_agree() {
         tprox::exit::FAILED,
         tprox::exit::SETUP,
         tprox::exit::NOTHING_SELECTED,
+        tprox::exit::OUTPUT,
         tprox::exit::INTERRUPTED,
     ]
     .map(u32::from)

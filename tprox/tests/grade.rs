@@ -414,7 +414,7 @@ fn the_gradescope_autograder_script_leaves_the_submissions_results() {
     )
     .unwrap();
     let tests = results["tests"].as_array().unwrap();
-    let echo_cases = tprox::CATALOGUE
+    let echo_cases = tprox_core::CATALOGUE
         .iter()
         .filter(|c| c.id.starts_with("echo/"))
         .count();

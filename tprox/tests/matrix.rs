@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
-use tprox::matrix::{render, Matrix, Verdict};
+use tprox::matrix::{render, Matrix, Shown, Verdict};
 
 mod browser;
 
@@ -51,7 +51,7 @@ fn every_cell_of_the_committed_matrix_that_is_not_a_pass_is_explained() {
     }
     assert_eq!(
         matrix.cases.len(),
-        tprox::CATALOGUE.len(),
+        tprox_core::CATALOGUE.len(),
         "the catalogue changed since the matrix was measured: measure it again"
     );
 }
@@ -86,7 +86,7 @@ fn the_measured_matrix_matches_the_committed_one() {
         .proxies
         .iter()
         .flat_map(|p| p.cells.values())
-        .filter(|c| c.verdict.is_bad())
+        .filter(|c| c.verdict.needs_note())
         .count();
     assert_eq!(
         html.matches("<details>").count(),

@@ -11,7 +11,7 @@ fn tprox() -> Command {
 
 #[test]
 fn the_reference_profile_passes() {
-    let selected = tprox::CATALOGUE
+    let selected = tprox_core::CATALOGUE
         .iter()
         .filter(|c| c.id.starts_with("echo/") || c.id.starts_with("shutdown/"))
         .count();

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 fn main() -> std::process::ExitCode {
-    tprox::Suite::reference(env!("CARGO_BIN_EXE_tprox"))
+    tprox_suite::Suite::reference(env!("CARGO_BIN_EXE_tprox"))
         .stall_timeout(Duration::from_secs(2))
         .libtest_main()
 }

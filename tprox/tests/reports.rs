@@ -186,3 +186,19 @@ fn an_output_without_a_known_format_is_a_usage_error() {
         .code(2)
         .stderr(predicates::str::contains("FORMAT:FILE"));
 }
+
+/// The run itself is done and judged; only the file is missing: its own status, not "bad usage".
+#[test]
+fn a_report_that_cannot_be_written_exits_with_its_own_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-dir").join("report.json");
+    Command::new(TPROX)
+        .args(["--reference", "--only", "echo/single", "--output"])
+        .arg(format!("json:{}", path.display()))
+        .assert()
+        .code(i32::from(tprox::exit::OUTPUT))
+        .stdout(predicates::str::contains("1 passed, 0 failed"))
+        .stderr(predicates::str::contains(
+            "tprox: cannot write the report to",
+        ));
+}

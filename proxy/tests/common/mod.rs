@@ -1,4 +1,4 @@
-//! Helpers for the proxy's end-to-end tests: start `tcpproxy` and learn its ports from its
+//! Helpers for the proxy's end-to-end tests: start `tprox-relay` and learn its ports from its
 //! `Listening on` lines, run small servers, and stop everything by process id.
 
 #![allow(dead_code)] // each test binary uses a different part
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A running `tcpproxy`, killed and reaped on drop.
+/// A running `tprox-relay`, killed and reaped on drop.
 pub struct Proxy {
     pub child: Child,
     /// The listeners, in the order of the mappings.
@@ -19,14 +19,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts `tcpproxy ARGS` (through `sh -c` with `prefix` when given, e.g. `ulimit -n 64;`)
+    /// Starts `tprox-relay ARGS` (through `sh -c` with `prefix` when given, e.g. `ulimit -n 64;`)
     /// and waits for `listeners` `Listening on` lines.
     pub fn start(args: &[&str], listeners: usize) -> Proxy {
         Self::start_with(None, args, listeners)
     }
 
     pub fn start_with(shell_prefix: Option<&str>, args: &[&str], listeners: usize) -> Proxy {
-        let exe = env!("CARGO_BIN_EXE_tcpproxy");
+        let exe = env!("CARGO_BIN_EXE_tprox-relay");
         let mut command = match shell_prefix {
             None => {
                 let mut c = Command::new(exe);
@@ -46,7 +46,7 @@ impl Proxy {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start tcpproxy");
+            .expect("start tprox-relay");
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err = child.stderr.take().unwrap();
         let sink = stderr.clone();
@@ -69,7 +69,7 @@ impl Proxy {
                 let _ = child.wait();
                 thread::sleep(Duration::from_millis(100));
                 panic!(
-                    "tcpproxy ended before listening: {}",
+                    "tprox-relay ended before listening: {}",
                     stderr.lock().unwrap()
                 );
             };
@@ -93,7 +93,7 @@ impl Proxy {
     /// Waits until stderr contains `text`, for at most `limit`.
     pub fn wait_for_log(&self, text: &str, limit: Duration) -> String {
         self.log_within(text, limit).unwrap_or_else(|log| {
-            panic!("tcpproxy did not log '{text}' within {limit:?}; it logged:\n{log}")
+            panic!("tprox-relay did not log '{text}' within {limit:?}; it logged:\n{log}")
         })
     }
 
@@ -115,7 +115,7 @@ impl Proxy {
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).expect("signal tcpproxy");
+        nix::sys::signal::kill(pid, signal).expect("signal tprox-relay");
     }
 
     /// Waits for the proxy to exit by itself, for at most `limit`.
@@ -127,7 +127,7 @@ impl Proxy {
             }
             assert!(
                 start.elapsed() < limit,
-                "tcpproxy did not exit within {limit:?}"
+                "tprox-relay did not exit within {limit:?}"
             );
             thread::sleep(Duration::from_millis(20));
         }

@@ -14,6 +14,7 @@ pub mod report;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error::{self, Conclusion, Error};
 use crate::profiles::{self, Profile};
 use crate::proxy::{Launch, Limits, ProxyCommand, RunningProxy};
 use load::{Behaviour, Server};
@@ -271,22 +272,12 @@ impl Instance {
 /// CPU seconds (user and system, its exited children included) and resident bytes of every
 /// process in a group: nginx's workers and socat's per-connection children count.
 fn group_usage(pgid: i32) -> (f64, u64) {
-    let ticks = procfs::ticks_per_second() as f64;
-    let page = procfs::page_size();
-    let mut cpu = 0.0;
-    let mut rss = 0;
-    if let Ok(all) = procfs::process::all_processes() {
-        for process in all.flatten() {
-            if let Ok(stat) = process.stat() {
-                if stat.pgrp == pgid {
-                    cpu += (stat.utime + stat.stime) as f64 / ticks
-                        + (stat.cutime + stat.cstime).max(0) as f64 / ticks;
-                    rss += stat.rss * page;
-                }
-            }
-        }
-    }
-    (cpu, rss)
+    let processes = tprox_core::probe::group(pgid).unwrap_or_default();
+    let cpu = processes
+        .iter()
+        .map(|p| p.cpu + p.children_cpu)
+        .sum::<Duration>();
+    (cpu.as_secs_f64(), processes.iter().map(|p| p.rss).sum())
 }
 
 /// Descriptors a proxy (and tprox) may open: enough for the idle test where the system allows.
@@ -326,8 +317,8 @@ fn raise_own_descriptor_limit() {
 }
 
 /// `tprox bench`: checks the selection, runs with a progress line, prints the table, writes
-/// JSON. Returns the exit status: 0, or 2 when nothing could be measured or the input is bad.
-pub fn main(mut options: BenchOptions) -> u8 {
+/// JSON. Fails to set up when nothing could be measured or the input is bad.
+pub fn main(mut options: BenchOptions) -> error::Result {
     if options.profiles.is_empty() {
         options.profiles = profiles::PROFILES
             .iter()
@@ -336,18 +327,14 @@ pub fn main(mut options: BenchOptions) -> u8 {
             .collect();
     }
     for name in &options.profiles {
-        if let Err(message) = profiles::find(name).and_then(|p| p.program().map(|_| ())) {
-            eprintln!("tprox bench: {message}");
-            return crate::exit::SETUP;
-        }
+        profiles::find(name)
+            .and_then(|p| p.program().map(|_| ()))
+            .map_err(Error::Setup)?;
     }
-    let scratch = match tempfile::Builder::new().prefix("tprox-bench-").tempdir() {
-        Ok(dir) => dir,
-        Err(e) => {
-            eprintln!("tprox bench: cannot make a scratch directory: {e}");
-            return crate::exit::SETUP;
-        }
-    };
+    let scratch = tempfile::Builder::new()
+        .prefix("tprox-bench-")
+        .tempdir()
+        .map_err(|e| Error::Setup(format!("cannot make a scratch directory: {e}")))?;
     // Proxies that drop privileges (nginx workers) must reach their files.
     let _ = std::fs::set_permissions(
         scratch.path(),
@@ -364,13 +351,7 @@ pub fn main(mut options: BenchOptions) -> u8 {
         bar.inc(1);
     });
     bar.finish_and_clear();
-    let figures = match figures {
-        Ok(figures) => figures,
-        Err(message) => {
-            eprintln!("tprox bench: {message}");
-            return crate::exit::SETUP;
-        }
-    };
+    let figures = figures.map_err(Error::Setup)?;
     let settings = format!(
         "tprox bench: {} s per measurement, {} round(s), {} streams, {} connection workers, {} cores",
         options.duration.as_secs_f64(),
@@ -390,10 +371,7 @@ pub fn main(mut options: BenchOptions) -> u8 {
         });
         let text = serde_json::to_string_pretty(&report::json(&figures, "ref", settings))
             .unwrap_or_default();
-        if let Err(e) = std::fs::write(path, text + "\n") {
-            eprintln!("tprox bench: cannot write {}: {e}", path.display());
-            return crate::exit::SETUP;
-        }
+        std::fs::write(path, text + "\n").map_err(|e| Error::output("the figures", path, e))?;
     }
-    crate::exit::PASSED
+    Ok(Conclusion::Passed)
 }

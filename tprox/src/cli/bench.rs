@@ -69,12 +69,12 @@ pub(super) struct BenchArgs {
     json: Option<PathBuf>,
 }
 
-pub(super) fn run(args: BenchArgs) -> u8 {
+pub(super) fn run(args: BenchArgs) -> error::Result {
     let command = match args.proxy.is_empty() {
         true => None,
         false => match ProxyCommand::new(&args.proxy) {
             Ok(command) => Some(command),
-            Err(message) => return usage_error(&message),
+            Err(message) => return Err(Error::Usage(message)),
         },
     };
     let options = crate::bench::BenchOptions {

@@ -8,25 +8,21 @@ use super::*;
 use crate::formats::{self, RunInfo};
 use crate::harness::{Dialing, Scale};
 use crate::proxy::ProxyCommand;
-use crate::report::{HumanReporter, Summary};
+use crate::report::HumanReporter;
 use crate::runner::{self, RunOptions};
 use crate::select::{self, Pattern};
+use crate::summary::Summary;
+use crate::verdict::Verdict;
 use crate::{rules, CATALOGUE};
 
 /// Runs the suite as `cli` says.
-pub(super) fn run_suite(cli: &Cli) -> u8 {
+pub(super) fn run_suite(cli: &Cli) -> error::Result {
     // A profile's configuration is written to a scratch directory that lives as long as the run.
     let mut _scratch = None;
     let proxy = match (&cli.profile, cli.reference, cli.proxy.is_empty()) {
         (Some(name), _, _) => {
-            let profile = match crate::profiles::find(name) {
-                Ok(profile) => profile,
-                Err(message) => return usage_error(&message),
-            };
-            let scratch = match crate::profiles::scratch_dir() {
-                Ok(dir) => dir,
-                Err(message) => return usage_error(&message),
-            };
+            let profile = crate::profiles::find(name).map_err(Error::Usage)?;
+            let scratch = crate::profiles::scratch_dir().map_err(Error::Setup)?;
             let command = profile.command(scratch.path());
             _scratch = Some(scratch);
             command
@@ -39,27 +35,21 @@ pub(super) fn run_suite(cli: &Cli) -> u8 {
                 .into(),
         ),
     };
-    let proxy = match proxy {
-        Ok(proxy) => proxy,
-        Err(message) => return usage_error(&message),
-    };
+    let proxy = proxy.map_err(Error::Usage)?;
     let parse = |patterns: &[String]| {
         patterns
             .iter()
             .map(|p| Pattern::parse(p))
             .collect::<Result<Vec<_>, _>>()
     };
-    let (only, skip) = match (parse(&cli.only), parse(&cli.skip)) {
-        (Ok(only), Ok(skip)) => (only, skip),
-        (Err(message), _) | (_, Err(message)) => return usage_error(&message),
-    };
+    let only = parse(&cli.only).map_err(Error::Usage)?;
+    let skip = parse(&cli.skip).map_err(Error::Usage)?;
     let (cases, unmatched) = select::select(CATALOGUE, &only, &skip);
     for pattern in &unmatched {
         eprintln!("tprox: warning: pattern '{pattern}' matches no case (see tprox --list)");
     }
     if cases.is_empty() {
-        eprintln!("tprox: no case selected; see tprox --list for the case ids");
-        return exit::NOTHING_SELECTED;
+        return Err(Error::NothingSelected);
     }
     let seed = cli.seed.unwrap_or_else(|| fastrand::u64(..1_000_000_000));
     let options = RunOptions {
@@ -76,18 +66,21 @@ pub(super) fn run_suite(cli: &Cli) -> u8 {
         retries: cli.retries,
         ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
     };
-    run_interruptible("tprox", "", run_repeatedly(&cases, &options, cli))
-        .unwrap_or_else(|code| code)
+    run_interruptible("tprox", "", run_repeatedly(&cases, &options, cli))?
 }
 
 /// Runs the selection `--repeat` times (once by default) and, when repeated, sums up each
 /// case's failure rate.
-async fn run_repeatedly(cases: &[&'static crate::Case], options: &RunOptions, cli: &Cli) -> u8 {
+async fn run_repeatedly(
+    cases: &[&'static crate::Case],
+    options: &RunOptions,
+    cli: &Cli,
+) -> error::Result {
     if cli.repeat == 1 {
-        return run(cases, options, cli).await.0;
+        return run(cases, options, cli).await.map(|(summary, _)| summary);
     }
     let mut failures = vec![0u32; cases.len()];
-    let mut worst = exit::PASSED;
+    let mut worst = Conclusion::Passed;
     for i in 0..cli.repeat {
         let options = RunOptions {
             seed: options.seed.wrapping_add(u64::from(i)),
@@ -96,13 +89,12 @@ async fn run_repeatedly(cases: &[&'static crate::Case], options: &RunOptions, cl
         if cli.format == Format::Human {
             say(format_args!("\n# run {} of {}", i + 1, cli.repeat));
         }
-        let (code, reports) = run(cases, &options, cli).await;
-        if code == exit::SETUP {
-            return code;
+        let (conclusion, reports) = run(cases, &options, cli).await?;
+        if conclusion == Conclusion::Failed {
+            worst = Conclusion::Failed;
         }
-        worst = worst.max(code);
         for (count, report) in failures.iter_mut().zip(&reports) {
-            if Summary::of(std::slice::from_ref(report), cli.strict).failed > 0 {
+            if !Verdict::of(report, cli.strict).is_success() {
                 *count += 1;
             }
         }
@@ -120,14 +112,14 @@ async fn run_repeatedly(cases: &[&'static crate::Case], options: &RunOptions, cl
         text.push_str("  no case failed in any run\n");
     }
     eprint!("{text}");
-    worst
+    Ok(worst)
 }
 
 async fn run(
     cases: &[&'static crate::Case],
     options: &RunOptions,
     cli: &Cli,
-) -> (u8, Vec<runner::CaseReport>) {
+) -> error::Result<(Conclusion, Vec<runner::CaseReport>)> {
     let rerun = rerun_template(cli, options.seed);
     let human = cli.format == Format::Human;
     if human {
@@ -142,10 +134,7 @@ async fn run(
     }
     let started = SystemTime::now();
     match runner::preflight(options).await {
-        Err(e) => {
-            eprintln!("tprox: setup failed: {e}");
-            return (exit::SETUP, Vec::new());
-        }
+        Err(e) => return Err(Error::Setup(format!("setup failed: {e}"))),
         Ok(Dialing::OnClientData) => eprintln!(
             "tprox: note: the proxy opens its connection to the destination only after the client \
              sends data. connect/server-first judges that (R8); the other cases let the client \
@@ -167,13 +156,9 @@ async fn run(
     let mut reporter = HumanReporter::new(sink, cli.verbose, cli.strict, cases.len())
         .with_rerun(rerun)
         .with_notes(notes);
-    let reports = match runner::run(cases, options, &mut reporter).await {
-        Ok(reports) => reports,
-        Err(e) => {
-            eprintln!("tprox: setup failed: {e}");
-            return (exit::SETUP, Vec::new());
-        }
-    };
+    let reports = runner::run(cases, options, &mut reporter)
+        .await
+        .map_err(|e| Error::Setup(format!("setup failed: {e}")))?;
     let summary = Summary::of(&reports, cli.strict);
     reporter.finish(&summary);
     let info = RunInfo {
@@ -188,17 +173,10 @@ async fn run(
             std::io::stdout().write_all(formats::render(cli.format, &info, &reports).as_bytes());
     }
     for (format, path) in &cli.output {
-        if let Err(e) = std::fs::write(path, formats::render(*format, &info, &reports)) {
-            eprintln!("tprox: cannot write the report to {}: {e}", path.display());
-            return (exit::SETUP, reports);
-        }
+        std::fs::write(path, formats::render(*format, &info, &reports))
+            .map_err(|e| Error::output("the report", path, e))?;
     }
-    let code = if summary.failed > 0 {
-        exit::FAILED
-    } else {
-        exit::PASSED
-    };
-    (code, reports)
+    Ok((Conclusion::failed_if(!summary.is_success()), reports))
 }
 
 /// The command line that reruns one case (`{id}`) with the same seed and settings.

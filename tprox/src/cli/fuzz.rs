@@ -80,7 +80,7 @@ pub(super) struct FuzzArgs {
     persist: Option<PathBuf>,
 }
 
-pub(super) fn run(args: FuzzArgs) -> u8 {
+pub(super) fn run(args: FuzzArgs) -> error::Result {
     let proxy = match (args.reference, args.proxy.is_empty()) {
         (true, _) => ProxyCommand::reference(),
         (false, false) => ProxyCommand::new(&args.proxy),
@@ -90,10 +90,7 @@ pub(super) fn run(args: FuzzArgs) -> u8 {
                 .into(),
         ),
     };
-    let proxy = match proxy {
-        Ok(proxy) => proxy,
-        Err(message) => return usage_error(&message),
-    };
+    let proxy = proxy.map_err(Error::Usage)?;
     let run = RunOptions {
         startup_timeout: Duration::from_secs_f64(args.startup_timeout),
         ..RunOptions::new(proxy, Duration::from_secs_f64(args.stall_timeout))
@@ -118,44 +115,43 @@ pub(super) fn run(args: FuzzArgs) -> u8 {
         replay_line.push("--".into());
         replay_line.extend(args.proxy.iter().map(|a| shell_quote(a)));
     }
-    let code = match &args.replay {
+    let conclusion = match &args.replay {
         Some(path) => fuzz_replay(path, &run, &target),
         None => fuzz_generate(&args, run, &target, &replay_line.join(" ")),
     };
     proxy::sweep_orphans();
-    code
+    conclusion
 }
 
-fn fuzz_replay(path: &std::path::Path, run: &RunOptions, target: &str) -> u8 {
-    let scenario = match fuzz::load(path) {
-        Ok(scenario) => scenario,
-        Err(message) => return usage_error(&message),
-    };
+fn fuzz_replay(path: &std::path::Path, run: &RunOptions, target: &str) -> error::Result {
+    let scenario = fuzz::load(path).map_err(Error::Usage)?;
     eprintln!(
         "tprox fuzz: replaying {} ({} step(s)) against {target}",
         path.display(),
         scenario.steps.len()
     );
     match fuzz::replay(run, &scenario) {
-        Err(e) => {
-            eprintln!("tprox: {e}");
-            exit::SETUP
-        }
+        Err(e) => Err(Error::Setup(e.to_string())),
         Ok(Ok(())) => {
             say(format_args!("the scenario passed:\n{scenario}"));
-            exit::PASSED
+            Ok(Conclusion::Passed)
         }
         Ok(Err(violation)) => {
             say(format_args!(
                 "the scenario failed: {}",
                 fuzz::describe(&scenario, &violation)
             ));
-            exit::FAILED
+            Ok(Conclusion::Failed)
         }
     }
 }
 
-fn fuzz_generate(args: &FuzzArgs, run: RunOptions, target: &str, replay_line: &str) -> u8 {
+fn fuzz_generate(
+    args: &FuzzArgs,
+    run: RunOptions,
+    target: &str,
+    replay_line: &str,
+) -> error::Result {
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..1_000_000_000));
     let options = fuzz::FuzzOptions {
         run,
@@ -192,13 +188,10 @@ fn fuzz_generate(args: &FuzzArgs, run: RunOptions, target: &str, replay_line: &s
     });
     bar.finish_and_clear();
     match outcome {
-        fuzz::FuzzOutcome::Setup(e) => {
-            eprintln!("tprox: {e}");
-            exit::SETUP
-        }
+        fuzz::FuzzOutcome::Setup(e) => Err(Error::Setup(e.to_string())),
         fuzz::FuzzOutcome::Passed { scenarios } => {
             say(format_args!("{scenarios} scenario(s) passed (seed {seed})"));
-            exit::PASSED
+            Ok(Conclusion::Passed)
         }
         fuzz::FuzzOutcome::Failed {
             minimal,
@@ -218,13 +211,13 @@ fn fuzz_generate(args: &FuzzArgs, run: RunOptions, target: &str, replay_line: &s
                     "saved to {}; replay it with:\n    {replay_line}",
                     args.save.display()
                 )),
-                Err(message) => eprintln!("tprox: {message}"),
+                Err(message) => eprintln!("tprox fuzz: {message}"),
             }
             say(format_args!(
                 "seed {seed}: tprox fuzz --seed {seed} --cases {} generates the same scenarios",
                 args.cases
             ));
-            exit::FAILED
+            Ok(Conclusion::Failed)
         }
     }
 }

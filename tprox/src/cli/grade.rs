@@ -126,29 +126,26 @@ enum GradeCommand {
     },
 }
 
-pub(super) fn run(args: GradeArgs) -> u8 {
+pub(super) fn run(args: GradeArgs) -> error::Result {
     if let Some(GradeCommand::Merge { out, gradebooks }) = args.command {
         return merge_command(&out, &gradebooks);
     }
     if args.check_sandbox {
         let support = grade::sandbox::Support::probe();
         say(support.describe());
-        return match support.works {
-            Ok(()) => exit::PASSED,
-            Err(_) => exit::SETUP,
-        };
+        // The description above says what does not work.
+        return support
+            .works
+            .map(|()| Conclusion::Passed)
+            .map_err(|_| Error::Setup("the sandbox cannot be used on this machine".into()));
     }
     let (Some(grading_file), submissions) = (args.grading_file, args.submissions) else {
-        return usage_error("grade: give the grading file and the submission directories");
+        return Err(Error::Usage(
+            "give the grading file and the submission directories".into(),
+        ));
     };
-    let grading = match Grading::load(&grading_file, CATALOGUE) {
-        Ok(grading) => grading,
-        Err(e) => return usage_error(&e),
-    };
-    let submissions = match grade::submission_dirs(&submissions) {
-        Ok(dirs) => dirs,
-        Err(e) => return usage_error(&e),
-    };
+    let grading = Grading::load(&grading_file, CATALOGUE).map_err(Error::Usage)?;
+    let submissions = grade::submission_dirs(&submissions).map_err(Error::Usage)?;
     let jobs = args.jobs.map_or_else(
         || std::thread::available_parallelism().map_or(2, usize::from),
         usize::from,
@@ -161,16 +158,10 @@ pub(super) fn run(args: GradeArgs) -> u8 {
         ) {
             Ok(Some((partition, source))) => (partition, Some(source)),
             Ok(None) => (Partition::WHOLE, None),
-            Err(e) => return usage_error(&format!("grade: {e}")),
+            Err(e) => return Err(Error::Usage(e)),
         },
     };
-    let sandbox = match grade::sandbox::Decision::make(&grading.sandbox) {
-        Ok(decision) => decision,
-        Err(e) => {
-            eprintln!("tprox grade: {e}");
-            return exit::SETUP;
-        }
-    };
+    let sandbox = grade::sandbox::Decision::make(&grading.sandbox).map_err(Error::Setup)?;
     if let grade::sandbox::Decision::Unsandboxed {
         warning: Some(warning),
     } = &sandbox
@@ -207,14 +198,11 @@ pub(super) fn run(args: GradeArgs) -> u8 {
         },
         args.out.display()
     );
-    let book = match run_interruptible(
+    let book = run_interruptible(
         "tprox grade",
         "; no gradebook written",
         grade::grade(&options),
-    ) {
-        Ok(book) => book,
-        Err(code) => return code,
-    };
+    )?;
     if args.repeat > 1 {
         let unstable: Vec<&str> = book
             .submissions
@@ -242,21 +230,19 @@ pub(super) fn run(args: GradeArgs) -> u8 {
             for path in paths {
                 say(format_args!("wrote {}", path.display()));
             }
-            exit::PASSED
+            Ok(Conclusion::Passed)
         }
-        Err(e) => usage_error(&e),
+        Err(e) => Err(Error::Output(e)),
     }
 }
 
-fn merge_command(out: &std::path::Path, paths: &[PathBuf]) -> u8 {
-    let books = match paths.iter().map(|p| Gradebook::read_json(p)).collect() {
-        Ok(books) => books,
-        Err(e) => return usage_error(&e),
-    };
-    let merged = match Gradebook::merge(books) {
-        Ok(merged) => merged,
-        Err(e) => return usage_error(&format!("grade merge: {e}")),
-    };
+fn merge_command(out: &std::path::Path, paths: &[PathBuf]) -> error::Result {
+    let books = paths
+        .iter()
+        .map(|p| Gradebook::read_json(p))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(Error::Usage)?;
+    let merged = Gradebook::merge(books).map_err(|e| Error::Usage(format!("merge: {e}")))?;
     let missing = merged.missing_partitions();
     if !missing.is_empty() {
         eprintln!(
@@ -274,8 +260,8 @@ fn merge_command(out: &std::path::Path, paths: &[PathBuf]) -> u8 {
             for path in written {
                 say(format_args!("wrote {}", path.display()));
             }
-            exit::PASSED
+            Ok(Conclusion::Passed)
         }
-        Err(e) => usage_error(&e),
+        Err(e) => Err(Error::Output(e)),
     }
 }

@@ -59,16 +59,10 @@ pub(super) struct MatrixArgs {
     seed: Option<u64>,
 }
 
-pub(super) fn run(args: MatrixArgs) -> u8 {
-    let chosen = match choose(&args.profiles) {
-        Ok(chosen) => chosen,
-        Err(message) => return usage_error(&message),
-    };
+pub(super) fn run(args: MatrixArgs) -> error::Result {
+    let chosen = choose(&args.profiles).map_err(Error::Usage)?;
     let committed = match &args.check {
-        Some(path) => match Matrix::read_json(path) {
-            Ok(matrix) => Some(matrix),
-            Err(message) => return usage_error(&message),
-        },
+        Some(path) => Some(Matrix::read_json(path).map_err(Error::Usage)?),
         None => None,
     };
     let options = MatrixOptions {
@@ -92,21 +86,13 @@ pub(super) fn run(args: MatrixArgs) -> u8 {
         options.seed
     );
     let mut progress = Lines::new(options.profiles.len(), options.cases.len());
-    let measured = match run_interruptible(
+    let measured = run_interruptible(
         "tprox matrix",
         "; no matrix written",
         matrix::measure(&options, &mut progress),
-    ) {
-        Ok(matrix) => matrix,
-        Err(code) => return code,
-    };
-    match matrix::write(&measured, &args.out) {
-        Ok(paths) => {
-            for path in paths {
-                say(format_args!("wrote {}", path.display()));
-            }
-        }
-        Err(message) => return usage_error(&message),
+    )?;
+    for path in matrix::write(&measured, &args.out).map_err(Error::Output)? {
+        say(format_args!("wrote {}", path.display()));
     }
     for (profile, case) in measured.unexplained() {
         eprintln!(
@@ -115,7 +101,7 @@ pub(super) fn run(args: MatrixArgs) -> u8 {
         );
     }
     let Some(committed) = committed else {
-        return exit::PASSED;
+        return Ok(Conclusion::Passed);
     };
     let differences = measured.differences(&committed);
     let path = args.check.as_deref().unwrap_or(std::path::Path::new(""));
@@ -129,7 +115,7 @@ pub(super) fn run(args: MatrixArgs) -> u8 {
                 .filter(|p| committed.proxy(&p.profile).is_some())
                 .count()
         ));
-        return exit::PASSED;
+        return Ok(Conclusion::Passed);
     }
     say(format_args!(
         "{} cell(s) differ from {}:",
@@ -140,7 +126,7 @@ pub(super) fn run(args: MatrixArgs) -> u8 {
         say(format_args!("  {difference}"));
     }
     say("a real change: measure again and commit the new matrix; a cell that flips by chance: a flake to fix in tprox");
-    exit::FAILED
+    Ok(Conclusion::Failed)
 }
 
 /// The profiles named, or every installed one; a named profile that is not installed is an

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::exit;
+use crate::error::{self, exit_status, Conclusion, Error};
 use crate::formats::Format;
 use crate::proxy;
 
@@ -41,6 +41,7 @@ Exit status:
   1  at least one case failed
   2  bad usage, or the proxy could not be started (it exited, or never listened)
   3  the filters selected no case
+  4  the run finished, but a report, gradebook or table could not be written
   130 interrupted; every proxy tprox started was stopped";
 
 /// Conformance tests for TCP proxies.
@@ -194,12 +195,22 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Parses the command line and runs what it asks for; returns the exit status.
+/// Parses the command line and runs what it asks for; returns the exit status, chosen from
+/// the command's result by [`exit_status`] and nowhere else.
 pub fn main() -> u8 {
-    dispatch(Cli::parse())
+    let cli = Cli::parse();
+    let command = match &cli.command {
+        Some(Command::Grade(_)) => "tprox grade",
+        Some(Command::Fuzz(_)) => "tprox fuzz",
+        Some(Command::Bench(_)) => "tprox bench",
+        Some(Command::Peer(_)) => "tprox peer",
+        Some(Command::Matrix(_)) => "tprox matrix",
+        None => "tprox",
+    };
+    exit_status(command, dispatch(cli))
 }
 
-fn dispatch(cli: Cli) -> u8 {
+fn dispatch(cli: Cli) -> error::Result {
     match cli.command {
         Some(Command::Grade(args)) => return grade::run(args),
         Some(Command::Fuzz(args)) => return fuzz::run(args),
@@ -210,21 +221,16 @@ fn dispatch(cli: Cli) -> u8 {
     }
     if cli.list {
         conformance::list();
-        return exit::PASSED;
-    }
-    if cli.list_profiles {
+    } else if cli.list_profiles {
         say(format_args!("{}", crate::profiles::describe_all()));
-        return exit::PASSED;
-    }
-    if cli.rules {
+    } else if cli.rules {
         conformance::print_rules();
-        return exit::PASSED;
-    }
-    if cli.contract {
+    } else if cli.contract {
         say(crate::contract::markdown().trim_end());
-        return exit::PASSED;
+    } else {
+        return conformance::run_suite(&cli);
     }
-    conformance::run_suite(&cli)
+    Ok(Conclusion::Passed)
 }
 
 fn shell_quote(arg: &str) -> String {
@@ -241,20 +247,15 @@ fn shell_quote(arg: &str) -> String {
 
 /// Runs `work` on a runtime of its own until it ends or tprox is asked to stop, then stops every
 /// proxy tprox started (the runtime's end drops whatever still runs) and sweeps the orphans.
-/// `Err` is the exit status to return: the runtime could not start, or tprox was interrupted
-/// (`lost` says what was not done then, as `; no gradebook written`).
+/// Fails when the runtime could not start, or tprox was interrupted (`lost` says what was not
+/// done then, as `; no gradebook written`).
 fn run_interruptible<F: std::future::Future>(
     command: &str,
     lost: &str,
     work: F,
-) -> Result<F::Output, u8> {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("tprox: cannot start the async runtime: {e}");
-            return Err(exit::SETUP);
-        }
-    };
+) -> error::Result<F::Output> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::Setup(format!("cannot start the async runtime: {e}")))?;
     // A daemon that a proxy leaves behind is re-parented to tprox and stopped at the end.
     proxy::become_subreaper();
     let outcome = runtime.block_on(async {
@@ -263,7 +264,7 @@ fn run_interruptible<F: std::future::Future>(
             signal = interrupted() => {
                 proxy::kill_all();
                 eprintln!("\n{command}: interrupted by {signal}; every proxy tprox started has been stopped{lost}");
-                Err(exit::INTERRUPTED)
+                Err(Error::Interrupted)
             }
         }
     });
@@ -286,7 +287,7 @@ fn stop_everything_on_interrupt() {
         proxy::kill_all();
         proxy::sweep_orphans();
         eprintln!("\ntprox: interrupted by {signal}; every proxy tprox started has been stopped");
-        std::process::exit(exit::INTERRUPTED.into());
+        std::process::exit(exit_status("tprox", Err(Error::Interrupted)).into());
     });
 }
 
@@ -295,11 +296,6 @@ fn stop_everything_on_interrupt() {
 fn say(line: impl std::fmt::Display) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout(), "{line}");
-}
-
-fn usage_error(message: &str) -> u8 {
-    eprintln!("tprox: {message}");
-    exit::SETUP
 }
 
 /// Resolves when tprox is asked to stop, with the signal's name.

@@ -66,18 +66,24 @@ pub(super) struct PeerArgs {
     reset_after: Option<u64>,
 }
 
-pub(super) fn run(args: PeerArgs) -> u8 {
+pub(super) fn run(args: PeerArgs) -> error::Result {
     use crate::peer::{Mode, PeerOptions, Place};
     let place = match (args.listen, args.connect) {
         (Some(text), _) => match crate::peer::parse_listen(&text) {
             Ok(addrs) => Place::Listen(addrs),
-            Err(message) => return usage_error(&message),
+            Err(message) => return Err(Error::Usage(message)),
         },
         (None, Some((target, count))) => Place::Connect(target, count),
-        (None, None) => return usage_error("give --listen [ADDR:]PORT or --connect HOST:PORT[xN]"),
+        (None, None) => {
+            return Err(Error::Usage(
+                "give --listen [ADDR:]PORT or --connect HOST:PORT[xN]".into(),
+            ))
+        }
     };
     if args.mode == Mode::Refuse && matches!(place, Place::Connect(..)) {
-        return usage_error("refuse is for a listening peer: tprox peer refuse --listen PORT");
+        return Err(Error::Usage(
+            "refuse is for a listening peer: tprox peer refuse --listen PORT".into(),
+        ));
     }
     crate::peer::main(PeerOptions {
         mode: args.mode,

@@ -26,13 +26,13 @@ use tokio::time::{timeout, Instant};
 
 use super::scenario::{write_bytes, Scenario, Side, Step};
 use crate::harness::Destination;
-use crate::held::{Direction, FillError, SETTLE};
 use crate::rules::Rule;
+use tprox_core::held::{Direction, FillError, SETTLE};
 
 /// How long "promptly" may take in a scenario: a correct proxy needs milliseconds; a broken one
 /// never gets there. Shorter than the cases' 5 s, as shrinking replays failures many times and
 /// a missing EOF costs the whole wait each time.
-pub const PROMPT: Duration = Duration::from_secs(2);
+pub const FUZZ_PROMPT: Duration = Duration::from_secs(2);
 
 /// A scenario's pauses add up to at most this share of the stall timeout, and so does the wait
 /// for its writes to play out before every reader reads again: a correct proxy never has a
@@ -54,7 +54,7 @@ pub struct Violation {
 
 /// How a side's connection ended, as its reader saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum End {
+enum SideEnd {
     Eof,
     Error(String),
 }
@@ -62,7 +62,7 @@ enum End {
 #[derive(Default)]
 struct Received {
     bytes: Vec<u8>,
-    end: Option<End>,
+    end: Option<SideEnd>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,12 +189,12 @@ async fn read(
             let mut state = received.lock().unwrap_or_else(|e| e.into_inner());
             match outcome {
                 Ok(0) => {
-                    state.end = Some(End::Eof);
+                    state.end = Some(SideEnd::Eof);
                     return;
                 }
                 Ok(n) => state.bytes.extend_from_slice(&buf[..n]),
                 Err(e) => {
-                    state.end = Some(End::Error(e.to_string()));
+                    state.end = Some(SideEnd::Error(e.to_string()));
                     return;
                 }
             }
@@ -368,7 +368,7 @@ pub async fn execute(
         conn.client.read_mode(ReadMode::Full);
         conn.server.read_mode(ReadMode::Full);
     }
-    let deadline = Instant::now() + PROMPT;
+    let deadline = Instant::now() + FUZZ_PROMPT;
     for (&n, conn) in &conns {
         judge(n, conn, deadline).await?;
     }
@@ -380,7 +380,7 @@ pub async fn execute(
 }
 
 /// Waits until every writer is done, or none has made progress for a moment, at most `limit`
-/// (fills, which bound themselves, are always waited for, up to [`PROMPT`]); then gives the
+/// (fills, which bound themselves, are always waited for, up to [`FUZZ_PROMPT`]); then gives the
 /// proxy a moment more.
 async fn settle(conns: &BTreeMap<u8, Connection>, limit: Duration) {
     let filling = || {
@@ -389,7 +389,7 @@ async fn settle(conns: &BTreeMap<u8, Connection>, limit: Duration) {
             .flat_map(|c| [&c.client, &c.server])
             .any(|p| p.filling.load(Ordering::SeqCst) > 0)
     };
-    let fills_end = Instant::now() + PROMPT;
+    let fills_end = Instant::now() + FUZZ_PROMPT;
     while Instant::now() < fills_end && filling() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -427,7 +427,7 @@ async fn open(n: u8, proxy: SocketAddr, dest: &Destination) -> Result<Connection
         expected: expected.to_string(),
         observed,
     };
-    let client = match timeout(PROMPT, TcpStream::connect(proxy)).await {
+    let client = match timeout(FUZZ_PROMPT, TcpStream::connect(proxy)).await {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => {
             return Err(violation(
@@ -440,11 +440,11 @@ async fn open(n: u8, proxy: SocketAddr, dest: &Destination) -> Result<Connection
             return Err(violation(
                 Rule::R2,
                 "the proxy accepts the connection",
-                format!("no connection within {} s", PROMPT.as_secs()),
+                format!("no connection within {} s", FUZZ_PROMPT.as_secs()),
             ))
         }
     };
-    let server = match timeout(PROMPT, dest.accept()).await {
+    let server = match timeout(FUZZ_PROMPT, dest.accept()).await {
         Ok(Ok(server)) => server,
         _ => {
             return Err(violation(
@@ -452,7 +452,7 @@ async fn open(n: u8, proxy: SocketAddr, dest: &Destination) -> Result<Connection
                 "the proxy connects to the destination for the new client at once",
                 format!(
                     "no connection reached the destination within {} s",
-                    PROMPT.as_secs()
+                    FUZZ_PROMPT.as_secs()
                 ),
             ))
         }
@@ -471,15 +471,15 @@ async fn judge(n: u8, conn: &Connection, deadline: Instant) -> Result<(), Violat
     loop {
         let verdict = verdict(n, conn);
         match verdict {
-            Verdict::Done => return Ok(()),
-            Verdict::Broken(violation) => return Err(violation),
-            Verdict::Waiting(violation) if Instant::now() >= deadline => return Err(violation),
-            Verdict::Waiting(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Judgement::Done => return Ok(()),
+            Judgement::Broken(violation) => return Err(violation),
+            Judgement::Waiting(violation) if Instant::now() >= deadline => return Err(violation),
+            Judgement::Waiting(_) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
 }
 
-enum Verdict {
+enum Judgement {
     Done,
     /// Not there yet: this is what is wrong if it stays so.
     Waiting(Violation),
@@ -487,7 +487,7 @@ enum Verdict {
     Broken(Violation),
 }
 
-fn verdict(n: u8, conn: &Connection) -> Verdict {
+fn verdict(n: u8, conn: &Connection) -> Judgement {
     let violation = |rule: Rule, expected: String, observed: String| Violation {
         rule,
         conn: n,
@@ -521,7 +521,7 @@ fn verdict(n: u8, conn: &Connection) -> Verdict {
             .then(|| got.iter().zip(sent.iter()).position(|(a, b)| a != b))
             .flatten()
         {
-            return Verdict::Broken(violation(
+            return Judgement::Broken(violation(
                 Rule::R1,
                 format!("the {r} receives the {s}'s bytes unchanged"),
                 format!(
@@ -531,7 +531,7 @@ fn verdict(n: u8, conn: &Connection) -> Verdict {
             ));
         }
         if got.len() > sent.len() {
-            return Verdict::Broken(violation(
+            return Judgement::Broken(violation(
                 Rule::R1,
                 format!(
                     "the {r} receives the {} byte(s) the {s} sent, and nothing more",
@@ -550,7 +550,7 @@ fn verdict(n: u8, conn: &Connection) -> Verdict {
                     waiting.get_or_insert_with(|| {
                         violation(
                             Rule::R6,
-                            format!("after the {s} resets, the proxy closes the {r}'s connection within {} s", PROMPT.as_secs()),
+                            format!("after the {s} resets, the proxy closes the {r}'s connection within {} s", FUZZ_PROMPT.as_secs()),
                             format!("the {r}'s connection stayed open"),
                         )
                     });
@@ -563,7 +563,7 @@ fn verdict(n: u8, conn: &Connection) -> Verdict {
                     violation(
                         Rule::R3,
                         format!("the {s}'s writes complete once the {r} reads"),
-                        format!("the {s} could not write all its data within {} s; the {r} received {} byte(s)", PROMPT.as_secs(), got.len()),
+                        format!("the {s} could not write all its data within {} s; the {r} received {} byte(s)", FUZZ_PROMPT.as_secs(), got.len()),
                     )
                 });
             }
@@ -571,22 +571,22 @@ fn verdict(n: u8, conn: &Connection) -> Verdict {
                 let shut = conn.shut[index(sender)];
                 let complete = got.len() == sent.len();
                 match (&end, shut) {
-                    (Some(End::Eof), true) if complete => {}
-                    (Some(End::Eof), true) => {
-                        return Verdict::Broken(violation(
+                    (Some(SideEnd::Eof), true) if complete => {}
+                    (Some(SideEnd::Eof), true) => {
+                        return Judgement::Broken(violation(
                             Rule::R5,
                             format!("the {r} receives all {} byte(s) the {s} wrote before shutting down, then EOF", sent.len()),
                             format!("EOF after {} byte(s)", got.len()),
                         ))
                     }
-                    (Some(End::Eof), false) => {
-                        return Verdict::Broken(violation(
+                    (Some(SideEnd::Eof), false) => {
+                        return Judgement::Broken(violation(
                             if conn.shut[index(receiver)] { Rule::R5 } else { Rule::R6 },
                             format!("the {s} → {r} direction stays open: the {s} never shut it down"),
                             format!("the {r} read EOF after {} of {} byte(s)", got.len(), sent.len()),
                         ))
                     }
-                    (Some(End::Error(e)), _) => {
+                    (Some(SideEnd::Error(e)), _) => {
                         let observed = format!("the {r}'s read failed after {} of {} byte(s): {e}", got.len(), sent.len());
                         if shut && !complete {
                             // Data written before a shutdown was lost to the abort: the
@@ -609,7 +609,7 @@ fn verdict(n: u8, conn: &Connection) -> Verdict {
                             violation(
                                 Rule::R5,
                                 format!("the {r} receives all {} byte(s) the {s} wrote, then EOF (the {s} shut down)", sent.len()),
-                                format!("the {r} received {} byte(s) and no EOF within {} s", got.len(), PROMPT.as_secs()),
+                                format!("the {r} received {} byte(s) and no EOF within {} s", got.len(), FUZZ_PROMPT.as_secs()),
                             )
                         });
                     }
@@ -618,7 +618,7 @@ fn verdict(n: u8, conn: &Connection) -> Verdict {
                             violation(
                                 Rule::R1,
                                 format!("the {r} receives all {} byte(s) the {s} wrote", sent.len()),
-                                format!("the {r} received {} byte(s) within {} s", got.len(), PROMPT.as_secs()),
+                                format!("the {r} received {} byte(s) within {} s", got.len(), FUZZ_PROMPT.as_secs()),
                             )
                         });
                     }
@@ -628,8 +628,8 @@ fn verdict(n: u8, conn: &Connection) -> Verdict {
         }
     }
     match (waiting, aborted) {
-        (Some(violation), _) => Verdict::Waiting(violation),
-        (None, Some(violation)) => Verdict::Broken(violation),
-        (None, None) => Verdict::Done,
+        (Some(violation), _) => Judgement::Waiting(violation),
+        (None, Some(violation)) => Judgement::Broken(violation),
+        (None, None) => Judgement::Done,
     }
 }

@@ -247,7 +247,7 @@ async fn play(stall: Duration, target: &mut Target, scenario: &Scenario) -> Resu
     let verdict = execute::execute(scenario, target.proxy.listen, &target.dest, stall).await;
     if let Some(status) = target.proxy.exit_status() {
         return Err(Violation {
-            rule: crate::Rule::R11,
+            rule: crate::rules::Rule::R11,
             conn: 0,
             expected: "the proxy keeps running, whatever its peers do".into(),
             observed: format!(

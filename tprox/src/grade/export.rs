@@ -133,7 +133,7 @@ pub fn feedback(book: &Gradebook, submission: &Submission) -> String {
         if let Some(unstable) = &result.unstable {
             let _ = writeln!(page, "The verdict changed between runs: {unstable}.\n");
         }
-        if result.outcome != "not-run" {
+        if result.outcome.is_some() {
             let _ = writeln!(
                 page,
                 "Rerun it in your own directory:\n\n```sh\n{}\n```",
@@ -145,7 +145,7 @@ pub fn feedback(book: &Gradebook, submission: &Submission) -> String {
 }
 
 fn passed(result: &CaseResult) -> bool {
-    matches!(result.outcome.as_str(), "pass" | "flaky" | "skip")
+    result.earns()
 }
 
 /// One line on the whole submission: how it went, and why it was not graded if it was not.
@@ -182,17 +182,17 @@ fn test_output(book: &Gradebook, case: &str, result: &CaseResult) -> String {
         let _ = writeln!(output, "requirement: {requirement}");
     }
     output.push_str(&test_message(result));
-    if !passed(result) && result.outcome != "not-run" {
+    if !passed(result) && result.outcome.is_some() {
         let _ = write!(output, "\nrerun: {}", rerun(book, case));
     }
     output
 }
 
 fn test_message(result: &CaseResult) -> String {
-    match (&result.message, result.outcome.as_str()) {
+    match (&result.message, result.outcome) {
         (Some(message), _) => message.clone(),
-        (None, "not-run") => "not run: the proxy was not built or did not start".into(),
-        (None, outcome) => outcome.into(),
+        (None, None) => "not run: the proxy was not built or did not start".into(),
+        (None, Some(verdict)) => verdict.label().into(),
     }
 }
 
@@ -228,6 +228,7 @@ fn rerun(book: &Gradebook, case: &str) -> String {
 mod tests {
     use super::*;
     use crate::grade::gradebook::{tests, GradedCase};
+    use crate::verdict::Verdict;
 
     /// A gradebook whose submissions fail `echo/single` and pass `echo/chain-2`.
     fn book(partition: &str, names: &[&str]) -> Gradebook {
@@ -241,7 +242,7 @@ mod tests {
         for s in &mut book.submissions {
             s.results.push(CaseResult {
                 case: "echo/chain-2".into(),
-                outcome: "pass".into(),
+                outcome: Some(Verdict::Pass),
                 points: 3.0,
                 message: None,
                 unstable: None,

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::export::Export;
+use crate::verdict::Verdict;
 
 /// The gradebook format's name and version, checked when gradebooks are merged.
 pub const FORMAT: &str = "tprox-gradebook";
@@ -118,8 +119,10 @@ pub struct BuildResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseResult {
     pub case: String,
-    /// pass, fail, skip, flaky, or not-run (the submission never got to run cases).
-    pub outcome: String,
+    /// The case's verdict (pass, fail, skip or flaky: grading is strict, a failed SHOULD
+    /// case fails); `None`, written `"not-run"`, when the submission never got to run cases.
+    #[serde(with = "not_run")]
+    pub outcome: Option<Verdict>,
     pub points: f64,
     /// What was expected and observed, for everything but a plain pass.
     pub message: Option<String>,
@@ -127,6 +130,51 @@ pub struct CaseResult {
     /// ("passed 2 of 3 runs"). The outcome and points are then the majority's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unstable: Option<String>,
+}
+
+impl CaseResult {
+    /// Whether the case earned its points: a pass, a flaky pass, or a skip (which means tprox
+    /// could not check the case on this machine, the same for every submission).
+    pub fn earns(&self) -> bool {
+        self.outcome.is_some_and(Verdict::is_success)
+    }
+
+    /// The outcome's name, as the JSON writes it.
+    pub fn label(&self) -> &'static str {
+        self.outcome.map_or(not_run::LABEL, Verdict::label)
+    }
+}
+
+/// A case result's outcome in JSON: a verdict's name, or `"not-run"`.
+mod not_run {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::verdict::Verdict;
+
+    pub const LABEL: &str = "not-run";
+
+    pub fn serialize<S: Serializer>(outcome: &Option<Verdict>, out: S) -> Result<S::Ok, S::Error> {
+        match outcome {
+            Some(verdict) => verdict.serialize(out),
+            None => out.serialize_str(LABEL),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Option<Verdict>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Verdict(Verdict),
+            Other(String),
+        }
+        match Text::deserialize(input)? {
+            Text::Verdict(verdict) => Ok(Some(verdict)),
+            Text::Other(text) if text == LABEL => Ok(None),
+            Text::Other(text) => Err(serde::de::Error::custom(format!(
+                "unknown outcome '{text}' (pass, fail, skip, flaky, warn or not-run)"
+            ))),
+        }
+    }
 }
 
 impl Gradebook {
@@ -195,7 +243,7 @@ impl Gradebook {
             failures.extend(
                 s.results
                     .iter()
-                    .filter(|r| r.outcome == "fail")
+                    .filter(|r| r.outcome == Some(Verdict::Fail))
                     .map(|r| format!("{}: {}", r.case, one_line(r.message.as_deref()))),
             );
             row.push(failures.join(" | "));
@@ -316,7 +364,7 @@ pub(crate) mod tests {
                     build: None,
                     results: vec![CaseResult {
                         case: "echo/single".into(),
-                        outcome: "fail".into(),
+                        outcome: Some(Verdict::Fail),
                         points: 0.0,
                         message: Some("expected: an echo\nobserved: \"nothing\", at all".into()),
                         unstable: None,

@@ -4,6 +4,7 @@
 
 use super::gradebook::{number, Gradebook, Status};
 use crate::html::escape;
+use crate::verdict::Verdict;
 
 const STYLE: &str = r#"
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -159,7 +160,7 @@ pub fn render(book: &Gradebook) -> String {
         page.push_str(&format!("<td class=\"total\">{}</td>", number(s.total)));
         for (result, case) in s.results.iter().zip(&book.cases) {
             let mut shown = format!("{}/{}", number(result.points), number(case.points));
-            let mut class = escape(&result.outcome);
+            let mut class = result.label().to_string();
             if let Some(unstable) = &result.unstable {
                 shown.push_str(&format!(
                     " <span class=\"unstable\" title=\"{}\">±</span>",
@@ -181,7 +182,7 @@ pub fn render(book: &Gradebook) -> String {
                 _ => page.push_str(&format!(
                     "<td class=\"{class}\" title=\"{}: {}{}\">{shown}</td>",
                     escape(&result.case),
-                    escape(&result.outcome),
+                    result.label(),
                     result
                         .unstable
                         .as_ref()
@@ -214,7 +215,7 @@ fn pass_rates(book: &Gradebook) -> String {
             .filter(|s| {
                 s.results
                     .get(i)
-                    .is_some_and(|r| r.points > 0.0 || r.outcome == "pass")
+                    .is_some_and(|r| r.points > 0.0 || r.outcome == Some(Verdict::Pass))
             })
             .count();
         let rate = if count == 0 {

@@ -17,6 +17,7 @@ pub mod repeat;
 pub mod sandbox;
 pub mod submission;
 
+use crate::verdict::Verdict;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,9 +26,7 @@ use std::time::SystemTime;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::Semaphore;
 
-use crate::case::Case;
-use crate::report::Reporter;
-use crate::runner::CaseReport;
+use crate::event::{Event, Reporter};
 use config::Grading;
 use gradebook::{Gradebook, GradedCase, Submission};
 use submission::{Places, SubmissionDir};
@@ -414,10 +413,10 @@ impl CaseCounter {
 }
 
 impl Reporter for CaseCounter {
-    fn case_started(&mut self, _case: &Case) {}
-
-    fn case_finished(&mut self, _report: &CaseReport) {
-        self.tick();
+    fn report(&mut self, event: Event<'_>) {
+        if let Event::CaseFinished(_) = event {
+            self.tick();
+        }
     }
 }
 
@@ -485,7 +484,7 @@ impl Progress {
         let failed = graded
             .results
             .iter()
-            .filter(|r| r.outcome == "fail")
+            .filter(|r| r.outcome == Some(Verdict::Fail))
             .count();
         let mut line = format!(
             "[{count}/{}] {}: {} of {} points",

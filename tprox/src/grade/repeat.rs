@@ -8,11 +8,6 @@
 
 use super::gradebook::{CaseResult, Submission};
 
-/// Whether an outcome earns the case's points (see [`super::submission`]'s scoring).
-fn earns(result: &CaseResult) -> bool {
-    matches!(result.outcome.as_str(), "pass" | "flaky" | "skip")
-}
-
 /// Joins the runs of one submission, in run order. One run is returned as it is.
 pub fn combine(mut runs: Vec<Submission>) -> Submission {
     if runs.len() <= 1 {
@@ -24,12 +19,12 @@ pub fn combine(mut runs: Vec<Submission>) -> Submission {
     row.duration_s = runs.iter().map(|r| r.duration_s).sum();
     for (i, result) in row.results.iter_mut().enumerate() {
         let verdicts: Vec<&CaseResult> = runs.iter().filter_map(|r| r.results.get(i)).collect();
-        let passed = verdicts.iter().filter(|r| earns(r)).count();
+        let passed = verdicts.iter().filter(|r| r.earns()).count();
         let majority_passes = passed * 2 > count;
-        if let Some(chosen) = verdicts.iter().find(|r| earns(r) == majority_passes) {
+        if let Some(chosen) = verdicts.iter().find(|r| r.earns() == majority_passes) {
             *result = (*chosen).clone();
         }
-        let outcomes = |r: &&CaseResult| r.outcome.clone();
+        let outcomes = |r: &&CaseResult| r.outcome;
         let first = verdicts.first().map(outcomes);
         if verdicts.iter().map(outcomes).any(|o| Some(o) != first) {
             result.unstable = Some(format!("passed {passed} of {count} runs"));
@@ -48,6 +43,7 @@ pub fn combine(mut runs: Vec<Submission>) -> Submission {
 mod tests {
     use super::super::gradebook::Status;
     use super::*;
+    use crate::verdict::Verdict;
 
     fn run(outcomes: &[&str]) -> Submission {
         let results: Vec<CaseResult> = outcomes
@@ -55,7 +51,10 @@ mod tests {
             .enumerate()
             .map(|(i, outcome)| CaseResult {
                 case: format!("case/{i}"),
-                outcome: outcome.to_string(),
+                outcome: Some(match *outcome {
+                    "pass" => Verdict::Pass,
+                    _ => Verdict::Fail,
+                }),
                 points: if *outcome == "fail" { 0.0 } else { 2.0 },
                 message: (*outcome == "fail").then(|| format!("failed case/{i}")),
                 unstable: None,
@@ -84,12 +83,12 @@ mod tests {
         ]);
         assert_eq!(row.run_totals, [4.0, 4.0, 4.0]);
         assert_eq!(row.results[0].unstable, None);
-        assert_eq!(row.results[1].outcome, "pass");
+        assert_eq!(row.results[1].outcome, Some(Verdict::Pass));
         assert_eq!(
             row.results[1].unstable.as_deref(),
             Some("passed 2 of 3 runs")
         );
-        assert_eq!(row.results[2].outcome, "fail");
+        assert_eq!(row.results[2].outcome, Some(Verdict::Fail));
         assert_eq!(row.results[2].message.as_deref(), Some("failed case/2"));
         assert_eq!(
             row.results[2].unstable.as_deref(),
@@ -103,7 +102,7 @@ mod tests {
     #[test]
     fn a_tie_is_a_failure_and_unanimous_runs_are_stable() {
         let tie = combine(vec![run(&["pass"]), run(&["fail"])]);
-        assert_eq!((tie.results[0].outcome.as_str(), tie.total), ("fail", 0.0));
+        assert_eq!((tie.results[0].label(), tie.total), ("fail", 0.0));
         assert_eq!(tie.run_totals, [2.0, 0.0]);
         let same = combine(vec![run(&["pass", "fail"]), run(&["pass", "fail"])]);
         assert!(same.stable());

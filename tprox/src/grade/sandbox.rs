@@ -617,14 +617,14 @@ fn probe(jail: &Jail) -> u8 {
 /// The child's progress: a line per finished case, which the parent counts.
 struct CaseLines;
 
-impl crate::report::Reporter for CaseLines {
-    fn case_started(&mut self, _case: &crate::case::Case) {}
-
-    fn case_finished(&mut self, _report: &crate::runner::CaseReport) {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{CASE_LINE}");
-        let _ = out.flush();
+impl crate::event::Reporter for CaseLines {
+    fn report(&mut self, event: crate::event::Event<'_>) {
+        if let crate::event::Event::CaseFinished(_) = event {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{CASE_LINE}");
+            let _ = out.flush();
+        }
     }
 }
 

@@ -20,12 +20,13 @@ use super::config::Grading;
 use super::gradebook::{BuildResult, CaseResult, Status, Submission};
 use super::limits;
 use super::sandbox::Jail;
-use crate::case::Outcome;
+use crate::event::Reporter;
 use crate::formats::{self, Format, RunInfo};
 use crate::harness::Scale;
+use crate::outcome::Outcome;
 use crate::proxy::{self, ProxyCommand, Tail};
-use crate::report::Reporter;
 use crate::runner::{self, CaseReport, RunOptions};
+use crate::verdict::Verdict;
 
 /// A submission directory and the name it is graded under (the directory's own name).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +111,7 @@ fn not_run(grading: &Grading) -> Vec<CaseResult> {
         .iter()
         .map(|(case, _)| CaseResult {
             case: case.id.to_string(),
-            outcome: "not-run".into(),
+            outcome: None,
             points: 0.0,
             message: None,
             unstable: None,
@@ -207,24 +208,19 @@ pub async fn grade_in(
     result
 }
 
-/// The points and message of one case. A pass (also a flaky one) earns the case's points; so
-/// does a skip, which means tprox could not check the case on this machine, the same for every
-/// submission.
+/// The points and message of one case. Grading is strict: a failed SHOULD case loses its
+/// points. A case whose verdict is a success (a pass, a flaky pass, a skip: tprox could not
+/// check the case on this machine, the same for every submission) earns them.
 fn score(report: &CaseReport, points: f64) -> CaseResult {
-    let (outcome, points, message) = match &report.outcome {
-        Outcome::Pass => match &report.flaky {
-            Some(first) => (
-                "flaky",
-                points,
-                Some(format!(
-                    "passed on attempt {}; the first attempt failed:\nexpected: {}\nobserved: {}",
-                    report.attempts, first.expected, first.observed
-                )),
-            ),
-            None => ("pass", points, None),
-        },
-        Outcome::Skip(reason) => ("skip", points, Some(format!("not checked here: {reason}"))),
-        Outcome::Fail(failure) => {
+    let verdict = Verdict::of(report, true);
+    let message = match (&report.outcome, &report.flaky) {
+        (Outcome::Pass, Some(first)) => Some(format!(
+            "passed on attempt {}; the first attempt failed:\nexpected: {}\nobserved: {}",
+            report.attempts, first.expected, first.observed
+        )),
+        (Outcome::Pass, None) => None,
+        (Outcome::Skip(reason), _) => Some(format!("not checked here: {reason}")),
+        (Outcome::Fail(failure), _) => {
             let mut message = format!(
                 "expected: {}\nobserved: {}",
                 failure.expected, failure.observed
@@ -232,13 +228,13 @@ fn score(report: &CaseReport, points: f64) -> CaseResult {
             if let Some(hint) = &failure.hint {
                 message.push_str(&format!("\nusual cause: {hint}"));
             }
-            ("fail", 0.0, Some(message))
+            Some(message)
         }
     };
     CaseResult {
         case: report.case.id.to_string(),
-        outcome: outcome.into(),
-        points,
+        outcome: Some(verdict),
+        points: if verdict.is_success() { points } else { 0.0 },
         message,
         unstable: None,
     }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::model::{CaseRow, Cell, Matrix, ProxyColumn, FORMAT, VERSION};
 use crate::case::Case;
+use crate::event::{Event, Reporter};
 use crate::profiles::{self, Profile};
-use crate::report::Reporter;
 use crate::rules;
 use crate::runner::{self, CaseReport, RunOptions};
 
@@ -108,7 +108,9 @@ async fn run_profile(
 struct Forward<'a>(&'a mut dyn Progress);
 
 impl Reporter for Forward<'_> {
-    fn case_finished(&mut self, report: &CaseReport) {
-        self.0.case_finished(report);
+    fn report(&mut self, event: Event<'_>) {
+        if let Event::CaseFinished(report) = event {
+            self.0.case_finished(report);
+        }
     }
 }

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::case::{Level, Outcome};
+use crate::outcome::Outcome;
 use crate::runner::CaseReport;
+use crate::verdict::Verdict;
 
 /// The `format` field of `matrix.json`, so that a file from elsewhere is recognised as such.
 pub const FORMAT: &str = "tprox-compatibility-matrix";
@@ -69,33 +70,19 @@ pub struct Cell {
     pub output: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Pass,
-    /// A SHOULD case failed.
-    Warn,
-    /// A MUST case failed.
-    Fail,
-    /// Failed, then passed on a retry.
-    Flaky,
-    /// The case could not run here (it said why).
-    Skip,
+/// How the matrix shows a [`Verdict`], and whether a cell needs a note.
+pub trait Shown {
+    /// What the Markdown table shows.
+    fn mark(self) -> &'static str;
+    /// What the HTML page shows: characters every font has (a browser without an emoji font
+    /// draws the Markdown's marks as empty boxes).
+    fn symbol(self) -> &'static str;
+    /// Whether the cell needs an explanation.
+    fn needs_note(self) -> bool;
 }
 
-impl Verdict {
-    pub fn label(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Warn => "warn",
-            Verdict::Fail => "fail",
-            Verdict::Flaky => "flaky",
-            Verdict::Skip => "skip",
-        }
-    }
-
-    /// What the Markdown table shows.
-    pub fn mark(self) -> &'static str {
+impl Shown for Verdict {
+    fn mark(self) -> &'static str {
         match self {
             Verdict::Pass => "✅",
             Verdict::Warn => "⚠️",
@@ -105,9 +92,7 @@ impl Verdict {
         }
     }
 
-    /// What the HTML page shows: characters every font has (a browser without an emoji font
-    /// draws the Markdown's marks as empty boxes).
-    pub fn symbol(self) -> &'static str {
+    fn symbol(self) -> &'static str {
         match self {
             Verdict::Pass => "✓",
             Verdict::Warn => "⚠",
@@ -117,8 +102,7 @@ impl Verdict {
         }
     }
 
-    /// Whether the cell needs an explanation.
-    pub fn is_bad(self) -> bool {
+    fn needs_note(self) -> bool {
         !matches!(self, Verdict::Pass | Verdict::Skip)
     }
 }
@@ -126,13 +110,8 @@ impl Verdict {
 impl Cell {
     /// The cell for one case's report; `notes` are the profile's notes that explain the case.
     pub fn of(report: &CaseReport, notes: Vec<String>) -> Self {
-        let verdict = match (&report.outcome, report.case.level) {
-            (Outcome::Pass, _) if report.flaky.is_some() => Verdict::Flaky,
-            (Outcome::Pass, _) => Verdict::Pass,
-            (Outcome::Skip(_), _) => Verdict::Skip,
-            (Outcome::Fail(_), Level::Should) => Verdict::Warn,
-            (Outcome::Fail(_), Level::Must) => Verdict::Fail,
-        };
+        // The matrix records SHOULD failures as warnings: it is never strict.
+        let verdict = Verdict::of(report, false);
         let failure = match &report.outcome {
             Outcome::Fail(failure) => Some(failure),
             _ => report.flaky.as_ref(),
@@ -148,7 +127,7 @@ impl Cell {
         if let Outcome::Skip(reason) = &report.outcome {
             cell.observed = Some(reason.clone());
         }
-        if verdict.is_bad() {
+        if verdict.needs_note() {
             cell.notes = notes;
             cell.output = report.proxy_output.clone();
         }
@@ -227,7 +206,7 @@ impl Matrix {
         for proxy in &self.proxies {
             for case in &self.cases {
                 if let Some(cell) = proxy.cells.get(&case.id) {
-                    if cell.verdict.is_bad() && cell.notes.is_empty() {
+                    if cell.verdict.needs_note() && cell.notes.is_empty() {
                         out.push((proxy.profile.clone(), case.id.clone()));
                     }
                 }
@@ -279,8 +258,8 @@ pub(crate) mod tests {
     pub(crate) fn cell(verdict: Verdict, note: Option<&str>) -> Cell {
         Cell {
             verdict,
-            expected: verdict.is_bad().then(|| "the byte \"!\"".into()),
-            observed: verdict.is_bad().then(|| "EOF <early>".into()),
+            expected: verdict.needs_note().then(|| "the byte \"!\"".into()),
+            observed: verdict.needs_note().then(|| "EOF <early>".into()),
             hint: None,
             notes: note.map(String::from).into_iter().collect(),
             output: String::new(),

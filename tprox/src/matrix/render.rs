@@ -2,8 +2,9 @@
 //! page (no external file, script or font), both rendered from [`Matrix`] alone, so that the
 //! committed page can be rendered again from the committed JSON.
 
-use super::model::{Cell, Matrix, ProxyColumn, Verdict};
+use super::model::{Cell, Matrix, ProxyColumn, Shown};
 use crate::html::escape;
+use crate::verdict::Verdict;
 
 const LEGEND: &str = "✅ pass · ❌ a MUST case failed · ⚠️ a SHOULD case failed (a warning) · \
                       🔁 flaky (failed, then passed on a retry) · ➖ skipped (could not run here)";
@@ -229,7 +230,7 @@ fn cell_html(proxy: &ProxyColumn, cell: Option<&Cell>) -> String {
     for note in &cell.notes {
         body.push_str(&format!("<p class=\"note\">{}</p>", escape(note)));
     }
-    if cell.notes.is_empty() && cell.verdict.is_bad() {
+    if cell.notes.is_empty() && cell.verdict.needs_note() {
         body.push_str("<p class=\"note\">no documented explanation: a tprox bug to look into</p>");
     }
     let mut text = String::new();

@@ -1,0 +1,396 @@
+//! Resources: the proxy's descriptors, memory and CPU, read under /proc (R4, R9, R10).
+//!
+//! Bounds, documented here and in the README:
+//! * descriptors: after [`FD_CYCLES`] connections have come and gone, the count is back to its
+//!   baseline (a slack of [`FD_SLACK`] for descriptors a runtime opens lazily); and after
+//!   [`FD_PATH_PAIRS`] pairs ended on each error path (resets from either side, a refused
+//!   destination, a failed write; [`FD_STALL_PAIRS`] by the stall timeout), measured path by
+//!   path;
+//! * memory: with [`MEMORY_PAIRS`] connections blocked on peers that do not read, resident
+//!   memory grows by less than [`MEMORY_BOUND`];
+//! * CPU: with idle and blocked connections held open, the proxy uses less than
+//!   [`CPU_SHARE`] of one core over the sampling window.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::case::{Case, Level};
+use crate::cases::bulk::{BLOCKED_QUIET, UNBOUNDED_CAP};
+use crate::harness::{Ctx, PROMPT};
+use crate::net::{flood, mib, read_exact_within, spawn_echo, wait_end, Progress};
+use crate::outcome::{Failure, Stop};
+use crate::probe::{sample, Usage};
+use crate::rules::Rule;
+
+pub const FD_CYCLES: usize = 120;
+pub const FD_SLACK: usize = 2;
+pub const MEMORY_PAIRS: usize = 4;
+/// Bytes each blocked connection may push before tprox stops pushing.
+pub const MEMORY_PUSH: u64 = 48 * 1024 * 1024;
+pub const MEMORY_BOUND: u64 = 32 * 1024 * 1024;
+pub const CPU_SHARE: f64 = 0.2;
+
+pub static FDS: Case = Case {
+    id: "resources/fds",
+    name: "Descriptors released",
+    requirement: "Descriptors of a closed pair MUST be released: after any number of connections the proxy's descriptor count returns to its baseline.",
+    rules: &[Rule::R10, Rule::R6],
+    level: Level::Must,
+    alone: false,
+    assumes: "Linux /proc. The count returns to the baseline (plus 2 for descriptors a runtime opens lazily) within PROMPT (5 s) of the last close.",
+    body: |cx| Box::pin(fds(cx)),
+};
+
+pub static FDS_ERRORS: Case = Case {
+    id: "resources/fds-errors",
+    name: "Descriptors released on every ending",
+    requirement: "Descriptors of a pair MUST be released however the pair ends: a reset from either side, a failed write, the stall timeout, or a destination that refuses.",
+    rules: &[Rule::R10],
+    level: Level::Must,
+    alone: false,
+    assumes: "Linux /proc. Each path's pairs end at once; tprox closes its own ends at the latest PROMPT (5 s) after the proxy should have (the stall path: 1.5 T + PROMPT), and the count must be back within PROMPT after that.",
+    body: |cx| Box::pin(fds_errors(cx)),
+};
+
+/// Pairs ended on each path of resources/fds-errors: more than [`FD_SLACK`], so that a leak of
+/// one descriptor per pair shows.
+pub const FD_PATH_PAIRS: usize = 6;
+/// Pairs ended by the stall timeout, open at once (each path takes T).
+pub const FD_STALL_PAIRS: usize = 3;
+
+/// The ways a pair can end besides both EOFs, each checked on its own.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    ClientReset,
+    ServerReset,
+    Refused,
+    Stalled,
+    /// Last: a proxy that dies of writing into a closed socket (R11) dies here.
+    WriteFailed,
+}
+
+impl Ending {
+    const ALL: [Ending; 5] = [
+        Ending::ClientReset,
+        Ending::ServerReset,
+        Ending::Refused,
+        Ending::Stalled,
+        Ending::WriteFailed,
+    ];
+
+    fn describe(self) -> &'static str {
+        match self {
+            Ending::ClientReset => "a reset from the client",
+            Ending::ServerReset => "a reset from the server",
+            Ending::Refused => "the destination refusing",
+            Ending::Stalled => "the stall timeout (a server that never reads)",
+            Ending::WriteFailed => "a failed write (the server closed while the client wrote)",
+        }
+    }
+}
+
+async fn fds_errors(mut cx: Ctx) -> Result<(), Stop> {
+    let mut baseline = settled_fds(&cx, 0).await?;
+    cx.trace
+        .event(format_args!("baseline: {baseline} descriptors"));
+    let mut leaks = Vec::new();
+    for ending in Ending::ALL {
+        let pairs = end_pairs(&mut cx, ending).await?;
+        // Each path is measured from where the last one left the count, so a leak is charged
+        // to the path that made it.
+        let after = settled_fds(&cx, baseline + FD_SLACK).await?;
+        if let Ending::Refused = ending {
+            // Only now: every dial the proxy made until the count was taken was refused, so a
+            // proxy that was slow to accept cannot dodge the path by dialing after the reopen.
+            cx.dest.reopen().await.map_err(|e| {
+                Stop::Skip(format!(
+                    "the destination port could not be listened on again: {e}"
+                ))
+            })?;
+        }
+        cx.trace.event(format_args!(
+            "after {pairs} pair(s) ended by {}: {after} descriptors",
+            ending.describe()
+        ));
+        if after > baseline + FD_SLACK {
+            leaks.push(format!(
+                "{} more after {pairs} pairs ended by {}",
+                after - baseline,
+                ending.describe()
+            ));
+        }
+        baseline = baseline.max(after);
+    }
+    if leaks.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        "after pairs end by a reset, a failed write, the stall timeout or a refused destination, the proxy's descriptors return to where they were",
+        format!("it still held, having had up to {} s after each path to close them: {}", PROMPT.as_secs(), leaks.join("; ")),
+    )
+    .hint("the proxy leaks descriptors on an error path: every way out of a pair (read error, write error, timeout, failed dial) must close both sockets")
+    .into())
+}
+
+/// Ends pairs by `ending`, all of a path's pairs at once; returns how many. tprox closes its
+/// own ends at the latest [`PROMPT`] after the proxy should have, so that only what the proxy
+/// itself keeps is counted (a proxy that does not close on a reset fails close/reset-*, not
+/// this case).
+async fn end_pairs(cx: &mut Ctx, ending: Ending) -> Result<usize, Stop> {
+    let mut endings: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let count = match ending {
+        Ending::Stalled => FD_STALL_PAIRS,
+        _ => FD_PATH_PAIRS,
+    };
+    if let Ending::Refused = ending {
+        cx.dest.close();
+        for _ in 0..count {
+            if let Ok(Ok(mut client)) =
+                tokio::time::timeout(PROMPT, TcpStream::connect(cx.proxy_addr())).await
+            {
+                cx.prime(&mut client).await;
+                endings.push(tokio::spawn(async move {
+                    wait_end(&mut client, PROMPT).await;
+                }));
+            }
+        }
+        join_all(endings).await;
+        // The destination stays closed until the count is taken (see fds_errors).
+        return Ok(count);
+    }
+    let mut pairs = Vec::with_capacity(count);
+    for _ in 0..count {
+        pairs.push(cx.open_pair().await?);
+    }
+    let stall_limit = cx.stall.mul_f64(crate::cases::timeout::LATEST) + PROMPT;
+    for (client, server) in pairs {
+        endings.push(tokio::spawn(async move {
+            match ending {
+                Ending::ClientReset | Ending::ServerReset => {
+                    let (resetting, mut other) = match ending {
+                        Ending::ClientReset => (client, server),
+                        _ => (server, client),
+                    };
+                    crate::cases::close::reset(resetting);
+                    wait_end(&mut other, PROMPT).await;
+                }
+                Ending::WriteFailed => {
+                    let mut client = client;
+                    drop(server);
+                    let deadline = Instant::now() + PROMPT;
+                    while Instant::now() < deadline
+                        && client.write_all(b"after close").await.is_ok()
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                Ending::Stalled => {
+                    let (mut rx, tx) = client.into_split();
+                    let flooding = flood(tx, UNBOUNDED_CAP, Progress::new());
+                    wait_end(&mut rx, stall_limit).await;
+                    flooding.abort();
+                    drop(server);
+                }
+                Ending::Refused => unreachable!("handled above"),
+            }
+        }));
+    }
+    join_all(endings).await;
+    Ok(count)
+}
+
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+pub static MEMORY: Case = Case {
+    id: "resources/memory",
+    name: "Memory bounded under backpressure",
+    requirement: "Whatever the peers do, the proxy's memory MUST stay bounded: connections whose peers stop reading must not make it grow.",
+    rules: &[Rule::R4],
+    level: Level::Must,
+    alone: false,
+    assumes: "Linux /proc. Resident memory is read once every flood is blocked, before 0.8 T, so before the stall timeout can free anything.",
+    body: |cx| Box::pin(memory(cx)),
+};
+
+pub static CPU: Case = Case {
+    id: "resources/cpu",
+    name: "No busy-waiting",
+    requirement: "The proxy MUST use no CPU to speak of while its connections are idle or blocked.",
+    rules: &[Rule::R9],
+    level: Level::Must,
+    alone: true,
+    assumes: "Linux /proc; runs alone. CPU time, not wall time, over 0.4 T (clamped to 0.3-2 s), so a loaded machine does not count against the proxy.",
+    body: |cx| Box::pin(cpu(cx)),
+};
+
+/// Samples the proxy, or skips the case with the reason.
+fn usage(cx: &Ctx) -> Result<Usage, Stop> {
+    sample(cx.proxy_pgid).map_err(Stop::Skip)
+}
+
+async fn fds(mut cx: Ctx) -> Result<(), Stop> {
+    let baseline = settled_fds(&cx, 0).await?;
+    cx.trace
+        .event(format_args!("baseline: {baseline} descriptors"));
+    // Connections end in every way a pair can end: client first, server first, half-closes.
+    for batch in 0..FD_CYCLES / 10 {
+        let mut pairs = Vec::new();
+        for _ in 0..10 {
+            let (client, server) = cx.open_pair().await?;
+            spawn_echo(server);
+            pairs.push(client);
+        }
+        for (i, mut client) in pairs.into_iter().enumerate() {
+            let message = cx.text(16);
+            client.write_all(&message).await.ok();
+            let _ = read_exact_within(&mut client, message.len(), PROMPT).await;
+            // Every other connection half-closes before closing.
+            if (batch + i) % 2 == 0 {
+                client.shutdown().await.ok();
+            }
+            drop(client);
+        }
+    }
+    let after = settled_fds(&cx, baseline + FD_SLACK).await?;
+    cx.trace.event(format_args!(
+        "after {FD_CYCLES} connections: {after} descriptors"
+    ));
+    if after > baseline + FD_SLACK {
+        return Err(Failure::new(
+            format!("after {FD_CYCLES} connections have closed, the proxy's descriptors return to the baseline of {baseline}"),
+            format!("it holds {after} descriptors ({} more) {} s after the last one closed", after - baseline, PROMPT.as_secs()),
+        )
+        .hint("the proxy leaks descriptors: it must close both sockets of a pair when the pair ends, also on errors")
+        .into());
+    }
+    Ok(())
+}
+
+/// Waits up to PROMPT for the descriptor count to reach `target` (0: just let it settle) and
+/// returns the lowest count seen.
+async fn settled_fds(cx: &Ctx, target: usize) -> Result<usize, Stop> {
+    let deadline = Instant::now()
+        + if target == 0 {
+            Duration::from_millis(500)
+        } else {
+            PROMPT
+        };
+    let mut lowest = usage(cx)?.fds;
+    while Instant::now() < deadline && (target == 0 || lowest > target) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lowest = lowest.min(usage(cx)?.fds);
+    }
+    Ok(lowest)
+}
+
+async fn memory(cx: Ctx) -> Result<(), Stop> {
+    let before = usage(&cx)?;
+    let mut floods = Vec::new();
+    let mut _held = Vec::new();
+    for i in 0..MEMORY_PAIRS {
+        let (client, server) = cx.open_pair().await?;
+        // Half the connections upload into a server that never reads, half download into a
+        // client that never reads.
+        let (writer, idle) = if i % 2 == 0 {
+            (client, server)
+        } else {
+            (server, client)
+        };
+        let (rx, tx) = writer.into_split();
+        let progress = Progress::new();
+        floods.push((flood(tx, MEMORY_PUSH, progress.clone()), progress));
+        _held.push((rx, idle));
+    }
+    // Measure once every flood is blocked (or has pushed all it may), before the stall
+    // timeout can free anything.
+    let deadline = Instant::now() + cx.stall.mul_f64(0.8).max(Duration::from_millis(500));
+    while Instant::now() < deadline {
+        let settled = floods.iter().all(|(task, p)| {
+            task.is_finished() || (p.bytes() > 0 && p.last().elapsed() >= BLOCKED_QUIET)
+        });
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = usage(&cx)?;
+    let pushed: u64 = floods.iter().map(|(_, p)| p.bytes()).sum();
+    for (task, _) in &floods {
+        task.abort();
+    }
+    let growth = after.rss.saturating_sub(before.rss);
+    cx.trace.event(format_args!(
+        "{MEMORY_PAIRS} blocked connections accepted {}; resident memory {} → {}",
+        mib(pushed),
+        mib(before.rss),
+        mib(after.rss)
+    ));
+    if growth >= MEMORY_BOUND {
+        return Err(Failure::new(
+            format!("with {MEMORY_PAIRS} connections blocked on peers that do not read, resident memory grows by less than {}", mib(MEMORY_BOUND)),
+            format!("it grew by {} ({} → {}) while the blocked connections accepted {}", mib(growth), mib(before.rss), mib(after.rss), mib(pushed)),
+        )
+        .hint("the proxy buffers without bound: it must stop reading from a sender while it cannot write to the receiver")
+        .into());
+    }
+    Ok(())
+}
+
+async fn cpu(cx: Ctx) -> Result<(), Stop> {
+    // Idle connections: open, nothing sent.
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(cx.open_pair().await?);
+    }
+    // Blocked connections: a client pushing into a server that never reads.
+    let mut floods = Vec::new();
+    let mut blocked = Vec::new();
+    for _ in 0..2 {
+        let (client, server) = cx.open_pair().await?;
+        let (rx, tx) = client.into_split();
+        let progress = Progress::new();
+        floods.push((flood(tx, MEMORY_PUSH, progress.clone()), progress));
+        blocked.push((rx, server));
+    }
+    for (_, progress) in &floods {
+        progress
+            .wait_blocked(BLOCKED_QUIET, Duration::from_secs(5))
+            .await;
+    }
+    // The window ends well before the stall timeout could abort the blocked connections.
+    let window = cx
+        .stall
+        .mul_f64(0.4)
+        .clamp(Duration::from_millis(300), Duration::from_secs(2));
+    let start = usage(&cx)?;
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let end = usage(&cx)?;
+    let elapsed = started.elapsed();
+    for (task, _) in &floods {
+        task.abort();
+    }
+    let used = end.cpu.saturating_sub(start.cpu);
+    let share = used.as_secs_f64() / elapsed.as_secs_f64();
+    cx.trace.event(format_args!(
+        "CPU time over {:.2} s with 5 idle and 2 blocked connections: {:.3} s ({:.0}% of a core)",
+        elapsed.as_secs_f64(),
+        used.as_secs_f64(),
+        share * 100.0
+    ));
+    if share >= CPU_SHARE {
+        return Err(Failure::new(
+            format!("with only idle and blocked connections, the proxy uses less than {:.0}% of a core", CPU_SHARE * 100.0),
+            format!("it used {:.2} s of CPU in {:.2} s ({:.0}% of a core)", used.as_secs_f64(), elapsed.as_secs_f64(), share * 100.0),
+        )
+        .hint("the proxy busy-waits: it polls non-blocking sockets in a loop instead of waiting for readiness (select/poll/epoll, or blocking calls)")
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! The contract as a document: every rule with its text, its level and the cases that check
+//! it; every case with its requirement, its rules and what it assumes of the proxy's speed and
+//! of the machine; the time limits with their values. Generated from the catalogue's own data,
+//! so it cannot drift from what tprox checks: `docs/contract.md` is this text, and a test
+//! fails when the committed file differs (`tprox --contract > docs/contract.md` renews it).
+
+use std::fmt::Write;
+
+use crate::case::Level;
+use crate::cases::{bulk, resources, shutdown, timeout, CATALOGUE};
+use crate::clock;
+use crate::harness::PROMPT;
+use crate::rules::{self, Rule};
+
+/// The contract document, in Markdown.
+pub fn markdown() -> String {
+    let mut out = String::new();
+    out.push_str(HEADER);
+    out.push_str("\n## The rules\n\n");
+    for rule in Rule::ALL {
+        let cases: Vec<String> = CATALOGUE
+            .iter()
+            .filter(|c| c.rules.contains(&rule))
+            .map(|c| format!("`{}`", c.id))
+            .collect();
+        let _ = writeln!(
+            out,
+            "- **{rule} {}** ({}). {}\n  Checked by: {}.",
+            rule.title(),
+            rule_level(rule),
+            rule.text(),
+            cases.join(", ")
+        );
+    }
+    out.push_str("\n## The cases\n\n");
+    out.push_str(
+        "T is the stall timeout (`--stall-timeout`, 10 s by default). Ids are hierarchical: \
+         `--only shutdown/` selects a group, `--skip 'timeout/*'` leaves one out.\n",
+    );
+    for case in CATALOGUE {
+        let _ = write!(
+            out,
+            "\n### `{}`: {}\n\n{}\n\n- Rules: {} ({})\n- Assumes: {}\n",
+            case.id,
+            case.name,
+            case.requirement,
+            rules::list(case.rules),
+            case.level,
+            case.assumes
+        );
+    }
+    out.push_str(&timing());
+    out
+}
+
+/// A rule's level: SHOULD when every case that checks it is a SHOULD case.
+fn rule_level(rule: Rule) -> Level {
+    let checking = CATALOGUE.iter().filter(|c| c.rules.contains(&rule));
+    if checking.clone().count() > 0 && checking.clone().all(|c| c.level == Level::Should) {
+        Level::Should
+    } else {
+        Level::Must
+    }
+}
+
+/// The limits and windows, with the values the code uses.
+fn timing() -> String {
+    let mut out = String::from(
+        "\n## Time limits and windows\n\n\
+         A verdict must not depend on the machine's load or on the proxy's speed. Where a rule \
+         is about time (R7), the windows scale with T and are measured from the proxy's own \
+         observed events; everywhere else a limit is only the point at which waiting longer \
+         would not change the answer.\n\n\
+         | what | value |\n|---|---|\n",
+    );
+    let rows = [
+        (
+            "PROMPT: the longest tprox waits for anything the contract expects at once (an echo, a connection, a close)",
+            format!("{} s", PROMPT.as_secs()),
+        ),
+        (
+            "A stalled pair is aborted no sooner than",
+            format!("{} × T after the proxy's last write", timeout::EARLIEST),
+        ),
+        (
+            "and no later than",
+            format!(
+                "{} × T + {} × T + {} × the worst scheduling delay measured during the case",
+                timeout::LATEST,
+                clock::SLACK_SHARE,
+                clock::LATENESS_FACTOR
+            ),
+        ),
+        (
+            "Freezing (blocked-mix): tprox's heartbeat (a few bytes every 5 ms through another connection) pauses, while the blocked connection is open, for",
+            format!(
+                "{} × T + {} × the worst scheduling delay of the heartbeat's threads",
+                bulk::FROZEN_SHARE,
+                clock::LATENESS_FACTOR
+            ),
+        ),
+        (
+            "or pauses, and resumes only as the proxy closes the blocked connection, for",
+            format!(
+                "{} × T, and at least {} × that delay + 50 ms",
+                bulk::FROZEN_SPAN_SHARE,
+                clock::LATENESS_FACTOR
+            ),
+        ),
+        (
+            "A connection counts as blocked after its writes make no progress for",
+            format!("{} ms", bulk::BLOCKED_QUIET.as_millis()),
+        ),
+        (
+            "Idle connections (timeout/idle) and half-closed ones (shutdown/idle-half-closed) stay quiet for",
+            format!("{} × T and {} × T", timeout::IDLE_SPAN, shutdown::HALF_CLOSED_IDLE),
+        ),
+        (
+            "Descriptors: slack for a runtime's lazily opened descriptors",
+            format!("{}", resources::FD_SLACK),
+        ),
+    ];
+    for (what, value) in rows {
+        let _ = writeln!(out, "| {what} | {value} |");
+    }
+    out.push_str(
+        "\nA proxy that opens its connection to the destination only once the client has sent \
+         something is told apart when it starts (its readiness probe, a connection that sends \
+         nothing, is never forwarded). `connect/server-first` judges that (R8); every other \
+         case then lets the client speak first with a primer that the destination reads and \
+         checks, and says so in its trace, so that this one design choice costs the one rule \
+         it breaks.\n",
+    );
+    out
+}
+
+const HEADER: &str = "\
+# The TCP proxy contract
+
+<!-- Generated by `tprox --contract` from the catalogue's own data; do not edit by hand. -->
+
+This is what tprox checks and the reference proxy meets. Rules are numbered so that every case
+can name the rules it checks and every rule can be traced to its cases. MUST rules fail a proxy;
+SHOULD rules are reported, and fail it only under `--strict`.
+
+## Invocation
+
+The classic proxy is started as `PROXY DEST_HOST DEST_PORT LISTEN_PORT`: it listens on
+LISTEN_PORT and forwards every accepted connection to DEST_HOST:DEST_PORT over a new connection
+of its own. tprox also takes a command template whose arguments contain the placeholders
+`{dest_host}`, `{dest_port}`, `{listen_port}` and `{stall_timeout}` (seconds), so that any proxy
+can be driven.
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_case_and_rule_is_in_the_document() {
+        let text = markdown();
+        for case in CATALOGUE {
+            assert!(text.contains(&format!("### `{}`", case.id)), "{}", case.id);
+            assert!(!case.assumes.is_empty(), "{} assumes nothing", case.id);
+        }
+        for rule in Rule::ALL {
+            assert!(text.contains(&format!("**{rule} {}**", rule.title())));
+        }
+        assert_eq!(rule_level(Rule::R12), Level::Should);
+        assert_eq!(rule_level(Rule::R1), Level::Must);
+    }
+
+    /// `docs/contract.md` is the generated text; `TPROX_UPDATE_CONTRACT=1` writes it anew.
+    #[test]
+    fn the_committed_contract_is_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/contract.md");
+        let generated = markdown();
+        if std::env::var_os("TPROX_UPDATE_CONTRACT").is_some() {
+            std::fs::write(&path, &generated).expect("write docs/contract.md");
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/contract.md differs from the catalogue: run `tprox --contract > docs/contract.md` \
+             (or the tests with TPROX_UPDATE_CONTRACT=1) and commit it"
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! What a case body gets to work with: the proxy's address, the fake destination, the stall
+//! timeout, a seeded random source, and a trace of what happened.
+
+use std::fmt::Display;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use crate::net::read_exact_within;
+use crate::outcome::Failure;
+use crate::proxy::{free_port, HOST};
+
+/// How long "promptly" may take: the time tprox allows for anything the contract expects to
+/// happen at once (an echo, a connect, a close). Generous on purpose: a correct proxy on a busy
+/// 2-core machine answers in milliseconds, a broken one never.
+pub const PROMPT: Duration = Duration::from_secs(5);
+
+/// Scale settings for the cases that scale. The defaults fit the default open-file limit
+/// (1024) of both tprox and the proxy.
+#[derive(Debug, Clone)]
+pub struct Scale {
+    /// Bytes pushed through the bulk chain (the original tester used 2 MiB).
+    pub bulk_bytes: usize,
+    /// Connections in the long echo and bulk chains (the original used 20).
+    pub chain_length: usize,
+    /// Connections open at once in concurrency/many.
+    pub connections: usize,
+}
+
+impl Default for Scale {
+    fn default() -> Self {
+        Scale {
+            bulk_bytes: 2 * 1024 * 1024,
+            chain_length: 20,
+            connections: 200,
+        }
+    }
+}
+
+/// The fake destination server: a listener on a fixed loopback port that a case can close (so
+/// that connecting to it is refused) and open again.
+pub struct Destination {
+    port: u16,
+    /// Keeps the port reserved for this run while it is closed and reopened.
+    _lease: crate::proxy::PortLease,
+    listener: RwLock<Option<Arc<TcpListener>>>,
+}
+
+impl Destination {
+    /// Binds a port outside the kernel's ephemeral range, so that after [`Destination::close`]
+    /// no outgoing connection can take it before [`Destination::reopen`].
+    pub async fn bind() -> io::Result<Self> {
+        let mut last = None;
+        for _ in 0..10 {
+            let lease = free_port();
+            let port = lease.port();
+            match TcpListener::bind((HOST, port)).await {
+                Ok(listener) => {
+                    return Ok(Destination {
+                        port,
+                        _lease: lease,
+                        listener: RwLock::new(Some(Arc::new(listener))),
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+    }
+
+    /// The port the destination listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn current(&self) -> Option<Arc<TcpListener>> {
+        self.listener
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Accepts the next connection the proxy makes.
+    pub async fn accept(&self) -> io::Result<TcpStream> {
+        let listener = self.current().ok_or(io::ErrorKind::NotConnected)?;
+        Ok(listener.accept().await?.0)
+    }
+
+    /// Stops listening: connections to the destination are refused from now on.
+    pub fn close(&self) {
+        self.listener
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// Listens again on the same port.
+    pub async fn reopen(&self) -> io::Result<()> {
+        let listener = TcpListener::bind((HOST, self.port)).await?;
+        *self.listener.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(listener));
+        Ok(())
+    }
+}
+
+/// A plain echo through the proxy: tprox's check that the proxy is alive and still accepting,
+/// before and after each case. It identifies its own destination connection by a token, so
+/// connections a case left behind cannot confuse it. Liveness only: a proxy that mangles data
+/// is the cases' business, so a token with a few altered bytes still identifies the connection
+/// and an altered echo still counts as one.
+pub async fn survival_echo(
+    proxy: SocketAddr,
+    dest: &Destination,
+    rng: &mut fastrand::Rng,
+) -> Result<(), String> {
+    let token: Vec<u8> = (0..16).map(|_| rng.alphanumeric() as u8).collect();
+    let mut client = match timeout(PROMPT, TcpStream::connect(proxy)).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return Err(format!("connecting to the proxy failed: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "the proxy accepted no connection within {} s",
+                PROMPT.as_secs()
+            ))
+        }
+    };
+    let expected = token.clone();
+    let server = async {
+        // Take connections until one carries the token; stale ones from the case are dropped.
+        let (found_tx, mut found_rx) = tokio::sync::mpsc::channel::<(TcpStream, Vec<u8>)>(1);
+        loop {
+            tokio::select! {
+                accepted = dest.accept() => {
+                    let Ok(mut stream) = accepted else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let found = found_tx.clone();
+                    let expected = expected.clone();
+                    tokio::spawn(async move {
+                        let token = read_exact_within(&mut stream, expected.len(), PROMPT).await;
+                        if let Some(token) = token.ok().filter(|token| resembles(token, &expected)) {
+                            let _ = found.send((stream, token)).await;
+                        }
+                    });
+                }
+                Some((mut stream, token)) = found_rx.recv() => {
+                    let _ = stream.write_all(&token).await;
+                    // Hold the connection open until the client side has finished; whatever
+                    // else arrives on it is not this check's business.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    };
+    let client_side = async {
+        client
+            .write_all(&token)
+            .await
+            .map_err(|e| format!("writing to the proxy failed: {e}"))?;
+        match read_exact_within(&mut client, token.len(), PROMPT).await {
+            Ok(_) => Ok(()),
+            Err(short) => Err(format!("the echo did not come back: received {short}")),
+        }
+    };
+    tokio::select! {
+        result = client_side => result,
+        _ = server => Err("the destination side ended early".into()),
+    }
+}
+
+/// Whether `got` is `token` with at most a quarter of its bytes altered: a random token from
+/// any other connection differs in nearly all of them.
+fn resembles(got: &[u8], token: &[u8]) -> bool {
+    let differing = got.iter().zip(token).filter(|(a, b)| a != b).count();
+    got.len() == token.len() && differing <= token.len() / 4
+}
+
+/// When the proxy opens its connection to the destination, as tprox saw for the readiness
+/// probe (a connection that sends nothing and closes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialing {
+    /// At once, when the client connects: what the contract expects (R8), and what every case
+    /// assumes unless told otherwise.
+    OnAccept,
+    /// Not before the client sends something (or not within the probe's wait): the proxy
+    /// reads the client first, as a proxy that routes by the first bytes does. Only
+    /// `connect/server-first` depends on who speaks first; every other case lets the client
+    /// speak first (a primer the destination reads and checks, said in the case's trace), so
+    /// that this one design choice costs the rule it breaks and no other case.
+    OnClientData,
+}
+
+/// A case's view of one running proxy.
+pub struct Ctx {
+    proxy: SocketAddr,
+    /// Whether pairs must be primed by the client: see [`Dialing`].
+    dialing: Dialing,
+    /// Numbers the primers, so that a stale connection's primer is never taken for a new one's.
+    primers: std::sync::atomic::AtomicU32,
+    /// The proxy's process group, for the resource probes.
+    pub proxy_pgid: i32,
+    /// The destination the proxy forwards to, played by tprox.
+    pub dest: Arc<Destination>,
+    /// The stall timeout the proxy was told to use (R7).
+    pub stall: Duration,
+    /// How big the case's traffic is (connections, bulk bytes).
+    pub scale: Scale,
+    /// Seeded from the run's seed and the case id, so a case's payloads are reproducible alone.
+    pub rng: fastrand::Rng,
+    /// What the case did, step by step: shown under a failure and with `--verbose`.
+    pub trace: Trace,
+}
+
+impl Ctx {
+    /// The context of one case against one running proxy.
+    pub fn new(
+        proxy: SocketAddr,
+        proxy_pgid: i32,
+        dest: Arc<Destination>,
+        stall: Duration,
+        scale: Scale,
+        seed: u64,
+        dialing: Dialing,
+    ) -> Self {
+        Ctx {
+            proxy,
+            dialing,
+            primers: Default::default(),
+            proxy_pgid,
+            dest,
+            stall,
+            scale,
+            rng: fastrand::Rng::with_seed(seed),
+            trace: Trace::new(),
+        }
+    }
+
+    /// The address the proxy listens on.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy
+    }
+
+    /// Connects a client to the proxy.
+    pub async fn connect(&self) -> Result<TcpStream, Failure> {
+        match timeout(PROMPT, TcpStream::connect(self.proxy)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                self.trace.event(format_args!("client connected from {}", local(&stream)));
+                Ok(stream)
+            }
+            Ok(Err(e)) => Err(Failure::new(
+                format!("the proxy accepts connections on {}", self.proxy),
+                format!("connecting failed: {e}"),
+            )
+            .hint("the proxy stopped listening, or crashed")),
+            Err(_) => Err(Failure::new(
+                format!("the proxy accepts connections on {}", self.proxy),
+                format!("no connection within {} s", PROMPT.as_secs()),
+            )
+            .hint("the proxy stopped accepting: its accept loop is blocked or it hit a descriptor limit")),
+        }
+    }
+
+    /// How the proxy dials, as seen when it started.
+    pub fn dialing(&self) -> Dialing {
+        self.dialing
+    }
+
+    /// Writes a primer from `client` when the proxy dials only once the client has sent
+    /// something; returns the primer written, if any. For cases that wait for the proxy to
+    /// act (a refused destination) rather than for a connection.
+    pub async fn prime(&self, client: &mut TcpStream) -> Option<Vec<u8>> {
+        if self.dialing != Dialing::OnClientData {
+            return None;
+        }
+        let n = self
+            .primers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let primer = format!("tprox primer {n:05}\n").into_bytes();
+        client.write_all(&primer).await.ok()?;
+        if n == 0 {
+            self.trace.event(format_args!(
+                "client spoke first ({} bytes, read off again by the destination), as on every connection of this case after it",
+                primer.len()
+            ));
+        }
+        Some(primer)
+    }
+
+    /// Accepts the destination connection that the proxy opens for `client`: at once, or,
+    /// for a proxy that dials only after the client speaks, after a primer that the
+    /// destination reads off again, so that the case starts with both streams untouched.
+    pub async fn accept_for(&self, client: &mut TcpStream) -> Result<TcpStream, Failure> {
+        let Some(primer) = self.prime(client).await else {
+            return self.accept().await;
+        };
+        let deadline = tokio::time::Instant::now() + PROMPT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut server = match timeout(left, self.accept()).await {
+                Ok(accepted) => accepted?,
+                Err(_) => return Err(self.not_dialed()),
+            };
+            // A connection without this primer is a stale one (the readiness probe's, forwarded
+            // late): it is dropped, as the case never asked for it.
+            if let Ok(got) = read_exact_within(&mut server, primer.len(), left).await {
+                if got == primer {
+                    return Ok(server);
+                }
+            }
+        }
+    }
+
+    fn not_dialed(&self) -> Failure {
+        Failure::new(
+            "the proxy opens a connection to the destination for every client, at once",
+            format!(
+                "no connection reached the destination within {} s of the client connecting",
+                PROMPT.as_secs()
+            ),
+        )
+        .hint("the proxy serves one connection at a time, or dials the destination only after the client sends data")
+    }
+
+    /// Accepts the proxy's connection to the destination.
+    pub async fn accept(&self) -> Result<TcpStream, Failure> {
+        match timeout(PROMPT, self.dest.accept()).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                self.trace
+                    .event(format_args!("destination accepted {}", peer(&stream)));
+                Ok(stream)
+            }
+            Ok(Err(e)) => Err(Failure::new(
+                "the proxy connects to the destination",
+                format!("accept on the destination failed: {e}"),
+            )),
+            Err(_) => Err(self.not_dialed()),
+        }
+    }
+
+    /// Connects a client and accepts the matching destination connection (priming it first
+    /// where the proxy needs that: see [`Dialing`]).
+    pub async fn open_pair(&self) -> Result<(TcpStream, TcpStream), Failure> {
+        let mut client = self.connect().await?;
+        let server = self.accept_for(&mut client).await?;
+        Ok((client, server))
+    }
+
+    /// `len` random letters and digits: for messages that should read well in a failure.
+    pub fn text(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.rng.alphanumeric() as u8).collect()
+    }
+
+    /// `len` random bytes from the case's seeded source.
+    pub fn payload(&mut self, len: usize) -> Vec<u8> {
+        let mut data = vec![0u8; len];
+        self.rng.fill(&mut data);
+        data
+    }
+}
+
+fn local(stream: &TcpStream) -> String {
+    stream
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+fn peer(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+/// A time-stamped log of a case's events, shown with `-v` and on failure.
+#[derive(Clone)]
+pub struct Trace {
+    start: Instant,
+    events: Arc<Mutex<Vec<String>>>,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Trace {
+    fn new() -> Self {
+        Trace {
+            start: Instant::now(),
+            events: Arc::default(),
+        }
+    }
+
+    /// Records one step, with the time since the case began.
+    pub fn event(&self, what: impl Display) {
+        let line = format!("{:>8.3}s  {what}", self.start.elapsed().as_secs_f64());
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
+    /// Time since the case began.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// The recorded steps, in order.
+    pub fn lines(&self) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}

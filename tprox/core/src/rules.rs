@@ -1,0 +1,101 @@
+//! The rules of the proxy contract (`docs/contract.md`), so cases can name what they check.
+
+use std::fmt;
+
+/// One numbered rule of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rule {
+    /// Forwarding.
+    R1,
+    /// Concurrency.
+    R2,
+    /// Isolation.
+    R3,
+    /// Bounded buffering.
+    R4,
+    /// Half-close.
+    R5,
+    /// Termination.
+    R6,
+    /// Stall timeout.
+    R7,
+    /// Destination failures.
+    R8,
+    /// No busy-waiting.
+    R9,
+    /// No leaks.
+    R10,
+    /// Survival.
+    R11,
+    /// Low latency.
+    R12,
+}
+
+impl Rule {
+    /// Every rule, in order.
+    pub const ALL: [Rule; 12] = [
+        Rule::R1,
+        Rule::R2,
+        Rule::R3,
+        Rule::R4,
+        Rule::R5,
+        Rule::R6,
+        Rule::R7,
+        Rule::R8,
+        Rule::R9,
+        Rule::R10,
+        Rule::R11,
+        Rule::R12,
+    ];
+
+    /// The rule's short title, as the contract names it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Rule::R1 => "Forwarding",
+            Rule::R2 => "Concurrency",
+            Rule::R3 => "Isolation",
+            Rule::R4 => "Bounded buffering",
+            Rule::R5 => "Half-close",
+            Rule::R6 => "Termination",
+            Rule::R7 => "Stall timeout",
+            Rule::R8 => "Destination failures",
+            Rule::R9 => "No busy-waiting",
+            Rule::R10 => "No leaks",
+            Rule::R11 => "Survival",
+            Rule::R12 => "Low latency",
+        }
+    }
+
+    /// The rule's text, as the contract states it.
+    pub fn text(self) -> &'static str {
+        match self {
+            Rule::R1 => "Bytes sent by the client arrive at the server, and bytes sent by the server arrive at the client, unchanged, in order, none lost, none added. Every byte value, any message size. Data may flow in both directions at once.",
+            Rule::R2 => "Many client connections are served at the same time, each with its own connection to the destination; no connection waits for another.",
+            Rule::R3 => "No client or server can hang the proxy by refusing to read or write: when one peer stops reading, every other connection keeps its full service.",
+            Rule::R4 => "When one end keeps sending and the other stops reading, the proxy stops reading from the sender (backpressure) instead of buffering without limit. Its memory stays bounded whatever the peers do.",
+            Rule::R5 => "When the proxy reads end-of-file from one socket, it first writes all data it still holds for the other socket, then shuts that socket down for writing, and keeps forwarding the other direction. This holds for EOF from the client and from the server alike.",
+            Rule::R6 => "The proxy closes a connection pair (both descriptors) when it has read EOF (or a read error) in both directions and written everything it held, or when a write fails in either direction. A reset (ECONNRESET) from a peer is treated as that peer closing.",
+            Rule::R7 => "If the proxy holds data for one direction and cannot write any of it for the stall timeout, it aborts both connections of the pair. Any progress restarts the clock. A connection that holds no data is never aborted, however long it is idle, half-closed or not; a slow but steady reader is never aborted.",
+            Rule::R8 => "If the connection to the destination cannot be made, the proxy closes the client connection promptly and goes on serving. Data that the destination sends before the client sends anything (a greeting) is forwarded.",
+            Rule::R9 => "The proxy uses no CPU to speak of while its connections are idle or blocked.",
+            Rule::R10 => "Descriptors and memory of a closed pair are released, however the pair ended (both EOFs, a reset from either side, a failed write, the stall timeout, a destination that refused); after any number of connections the proxy's descriptor count returns to its baseline.",
+            Rule::R11 => "No peer behaviour (resets, early closes, writes to a closed socket/SIGPIPE, refusing to read) crashes the proxy or stops it accepting.",
+            Rule::R12 => "The proxy adds no artificial delay to small messages: it forwards a write as soon as it reads it (TCP_NODELAY on both sockets, or equivalent).",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// Formats a list of rules as `R1 R2`.
+pub fn list(rules: &[Rule]) -> String {
+    rules
+        .iter()
+        .map(Rule::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,555 @@
+//! Running cases: by default one fresh proxy and destination per case, several cases at once;
+//! with `shared`, one proxy for all cases in sequence, as the original tester did.
+//!
+//! Data flows one way: the runner turns each [`Case`] into a [`CaseReport`] and hands the reports
+//! to a [`Reporter`] in catalogue order; it never prints anything itself.
+//!
+//! Around every case body the runner checks that the proxy survives: a plain echo before and
+//! after the body, and the proxy's exit status (R11).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::case::Case;
+use crate::clock::Lateness;
+use crate::event::{Event, Reporter};
+use crate::harness::{survival_echo, Ctx, Destination, Dialing, Scale};
+use crate::outcome::{Failure, Outcome};
+use crate::proxy::{Launch, Limits, ProxyCommand, RunningProxy, StartError};
+
+/// Everything a run needs besides the cases.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The proxy under test.
+    pub proxy: ProxyCommand,
+    /// The stall timeout the proxy is expected to use (R7).
+    pub stall: Duration,
+    /// How long a proxy may take to start listening.
+    pub startup_timeout: Duration,
+    /// Cases run at once. Most cases spend their time waiting, so this can exceed the cores.
+    pub jobs: usize,
+    /// Every random payload derives from this.
+    pub seed: u64,
+    /// How big the cases' traffic is.
+    pub scale: Scale,
+    /// Copy each proxy's output to stderr as it is printed.
+    pub echo_proxy_output: bool,
+    /// Run every case against one proxy instance, in sequence, so that state leaking from one
+    /// case into the next shows up.
+    pub shared: bool,
+    /// How often a failed case is tried again (with a fresh proxy, unless shared). A case that
+    /// fails and then passes is flaky.
+    pub retries: u32,
+    /// Resource limits for every proxy process.
+    pub limits: Limits,
+    /// When the whole run must end: cases still running then, or not yet started, fail with
+    /// "not finished in time". Grading gives each submission a wall-clock limit this way.
+    /// (Ignored with `shared`.)
+    pub deadline: Option<Instant>,
+    /// A proxy that fails to start for one case fails that case, instead of ending the run
+    /// with a setup error. Grading wants every case scored.
+    pub keep_going: bool,
+}
+
+impl RunOptions {
+    /// The options `tprox` uses by default, for `proxy` with stall timeout `stall`.
+    pub fn new(proxy: ProxyCommand, stall: Duration) -> Self {
+        RunOptions {
+            proxy,
+            stall,
+            startup_timeout: Duration::from_secs(10),
+            jobs: 16,
+            seed: 0,
+            scale: Scale::default(),
+            echo_proxy_output: false,
+            shared: false,
+            retries: 0,
+            limits: Limits::default(),
+            deadline: None,
+            keep_going: false,
+        }
+    }
+}
+
+/// The result of one case.
+#[derive(Debug, Clone)]
+pub struct CaseReport {
+    /// The case.
+    pub case: &'static Case,
+    /// How it ended (after retries, the last attempt's outcome).
+    pub outcome: Outcome,
+    /// How long it took.
+    pub duration: Duration,
+    /// The case's own events, time-stamped.
+    pub trace: Vec<String>,
+    /// The last lines the case's proxy printed.
+    pub proxy_output: String,
+    /// Set when the case passed only on a retry: the first failure. Such a case is reported as
+    /// flaky, not as passed.
+    pub flaky: Option<Failure>,
+    /// Attempts made (1 unless retries were allowed and needed).
+    pub attempts: u32,
+}
+
+/// How long tprox waits for the connection the proxy forwards for its readiness probe. A proxy
+/// that dials the destination on accept forwards it within milliseconds.
+const PROBE_FORWARD_WAIT: Duration = Duration::from_secs(2);
+
+/// Starts the proxy once and stops it, so that a proxy that cannot start at all is reported
+/// before any case runs. Says how the proxy dials, so that the caller can say it once; every
+/// case sees it again for its own proxy (and says so in its trace).
+pub async fn preflight(options: &RunOptions) -> Result<Dialing, StartError> {
+    let (proxy, _dest, dialing) = start(options, None).await?;
+    proxy.stop().await;
+    Ok(dialing)
+}
+
+/// Runs `cases` and reports each to `reporter`, in the order given. Stops early with the
+/// first setup error (a proxy that did not start): that is never a case outcome.
+pub async fn run<R: Reporter + ?Sized>(
+    cases: &[&'static Case],
+    options: &RunOptions,
+    reporter: &mut R,
+) -> Result<Vec<CaseReport>, StartError> {
+    if options.shared {
+        return run_shared(cases, options, reporter).await;
+    }
+    let slots = Arc::new(Semaphore::new(options.jobs.max(1)));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (normal, alone): (Vec<usize>, Vec<usize>) =
+        (0..cases.len()).partition(|&i| !cases[i].alone);
+    // Phase one: every other case, in parallel.
+    let mut tasks = Vec::new();
+    for &index in &normal {
+        let (case, slots, done, options) = (
+            cases[index],
+            slots.clone(),
+            done_tx.clone(),
+            options.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _slot = slots
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let _ = done.send((index, Progress::Started));
+            let result = run_isolated(case, &options).await;
+            let _ = done.send((index, Progress::Finished(Box::new(result))));
+        }));
+    }
+    // Phase two, once phase one is over: the cases that run alone, one after another.
+    let mut alone_runner = {
+        let (done, options) = (done_tx.clone(), options.clone());
+        let cases: Vec<(usize, &'static Case)> = alone.iter().map(|&i| (i, cases[i])).collect();
+        Some(async move {
+            for (index, case) in cases {
+                let _ = done.send((index, Progress::Started));
+                let result = run_isolated(case, &options).await;
+                let _ = done.send((index, Progress::Finished(Box::new(result))));
+            }
+        })
+    };
+    drop(done_tx);
+    let mut normal_left = normal.len();
+    if normal_left == 0 {
+        tasks.extend(alone_runner.take().map(tokio::spawn));
+    }
+    // Abort whatever is still running if we return early; each task's proxy dies with it.
+    let mut guard = AbortOnDrop(tasks);
+
+    let mut finished: Vec<Option<CaseReport>> = vec![None; cases.len()];
+    let mut next = 0;
+    let mut reports = Vec::with_capacity(cases.len());
+    loop {
+        let event = match options.deadline {
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline.into(), done_rx.recv()).await {
+                    Ok(event) => event,
+                    Err(_) => break, // out of time: the rest is reported unfinished below
+                }
+            }
+            None => done_rx.recv().await,
+        };
+        let Some((index, event)) = event else { break };
+        match event {
+            Progress::Started => reporter.report(Event::CaseStarted(cases[index])),
+            Progress::Finished(result) => {
+                finished[index] = Some(match *result {
+                    Ok(report) => report,
+                    Err(e) if options.keep_going => start_failure(cases[index], e),
+                    Err(e) => return Err(e),
+                });
+                if !cases[index].alone {
+                    normal_left -= 1;
+                    if normal_left == 0 {
+                        guard.0.extend(alone_runner.take().map(tokio::spawn));
+                    }
+                }
+            }
+        }
+        while next < cases.len() {
+            let Some(report) = finished[next].take() else {
+                break;
+            };
+            reporter.report(Event::CaseFinished(&report));
+            reports.push(report);
+            next += 1;
+        }
+    }
+    // Only a deadline ends the loop early; stop what still runs before reporting it.
+    drop(guard);
+    for (index, slot) in finished.iter_mut().enumerate().skip(next) {
+        let report = slot
+            .take()
+            .unwrap_or_else(|| unfinished(cases[index], options));
+        reporter.report(Event::CaseFinished(&report));
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// The report of a case the deadline cut short.
+fn unfinished(case: &'static Case, options: &RunOptions) -> CaseReport {
+    CaseReport::failed(
+        case,
+        Failure::new(
+            "the case finishes within the run's time limit",
+            "the time limit was reached before the case finished (or started); it was stopped",
+        )
+        .hint(if options.jobs > 1 {
+            "a proxy that makes cases wait for their timeouts uses up the time limit"
+        } else {
+            "a proxy that makes cases wait for their timeouts uses up the time limit; more jobs may help"
+        }),
+    )
+}
+
+/// The report of a case whose proxy did not start (with `keep_going`).
+fn start_failure(case: &'static Case, error: StartError) -> CaseReport {
+    CaseReport::failed(
+        case,
+        Failure::new(
+            "a fresh proxy starts and listens for the case",
+            error.to_string(),
+        ),
+    )
+}
+
+impl CaseReport {
+    fn failed(case: &'static Case, failure: Failure) -> Self {
+        CaseReport {
+            case,
+            outcome: Outcome::Fail(failure),
+            duration: Duration::ZERO,
+            trace: Vec::new(),
+            proxy_output: String::new(),
+            flaky: None,
+            attempts: 1,
+        }
+    }
+}
+
+async fn run_shared<R: Reporter + ?Sized>(
+    cases: &[&'static Case],
+    options: &RunOptions,
+    reporter: &mut R,
+) -> Result<Vec<CaseReport>, StartError> {
+    let echo_tag = options.echo_proxy_output.then(|| "shared".to_string());
+    let (mut proxy, dest, dialing) = start(options, echo_tag).await?;
+    let mut reports = Vec::with_capacity(cases.len());
+    for &case in cases {
+        reporter.report(Event::CaseStarted(case));
+        let mut report = run_case(case, options, &mut proxy, &dest, dialing).await;
+        let mut first_failure = None;
+        while let Outcome::Fail(failure) = &report.outcome {
+            if report.attempts > options.retries {
+                break;
+            }
+            first_failure.get_or_insert_with(|| failure.clone());
+            let attempts = report.attempts + 1;
+            report = run_case(case, options, &mut proxy, &dest, dialing).await;
+            report.attempts = attempts;
+        }
+        report.flaky = matches!(report.outcome, Outcome::Pass)
+            .then_some(first_failure)
+            .flatten();
+        reporter.report(Event::CaseFinished(&report));
+        reports.push(report);
+    }
+    proxy.stop().await;
+    Ok(reports)
+}
+
+enum Progress {
+    Started,
+    Finished(Box<Result<CaseReport, StartError>>),
+}
+
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Starts a proxy forwarding to a fresh destination, and sees how it dials.
+pub async fn start(
+    options: &RunOptions,
+    echo_tag: Option<String>,
+) -> Result<(RunningProxy, Arc<Destination>, Dialing), StartError> {
+    let dest = Destination::bind().await.map_err(|e| StartError::Spawn {
+        command: "(destination server)".into(),
+        error: format!("cannot listen on loopback: {e}"),
+    })?;
+    let launch = Launch {
+        dest_port: dest.port(),
+        stall: options.stall,
+        startup_timeout: options.startup_timeout,
+        echo_output: echo_tag,
+        limits: options.limits,
+    };
+    let proxy = RunningProxy::start(&options.proxy, &launch).await?;
+    // The readiness probe was a real connection that sent nothing: take the destination side
+    // the proxy opened for it, so that the case's first accept is the case's own connection.
+    // A proxy that never opened one dials only once the client speaks.
+    let dialing = match tokio::time::timeout(PROBE_FORWARD_WAIT, dest.accept()).await {
+        Ok(Ok(forwarded)) => {
+            drop(forwarded);
+            Dialing::OnAccept
+        }
+        _ => Dialing::OnClientData,
+    };
+    Ok((proxy, Arc::new(dest), dialing))
+}
+
+/// Extra time a case may take beyond its own limits before tprox stops it regardless.
+fn backstop(stall: Duration) -> Duration {
+    Duration::from_secs(60) + stall * 3
+}
+
+async fn run_isolated(case: &'static Case, options: &RunOptions) -> Result<CaseReport, StartError> {
+    let echo_tag = options.echo_proxy_output.then(|| case.id.to_string());
+    let mut first_failure: Option<Failure> = None;
+    for attempt in 1.. {
+        let (mut proxy, dest, dialing) = start(options, echo_tag.clone()).await?;
+        let mut report = run_case(case, options, &mut proxy, &dest, dialing).await;
+        proxy.stop().await;
+        report.attempts = attempt;
+        match &report.outcome {
+            Outcome::Fail(failure) if attempt <= options.retries => {
+                first_failure.get_or_insert_with(|| failure.clone());
+            }
+            Outcome::Pass => {
+                report.flaky = first_failure;
+                return Ok(report);
+            }
+            _ => return Ok(report),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Runs one case body against a running proxy, with the survival checks around it.
+async fn run_case(
+    case: &'static Case,
+    options: &RunOptions,
+    proxy: &mut RunningProxy,
+    dest: &Arc<Destination>,
+    dialing: Dialing,
+) -> CaseReport {
+    let started = Instant::now();
+    let seed = case_seed(options.seed, case.id);
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
+    let cx = Ctx::new(
+        proxy.listen,
+        proxy.pgid(),
+        dest.clone(),
+        options.stall,
+        options.scale.clone(),
+        seed,
+        dialing,
+    );
+    let trace = cx.trace.clone();
+    if dialing == Dialing::OnClientData {
+        trace.event(format_args!(
+            "the proxy opened no connection to the destination within {} s for a client that sent nothing: this case lets the client speak first",
+            PROBE_FORWARD_WAIT.as_secs()
+        ));
+    }
+
+    let outcome = match survival_echo(proxy.listen, dest, &mut rng).await {
+        Err(problem) => Outcome::Fail(
+            Failure::new("before the case, the proxy forwards a plain echo", problem)
+                .hint(if options.shared {
+                    "an earlier case left the proxy broken (this run shares one proxy between cases)"
+                } else {
+                    "the proxy does not forward data at all"
+                }),
+        ),
+        Ok(()) => {
+            trace.event("survival echo before the case: ok");
+            let lateness = Lateness::watch();
+            let outcome = run_body(case, cx, options.stall).await;
+            let outcome = check_survival(outcome, proxy, dest, &mut rng, &trace).await;
+            note_lateness(outcome, lateness.worst(), &trace)
+        }
+    };
+    CaseReport {
+        case,
+        outcome,
+        duration: started.elapsed(),
+        trace: trace.lines(),
+        proxy_output: proxy.output_tail(),
+        flaky: None,
+        attempts: 1,
+    }
+}
+
+async fn run_body(case: &'static Case, cx: Ctx, stall: Duration) -> Outcome {
+    let body = tokio::spawn((case.body)(cx));
+    let abort = body.abort_handle();
+    match tokio::time::timeout(backstop(stall), body).await {
+        Ok(Ok(result)) => Outcome::from(result),
+        Ok(Err(e)) if e.is_panic() => Outcome::Fail(Failure::new(
+            "the case runs to its end",
+            format!("tprox itself failed in this case (a bug in tprox; please report it): {e}"),
+        )),
+        Ok(Err(e)) => Outcome::Fail(Failure::new("the case runs to its end", e.to_string())),
+        Err(_) => {
+            abort.abort();
+            Outcome::Fail(Failure::new(
+                "the case finishes",
+                format!(
+                    "it was still running after {} s and was stopped",
+                    backstop(stall).as_secs()
+                ),
+            ))
+        }
+    }
+}
+
+/// tprox's own timers running this late during a case mean the machine, not the proxy, may
+/// have decided a failure: the failure says so.
+const OVERLOADED: Duration = Duration::from_millis(500);
+
+/// Records how late tprox's own timers ran during the case, and marks a failure that came
+/// with an overloaded machine, so that a grader can tell the two apart.
+fn note_lateness(outcome: Outcome, worst: Duration, trace: &crate::harness::Trace) -> Outcome {
+    trace.event(format_args!(
+        "tprox's worst scheduling delay during the case: {:.1} ms",
+        worst.as_secs_f64() * 1000.0
+    ));
+    match outcome {
+        Outcome::Fail(mut failure) if worst >= OVERLOADED => {
+            failure.observed = format!(
+                "{} (note: tprox's own timers ran up to {:.1} s late during this case: the machine was overloaded, and this failure may be the machine's rather than the proxy's)",
+                failure.observed,
+                worst.as_secs_f64()
+            );
+            Outcome::Fail(failure)
+        }
+        outcome => outcome,
+    }
+}
+
+/// How long after a case body ends the survival check waits: closing the case's connections
+/// is itself a peer behaviour (writes into closed sockets), and a proxy that dies of it must be
+/// seen dying.
+const AFTERMATH: Duration = Duration::from_millis(250);
+
+/// After the body: the proxy must still be running and still serve a plain echo (R11).
+async fn check_survival(
+    outcome: Outcome,
+    proxy: &mut RunningProxy,
+    dest: &Destination,
+    rng: &mut fastrand::Rng,
+    trace: &crate::harness::Trace,
+) -> Outcome {
+    tokio::time::sleep(AFTERMATH).await;
+    let problem = match proxy.exit_status() {
+        Some(status) => Some(format!("the proxy exited during the case ({status})")),
+        None => match survival_echo(proxy.listen, dest, rng).await {
+            Ok(()) => {
+                trace.event("survival echo after the case: ok");
+                None
+            }
+            Err(problem) => Some(match proxy.exit_status() {
+                Some(status) => format!("the proxy exited during the case ({status})"),
+                None => {
+                    format!("after the case, the proxy no longer served a plain echo: {problem}")
+                }
+            }),
+        },
+    };
+    let Some(problem) = problem else {
+        return outcome;
+    };
+    trace.event(&problem);
+    match outcome {
+        Outcome::Fail(mut failure) => {
+            failure.observed = format!("{}; {problem}", failure.observed);
+            Outcome::Fail(failure)
+        }
+        _ => Outcome::Fail(
+            Failure::new("the proxy keeps running and accepting whatever its peers do (R11)", problem).hint(
+                "the proxy crashed or stopped accepting: common causes are SIGPIPE on writing to a closed socket \
+                 (ignore SIGPIPE or use MSG_NOSIGNAL), exiting on ECONNRESET, or an accept loop that ends on an error",
+            ),
+        ),
+    }
+}
+
+/// Each case gets its own seed, derived from the run's seed and its id, so that a case run
+/// alone with the same seed sees the same payloads.
+pub fn case_seed(seed: u64, id: &str) -> u64 {
+    // FNV-1a over the id, mixed with the seed.
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64 ^ seed;
+    for byte in id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_on_an_overloaded_machine_says_so_and_nothing_else_changes() {
+        let trace = crate::harness::Trace::default();
+        let failure = || Outcome::Fail(Failure::new("it echoes", "nothing came back"));
+        let observed = |outcome: Outcome| match outcome {
+            Outcome::Fail(failure) => failure.observed,
+            other => panic!("the verdict changed: {other:?}"),
+        };
+        let marked = observed(note_lateness(
+            failure(),
+            Duration::from_millis(1500),
+            &trace,
+        ));
+        assert!(
+            marked.starts_with("nothing came back (note: tprox's own timers ran up to 1.5 s late"),
+            "{marked}"
+        );
+        let unmarked = observed(note_lateness(failure(), Duration::from_millis(20), &trace));
+        assert_eq!(unmarked, "nothing came back");
+        assert!(matches!(
+            note_lateness(Outcome::Pass, Duration::from_secs(3), &trace),
+            Outcome::Pass
+        ));
+        assert_eq!(trace.lines().len(), 3, "each case's delay is in its trace");
+    }
+
+    #[test]
+    fn case_seeds_are_stable_and_differ_between_cases_and_runs() {
+        assert_eq!(case_seed(1, "echo/single"), case_seed(1, "echo/single"));
+        assert_ne!(case_seed(1, "echo/single"), case_seed(1, "echo/chain-2"));
+        assert_ne!(case_seed(1, "echo/single"), case_seed(2, "echo/single"));
+    }
+}

@@ -1,0 +1,122 @@
+//! What a finished run adds up to, and the text that explains one failure: shared by every
+//! reporter (the command line's, the libtest adaptor's, the report formats').
+
+use crate::outcome::Outcome;
+use crate::rules;
+use crate::runner::CaseReport;
+use crate::verdict::Verdict;
+
+/// Counts of a finished run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Cases that passed at the first attempt.
+    pub passed: usize,
+    /// Cases that failed (SHOULD cases only under `--strict`).
+    pub failed: usize,
+    /// Cases that could not run on this machine (they said why).
+    pub skipped: usize,
+    /// SHOULD cases that failed without `--strict`: reported, not counted as failures.
+    pub warnings: usize,
+    /// Cases that failed, then passed on a retry: reported as flaky, not as passed, and not
+    /// counted as failures.
+    pub flaky: usize,
+}
+
+impl Summary {
+    /// Counts each report under its [`Verdict`].
+    pub fn of(reports: &[CaseReport], strict: bool) -> Self {
+        let mut summary = Summary::default();
+        for report in reports {
+            let count = match Verdict::of(report, strict) {
+                Verdict::Pass => &mut summary.passed,
+                Verdict::Flaky => &mut summary.flaky,
+                Verdict::Skip => &mut summary.skipped,
+                Verdict::Warn => &mut summary.warnings,
+                Verdict::Fail => &mut summary.failed,
+            };
+            *count += 1;
+        }
+        summary
+    }
+
+    /// True when no case failed (warnings, flaky passes and skips do not fail a run).
+    pub fn is_success(&self) -> bool {
+        self.failed == 0
+    }
+
+    /// The closing line, exactly `N passed, M failed` (`, K skipped` and `, F flaky` when
+    /// any).
+    pub fn line(&self) -> String {
+        let mut line = format!("{} passed, {} failed", self.passed, self.failed);
+        if self.skipped > 0 {
+            line.push_str(&format!(", {} skipped", self.skipped));
+        }
+        if self.flaky > 0 {
+            line.push_str(&format!(", {} flaky", self.flaky));
+        }
+        line
+    }
+}
+
+/// The indented block shown under a failed case: which case, what it required, what was
+/// expected and observed, the usual cause, how to rerun it, and optionally the proxy's last
+/// words.
+pub fn failure_details(report: &CaseReport, rerun: Option<&str>, proxy_output: bool) -> String {
+    let Outcome::Fail(failure) = &report.outcome else {
+        return String::new();
+    };
+    let case = report.case;
+    let mut text = String::new();
+    let mut field = |name: &str, value: &str| {
+        text.push_str(&format!("    {name:<12}{value}\n"));
+    };
+    field(
+        "case",
+        &format!("{} ({}, {})", case.id, rules::list(case.rules), case.level),
+    );
+    field("requirement", case.requirement);
+    field("expected", &failure.expected);
+    field("observed", &failure.observed);
+    if let Some(hint) = &failure.hint {
+        field("usual cause", hint);
+    }
+    if let Some(rerun) = rerun {
+        field("rerun", rerun);
+    }
+    if proxy_output && !report.proxy_output.trim().is_empty() {
+        text.push_str("    proxy output (last lines):\n");
+        let lines: Vec<&str> = report.proxy_output.lines().collect();
+        for line in &lines[lines.len().saturating_sub(5)..] {
+            text.push_str(&format!("      | {line}\n"));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closing_line_is_exactly_the_original_form() {
+        let summary = Summary {
+            passed: 9,
+            failed: 1,
+            ..Summary::default()
+        };
+        assert_eq!(summary.line(), "9 passed, 1 failed");
+        let summary = Summary {
+            passed: 7,
+            skipped: 2,
+            warnings: 1,
+            ..Summary::default()
+        };
+        assert_eq!(summary.line(), "7 passed, 0 failed, 2 skipped");
+        let summary = Summary {
+            passed: 5,
+            flaky: 1,
+            ..Summary::default()
+        };
+        assert_eq!(summary.line(), "5 passed, 0 failed, 1 flaky");
+    }
+}
