@@ -22,6 +22,7 @@ mod html;
 pub mod matrix;
 mod peer;
 mod profiles;
+mod progress;
 mod report;
 
 pub use error::exit;

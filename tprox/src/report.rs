@@ -1,10 +1,10 @@
 //! The command line's reporter: the original tester's output, one line per case and the details
 //! under each failure, with a live status line where a person watches.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::event::{Event, Reporter};
 use crate::outcome::Outcome;
@@ -28,16 +28,12 @@ pub struct HumanReporter<W: Write> {
 impl<W: Write> HumanReporter<W> {
     pub fn new(out: W, verbose: bool, strict: bool, total: usize) -> Self {
         // A live status line only where a person watches; logs get plain lines.
-        let progress = (!verbose && std::io::stderr().is_terminal()).then(|| {
-            let bar =
-                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed} {wide_msg}")
-                    .expect("the template is valid"),
-            );
+        let progress =
+            crate::progress::bar(total as u64, "{spinner} [{pos}/{len}] {elapsed} {wide_msg}")
+                .filter(|_| !verbose);
+        if let Some(bar) = &progress {
             bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
+        }
         HumanReporter {
             out,
             verbose,

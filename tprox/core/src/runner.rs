@@ -19,6 +19,19 @@ use crate::harness::{survival_echo, Ctx, Destination, Dialing, Scale};
 use crate::outcome::{Failure, Outcome};
 use crate::proxy::{Launch, Limits, ProxyCommand, RunningProxy, StartError};
 
+/// The defaults of a run, named once: the command line's, the suite's and the grading file's
+/// defaults are these.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// The stall timeout a proxy is expected to use when nobody says otherwise (R7).
+    pub const STALL: Duration = Duration::from_secs(10);
+    /// How long a proxy may take to start listening.
+    pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Cases run at once.
+    pub const JOBS: usize = 16;
+}
+
 /// Everything a run needs besides the cases.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -59,8 +72,8 @@ impl RunOptions {
         RunOptions {
             proxy,
             stall,
-            startup_timeout: Duration::from_secs(10),
-            jobs: 16,
+            startup_timeout: defaults::STARTUP_TIMEOUT,
+            jobs: defaults::JOBS,
             seed: 0,
             scale: Scale::default(),
             echo_proxy_output: false,

@@ -341,11 +341,9 @@ pub fn main(mut options: BenchOptions) -> error::Result {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     );
     let targets = options.profiles.len() + 1 + usize::from(options.command.is_some());
-    let bar = indicatif::ProgressBar::new((targets * options.rounds) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let steps = (targets * options.rounds) as u64;
+    let bar = crate::progress::bar(steps, "{bar:30} {pos}/{len} {msg} [{elapsed}]")
+        .unwrap_or_else(indicatif::ProgressBar::hidden);
     let figures = run(&options, scratch.path(), &|step| {
         bar.set_message(step.to_string());
         bar.inc(1);

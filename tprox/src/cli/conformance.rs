@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::formats::{self, RunInfo};
-use crate::harness::{Dialing, Scale};
+use crate::harness::Dialing;
 use crate::proxy::ProxyCommand;
 use crate::report::HumanReporter;
 use crate::runner::{self, RunOptions};
@@ -188,7 +188,7 @@ fn rerun_template(cli: &Cli, seed: u64) -> String {
         "--seed".into(),
         seed.to_string(),
     ];
-    if cli.stall_timeout != 10.0 {
+    if cli.stall_timeout != defaults::STALL.as_secs_f64() {
         parts.extend(["--stall-timeout".into(), cli.stall_timeout.to_string()]);
     }
     if cli.connections != 200 {

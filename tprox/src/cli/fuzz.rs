@@ -60,11 +60,11 @@ pub(super) struct FuzzArgs {
     instance: String,
 
     /// The stall timeout the proxy uses, in seconds; also passed as {stall_timeout}.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds, allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", default_value_t = defaults::STALL.as_secs_f64(), value_parser = positive_seconds, allow_negative_numbers = true)]
     stall_timeout: f64,
 
     /// How long the proxy may take to start listening, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds, allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", default_value_t = defaults::STARTUP_TIMEOUT.as_secs_f64(), value_parser = positive_seconds, allow_negative_numbers = true)]
     startup_timeout: f64,
 
     /// Play the scenario saved in FILE (by an earlier failure) instead of generating any.
@@ -106,7 +106,7 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
         "tprox fuzz --replay".to_string(),
         shell_quote(&args.save.to_string_lossy()),
     ];
-    if args.stall_timeout != 10.0 {
+    if args.stall_timeout != defaults::STALL.as_secs_f64() {
         replay_line.push(format!("--stall-timeout {}", args.stall_timeout));
     }
     if args.reference {
@@ -171,11 +171,11 @@ fn fuzz_generate(
         args.stall_timeout,
         if options.instance == fuzz::Instance::Shared { "one" } else { "a fresh" }
     );
-    let bar = indicatif::ProgressBar::new(u64::from(args.cases));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} scenarios {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = crate::progress::bar(
+        u64::from(args.cases),
+        "{bar:40} {pos}/{len} scenarios {msg}",
+    )
+    .unwrap_or_else(indicatif::ProgressBar::hidden);
     let mut failed_at = None;
     let outcome = fuzz::fuzz(&options, |played, failed| {
         if failed && failed_at.is_none() {

@@ -1,10 +1,9 @@
 //! `tprox matrix`: the catalogue against every known proxy (the work is in [`crate::matrix`]).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::*;
 use crate::matrix::{self, Matrix, MatrixOptions, ProxyColumn, Verdict};
@@ -178,17 +177,10 @@ impl matrix::Progress for Lines {
             self.proxies,
             profile.name
         );
-        self.bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(
-                Some(self.cases as u64),
-                ProgressDrawTarget::stderr(),
-            );
-            bar.set_style(
-                ProgressStyle::with_template("      {bar:30} {pos}/{len} cases {wide_msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        });
+        self.bar = crate::progress::bar(
+            self.cases as u64,
+            "      {bar:30} {pos}/{len} cases {wide_msg}",
+        );
     }
 
     fn case_finished(&mut self, report: &CaseReport) {

@@ -16,7 +16,9 @@ use clap::Parser;
 
 use crate::error::{self, exit_status, Conclusion, Error};
 use crate::formats::Format;
+use crate::harness::Scale;
 use crate::proxy;
+use crate::runner::defaults;
 
 use bench::BenchArgs;
 use fuzz::FuzzArgs;
@@ -108,15 +110,15 @@ struct Cli {
     skip: Vec<String>,
 
     /// The stall timeout the proxy uses, in seconds (what the timeout cases expect).
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds, allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", default_value_t = defaults::STALL.as_secs_f64(), value_parser = positive_seconds, allow_negative_numbers = true)]
     stall_timeout: f64,
 
     /// How many cases run at once. Cases mostly wait, so this may exceed the cores.
-    #[arg(long, short = 'j', value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, short = 'j', value_name = "N", default_value_t = defaults::JOBS as u16, value_parser = clap::value_parser!(u16).range(1..))]
     jobs: u16,
 
     /// How long the proxy may take to start listening, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds, allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECS", default_value_t = defaults::STARTUP_TIMEOUT.as_secs_f64(), value_parser = positive_seconds, allow_negative_numbers = true)]
     startup_timeout: f64,
 
     /// Run every case against one proxy instance, in sequence, like the original tester: state
@@ -130,11 +132,11 @@ struct Cli {
 
     /// Connections open at once in concurrency/many. Each needs two descriptors in tprox and
     /// two in the proxy: mind the open-file limit (ulimit -n).
-    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=20000))]
+    #[arg(long, value_name = "N", default_value_t = Scale::default().connections as u32, value_parser = clap::value_parser!(u32).range(1..=20000))]
     connections: u32,
 
     /// Size of the bulk transfer through the chain of connections, in KiB (the original: 2048).
-    #[arg(long, value_name = "KIB", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1048576))]
+    #[arg(long, value_name = "KIB", default_value_t = (Scale::default().bulk_bytes / 1024) as u32, value_parser = clap::value_parser!(u32).range(1..=1048576))]
     bulk_kib: u32,
 
     /// Format of the report on stdout: human, json, junit or tap.

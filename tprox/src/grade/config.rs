@@ -45,6 +45,7 @@ use super::export::{Export, Visibility};
 use super::sandbox::{self, Mode};
 use crate::case::Case;
 use crate::proxy::Limits;
+use crate::runner::defaults;
 use crate::select::Pattern;
 
 /// A parsed and checked grading file.
@@ -117,10 +118,8 @@ impl Grading {
                 }),
                 None => None,
             };
-        let seconds = |value: Option<Seconds>, key: &str, default: u64| {
-            value
-                .map_or(Ok(Duration::from_secs(default)), |d| d.get(key))
-                .map_err(problem)
+        let seconds = |value: Option<Seconds>, key: &str, default: Duration| {
+            value.map_or(Ok(default), |d| d.get(key)).map_err(problem)
         };
         let cases = points(&file.points, catalogue).map_err(problem)?;
         let limits = file.limits.unwrap_or_default();
@@ -130,9 +129,21 @@ impl Grading {
             digest: digest(text),
             build,
             start,
-            stall: seconds(file.run.stall_timeout, "[run] stall_timeout", 10)?,
-            startup_timeout: seconds(file.run.startup_timeout, "[run] startup_timeout", 10)?,
-            time_limit: seconds(file.run.time_limit, "[run] time_limit", 300)?,
+            stall: seconds(
+                file.run.stall_timeout,
+                "[run] stall_timeout",
+                defaults::STALL,
+            )?,
+            startup_timeout: seconds(
+                file.run.startup_timeout,
+                "[run] startup_timeout",
+                defaults::STARTUP_TIMEOUT,
+            )?,
+            time_limit: seconds(
+                file.run.time_limit,
+                "[run] time_limit",
+                Duration::from_secs(300),
+            )?,
             jobs: file.run.jobs.unwrap_or(8).max(1),
             seed: file.run.seed.unwrap_or(1),
             retries: file.run.retries.unwrap_or(0),

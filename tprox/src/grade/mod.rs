@@ -18,12 +18,11 @@ pub mod sandbox;
 pub mod submission;
 
 use crate::verdict::Verdict;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use tokio::sync::Semaphore;
 
 use crate::event::{Event, Reporter};
@@ -432,16 +431,10 @@ struct Progress {
 
 impl Progress {
     fn new(total: usize) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar =
-                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} graded · {wide_msg}")
-                    .expect("a valid template"),
-            );
+        let bar = crate::progress::bar(total as u64, "{bar:30} {pos}/{len} graded · {wide_msg}");
+        if let Some(bar) = &bar {
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
-            bar
-        });
+        }
         Progress {
             bar,
             running: Arc::default(),

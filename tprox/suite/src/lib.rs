@@ -59,7 +59,7 @@ impl Suite {
         Suite {
             options: RunOptions {
                 seed: 0x7072_6f78,
-                ..RunOptions::new(proxy, Duration::from_secs(10))
+                ..RunOptions::new(proxy, runner::defaults::STALL)
             },
             only: Vec::new(),
             skip: Vec::new(),
