@@ -488,41 +488,115 @@ enum Judgement {
 }
 
 fn verdict(n: u8, conn: &Connection) -> Judgement {
+    let mut findings = Findings::default();
+    for sender in [Side::Client, Side::Server] {
+        if let Err(violation) = judge_direction(n, conn, sender, &mut findings) {
+            return Judgement::Broken(violation);
+        }
+    }
+    match findings {
+        Findings {
+            waiting: Some(violation),
+            ..
+        } => Judgement::Waiting(violation),
+        Findings {
+            aborted: Some(violation),
+            ..
+        } => Judgement::Broken(violation),
+        _ => Judgement::Done,
+    }
+}
+
+/// What the directions of a connection showed that is not wrong for good yet.
+#[derive(Default)]
+struct Findings {
+    /// The first thing still missing: wrong if it stays so.
+    waiting: Option<Violation>,
+    /// An abort seen on one side is often the consequence of what went wrong on the other
+    /// (a proxy that lost data on one direction and then reset the pair): judged last.
+    aborted: Option<Violation>,
+}
+
+/// Judges the direction from `sender` to the other side; `Err` when it is wrong already.
+fn judge_direction(
+    n: u8,
+    conn: &Connection,
+    sender: Side,
+    findings: &mut Findings,
+) -> Result<(), Violation> {
+    let receiver = sender.other();
+    let (s, r) = (sender.name(), receiver.name());
     let violation = |rule: Rule, expected: String, observed: String| Violation {
         rule,
         conn: n,
         expected,
         observed,
     };
-    let mut waiting = None;
-    // An abort seen on one side is often the consequence of what went wrong on the other
-    // (a proxy that lost data on one direction and then reset the pair): judged last.
-    let mut aborted = None;
-    for sender in [Side::Client, Side::Server] {
-        let receiver = sender.other();
-        let (s, r) = (sender.name(), receiver.name());
-        let sent = conn
-            .peer(sender)
-            .sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let writing = conn.peer(sender).pending.load(Ordering::SeqCst) > 0;
-        let received = conn
-            .peer(receiver)
-            .received
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let got = &received.bytes;
-        // R1 holds whatever else happens: what arrived is what was sent, so far.
-        let common = got.len().min(sent.len());
-        // One memcmp first: the streams run to megabytes and this is looked at every few ms.
-        let differs = got[..common] != sent[..common];
-        if let Some(offset) = differs
-            .then(|| got.iter().zip(sent.iter()).position(|(a, b)| a != b))
-            .flatten()
-        {
-            return Judgement::Broken(violation(
-                Rule::R1,
+    let sent = conn
+        .peer(sender)
+        .sent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let writing = conn.peer(sender).pending.load(Ordering::SeqCst) > 0;
+    let received = conn
+        .peer(receiver)
+        .received
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let got = &received.bytes;
+    check_bytes(&sent, got, s, r)
+        .map_err(|(expected, observed)| violation(Rule::R1, expected, observed))?;
+    match conn.reset_by {
+        Some(resetter) if resetter == sender => {
+            // R6: the reset closes the other side; its data may be cut short. A side that
+            // shut down before resetting is one the proxy no longer reads, so it learns of
+            // the reset only when it next writes there: nothing to require then.
+            if received.end.is_none() && !conn.shut[index(sender)] {
+                findings.waiting.get_or_insert_with(|| {
+                    violation(
+                        Rule::R6,
+                        format!("after the {s} resets, the proxy closes the {r}'s connection within {} s", FUZZ_PROMPT.as_secs()),
+                        format!("the {r}'s connection stayed open"),
+                    )
+                });
+            }
+            Ok(())
+        }
+        Some(_) => Ok(()),
+        // Judged once the sender's writer is done (or the deadline passes).
+        None if writing => {
+            findings.waiting.get_or_insert_with(|| {
+                violation(
+                    Rule::R3,
+                    format!("the {s}'s writes complete once the {r} reads"),
+                    format!("the {s} could not write all its data within {} s; the {r} received {} byte(s)", FUZZ_PROMPT.as_secs(), got.len()),
+                )
+            });
+            Ok(())
+        }
+        None => {
+            let shut = (conn.shut[index(sender)], conn.shut[index(receiver)]);
+            judge_end(
+                received.end.as_ref(),
+                shut,
+                sent.len(),
+                got.len(),
+                (s, r),
+                findings,
+                violation,
+            )
+        }
+    }
+}
+
+/// R1 whatever else happens: what arrived is what was sent, so far, and nothing more.
+/// `Err` holds what was expected and what was observed.
+fn check_bytes(sent: &[u8], got: &[u8], s: &str, r: &str) -> Result<(), (String, String)> {
+    let common = got.len().min(sent.len());
+    // One memcmp first: the streams run to megabytes and this is looked at every few ms.
+    if got[..common] != sent[..common] {
+        if let Some(offset) = got.iter().zip(sent.iter()).position(|(a, b)| a != b) {
+            return Err((
                 format!("the {r} receives the {s}'s bytes unchanged"),
                 format!(
                     "byte {offset} differs: the {s} sent 0x{:02x}, the {r} received 0x{:02x}",
@@ -530,106 +604,89 @@ fn verdict(n: u8, conn: &Connection) -> Judgement {
                 ),
             ));
         }
-        if got.len() > sent.len() {
-            return Judgement::Broken(violation(
-                Rule::R1,
+    }
+    if got.len() > sent.len() {
+        return Err((
+            format!(
+                "the {r} receives the {} byte(s) the {s} sent, and nothing more",
+                sent.len()
+            ),
+            format!("the {r} received {} byte(s)", got.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// How a direction that nobody reset ends: `shut` is whether (the sender, the receiver) shut
+/// down; `sent` and `got` count its bytes.
+fn judge_end(
+    end: Option<&SideEnd>,
+    shut: (bool, bool),
+    sent: usize,
+    got: usize,
+    (s, r): (&str, &str),
+    findings: &mut Findings,
+    violation: impl Fn(Rule, String, String) -> Violation,
+) -> Result<(), Violation> {
+    let complete = got == sent;
+    match (end, shut.0) {
+        (Some(SideEnd::Eof), true) if complete => {}
+        (Some(SideEnd::Eof), true) => {
+            return Err(violation(
+                Rule::R5,
                 format!(
-                    "the {r} receives the {} byte(s) the {s} sent, and nothing more",
-                    sent.len()
-                ),
-                format!("the {r} received {} byte(s)", got.len()),
-            ));
+                "the {r} receives all {sent} byte(s) the {s} wrote before shutting down, then EOF"
+            ),
+                format!("EOF after {got} byte(s)"),
+            ))
         }
-        let end = received.end.clone();
-        match conn.reset_by {
-            Some(resetter) if resetter == sender => {
-                // R6: the reset closes the other side; its data may be cut short. A side that
-                // shut down before resetting is one the proxy no longer reads, so it learns of
-                // the reset only when it next writes there: nothing to require then.
-                if end.is_none() && !conn.shut[index(sender)] {
-                    waiting.get_or_insert_with(|| {
-                        violation(
-                            Rule::R6,
-                            format!("after the {s} resets, the proxy closes the {r}'s connection within {} s", FUZZ_PROMPT.as_secs()),
-                            format!("the {r}'s connection stayed open"),
-                        )
-                    });
-                }
-            }
-            Some(_) => {}
-            // Judged once the sender's writer is done (or the deadline passes).
-            None if writing => {
-                waiting.get_or_insert_with(|| {
-                    violation(
-                        Rule::R3,
-                        format!("the {s}'s writes complete once the {r} reads"),
-                        format!("the {s} could not write all its data within {} s; the {r} received {} byte(s)", FUZZ_PROMPT.as_secs(), got.len()),
-                    )
-                });
-            }
-            None => {
-                let shut = conn.shut[index(sender)];
-                let complete = got.len() == sent.len();
-                match (&end, shut) {
-                    (Some(SideEnd::Eof), true) if complete => {}
-                    (Some(SideEnd::Eof), true) => {
-                        return Judgement::Broken(violation(
-                            Rule::R5,
-                            format!("the {r} receives all {} byte(s) the {s} wrote before shutting down, then EOF", sent.len()),
-                            format!("EOF after {} byte(s)", got.len()),
-                        ))
-                    }
-                    (Some(SideEnd::Eof), false) => {
-                        return Judgement::Broken(violation(
-                            if conn.shut[index(receiver)] { Rule::R5 } else { Rule::R6 },
-                            format!("the {s} → {r} direction stays open: the {s} never shut it down"),
-                            format!("the {r} read EOF after {} of {} byte(s)", got.len(), sent.len()),
-                        ))
-                    }
-                    (Some(SideEnd::Error(e)), _) => {
-                        let observed = format!("the {r}'s read failed after {} of {} byte(s): {e}", got.len(), sent.len());
-                        if shut && !complete {
-                            // Data written before a shutdown was lost to the abort: the
-                            // more telling account of the two directions.
-                            aborted = Some(violation(
-                                Rule::R5,
-                                format!("the {r} receives all {} byte(s) the {s} wrote before shutting down, then EOF", sent.len()),
-                                observed,
-                            ));
-                        } else {
-                            aborted.get_or_insert(violation(
-                                Rule::R6,
-                                format!("the {r}'s connection is not aborted: nobody reset it"),
-                                observed,
-                            ));
-                        }
-                    }
-                    (None, true) => {
-                        waiting.get_or_insert_with(|| {
-                            violation(
-                                Rule::R5,
-                                format!("the {r} receives all {} byte(s) the {s} wrote, then EOF (the {s} shut down)", sent.len()),
-                                format!("the {r} received {} byte(s) and no EOF within {} s", got.len(), FUZZ_PROMPT.as_secs()),
-                            )
-                        });
-                    }
-                    (None, false) if !complete => {
-                        waiting.get_or_insert_with(|| {
-                            violation(
-                                Rule::R1,
-                                format!("the {r} receives all {} byte(s) the {s} wrote", sent.len()),
-                                format!("the {r} received {} byte(s) within {} s", got.len(), FUZZ_PROMPT.as_secs()),
-                            )
-                        });
-                    }
-                    (None, false) => {}
-                }
+        (Some(SideEnd::Eof), false) => {
+            return Err(violation(
+                if shut.1 { Rule::R5 } else { Rule::R6 },
+                format!("the {s} → {r} direction stays open: the {s} never shut it down"),
+                format!("the {r} read EOF after {got} of {sent} byte(s)"),
+            ))
+        }
+        (Some(SideEnd::Error(e)), shut) => {
+            let observed = format!("the {r}'s read failed after {got} of {sent} byte(s): {e}");
+            if shut && !complete {
+                // Data written before a shutdown was lost to the abort: the more telling
+                // account of the two directions.
+                findings.aborted = Some(violation(
+                    Rule::R5,
+                    format!("the {r} receives all {sent} byte(s) the {s} wrote before shutting down, then EOF"),
+                    observed,
+                ));
+            } else {
+                findings.aborted.get_or_insert(violation(
+                    Rule::R6,
+                    format!("the {r}'s connection is not aborted: nobody reset it"),
+                    observed,
+                ));
             }
         }
+        (None, true) => {
+            findings.waiting.get_or_insert_with(|| {
+                violation(
+                    Rule::R5,
+                    format!("the {r} receives all {sent} byte(s) the {s} wrote, then EOF (the {s} shut down)"),
+                    format!("the {r} received {got} byte(s) and no EOF within {} s", FUZZ_PROMPT.as_secs()),
+                )
+            });
+        }
+        (None, false) if !complete => {
+            findings.waiting.get_or_insert_with(|| {
+                violation(
+                    Rule::R1,
+                    format!("the {r} receives all {sent} byte(s) the {s} wrote"),
+                    format!(
+                        "the {r} received {got} byte(s) within {} s",
+                        FUZZ_PROMPT.as_secs()
+                    ),
+                )
+            });
+        }
+        (None, false) => {}
     }
-    match (waiting, aborted) {
-        (Some(violation), _) => Judgement::Waiting(violation),
-        (None, Some(violation)) => Judgement::Broken(violation),
-        (None, None) => Judgement::Done,
-    }
+    Ok(())
 }

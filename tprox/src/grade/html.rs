@@ -2,7 +2,7 @@
 //! coloured by outcome, each failure expandable to its diagnostic, rows sortable by total or
 //! name. No external file, script or font: the page is mailed, archived and opened offline.
 
-use super::gradebook::{number, Gradebook, Status};
+use super::gradebook::{number, CaseResult, Gradebook, GradedCase, Status, Submission};
 use crate::html::escape;
 use crate::verdict::Verdict;
 
@@ -48,12 +48,31 @@ document.querySelectorAll('th[data-sort]').forEach(function (th) {
 });
 "#;
 
+/// The gradebook's page: the run's facts, the histogram, one row per submission, the class's
+/// pass rate per case.
 pub fn render(book: &Gradebook) -> String {
     let mut page = String::new();
     page.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     page.push_str("<title>tprox gradebook</title>\n<style>");
     page.push_str(STYLE);
     page.push_str("</style>\n</head>\n<body>\n<h1>tprox gradebook</h1>\n");
+    page.push_str(&facts(book));
+    page.push_str(&histogram(book));
+    page.push_str(&table_head(book));
+    for s in &book.submissions {
+        page.push_str(&row(book, s));
+    }
+    page.push_str("</tbody>\n");
+    page.push_str(&pass_rates(book));
+    page.push_str("</table>\n<script>");
+    page.push_str(SCRIPT);
+    page.push_str("</script>\n</body>\n</html>\n");
+    page
+}
+
+/// The lines above the table: the class's mean, the run's settings, the sandbox, the legend.
+fn facts(book: &Gradebook) -> String {
+    let mut page = String::new();
     let graded = book.submissions.len();
     let mean = if graded == 0 {
         0.0
@@ -85,7 +104,12 @@ pub fn render(book: &Gradebook) -> String {
          Green: passed · yellow: flaky (passed on a retry) · red: failed · grey: skipped or \
          not run.</p>\n",
     );
-    page.push_str(&histogram(book));
+    page
+}
+
+/// The table's opening and its header row: one column per case, with its points.
+fn table_head(book: &Gradebook) -> String {
+    let mut page = String::new();
     page.push_str("<table>\n<thead><tr><th data-sort=\"name\">Submission</th><th>Status</th>");
     page.push_str(&format!(
         "<th data-sort=\"total\">Total<br>/ {}</th>",
@@ -100,104 +124,115 @@ pub fn render(book: &Gradebook) -> String {
         ));
     }
     page.push_str("</tr></thead>\n<tbody>\n");
-    for s in &book.submissions {
-        // Logs sit next to the page: logs/NAME/ (build.log, report.json: every case's trace and
-        // the proxy's output).
-        let logs = format!("logs/{}/", percent_path(&s.name));
-        let report = if s.status == Status::Graded {
-            format!(" <a href=\"{logs}report.json\">report</a>")
-        } else {
-            String::new()
-        };
-        page.push_str(&format!(
-            "<tr data-name=\"{}\" data-total=\"{}\"><td class=\"name\" title=\"{}\">{}<a href=\"{logs}\">logs</a>{report}</td>",
-            escape(&s.name),
-            s.total,
-            escape(&s.path),
-            escape(&s.name)
-        ));
-        let status = match (&s.error, &s.build) {
-            (Some(error), build) => format!(
-                "<td class=\"status status-bad\"><details><summary>{}</summary><pre>{}{}</pre></details></td>",
-                s.status.label(),
-                escape(error),
-                build
-                    .as_ref()
-                    .map(|b| format!("\n\nfull build output: {}", escape(&b.log)))
-                    .unwrap_or_default()
-            ),
-            (None, _) if s.run_totals.is_empty() => format!(
-                "<td class=\"status\">{} in {:.0} s</td>",
+    page
+}
+
+/// One submission's row: its name and links, its status, its total, a cell per case.
+fn row(book: &Gradebook, s: &Submission) -> String {
+    let mut page = String::new();
+    // Logs sit next to the page: logs/NAME/ (build.log, report.json: every case's trace and
+    // the proxy's output).
+    let logs = format!("logs/{}/", percent_path(&s.name));
+    let report = if s.status == Status::Graded {
+        format!(" <a href=\"{logs}report.json\">report</a>")
+    } else {
+        String::new()
+    };
+    page.push_str(&format!(
+        "<tr data-name=\"{}\" data-total=\"{}\"><td class=\"name\" title=\"{}\">{}<a href=\"{logs}\">logs</a>{report}</td>",
+        escape(&s.name),
+        s.total,
+        escape(&s.path),
+        escape(&s.name)
+    ));
+    page.push_str(&status_cell(s));
+    page.push_str(&format!("<td class=\"total\">{}</td>", number(s.total)));
+    for (result, case) in s.results.iter().zip(&book.cases) {
+        page.push_str(&result_cell(s, result, case));
+    }
+    page.push_str("</tr>\n");
+    page
+}
+
+/// A submission's status: its error with the build's output, or how long it took and, with
+/// `--repeat`, whether its totals agreed; the limits it ran into under it.
+fn status_cell(s: &Submission) -> String {
+    let status = match (&s.error, &s.build) {
+        (Some(error), build) => format!(
+            "<td class=\"status status-bad\"><details><summary>{}</summary><pre>{}{}</pre></details></td>",
+            s.status.label(),
+            escape(error),
+            build
+                .as_ref()
+                .map(|b| format!("\n\nfull build output: {}", escape(&b.log)))
+                .unwrap_or_default()
+        ),
+        (None, _) if s.run_totals.is_empty() => format!(
+            "<td class=\"status\">{} in {:.0} s</td>",
+            s.status.label(),
+            s.duration_s
+        ),
+        (None, _) => {
+            let totals: Vec<String> = s.run_totals.iter().map(|t| number(*t)).collect();
+            let verdict = match s.stable() {
+                true => format!("stable over {} runs", totals.len()),
+                false => format!(
+                    "<span class=\"unstable\">unstable</span>: totals {}",
+                    totals.join(", ")
+                ),
+            };
+            format!(
+                "<td class=\"status\">{} in {:.0} s<br>{verdict}</td>",
                 s.status.label(),
                 s.duration_s
-            ),
-            (None, _) => {
-                let totals: Vec<String> = s.run_totals.iter().map(|t| number(*t)).collect();
-                let verdict = match s.stable() {
-                    true => format!("stable over {} runs", totals.len()),
-                    false => format!(
-                        "<span class=\"unstable\">unstable</span>: totals {}",
-                        totals.join(", ")
-                    ),
-                };
-                format!(
-                    "<td class=\"status\">{} in {:.0} s<br>{verdict}</td>",
-                    s.status.label(),
-                    s.duration_s
-                )
-            }
-        };
-        // The limits it ran into, under its status.
-        let status = match s.limits.is_empty() {
-            true => status,
-            false => format!(
-                "{}<br><span class=\"limits\">limits reached: {}</span></td>",
-                status.strip_suffix("</td>").unwrap_or(&status),
-                escape(&s.limits.join("; "))
-            ),
-        };
-        page.push_str(&status);
-        page.push_str(&format!("<td class=\"total\">{}</td>", number(s.total)));
-        for (result, case) in s.results.iter().zip(&book.cases) {
-            let mut shown = format!("{}/{}", number(result.points), number(case.points));
-            let mut class = result.label().to_string();
-            if let Some(unstable) = &result.unstable {
-                shown.push_str(&format!(
-                    " <span class=\"unstable\" title=\"{}\">±</span>",
-                    escape(unstable)
-                ));
-                class.push_str(" unstable");
-            }
-            match &result.message {
-                Some(message) if s.status == Status::Graded => page.push_str(&format!(
-                    "<td class=\"{class}\" title=\"{}\"><details><summary>{shown}</summary><pre>{}{}</pre></details></td>",
-                    escape(&result.case),
-                    escape(message),
-                    result
-                        .unstable
-                        .as_ref()
-                        .map(|u| format!("\n\nnot the same verdict every time: {}", escape(u)))
-                        .unwrap_or_default()
-                )),
-                _ => page.push_str(&format!(
-                    "<td class=\"{class}\" title=\"{}: {}{}\">{shown}</td>",
-                    escape(&result.case),
-                    result.label(),
-                    result
-                        .unstable
-                        .as_ref()
-                        .map(|u| format!(" ({})", escape(u)))
-                        .unwrap_or_default()
-                )),
-            }
+            )
         }
-        page.push_str("</tr>\n");
+    };
+    // The limits it ran into, under its status.
+    match s.limits.is_empty() {
+        true => status,
+        false => format!(
+            "{}<br><span class=\"limits\">limits reached: {}</span></td>",
+            status.strip_suffix("</td>").unwrap_or(&status),
+            escape(&s.limits.join("; "))
+        ),
     }
-    page.push_str("</tbody>\n");
-    page.push_str(&pass_rates(book));
-    page.push_str("</table>\n<script>");
-    page.push_str(SCRIPT);
-    page.push_str("</script>\n</body>\n</html>\n");
+}
+
+/// One case's cell: points of points, coloured by verdict, the diagnostic behind a click.
+fn result_cell(s: &Submission, result: &CaseResult, case: &GradedCase) -> String {
+    let mut page = String::new();
+    let mut shown = format!("{}/{}", number(result.points), number(case.points));
+    let mut class = result.label().to_string();
+    if let Some(unstable) = &result.unstable {
+        shown.push_str(&format!(
+            " <span class=\"unstable\" title=\"{}\">±</span>",
+            escape(unstable)
+        ));
+        class.push_str(" unstable");
+    }
+    match &result.message {
+        Some(message) if s.status == Status::Graded => page.push_str(&format!(
+            "<td class=\"{class}\" title=\"{}\"><details><summary>{shown}</summary><pre>{}{}</pre></details></td>",
+            escape(&result.case),
+            escape(message),
+            result
+                .unstable
+                .as_ref()
+                .map(|u| format!("\n\nnot the same verdict every time: {}", escape(u)))
+                .unwrap_or_default()
+        )),
+        _ => page.push_str(&format!(
+            "<td class=\"{class}\" title=\"{}: {}{}\">{shown}</td>",
+            escape(&result.case),
+            result.label(),
+            result
+                .unstable
+                .as_ref()
+                .map(|u| format!(" ({})", escape(u)))
+                .unwrap_or_default()
+        )),
+    }
     page
 }
 

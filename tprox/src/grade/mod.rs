@@ -189,14 +189,7 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
     let mine = options.partition.take(options.submissions.clone());
     let progress = Progress::new(mine.len());
     let slots = Arc::new(Semaphore::new(options.jobs.max(1)));
-    // Absolute (submissions run in directories of their own, where a relative path would
-    // point elsewhere), and existing: the sandbox hides it from every submission.
-    let _ = std::fs::create_dir_all(&options.out);
-    let out = options
-        .out
-        .canonicalize()
-        .or_else(|_| std::path::absolute(&options.out))
-        .unwrap_or_else(|_| options.out.clone());
+    let out = absolute_out(&options.out);
     let places = Places {
         out: out.clone(),
         keep_scratch: options.keep_scratch,
@@ -204,6 +197,62 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
     };
     // The boxes' mount points go, also when grading is interrupted (the future dropped).
     let _boxes_cleared = ClearBoxes(out.join(".box"));
+    let boxes = boxes(options, out);
+    let repeat = options.repeat.max(1);
+    let mut tasks = Vec::new();
+    for submission in mine {
+        let (slots, grading, places, progress, boxes) = (
+            slots.clone(),
+            options.grading.clone(),
+            places.clone(),
+            progress.clone(),
+            boxes.clone(),
+        );
+        let place = options
+            .submissions
+            .iter()
+            .position(|s| *s == submission)
+            .unwrap_or(0);
+        tasks.push(tokio::spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            grade_submission(
+                &submission,
+                place,
+                &grading,
+                &places,
+                boxes.as_ref(),
+                repeat,
+                &progress,
+            )
+            .await
+        }));
+    }
+    let mut submissions = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(graded) => submissions.push(graded),
+            Err(e) => eprintln!("tprox grade: grading a submission failed inside tprox: {e}"),
+        }
+    }
+    progress.done();
+    // Only the submissions' own directories were under it; leave no empty husk.
+    let _ = std::fs::remove_dir(options.out.join("scratch"));
+    gradebook(options, started, submissions)
+}
+
+/// The output directory, absolute (submissions run in directories of their own, where a
+/// relative path would point elsewhere) and existing: the sandbox hides it from every
+/// submission.
+fn absolute_out(out: &Path) -> PathBuf {
+    let _ = std::fs::create_dir_all(out);
+    out.canonicalize()
+        .or_else(|_| std::path::absolute(out))
+        .unwrap_or_else(|_| out.to_path_buf())
+}
+
+/// What the sandbox needs to know to box each submission, when grading is sandboxed; warns
+/// about tools on PATH that the boxes will hide.
+fn boxes(options: &GradeOptions, out: PathBuf) -> Option<sandbox::Boxes> {
     let boxes = match &options.sandbox {
         sandbox::Decision::Sandboxed { .. } => Some(sandbox::Boxes {
             settings: options.grading.sandbox.clone(),
@@ -236,69 +285,61 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
             );
         }
     }
-    let repeat = options.repeat.max(1);
-    let mut tasks = Vec::new();
-    for submission in mine {
-        let (slots, grading, places, progress, boxes) = (
-            slots.clone(),
-            options.grading.clone(),
-            places.clone(),
-            progress.clone(),
-            boxes.clone(),
-        );
-        let place = options
-            .submissions
-            .iter()
-            .position(|s| *s == submission)
-            .unwrap_or(0);
-        tasks.push(tokio::spawn(async move {
-            let _slot = slots.acquire_owned().await.expect("never closed");
-            progress.started(&submission.name);
-            let mut counter = CaseCounter {
-                progress: progress.clone(),
-                name: submission.name.clone(),
-                done: 0,
-                total: grading.cases.len() * repeat as usize,
-            };
-            let mut runs = Vec::new();
-            for run in 0..repeat {
-                // Each run a different seed; the first run's logs where a single run puts them.
-                let mut grading = grading.clone();
-                grading.seed = grading.seed.wrapping_add(u64::from(run));
-                let places = match run {
-                    0 => places.clone(),
-                    _ => places.for_run(run + 1),
-                };
-                let job = submission::Run {
-                    submission: &submission,
-                    grading: &grading,
-                    places: &places,
-                    place,
-                };
-                runs.push(match &boxes {
-                    Some(boxes) => sandbox::grade_boxed(boxes, job, &mut || counter.tick()).await,
-                    None => submission::grade(job, &mut counter).await,
-                });
-            }
-            let graded = repeat::combine(runs);
-            // Whatever escaped its process group and outlived its parent dies now.
-            let _ = tokio::task::spawn_blocking(crate::proxy::sweep_orphans).await;
-            if !crate::proxy::stopping() {
-                progress.finished(&graded, grading.max_total());
-            }
-            graded
-        }));
+    boxes
+}
+
+/// Grades one submission `repeat` times (a fresh box each time) and joins the runs.
+async fn grade_submission(
+    submission: &SubmissionDir,
+    place: usize,
+    grading: &Grading,
+    places: &Places,
+    boxes: Option<&sandbox::Boxes>,
+    repeat: u32,
+    progress: &Progress,
+) -> Submission {
+    progress.started(&submission.name);
+    let mut counter = CaseCounter {
+        progress: progress.clone(),
+        name: submission.name.clone(),
+        done: 0,
+        total: grading.cases.len() * repeat as usize,
+    };
+    let mut runs = Vec::new();
+    for run in 0..repeat {
+        // Each run a different seed; the first run's logs where a single run puts them.
+        let mut grading = grading.clone();
+        grading.seed = grading.seed.wrapping_add(u64::from(run));
+        let places = match run {
+            0 => places.clone(),
+            _ => places.for_run(run + 1),
+        };
+        let job = submission::Run {
+            submission,
+            grading: &grading,
+            places: &places,
+            place,
+        };
+        runs.push(match boxes {
+            Some(boxes) => sandbox::grade_boxed(boxes, job, &mut || counter.tick()).await,
+            None => submission::grade(job, &mut counter).await,
+        });
     }
-    let mut submissions = Vec::new();
-    for task in tasks {
-        match task.await {
-            Ok(graded) => submissions.push(graded),
-            Err(e) => eprintln!("tprox grade: grading a submission failed inside tprox: {e}"),
-        }
+    let graded = repeat::combine(runs);
+    // Whatever escaped its process group and outlived its parent dies now.
+    let _ = tokio::task::spawn_blocking(crate::proxy::sweep_orphans).await;
+    if !crate::proxy::stopping() {
+        progress.finished(&graded, grading.max_total());
     }
-    progress.done();
-    // Only the submissions' own directories were under it; leave no empty husk.
-    let _ = std::fs::remove_dir(options.out.join("scratch"));
+    graded
+}
+
+/// The gradebook of a finished grading.
+fn gradebook(
+    options: &GradeOptions,
+    started: SystemTime,
+    submissions: Vec<Submission>,
+) -> Gradebook {
     let grading = &options.grading;
     Gradebook {
         format: gradebook::FORMAT.into(),
