@@ -238,7 +238,7 @@ where
                 Err(e) => {
                     eprintln!(
                         "tprox-relay: cannot listen on {}: {e}",
-                        mapping::host_port(&mapping.bind, mapping.local_port)
+                        crate::host_port(&mapping.bind, mapping.local_port)
                     );
                     return ExitCode::FAILURE;
                 }

@@ -7,7 +7,7 @@
 //!
 //! * [`relay`] moves bytes for one connection pair: a bounded buffer per direction (backpressure,
 //!   R4), half-close after flushing (R5), the stall timeout (R7), and abortive close on a reset or a
-//!   failed write (R6); [`splice`] does the same without copying, on Linux.
+//!   failed write (R6); [`relay::splice`] does the same without copying, on Linux.
 //! * [`server`] listens, accepts, dials the destination (directly or through [`via`]), keeps
 //!   serving whatever a single pair does (R2, R8, R11), and stops gracefully; [`sni`] picks the
 //!   destination of a TLS client by the server name it asks for.
@@ -20,9 +20,17 @@ pub mod mapping;
 pub mod relay;
 pub mod server;
 pub mod sni;
-pub mod splice;
 pub mod via;
 
 /// Bytes buffered per direction of a pair by the buffered copy. Together with the kernel's
 /// socket buffers this is all the proxy ever holds for one connection, whatever the peers do (R4).
 pub const BUFFER_SIZE: usize = 64 * 1024;
+
+/// `host:port`, with an IPv6 address in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::host_port;
 use crate::sni::Routes;
 use crate::via::HttpProxy;
 
@@ -99,15 +100,6 @@ impl fmt::Display for Mapping {
             write!(f, " via {via}")?;
         }
         Ok(())
-    }
-}
-
-/// `host:port`, with an IPv6 address in brackets.
-pub fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
     }
 }
 

@@ -4,7 +4,9 @@
 //! so a peer that stops reading eventually stops the proxy reading from the other peer, and the
 //! kernel's flow control does the rest (backpressure, R4). Two pumps exist: [`Transfer::Buffered`]
 //! moves bytes through a user-space buffer, [`Transfer::Splice`] moves them through a pipe with
-//! `splice(2)` and never copies them into the proxy (Linux only, see [`crate::splice`]).
+//! `splice(2)` and never copies them into the proxy (Linux only, see [`splice`]).
+
+pub mod splice;
 
 use std::fmt;
 use std::io;
@@ -25,7 +27,7 @@ use crate::BUFFER_SIZE;
 pub enum Transfer {
     /// `read` into a buffer of [`BUFFER_SIZE`] bytes, `write` out of it.
     Buffered,
-    /// `splice` through a pipe of [`crate::splice::PIPE_SIZE`] bytes (zero-copy) once a
+    /// `splice` through a pipe of [`self::splice::PIPE_SIZE`] bytes (zero-copy) once a
     /// direction carries bulk data; small messages go through a buffer.
     Splice,
 }
@@ -193,7 +195,7 @@ pub fn abort(client: &TcpStream, server: &TcpStream) {
 ///
 /// With `copy` set to [`Transfer::Splice`], a read that fills the whole [`BUFFER_SIZE`] buffer
 /// (bulk data, not a request or a reply) hands the direction over to
-/// [`crate::splice::pump`]: small messages never pay for making pipes, bulk never copies.
+/// [`self::splice::pump`]: small messages never pay for making pipes, bulk never copies.
 pub async fn pump(dir: Direction<'_>, copy: Transfer) -> Result<(), Ending> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
@@ -234,7 +236,7 @@ pub async fn pump(dir: Direction<'_>, copy: Transfer) -> Result<(), Ending> {
                 buf.reserve_exact(BUFFER_SIZE);
             } else if copy == Transfer::Splice {
                 drop(buf);
-                return crate::splice::pump(dir).await;
+                return self::splice::pump(dir).await;
             }
         }
     }

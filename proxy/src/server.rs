@@ -16,7 +16,8 @@ use tokio::time::{sleep, timeout, Duration};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::mapping::{host_port, Mapping};
+use crate::host_port;
+use crate::mapping::Mapping;
 use crate::relay::{self, Ending, Side, Traffic, Transfer};
 use crate::sni;
 use crate::via::TunnelError;

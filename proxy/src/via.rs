@@ -8,7 +8,7 @@ use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::mapping::host_port;
+use crate::host_port;
 
 /// An HTTP proxy given as `http://[USER:PASS@]HOST:PORT`.
 #[derive(Clone, PartialEq, Eq)]

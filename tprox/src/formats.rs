@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use crate::outcome::Outcome;
+use crate::report::CaseReport;
 use crate::rules;
-use crate::runner::CaseReport;
 use crate::summary::Summary;
 use crate::verdict::Verdict;
 
@@ -82,7 +82,7 @@ impl Format {
 }
 
 /// Renders a finished run in a machine format. (Human output is streamed by
-/// [`crate::report::HumanReporter`] instead.)
+/// [`crate::human::HumanReporter`] instead.)
 pub fn render(format: Format, info: &RunInfo, reports: &[CaseReport]) -> String {
     match format {
         Format::Json => {

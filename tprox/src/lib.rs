@@ -8,7 +8,7 @@
 
 // The engine's modules, under the names the command's modules have always used for them.
 use tprox_core::{
-    case, contract, event, harness, outcome, proxy, rules, runner, select, summary, verdict,
+    case, contract, event, harness, outcome, proxy, report, rules, runner, select, summary, verdict,
 };
 use tprox_core::{Case, CATALOGUE};
 
@@ -19,11 +19,11 @@ mod formats;
 pub mod fuzz;
 mod grade;
 mod html;
+mod human;
 pub mod matrix;
 mod peer;
 mod profiles;
 mod progress;
-mod report;
 
 pub use error::exit;
 

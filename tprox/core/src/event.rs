@@ -2,7 +2,7 @@
 //! output. Data flows one way: case → runner → event → reporter; a reporter never runs anything.
 
 use crate::case::Case;
-use crate::runner::CaseReport;
+use crate::report::CaseReport;
 
 /// Something that happened in a run.
 #[derive(Debug, Clone, Copy)]

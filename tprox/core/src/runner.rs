@@ -18,6 +18,7 @@ use crate::event::{Event, Reporter};
 use crate::harness::{survival_echo, Ctx, Destination, Dialing, Scale};
 use crate::outcome::{Failure, Outcome};
 use crate::proxy::{Launch, Limits, ProxyCommand, RunningProxy, StartError};
+use crate::report::CaseReport;
 
 /// The defaults of a run, named once: the command line's, the suite's and the grading file's
 /// defaults are these.
@@ -84,26 +85,6 @@ impl RunOptions {
             keep_going: false,
         }
     }
-}
-
-/// The result of one case.
-#[derive(Debug, Clone)]
-pub struct CaseReport {
-    /// The case.
-    pub case: &'static Case,
-    /// How it ended (after retries, the last attempt's outcome).
-    pub outcome: Outcome,
-    /// How long it took.
-    pub duration: Duration,
-    /// The case's own events, time-stamped.
-    pub trace: Vec<String>,
-    /// The last lines the case's proxy printed.
-    pub proxy_output: String,
-    /// Set when the case passed only on a retry: the first failure. Such a case is reported as
-    /// flaky, not as passed.
-    pub flaky: Option<Failure>,
-    /// Attempts made (1 unless retries were allowed and needed).
-    pub attempts: u32,
 }
 
 /// How long tprox waits for the connection the proxy forwards for its readiness probe. A proxy

@@ -2,8 +2,8 @@
 //! reporter (the command line's, the libtest adaptor's, the report formats').
 
 use crate::outcome::Outcome;
+use crate::report::CaseReport;
 use crate::rules;
-use crate::runner::CaseReport;
 use crate::verdict::Verdict;
 
 /// Counts of a finished run.

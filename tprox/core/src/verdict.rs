@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::case::Level;
 use crate::outcome::Outcome;
-use crate::runner::CaseReport;
+use crate::report::CaseReport;
 
 /// A case's verdict. Serialized as its lowercase name (`"pass"`, `"warn"` ...), the form the
 /// gradebook and the compatibility matrix have always written.

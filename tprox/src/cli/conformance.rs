@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::formats::{self, RunInfo};
 use crate::harness::Dialing;
+use crate::human::HumanReporter;
 use crate::proxy::ProxyCommand;
-use crate::report::HumanReporter;
 use crate::runner::{self, RunOptions};
 use crate::select::{self, Pattern};
 use crate::summary::Summary;
@@ -119,7 +119,7 @@ async fn run(
     cases: &[&'static crate::Case],
     options: &RunOptions,
     cli: &Cli,
-) -> error::Result<(Conclusion, Vec<runner::CaseReport>)> {
+) -> error::Result<(Conclusion, Vec<crate::report::CaseReport>)> {
     let rerun = rerun_template(cli, options.seed);
     let human = cli.format == Format::Human;
     if human {

@@ -8,7 +8,7 @@ use indicatif::ProgressBar;
 use super::*;
 use crate::matrix::{self, Matrix, MatrixOptions, ProxyColumn, Verdict};
 use crate::profiles::{self, Profile, PROFILES};
-use crate::runner::CaseReport;
+use crate::report::CaseReport;
 use crate::CATALOGUE;
 
 const MATRIX_EXAMPLES: &str = "\

@@ -25,7 +25,8 @@ use crate::formats::{self, Format, RunInfo};
 use crate::harness::Scale;
 use crate::outcome::Outcome;
 use crate::proxy::{self, ProxyCommand, Tail};
-use crate::runner::{self, CaseReport, RunOptions};
+use crate::report::CaseReport;
+use crate::runner::{self, RunOptions};
 use crate::verdict::Verdict;
 
 /// A submission directory and the name it is graded under (the directory's own name).

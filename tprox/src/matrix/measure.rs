@@ -8,8 +8,9 @@ use super::model::{CaseRow, Cell, Matrix, ProxyColumn, FORMAT, VERSION};
 use crate::case::Case;
 use crate::event::{Event, Reporter};
 use crate::profiles::{self, Profile};
+use crate::report::CaseReport;
 use crate::rules;
-use crate::runner::{self, CaseReport, RunOptions};
+use crate::runner::{self, RunOptions};
 
 /// What to measure.
 #[derive(Debug, Clone)]

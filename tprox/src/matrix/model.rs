@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::outcome::Outcome;
-use crate::runner::CaseReport;
+use crate::report::CaseReport;
 use crate::verdict::Verdict;
 
 /// The `format` field of `matrix.json`, so that a file from elsewhere is recognised as such.

@@ -8,7 +8,7 @@ use indicatif::ProgressBar;
 
 use crate::event::{Event, Reporter};
 use crate::outcome::Outcome;
-use crate::runner::CaseReport;
+use crate::report::CaseReport;
 use crate::summary::{failure_details, Summary};
 use crate::verdict::Verdict;
 
