@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     pub listen_port: Option<u16>,
     /// A mapping: listen on BIND:LOCAL (BIND defaults to 127.0.0.1; LOCAL 0 picks a free port)
-    /// and forward to HOST:PORT. IPv6 addresses in brackets; [::] listens dual-stack. Repeatable.
+    /// and forward to HOST:PORT. IPv6 addresses in brackets; `[::]` listens dual-stack. Repeatable.
     #[arg(short = 'p', long = "map", value_name = "[BIND:]LOCAL:HOST:PORT")]
     pub maps: Vec<String>,
     /// Read mappings from a TOML file (see below).

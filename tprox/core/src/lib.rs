@@ -5,7 +5,7 @@
 //! The pieces, in the order data flows through them (case → runner → event → reporter):
 //! * [`cases`]: the catalogue ([`CATALOGUE`]). Each [`Case`] is an id, a name, a requirement,
 //!   the [`Rule`]s it checks, a level, and a body written against [`harness::Ctx`] with the
-//!   helpers of [`net`]. The contract these make up is [`contract::markdown`], committed as
+//!   helpers of its `net` module. The contract these make up is [`contract::markdown`], committed as
 //!   `docs/contract.md`.
 //! * [`proxy`]: starting, watching and stopping the proxy under test.
 //! * [`runner`]: one fresh proxy and destination per case, cases in parallel; each case's
@@ -18,13 +18,13 @@
 
 pub mod case;
 pub mod cases;
-pub mod clock;
+mod clock;
 pub mod contract;
 pub mod event;
 pub mod harness;
 mod heartbeat;
 pub mod held;
-pub mod net;
+mod net;
 pub mod outcome;
 pub mod probe;
 pub mod proxy;

@@ -1,6 +1,6 @@
 //! Resources: the proxy's descriptors, memory and CPU, read under /proc (R4, R9, R10).
 //!
-//! Bounds, documented here and in the README:
+//! Bounds, documented here and in docs/running.md:
 //! * descriptors: after [`FD_CYCLES`] connections have come and gone, the count is back to its
 //!   baseline (a slack of [`FD_SLACK`] for descriptors a runtime opens lazily); and after
 //!   [`FD_PATH_PAIRS`] pairs ended on each error path (resets from either side, a refused

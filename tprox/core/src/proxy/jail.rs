@@ -1,5 +1,5 @@
 //! The inner box of the grading sandbox: every process of a submission (its build, each
-//! start of its proxy) runs in it. See [`crate::grade::sandbox`] for the whole design; this
+//! start of its proxy) runs in it. See the `tprox` command's `grade::sandbox` module for the whole design; this
 //! part lives with the proxy because starting a proxy is where it is used.
 //!
 //! Inside, the submission's box is at [`INSIDE`], under the box's own `/tmp`: the output

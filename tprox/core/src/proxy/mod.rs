@@ -9,9 +9,9 @@
 //! files and CPU time, and [`become_subreaper`] with [`sweep_orphans`] catches the processes
 //! that leave their group (a daemonizing child) once their parent is gone.
 //!
-//! The concerns live apart: [`command`] (what to start), [`ports`] (where it listens),
-//! [`output`] (what it prints), [`groups`] (what is running, and the orphan sweep) and
-//! [`limits`] (what it may use); this module ties them into a [`RunningProxy`].
+//! The concerns live apart, in modules of their own: `command` (what to start), `ports` (where
+//! it listens), `output` (what it prints), `groups` (what is running, and the orphan sweep) and
+//! `limits` (what it may use); this module ties them into a [`RunningProxy`].
 
 mod command;
 mod groups;
