@@ -20,6 +20,7 @@ struct TlsServer {
 
 impl TlsServer {
     fn start(dir: &Path, name: &str) -> TlsServer {
+        tprox_suite::require("openssl", "openssl");
         let (cert, key) = (
             dir.join(format!("{name}.crt")),
             dir.join(format!("{name}.key")),

@@ -28,10 +28,7 @@ impl Squid {
     /// Starts squid allowing CONNECT to `allowed_ports` only (`9000`, `1-65535`), with Basic
     /// authentication when `auth` is set.
     fn start(allowed_ports: impl std::fmt::Display, auth: bool) -> Squid {
-        assert!(
-            Path::new(SQUID).exists(),
-            "these tests need squid: apt-get install squid (CI's .ci/run installs it)"
-        );
+        tprox_suite::require(SQUID, "squid");
         let dir = tempfile::tempdir().unwrap();
         // squid started as root works as the `proxy` user: it must reach its files.
         set_mode(dir.path(), 0o777);

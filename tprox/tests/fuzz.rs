@@ -13,6 +13,7 @@ fn tprox() -> Command {
 
 /// The asyncio fixture with `bug`, in the template style.
 fn asyncio_fixture(bug: &str) -> Vec<String> {
+    tprox_suite::require("python3", "python3");
     let script: PathBuf =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/python/asyncio_proxy.py");
     [

@@ -239,6 +239,7 @@ fn leftovers(class: &Class) -> Vec<String> {
 
 #[test]
 fn a_hostile_class_is_contained_and_the_honest_grades_do_not_change() {
+    tprox_suite::require("bwrap", "bubblewrap");
     let check = std::process::Command::new(TPROX)
         .args(["grade", "--check-sandbox"])
         .output()

@@ -37,9 +37,9 @@ fn the_reference_profile_passes() {
 
 #[test]
 fn nginx_fails_half_close_and_the_profile_says_why() {
-    assert!(
-        std::path::Path::new("/usr/lib/nginx/modules/ngx_stream_module.so").exists(),
-        "this test needs nginx's stream module: apt-get install nginx libnginx-mod-stream"
+    tprox_suite::require(
+        "/usr/lib/nginx/modules/ngx_stream_module.so",
+        "nginx libnginx-mod-stream",
     );
     tprox()
         .args([

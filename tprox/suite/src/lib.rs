@@ -261,3 +261,48 @@ impl SuiteReport {
         Ok((verdict, failure_details(report, None, true)))
     }
 }
+
+/// Ends the test binary with one line naming the Debian package when `program` (a path, or a
+/// name looked up on PATH) is missing. A missing program is the machine's setup, not a failure
+/// of each test that needs it: one line says what to install, and nothing runs half-way.
+pub fn require(program: &str, package: &str) {
+    if !program_exists(program) {
+        let binary = std::env::args().next().unwrap_or_default();
+        let binary = std::path::Path::new(&binary)
+            .file_name()
+            .map_or(binary.clone(), |n| n.to_string_lossy().into_owned());
+        // Straight to the descriptor: libtest captures what the print macros write in a test,
+        // and the process ends before it would show it.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "{binary}: these tests need {program}: apt-get install {package} (ci/test installs \
+             everything the tests need)"
+        );
+        std::process::exit(2);
+    }
+}
+
+fn program_exists(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &std::path::Path| {
+        path.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return std::path::Path::new(program).exists();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn programs_are_found_by_path_or_on_path() {
+        assert!(super::program_exists("sh"));
+        assert!(super::program_exists("/bin/sh"));
+        assert!(!super::program_exists("tprox-no-such-program"));
+        assert!(!super::program_exists("/nonexistent/sh"));
+    }
+}

@@ -33,11 +33,8 @@ impl Rendered {
 
 /// Opens `page` in headless Chromium twice (once for the DOM, once for a screenshot).
 pub fn render(page: &Path) -> Rendered {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "this test opens tprox's HTML in a real browser: apt-get install chromium (CI's .ci/run \
-         installs it)"
-    );
+    // The page is opened in a real browser.
+    tprox_suite::require(CHROMIUM, "chromium");
     let profile = tempfile::tempdir().unwrap();
     let url = format!("file://{}", page.canonicalize().unwrap().display());
     let (dom, log) = run(profile.path(), &["--dump-dom", &url]);
