@@ -107,11 +107,16 @@ async fn half_close(mut cx: Ctx, closer: Side) -> Result<(), Stop> {
     expect_stream(&mut closing, &message, PROMPT)
         .await
         .map_err(|m| {
+            // Bytes that arrive altered are a forwarding bug, not a shutdown bug.
+            let hint = match m {
+                Mismatch::Differs { .. } => ALTERED_HINT,
+                _ => one_direction,
+            };
             Failure::new(
                 format!("the {c} receives the {k}'s 1 KiB sent after the {c}'s own shutdown"),
                 m.to_string(),
             )
-            .hint(one_direction)
+            .hint(hint)
         })?;
     match wait_end(&mut closing, PROMPT).await {
         Some(Ended {
