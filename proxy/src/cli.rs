@@ -244,8 +244,15 @@ where
                 }
             }
         }
+        // Listening is announced only once a signal stops the proxy gracefully: a SIGTERM right
+        // after the announcement must not meet the default action (exit without grace).
+        let signals = StopSignals::install();
         announce(&bound);
-        match server::serve(bound, config.options, stop_signal).await {
+        let stop = || {
+            let signals = signals.clone();
+            async move { signals.next().await }
+        };
+        match server::serve(bound, config.options, stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tprox-relay: {e}");
@@ -300,18 +307,42 @@ fn raise_descriptor_limit() {
     }
 }
 
-/// Waits for SIGTERM or SIGINT and names it.
-async fn stop_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the default action (exit) still stops the proxy.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+#[derive(Clone)]
+struct StopSignals(
+    Option<
+        std::sync::Arc<
+            tokio::sync::Mutex<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+        >,
+    >,
+);
+
+impl StopSignals {
+    /// Catches the signals from now on. Without handlers (the system refused them) the
+    /// default action (exit) still stops the proxy.
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => StopSignals(Some(std::sync::Arc::new(tokio::sync::Mutex::new(
+                (term, int),
+            )))),
+            _ => StopSignals(None),
+        }
+    }
+
+    /// Waits for the next SIGTERM or SIGINT and names it.
+    async fn next(&self) -> &'static str {
+        let Some(signals) = &self.0 else {
+            return std::future::pending().await;
+        };
+        let mut signals = signals.lock().await;
+        let (term, int) = &mut *signals;
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }

@@ -276,3 +276,17 @@ fn try_round_trip(addr: std::net::SocketAddr, message: &[u8]) -> std::io::Result
     stream.read_to_end(&mut back)?;
     Ok(back)
 }
+
+/// "Listening on" is printed once a signal stops the proxy gracefully: a SIGTERM sent the
+/// moment a script reads the line must not meet the default action (death by signal). Seen
+/// failing on a loaded machine before the handlers were installed ahead of the announcement.
+#[test]
+fn a_signal_right_after_the_announcement_is_a_graceful_stop() {
+    let echo = echo_server();
+    for _ in 0..20 {
+        let mut proxy = Proxy::start(&["-p", &format!("0:127.0.0.1:{}", echo.port())], 1);
+        proxy.signal(Signal::SIGTERM);
+        let status = proxy.wait_exit(Duration::from_secs(10));
+        assert!(status.success(), "{status:?}");
+    }
+}
