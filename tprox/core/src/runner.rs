@@ -110,29 +110,11 @@ pub async fn run<R: Reporter + ?Sized>(
     if options.shared {
         return run_shared(cases, options, reporter).await;
     }
-    let slots = Arc::new(Semaphore::new(options.jobs.max(1)));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let (normal, alone): (Vec<usize>, Vec<usize>) =
         (0..cases.len()).partition(|&i| !cases[i].alone);
     // Phase one: every other case, in parallel.
-    let mut tasks = Vec::new();
-    for &index in &normal {
-        let (case, slots, done, options) = (
-            cases[index],
-            slots.clone(),
-            done_tx.clone(),
-            options.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let _slot = slots
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let _ = done.send((index, Progress::Started));
-            let result = run_isolated(case, &options).await;
-            let _ = done.send((index, Progress::Finished(Box::new(result))));
-        }));
-    }
+    let mut tasks = spawn_parallel(cases, &normal, options, &done_tx);
     // Phase two, once phase one is over: the cases that run alone, one after another.
     let mut alone_runner = {
         let (done, options) = (done_tx.clone(), options.clone());
@@ -157,16 +139,10 @@ pub async fn run<R: Reporter + ?Sized>(
     let mut next = 0;
     let mut reports = Vec::with_capacity(cases.len());
     loop {
-        let event = match options.deadline {
-            Some(deadline) => {
-                match tokio::time::timeout_at(deadline.into(), done_rx.recv()).await {
-                    Ok(event) => event,
-                    Err(_) => break, // out of time: the rest is reported unfinished below
-                }
-            }
-            None => done_rx.recv().await,
+        // None: every case ended, or the deadline passed (the rest is reported unfinished).
+        let Some((index, event)) = next_progress(&mut done_rx, options.deadline).await else {
+            break;
         };
-        let Some((index, event)) = event else { break };
         match event {
             Progress::Started => reporter.report(Event::CaseStarted(cases[index])),
             Progress::Finished(result) => {
@@ -202,6 +178,47 @@ pub async fn run<R: Reporter + ?Sized>(
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// Starts the cases at `indices` at once, at most `options.jobs` running; each says when it
+/// starts and how it ended on `done`.
+fn spawn_parallel(
+    cases: &[&'static Case],
+    indices: &[usize],
+    options: &RunOptions,
+    done: &mpsc::UnboundedSender<(usize, Progress)>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let slots = Arc::new(Semaphore::new(options.jobs.max(1)));
+    indices
+        .iter()
+        .map(|&index| {
+            let (case, slots, done, options) =
+                (cases[index], slots.clone(), done.clone(), options.clone());
+            tokio::spawn(async move {
+                let _slot = slots
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                let _ = done.send((index, Progress::Started));
+                let result = run_isolated(case, &options).await;
+                let _ = done.send((index, Progress::Finished(Box::new(result))));
+            })
+        })
+        .collect()
+}
+
+/// The next thing a case says, or `None` once every case has ended or `deadline` has passed.
+async fn next_progress(
+    done: &mut mpsc::UnboundedReceiver<(usize, Progress)>,
+    deadline: Option<Instant>,
+) -> Option<(usize, Progress)> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), done.recv())
+            .await
+            .ok()
+            .flatten(),
+        None => done.recv().await,
+    }
 }
 
 /// The report of a case the deadline cut short.

@@ -170,8 +170,22 @@ pub fn best_peer<'a>(
 
 /// The human table, the ratios for `subject` (normally `ref`), and the idle memory.
 pub fn table(figures: &[Figures], subject: &str, settings: &str) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "{settings}\n");
+    let mut out = format!("{settings}\n\n");
+    out.push_str(&figures_table(figures));
+    for f in figures {
+        for e in &f.errors {
+            let _ = writeln!(out, "  {}: could not measure {e}", f.name);
+        }
+    }
+    if figures.iter().any(|f| f.name == subject) {
+        out.push_str(&ratios(figures, subject));
+        out.push_str(&idle_lines(figures));
+    }
+    out
+}
+
+/// One row per proxy, one column per figure, aligned.
+fn figures_table(figures: &[Figures]) -> String {
     let header = [
         "proxy",
         "1 stream",
@@ -200,6 +214,7 @@ pub fn table(figures: &[Figures], subject: &str, settings: &str) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
+    let mut out = String::new();
     for row in &rows {
         let line: Vec<String> = row
             .iter()
@@ -215,11 +230,13 @@ pub fn table(figures: &[Figures], subject: &str, settings: &str) -> String {
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
-    for f in figures {
-        for e in &f.errors {
-            let _ = writeln!(out, "  {}: could not measure {e}", f.name);
-        }
-    }
+    out
+}
+
+/// `subject`'s figures against the best other proxy's, with the goals and the direct
+/// connection's figure as the ceiling.
+fn ratios(figures: &[Figures], subject: &str) -> String {
+    let mut out = String::new();
     let Some(me) = figures.iter().find(|f| f.name == subject) else {
         return out;
     };
@@ -243,15 +260,10 @@ pub fn table(figures: &[Figures], subject: &str, settings: &str) -> String {
             (metric.show)(best)
         );
         if let Some(goal) = metric.goal {
-            let met = if metric.higher_is_better {
-                ratio >= goal
+            let (met, sign) = if metric.higher_is_better {
+                (ratio >= goal, "≥")
             } else {
-                ratio <= goal
-            };
-            let sign = if metric.higher_is_better {
-                "≥"
-            } else {
-                "≤"
+                (ratio <= goal, "≤")
             };
             let _ = write!(
                 line,
@@ -264,6 +276,12 @@ pub fn table(figures: &[Figures], subject: &str, settings: &str) -> String {
         }
         let _ = writeln!(out, "{line}");
     }
+    out
+}
+
+/// What an idle connection costs each proxy that was measured idle.
+fn idle_lines(figures: &[Figures]) -> String {
+    let mut out = String::new();
     for f in figures {
         let (Some(rss), Some(count)) = (f.idle_rss, f.idle_count) else {
             continue;

@@ -178,52 +178,14 @@ pub(super) fn run(args: GradeArgs) -> error::Result {
         keep_scratch: args.keep_scratch,
         repeat: args.repeat,
     };
-    let share = partition.take(options.submissions.clone()).len();
-    eprintln!(
-        "tprox grade: {share} submission(s){}, {} case(s) worth {} points, {jobs} at once{}; gradebook in {}",
-        if partition == Partition::WHOLE {
-            String::new()
-        } else {
-            format!(
-                " (partition {partition} of {}{})",
-                options.submissions.len(),
-                source.map_or(String::new(), |s| format!(", from {s}"))
-            )
-        },
-        options.grading.cases.len(),
-        grade::gradebook::number(options.grading.max_total()),
-        match args.repeat {
-            1 => String::new(),
-            n => format!(", each graded {n} times"),
-        },
-        args.out.display()
-    );
+    announce(&options, source);
     let book = run_interruptible(
         "tprox grade",
         "; no gradebook written",
         grade::grade(&options),
     )?;
     if args.repeat > 1 {
-        let unstable: Vec<&str> = book
-            .submissions
-            .iter()
-            .filter(|s| !s.stable())
-            .map(|s| s.name.as_str())
-            .collect();
-        say(match unstable.is_empty() {
-            true => format!(
-                "every submission's grade was stable over {} runs",
-                args.repeat
-            ),
-            false => format!(
-                "{} submission(s) of {} got different verdicts in {} runs: {} (marked in the \
-                 gradebook)",
-                unstable.len(),
-                book.submissions.len(),
-                args.repeat,
-                unstable.join(", ")
-            ),
-        });
+        say_stability(&book, args.repeat);
     }
     match grade::write(&book, &args.out) {
         Ok(paths) => {
@@ -264,4 +226,50 @@ fn merge_command(out: &std::path::Path, paths: &[PathBuf]) -> error::Result {
         }
         Err(e) => Err(Error::Output(e)),
     }
+}
+
+/// The line that says what is about to be graded, and where the gradebook goes.
+fn announce(options: &GradeOptions, source: Option<&str>) {
+    let (partition, jobs) = (options.partition, options.jobs);
+    let share = partition.take(options.submissions.clone()).len();
+    eprintln!(
+        "tprox grade: {share} submission(s){}, {} case(s) worth {} points, {jobs} at once{}; gradebook in {}",
+        if partition == Partition::WHOLE {
+            String::new()
+        } else {
+            format!(
+                " (partition {partition} of {}{})",
+                options.submissions.len(),
+                source.map_or(String::new(), |s| format!(", from {s}"))
+            )
+        },
+        options.grading.cases.len(),
+        grade::gradebook::number(options.grading.max_total()),
+        match options.repeat {
+            1 => String::new(),
+            n => format!(", each graded {n} times"),
+        },
+        options.out.display()
+    );
+}
+
+/// With `--repeat`, which submissions got different verdicts in different runs.
+fn say_stability(book: &Gradebook, repeat: u32) {
+    let unstable: Vec<&str> = book
+        .submissions
+        .iter()
+        .filter(|s| !s.stable())
+        .map(|s| s.name.as_str())
+        .collect();
+    say(match unstable.is_empty() {
+        true => format!("every submission's grade was stable over {} runs", repeat),
+        false => format!(
+            "{} submission(s) of {} got different verdicts in {} runs: {} (marked in the \
+             gradebook)",
+            unstable.len(),
+            book.submissions.len(),
+            repeat,
+            unstable.join(", ")
+        ),
+    });
 }
