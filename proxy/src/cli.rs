@@ -105,9 +105,13 @@ pub struct Args {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// How bytes are moved (`--copy`).
 pub enum CopyMode {
+    /// Splice where the system has it, else the buffered copy.
     Auto,
+    /// Bulk data through a pipe with splice(2), never copied; small messages through a buffer.
     Splice,
+    /// A buffer per direction.
     Buffered,
 }
 
@@ -128,7 +132,9 @@ fn parse_grace(text: &str) -> Result<f64, String> {
 /// Everything the proxy needs to run: the mappings and the process-wide options.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// What is forwarded where, one listener each.
     pub mappings: Vec<Mapping>,
+    /// What applies to the whole process.
     pub options: Options,
 }
 

@@ -14,6 +14,8 @@
 //! * [`mapping`] says what is forwarded where; `cli` (the `cli` feature, on by default) turns the command line into mappings, and
 //!   bad input into one clear line on stderr.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod mapping;

@@ -41,6 +41,7 @@ pub struct Mapping {
     /// Destination host, resolved again for every connection, so a destination that moves is
     /// followed.
     pub dest_host: String,
+    /// The destination's port.
     pub dest_port: u16,
     /// HTTP proxy to tunnel through with CONNECT, if any.
     pub via: Option<HttpProxy>,
@@ -58,14 +59,20 @@ pub struct Mapping {
 /// Settings a mapping takes from the command line unless its TOML entry says otherwise.
 #[derive(Debug, Clone)]
 pub struct Defaults {
+    /// Destinations by TLS server name (`--sni`).
     pub sni: Routes,
+    /// The HTTP proxy to tunnel through (`--via`).
     pub via: Option<HttpProxy>,
+    /// Dial directly when the HTTP proxy cannot be reached (`--direct-fallback`).
     pub direct_fallback: bool,
+    /// Most pairs at once per listener (`--max-connections`).
     pub max_connections: usize,
+    /// The stall timeout (`--stall-timeout`).
     pub stall_timeout: Duration,
 }
 
 impl Defaults {
+    /// A mapping from BIND:LOCAL to HOST:PORT with these settings.
     pub fn mapping(
         &self,
         bind: String,

@@ -35,7 +35,9 @@ pub enum Transfer {
 /// One end of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
+    /// The client's connection, accepted by the proxy.
     Client,
+    /// The proxy's connection to the destination.
     Server,
 }
 
@@ -103,20 +105,27 @@ pub struct Traffic {
 /// One direction of a pair: where bytes come from and go to.
 #[derive(Clone, Copy)]
 pub struct Direction<'a> {
+    /// The socket bytes are read from.
     pub from: &'a TcpStream,
+    /// The socket they are written to.
     pub to: &'a TcpStream,
+    /// Which end `from` is.
     pub from_side: Side,
+    /// Which end `to` is.
     pub to_side: Side,
+    /// How long held data may go undelivered before the pair is aborted (R7).
     pub stall_timeout: Duration,
     /// Where delivered bytes are counted.
     pub moved: &'a AtomicU64,
 }
 
 impl Direction<'_> {
+    /// How the pair ends when reading from `from` failed with `e`.
     pub fn read_failed(&self, e: io::Error) -> Ending {
         Ending::from_error(self.from_side, e)
     }
 
+    /// How the pair ends when writing to `to` failed with `e`.
     pub fn write_failed(&self, e: io::Error) -> Ending {
         Ending::from_error(self.to_side, e)
     }
@@ -130,10 +139,12 @@ impl Direction<'_> {
         }
     }
 
+    /// Counts `n` bytes delivered.
     pub fn delivered(&self, n: usize) {
         self.moved.fetch_add(n as u64, Relaxed);
     }
 
+    /// When held data must have moved, counted from now.
     pub fn deadline(&self) -> tokio::time::Instant {
         tokio::time::Instant::from_std(Instant::now() + self.stall_timeout)
     }

@@ -25,6 +25,7 @@ use crate::via::TunnelError;
 /// Settings that apply to the whole process.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// How bytes are moved.
     pub copy: Transfer,
     /// One accounting line per pair when it ends.
     pub log_connections: bool,
@@ -48,11 +49,14 @@ impl Default for Options {
 
 /// A bound listener and its mapping.
 pub struct Bound {
+    /// What the listener forwards where.
     pub mapping: Mapping,
+    /// The bound socket.
     pub listener: std::net::TcpListener,
 }
 
 impl Bound {
+    /// Where the listener listens.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }

@@ -20,6 +20,7 @@ pub struct Routes {
 }
 
 impl Routes {
+    /// True when no server name is routed.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
@@ -68,6 +69,7 @@ impl Routes {
 pub struct Hello {
     /// Everything read from the client so far: it goes to the destination first.
     pub bytes: Vec<u8>,
+    /// The server name the ClientHello asks for, if any.
     pub server_name: Option<String>,
 }
 

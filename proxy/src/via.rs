@@ -13,7 +13,9 @@ use crate::host_port;
 /// An HTTP proxy given as `http://[USER:PASS@]HOST:PORT`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpProxy {
+    /// The HTTP proxy's host.
     pub host: String,
+    /// Its port.
     pub port: u16,
     /// `USER:PASS`, decoded, for Basic authentication.
     credentials: Option<(String, String)>,
@@ -106,7 +108,9 @@ const MAX_HEAD: usize = 16 * 1024;
 /// An open tunnel, and any bytes the destination sent that arrived with the proxy's answer:
 /// they belong to the client and go to it first.
 pub struct Tunnel {
+    /// The connection to the destination, through the HTTP proxy.
     pub stream: TcpStream,
+    /// Bytes the destination sent that arrived with the answer.
     pub early_data: Vec<u8>,
 }
 
