@@ -102,28 +102,7 @@ pub fn fuzz(options: &FuzzOptions, progress: impl FnMut(u32, bool)) -> FuzzOutco
     let setup_error: RefCell<Option<StartError>> = RefCell::default();
     let played = RefCell::new(0u32);
 
-    let mut config = Config {
-        cases: options.cases,
-        max_shrink_time: options
-            .max_shrink_time
-            .as_millis()
-            .min(u128::from(u32::MAX)) as u32,
-        max_shrink_iters: u32::MAX,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    if let Some(path) = &options.persist {
-        // proptest wants a 'static path; one per run is a small, bounded leak.
-        let path: &'static str = Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
-        config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(path)));
-    }
-    let mut seed = [0u8; 32];
-    for chunk in seed.chunks_mut(8) {
-        chunk.copy_from_slice(&options.seed.to_le_bytes());
-    }
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
-
+    let mut runner = seeded_runner(options);
     let result = runner.run(&scenario::scenario(), |scenario| {
         let mut outcome = runtime.block_on(play_on(options, &shared, &scenario));
         // While shrinking, a smaller scenario counts as failing only if it fails again, every
@@ -166,12 +145,44 @@ pub fn fuzz(options: &FuzzOptions, progress: impl FnMut(u32, bool)) -> FuzzOutco
     if let Some(error) = setup_error.into_inner() {
         return FuzzOutcome::Setup(error);
     }
+    conclude(result, played.into_inner(), failures.into_inner())
+}
+
+/// proptest's runner for `options`: its case count, the shrinking budget, the file that keeps
+/// failures, and an RNG seeded from `options.seed`, so that a seed replays the same scenarios.
+fn seeded_runner(options: &FuzzOptions) -> TestRunner {
+    let mut config = Config {
+        cases: options.cases,
+        max_shrink_time: options
+            .max_shrink_time
+            .as_millis()
+            .min(u128::from(u32::MAX)) as u32,
+        max_shrink_iters: u32::MAX,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    if let Some(path) = &options.persist {
+        // proptest wants a 'static path; one per run is a small, bounded leak.
+        let path: &'static str = Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
+        config.failure_persistence = Some(Box::new(FileFailurePersistence::Direct(path)));
+    }
+    let mut seed = [0u8; 32];
+    for chunk in seed.chunks_mut(8) {
+        chunk.copy_from_slice(&options.seed.to_le_bytes());
+    }
+    TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed))
+}
+
+/// What proptest's result says: every scenario passed, or the minimal failing one with its
+/// violation (the last recorded for it) and how shrinking went.
+fn conclude(
+    result: Result<(), TestError<Scenario>>,
+    played: u32,
+    failures: Vec<(Scenario, Violation)>,
+) -> FuzzOutcome {
     match result {
-        Ok(()) => FuzzOutcome::Passed {
-            scenarios: played.into_inner(),
-        },
+        Ok(()) => FuzzOutcome::Passed { scenarios: played },
         Err(TestError::Fail(_, minimal)) => {
-            let failures = failures.into_inner();
             let original_steps = failures.first().map_or(0, |(s, _)| s.steps.len());
             let violation = failures
                 .iter()
