@@ -65,6 +65,9 @@ pub struct Figures {
     pub idle_count: Option<usize>,
     /// What went wrong, if a measurement could not be taken.
     pub errors: Vec<String>,
+    /// The lowest and highest value of each metric over the rounds, by [`report::Metric`]'s
+    /// key: how sure the median is.
+    pub spread: std::collections::BTreeMap<&'static str, (f64, f64)>,
 }
 
 /// Something to measure: a direct connection or a proxy.

@@ -19,7 +19,7 @@ pub fn mean_and_p99(times: &[Duration]) -> (f64, f64) {
     (mean, p99)
 }
 
-/// Per target, the median of each figure over the rounds.
+/// Per target, the median of each figure over the rounds, and each metric's spread.
 pub fn medians(rounds: Vec<Vec<Figures>>) -> Vec<Figures> {
     let Some(first) = rounds.first() else {
         return Vec::new();
@@ -32,6 +32,15 @@ pub fn medians(rounds: Vec<Vec<Figures>>) -> Vec<Figures> {
             };
             let mut errors: Vec<String> = all.iter().flat_map(|f| f.errors.clone()).collect();
             errors.dedup();
+            let spread = METRICS
+                .iter()
+                .filter_map(|metric| {
+                    let values: Vec<f64> = all.iter().filter_map(|f| (metric.get)(f)).collect();
+                    let low = values.iter().copied().reduce(f64::min)?;
+                    let high = values.iter().copied().reduce(f64::max)?;
+                    Some((metric.key, (low, high)))
+                })
+                .collect();
             Figures {
                 name: all[0].name.clone(),
                 version: all[0].version.clone(),
@@ -46,9 +55,15 @@ pub fn medians(rounds: Vec<Vec<Figures>>) -> Vec<Figures> {
                 idle_base_rss: all.iter().find_map(|f| f.idle_base_rss),
                 idle_count: all.iter().find_map(|f| f.idle_count),
                 errors,
+                spread,
             }
         })
         .collect()
+}
+
+/// Whether two ranges of round values share a point: then neither figure leads for sure.
+pub fn overlaps(a: (f64, f64), b: (f64, f64)) -> bool {
+    a.0 <= b.1 && b.0 <= a.1
 }
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -259,6 +274,25 @@ fn ratios(figures: &[Figures], subject: &str) -> String {
             (metric.show)(mine),
             (metric.show)(best)
         );
+        let peer_figures = figures.iter().find(|f| f.name == peer);
+        if let (Some(a), Some(b)) = (
+            me.spread.get(metric.key),
+            peer_figures.and_then(|p| p.spread.get(metric.key)),
+        ) {
+            let _ = write!(
+                line,
+                "  [rounds {}–{} vs {}–{}{}]",
+                (metric.show)(a.0),
+                (metric.show)(a.1),
+                (metric.show)(b.0),
+                (metric.show)(b.1),
+                if overlaps(*a, *b) {
+                    ": the spreads overlap, no lead either way"
+                } else {
+                    ""
+                }
+            );
+        }
         if let Some(goal) = metric.goal {
             let (met, sign) = if metric.higher_is_better {
                 (ratio >= goal, "≥")
@@ -316,6 +350,11 @@ pub fn json(figures: &[Figures], subject: &str, settings: Value) -> Value {
             entry["idle_base_rss_bytes"] = json!(f.idle_base_rss);
             entry["idle_connections"] = json!(f.idle_count);
             entry["errors"] = json!(f.errors);
+            entry["spread"] = json!(f
+                .spread
+                .iter()
+                .map(|(key, (low, high))| (key.to_string(), json!([low, high])))
+                .collect::<serde_json::Map<_, _>>());
             entry
         })
         .collect();
@@ -325,9 +364,24 @@ pub fn json(figures: &[Figures], subject: &str, settings: Value) -> Value {
             if let (Some(mine), Some((peer, best))) =
                 ((metric.get)(me), best_peer(figures, subject, metric))
             {
+                let spread_of = |name: &str| {
+                    figures
+                        .iter()
+                        .find(|f| f.name == name)
+                        .and_then(|f| f.spread.get(metric.key).copied())
+                };
+                let overlap = match (spread_of(subject), spread_of(peer)) {
+                    (Some(a), Some(b)) => Some(overlaps(a, b)),
+                    _ => None,
+                };
                 ratios.insert(
                     metric.key.into(),
-                    json!({ "ratio": mine / best, "best_peer": peer, "goal": metric.goal }),
+                    json!({
+                        "ratio": mine / best,
+                        "best_peer": peer,
+                        "goal": metric.goal,
+                        "spreads_overlap": overlap,
+                    }),
                 );
             }
         }
@@ -346,6 +400,34 @@ mod tests {
             rtt_mean: Some(rtt),
             ..Figures::default()
         }
+    }
+
+    #[test]
+    fn each_figure_keeps_the_spread_of_its_rounds_and_a_lead_inside_it_is_not_claimed() {
+        let rounds = vec![
+            vec![figures("ref", 5.0, 1.0), figures("socat", 4.0, 1.0)],
+            vec![figures("ref", 7.0, 1.0), figures("socat", 4.5, 1.0)],
+            vec![figures("ref", 6.0, 1.0), figures("socat", 5.5, 1.0)],
+        ];
+        let all = medians(rounds);
+        assert_eq!(all[0].one_stream, Some(6.0));
+        assert_eq!(all[0].spread["one_stream_bytes_per_sec"], (5.0, 7.0));
+        assert_eq!(all[1].spread["one_stream_bytes_per_sec"], (4.0, 5.5));
+        assert!(overlaps((5.0, 7.0), (4.0, 5.5)));
+        assert!(!overlaps((5.0, 7.0), (4.0, 4.9)));
+        let text = table(&all, "ref", "settings");
+        let line = text.lines().find(|l| l.contains("1-stream")).unwrap();
+        assert!(
+            line.contains("1.33x") && line.contains("no lead either way"),
+            "{line}"
+        );
+        let value = json(&all, "ref", json!({}));
+        let ratio = &value["ratios_to_best_peer"]["one_stream_bytes_per_sec"];
+        assert_eq!(ratio["spreads_overlap"], json!(true));
+        assert_eq!(
+            value["proxies"][0]["spread"]["one_stream_bytes_per_sec"],
+            json!([5.0, 7.0])
+        );
     }
 
     #[test]
