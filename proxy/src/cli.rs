@@ -66,8 +66,9 @@ pub struct Args {
     /// machines.
     #[arg(long, default_value = mapping::DEFAULT_BIND, value_name = "ADDR")]
     pub listen_host: String,
-    /// Most connections served at once per mapping; further clients wait in the listen backlog
-    /// until one ends. Each connection takes two descriptors (and two pipes while data flows
+    /// Most connections served at once per mapping, across all event loops; further clients
+    /// wait until one ends (in the listen backlog, or accepted but neither dialed nor read, at
+    /// most one per event loop). Each connection takes two descriptors (and two pipes while data flows
     /// with splice); the proxy raises its descriptor limit to the hard limit at start.
     #[arg(long, default_value_t = 16384, value_name = "N")]
     pub max_connections: usize,
@@ -102,6 +103,10 @@ pub struct Args {
     /// Log every connection event on stderr.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Event loops, one thread each, sharing every listening port (SO_REUSEPORT): a connection
+    /// is accepted, dialed and relayed on one thread. Default: one per core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -185,6 +190,7 @@ impl Args {
                 log_connections: self.log_connections,
                 verbose: self.verbose,
                 grace: Duration::from_secs_f64(self.grace),
+                threads: self.threads.map_or_else(server::cores, usize::from),
             },
         })
     }
@@ -229,7 +235,11 @@ where
         }
     }
     raise_descriptor_limit();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The control side only: the event loops have runtimes of their own (see `server`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("tprox-relay: cannot start the async runtime: {e}");
@@ -239,7 +249,7 @@ where
     runtime.block_on(async {
         let mut bound = Vec::new();
         for mapping in &config.mappings {
-            match server::bind(mapping) {
+            match server::bind(mapping, config.options.threads) {
                 Ok(listener) => bound.push(listener),
                 Err(e) => {
                     eprintln!(
@@ -253,12 +263,19 @@ where
         // Listening is announced only once a signal stops the proxy gracefully: a SIGTERM right
         // after the announcement must not meet the default action (exit without grace).
         let signals = StopSignals::install();
-        announce(&bound);
+        let serving = match server::start(bound, config.options).await {
+            Ok(serving) => serving,
+            Err(e) => {
+                eprintln!("tprox-relay: cannot start the event loops: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        announce(serving.local_addrs());
         let stop = || {
             let signals = signals.clone();
             async move { signals.next().await }
         };
-        match server::serve(bound, config.options, stop).await {
+        match serving.run(stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tprox-relay: {e}");
@@ -268,14 +285,12 @@ where
     })
 }
 
-/// One `Listening on ADDR:PORT` line per listener, flushed at once, so that a script (or a test)
+/// One `Listening on ADDR:PORT` line per mapping, flushed at once, so that a script (or a test)
 /// can read the ports that port 0 picked.
-fn announce(bound: &[server::Bound]) {
+fn announce(addrs: &[std::net::SocketAddr]) {
     let mut out = std::io::stdout().lock();
-    for listener in bound {
-        if let Ok(addr) = listener.local_addr() {
-            let _ = writeln!(out, "Listening on {addr}");
-        }
+    for addr in addrs {
+        let _ = writeln!(out, "Listening on {addr}");
     }
     let _ = out.flush();
 }

@@ -199,55 +199,41 @@ pub fn abort(client: &TcpStream, server: &TcpStream) {
 
 /// Copies one direction through a buffer until EOF, then shuts the writing side down (R5).
 ///
-/// The buffer is made when data arrives and starts at [`SMALL_BUFFER`] bytes, so an idle
-/// connection costs none and a request or a reply costs little; a read that fills it grows it
-/// to [`BUFFER_SIZE`]. Writing restarts the stall clock whenever any byte goes out (R7); reads
-/// have no timeout, so an idle connection is never aborted.
+/// Bytes are read into the thread's scratch buffer and written on at once; only what the
+/// receiver cannot take at once is copied into a buffer of the pair's own, which lives until it
+/// is delivered. An idle connection, or one that carries requests and replies, so holds no
+/// buffer at all. A read takes at most [`SMALL_BUFFER`] bytes until one fills that, then
+/// [`BUFFER_SIZE`]: that bounds what a direction holds (R4). Writing restarts the stall clock
+/// whenever any byte goes out (R7); reads have no timeout, so an idle connection is never
+/// aborted.
 ///
-/// With `copy` set to [`Transfer::Splice`], a read that fills the whole [`BUFFER_SIZE`] buffer
+/// With `copy` set to [`Transfer::Splice`], a read that fills the whole [`BUFFER_SIZE`]
 /// (bulk data, not a request or a reply) hands the direction over to
 /// [`self::splice::pump`]: small messages never pay for making pipes, bulk never copies.
 pub async fn pump(dir: Direction<'_>, copy: Transfer) -> Result<(), Ending> {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut room = SMALL_BUFFER;
     loop {
-        dir.from.readable().await.map_err(|e| dir.read_failed(e))?;
-        if buf.capacity() == 0 {
-            buf.reserve_exact(SMALL_BUFFER);
+        // poll_read_ready, not readable(): it keeps the waker in the socket's registration
+        // instead of a waiter in the future, which makes an idle pair's task smaller (only
+        // this pump reads this socket, so the one waker slot is enough).
+        std::future::poll_fn(|cx| dir.from.poll_read_ready(cx))
+            .await
+            .map_err(|e| dir.read_failed(e))?;
+        let (n, rest) = match move_now(&dir, room)? {
+            Moved::Eof => return dir.finish(),
+            // Readiness without data (it happens once on a fresh socket).
+            Moved::Nothing => continue,
+            Moved::Bytes(n, rest) => (n, rest),
+        };
+        if !rest.is_empty() {
+            write_all(&dir, &rest).await?;
         }
-        let room = buf.capacity();
-        let mut n = 0;
-        let read = dir.from.try_io(Interest::READABLE, || {
-            n = read_fd(dir.from.as_raw_fd(), buf.spare_capacity_mut())?;
-            if n > 0 && n < room {
-                // A short read emptied the socket: report "would block" so that its readiness
-                // is cleared now, rather than by one more read that finds nothing.
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(())
-        });
-        match read {
-            Ok(()) if n == 0 => return dir.finish(),
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Readiness without data (it happens once on a fresh socket): keep nothing.
-                if room == SMALL_BUFFER {
-                    buf = Vec::new();
-                }
-                continue;
-            }
-            Err(e) => return Err(dir.read_failed(e)),
-        }
-        // SAFETY: read(2) initialized the first `n` bytes of the spare capacity (len was 0).
-        unsafe { buf.set_len(n) };
-        write_all(&dir, &buf).await?;
-        buf.clear();
         if n == room {
             if room < BUFFER_SIZE {
-                buf.reserve_exact(BUFFER_SIZE);
+                room = BUFFER_SIZE;
             } else if copy == Transfer::Splice {
-                drop(buf);
-                return self::splice::pump(dir).await;
+                // Boxed: only a direction that carries bulk pays for the pipe's state.
+                return Box::pin(self::splice::pump(dir)).await;
             }
         }
     }
@@ -256,23 +242,84 @@ pub async fn pump(dir: Direction<'_>, copy: Transfer) -> Result<(), Ending> {
 /// The buffer a direction starts with: enough for a request or a reply.
 pub const SMALL_BUFFER: usize = 4 * 1024;
 
+thread_local! {
+    /// Where every pump of this thread reads into. It is borrowed only between a read and the
+    /// writes that follow it, never across an await, so the pumps of one event loop can share
+    /// it.
+    static SCRATCH: std::cell::RefCell<Box<[std::mem::MaybeUninit<u8>]>> =
+        std::cell::RefCell::new(Box::new_uninit_slice(BUFFER_SIZE));
+}
+
+/// What one read, and the writes right after it, did.
+enum Moved {
+    Eof,
+    Nothing,
+    /// Bytes read, and those of them that the receiver could not take yet.
+    Bytes(usize, Vec<u8>),
+}
+
+/// Reads up to `room` bytes into the scratch buffer and writes them on as far as the receiver
+/// takes them without waiting.
+fn move_now(dir: &Direction<'_>, room: usize) -> Result<Moved, Ending> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let space = &mut scratch[..room];
+        let mut n = 0;
+        let read = dir.from.try_io(Interest::READABLE, || {
+            n = read_fd(dir.from.as_raw_fd(), space)?;
+            if n > 0 && n < room {
+                // A short read emptied the socket: report "would block" so that its readiness
+                // is cleared now, rather than by one more read that finds nothing.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        match read {
+            Ok(()) if n == 0 => return Ok(Moved::Eof),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Moved::Nothing),
+            Err(e) => return Err(dir.read_failed(e)),
+        }
+        // SAFETY: read(2) initialized the first `n` bytes.
+        let data = unsafe { std::slice::from_raw_parts(space.as_ptr().cast::<u8>(), n) };
+        let mut written = 0;
+        while written < n {
+            match dir.to.try_write(&data[written..]) {
+                Ok(k) => {
+                    written += k;
+                    dir.delivered(k);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(dir.write_failed(e)),
+            }
+        }
+        Ok(Moved::Bytes(n, data[written..].to_vec()))
+    })
+}
+
 /// Writes all of `data`, restarting the stall clock with every byte that goes out (R7).
+///
+/// The write is tried first: a socket is nearly always writable, and only a peer that reads
+/// slowly makes the pump wait, in a future boxed for the wait, so that the timer's state is no
+/// part of every pair's memory.
 async fn write_all(dir: &Direction<'_>, data: &[u8]) -> Result<(), Ending> {
     let mut written = 0;
     let mut deadline = dir.deadline();
     while written < data.len() {
-        match timeout_at(deadline, dir.to.writable()).await {
-            Err(_) => return Err(Ending::Stalled(dir.to_side)),
-            Ok(Err(e)) => return Err(dir.write_failed(e)),
-            Ok(Ok(())) => {}
-        }
         match dir.to.try_write(&data[written..]) {
             Ok(k) => {
                 written += k;
                 dir.delivered(k);
                 deadline = dir.deadline();
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let writable = std::future::poll_fn(|cx| dir.to.poll_write_ready(cx));
+                match Box::pin(timeout_at(deadline, writable)).await {
+                    Err(_) => return Err(Ending::Stalled(dir.to_side)),
+                    Ok(Err(e)) => return Err(dir.write_failed(e)),
+                    Ok(Ok(())) => {}
+                }
+            }
             Err(e) => return Err(dir.write_failed(e)),
         }
     }

@@ -1,8 +1,15 @@
 //! Listening, accepting, dialing, and stopping: everything around the relay of one pair.
 //!
-//! Each mapping has its own listener, accept loop and connection limit. Nothing a single pair
-//! does can end an accept loop (R2, R11); only a stop signal does, and then the open pairs get a
-//! grace period to finish before they are closed.
+//! The proxy shares nothing between cores: it runs one single-threaded event loop per thread
+//! (`Options::threads`), and each loop has a listener of its own for every mapping, all bound to
+//! the same port with `SO_REUSEPORT`, so the kernel spreads new clients over the loops and a
+//! connection is accepted, dialed and relayed on one thread with no cross-thread wake-up. What
+//! must be shared is shared per mapping and touched only at the edges of a connection's life:
+//! the connection limit (one semaphore across all loops), the descriptor-shortage flag, and the
+//! set of open pairs that a graceful stop waits for.
+//!
+//! Nothing a single pair does can end an accept loop (R2, R11); only a stop signal does, and then
+//! the open pairs get a grace period to finish before they are closed.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -33,44 +40,78 @@ pub struct Options {
     pub verbose: bool,
     /// How long open pairs may go on after a stop signal.
     pub grace: Duration,
+    /// Event loops, one thread each. One loop per core keeps every connection on one core;
+    /// fewer leave cores to the peers on a shared machine.
+    pub threads: usize,
 }
 
 impl Default for Options {
-    /// Splice where available, no per-connection log, five seconds of grace.
+    /// Splice where available, no per-connection log, five seconds of grace, a loop per core.
     fn default() -> Self {
         Options {
             copy: Transfer::Splice,
             log_connections: false,
             verbose: false,
             grace: Duration::from_secs(5),
+            threads: cores(),
         }
     }
 }
 
-/// A bound listener and its mapping.
+/// The cores this process may run on (one when the system cannot say).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// A mapping's bound listeners: one per event loop, all on the same address.
 pub struct Bound {
-    /// What the listener forwards where.
+    /// What the listeners forward where.
     pub mapping: Mapping,
-    /// The bound socket.
-    pub listener: std::net::TcpListener,
+    /// The bound sockets, one per loop.
+    pub listeners: Vec<std::net::TcpListener>,
 }
 
 impl Bound {
-    /// Where the listener listens.
+    /// Where the listeners listen.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners[0].local_addr()
     }
 }
 
-/// Binds a mapping's listening socket, so that a port in use is reported before anything else
-/// happens. `::` (and `[::]`) listens on IPv6 and IPv4 both.
-pub fn bind(mapping: &Mapping) -> io::Result<Bound> {
-    let addr = (mapping.bind.as_str(), mapping.local_port)
+/// Binds a mapping's listening sockets, one for each of `loops` event loops, so that a port in
+/// use is reported before anything else happens. `::` (and `[::]`) listens on IPv6 and IPv4 both.
+///
+/// More than one loop shares the port with `SO_REUSEPORT`. That option would also let another
+/// process of the same user share it unnoticed (a second proxy started on the same port), so the
+/// port is first taken by a plain socket, which fails if anyone holds it, and which also picks
+/// the free port when port 0 is asked for.
+pub fn bind(mapping: &Mapping, loops: usize) -> io::Result<Bound> {
+    let mut addr = (mapping.bind.as_str(), mapping.local_port)
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "the bind address has no address")
         })?;
+    let loops = loops.max(1);
+    if loops > 1 {
+        let probe = listening_socket(addr, false)?;
+        addr = probe.local_addr()?.as_socket().unwrap_or(addr);
+    }
+    let listeners = (0..loops)
+        .map(|_| {
+            let socket = listening_socket(addr, loops > 1)?;
+            socket.listen(1024)?;
+            Ok(socket.into())
+        })
+        .collect::<io::Result<_>>()?;
+    Ok(Bound {
+        mapping: mapping.clone(),
+        listeners,
+    })
+}
+
+/// A nonblocking socket bound to `addr`, not yet listening.
+fn listening_socket(addr: SocketAddr, shared: bool) -> io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -81,77 +122,210 @@ pub fn bind(mapping: &Mapping) -> io::Result<Bound> {
     }
     // A restarted proxy must be able to listen again at once, whatever TIME_WAIT says.
     socket.set_reuse_address(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     // Accepted sockets inherit TCP_NODELAY from the listener (Linux and the BSDs), which
     // saves a system call per client; `handle` sets it again where that is not so.
     socket.set_tcp_nodelay(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
     socket.set_nonblocking(true)?;
-    Ok(Bound {
-        mapping: mapping.clone(),
-        listener: socket.into(),
-    })
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }
 
 /// Serves every listener until `signal` completes, then stops accepting, lets open pairs go on
-/// for the grace period (or until a second signal), and closes what is left with a reset.
+/// for the grace period (or until a second signal), and closes what is left with a reset:
+/// [`start`] and [`Serving::run`] in one.
 pub async fn serve<S>(
     bound: Vec<Bound>,
     options: Options,
-    mut signal: impl FnMut() -> S,
+    signal: impl FnMut() -> S,
 ) -> io::Result<()>
 where
     S: std::future::Future<Output = &'static str>,
 {
+    start(bound, options).await?.run(signal).await
+}
+
+/// Starts the event loops (`options.threads`, as many as each mapping has listeners), each on a
+/// thread of its own, and returns once every loop accepts. A loop that cannot start (no thread,
+/// no runtime, a listener the system will not register) stops the others and is the error:
+/// nothing is accepted before every loop runs, so a flood of clients that takes every
+/// descriptor cannot keep the last loop from starting.
+pub async fn start(bound: Vec<Bound>, options: Options) -> io::Result<Serving> {
     let options = Arc::new(options);
-    let stop_accepting = CancellationToken::new();
-    let close_now = CancellationToken::new();
+    let stop = Stop::default();
     let pairs = TaskTracker::new();
-    let mut loops = Vec::new();
-    for Bound { mapping, listener } in bound {
-        let listener = TcpListener::from_std(listener)?;
-        let name = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+    let mut addrs = Vec::new();
+    let loops = bound.iter().map(|b| b.listeners.len()).max().unwrap_or(0);
+    let mut per_loop: Vec<Vec<(std::net::TcpListener, Site)>> =
+        (0..loops).map(|_| Vec::new()).collect();
+    for Bound { mapping, listeners } in bound {
+        let addr = listeners[0].local_addr()?;
+        addrs.push(addr);
+        let limit = Arc::new(Limit {
+            slots: Arc::new(Semaphore::new(mapping.max_connections)),
+            full: AtomicBool::new(false),
+            shortage: Shortage::default(),
+        });
         let site = Site {
             mapping: Arc::new(mapping),
-            name: name.into(),
-            shortage: Arc::default(),
+            name: addr.to_string().into(),
+            limit,
             options: options.clone(),
-            close_now: close_now.clone(),
+            close_now: stop.close_now.clone(),
             pairs: pairs.clone(),
         };
-        loops.push(tokio::spawn(accept_loop(
-            listener,
-            site,
-            stop_accepting.clone(),
-        )));
-    }
-    let first = signal().await;
-    stop_accepting.cancel();
-    for accept in loops {
-        let _ = accept.await;
-    }
-    pairs.close();
-    if !pairs.is_empty() {
-        eprintln!(
-            "tprox-relay: {first}: stopped accepting; {} open connection(s) may finish within {} \
-             s (signal again to close them now)",
-            pairs.len(),
-            options.grace.as_secs_f64()
-        );
-        let finished = tokio::select! {
-            finished = timeout(options.grace, pairs.wait()) => finished.is_ok(),
-            _ = signal() => false,
-        };
-        if !finished {
-            eprintln!("tprox-relay: closing {} connection(s)", pairs.len());
-            close_now.cancel();
-            pairs.wait().await;
+        for (n, listener) in listeners.into_iter().enumerate() {
+            per_loop[n].push((listener, site.clone()));
         }
     }
-    Ok(())
+    let mut serving = Serving {
+        addrs,
+        options,
+        stop,
+        pairs,
+        threads: Vec::new(),
+    };
+    for (n, sites) in per_loop.into_iter().enumerate() {
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let stop = serving.stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("tprox-relay-{n}"))
+            .spawn(move || event_loop(sites, stop, ready));
+        let started = match spawned {
+            Ok(thread) => {
+                serving.threads.push(thread);
+                started
+                    .await
+                    .unwrap_or_else(|_| Err(io::Error::other("an event loop ended at start")))
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            serving.finish();
+            return Err(e);
+        }
+    }
+    serving.stop.go.cancel();
+    Ok(serving)
+}
+
+/// The running event loops, until [`Serving::run`] stops them.
+pub struct Serving {
+    /// Where each mapping listens, in the order of the mappings.
+    addrs: Vec<SocketAddr>,
+    options: Arc<Options>,
+    stop: Stop,
+    /// Every open pair of every loop, so the stop can wait for them.
+    pairs: TaskTracker,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Where each mapping listens, in the order of the mappings (the port that port 0 picked).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Serves until `signal` completes, then stops accepting, lets open pairs go on for the
+    /// grace period (or until a second signal), and closes what is left with a reset.
+    pub async fn run<S>(mut self, mut signal: impl FnMut() -> S) -> io::Result<()>
+    where
+        S: std::future::Future<Output = &'static str>,
+    {
+        let first = signal().await;
+        self.stop.accepting.cancel();
+        self.stop.acceptors.close();
+        self.stop.acceptors.wait().await;
+        let pairs = self.pairs.clone();
+        pairs.close();
+        if !pairs.is_empty() {
+            eprintln!(
+                "tprox-relay: {first}: stopped accepting; {} open connection(s) may finish within \
+                 {} s (signal again to close them now)",
+                pairs.len(),
+                self.options.grace.as_secs_f64()
+            );
+            let finished = tokio::select! {
+                finished = timeout(self.options.grace, pairs.wait()) => finished.is_ok(),
+                _ = signal() => false,
+            };
+            if !finished {
+                eprintln!("tprox-relay: closing {} connection(s)", pairs.len());
+                self.stop.close_now.cancel();
+                pairs.wait().await;
+            }
+        }
+        self.finish();
+        Ok(())
+    }
+
+    /// Ends every event loop and waits for its thread.
+    fn finish(&mut self) {
+        self.stop.accepting.cancel();
+        self.stop.close_now.cancel();
+        self.stop.done.cancel();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How the control side tells the event loops to start and to stop.
+#[derive(Clone, Default)]
+struct Stop {
+    /// Cancelled once every loop has started: only then do they accept.
+    go: CancellationToken,
+    /// Cancelled at the first signal: the accept loops end.
+    accepting: CancellationToken,
+    /// The accept loops of every event loop, so the stop can wait until none accepts.
+    acceptors: TaskTracker,
+    /// Cancelled when the grace period is over: open pairs are reset.
+    close_now: CancellationToken,
+    /// Cancelled when no pair is left: the event loops' threads end.
+    done: CancellationToken,
+}
+
+/// One event loop: a single-threaded runtime that accepts on its own listener of every mapping
+/// and relays the pairs it accepted, until told that the proxy is done.
+fn event_loop(
+    sites: Vec<(std::net::TcpListener, Site)>,
+    stop: Stop,
+    ready: tokio::sync::oneshot::Sender<io::Result<()>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    runtime.block_on(async {
+        let mut listeners = Vec::new();
+        for (listener, site) in sites {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => listeners.push((listener, site)),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let _ = ready.send(Ok(()));
+        tokio::select! {
+            () = stop.go.cancelled() => {}
+            () = stop.done.cancelled() => return,
+        }
+        for (listener, site) in listeners {
+            stop.acceptors
+                .spawn(accept_loop(listener, site, stop.accepting.clone()));
+        }
+        stop.done.cancelled().await;
+    });
 }
 
 /// What a pair's task needs from its listener.
@@ -160,10 +334,21 @@ struct Site {
     mapping: Arc<Mapping>,
     /// The listener's address, as log lines name it.
     name: Arc<str>,
-    shortage: Arc<Shortage>,
+    /// Shared by the mapping's listeners in every event loop.
+    limit: Arc<Limit>,
     options: Arc<Options>,
     close_now: CancellationToken,
     pairs: TaskTracker,
+}
+
+/// What limits a mapping's accepting, across all event loops.
+struct Limit {
+    /// One permit per connection that `--max-connections` allows.
+    slots: Arc<Semaphore>,
+    /// Whether the limit has been reported since it was last reached, so the log says it once
+    /// per episode, not once per loop.
+    full: AtomicBool,
+    shortage: Shortage,
 }
 
 /// Backoff while descriptors are short: starts short, doubles to a ceiling, so a shortage
@@ -171,8 +356,8 @@ struct Site {
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 /// Whether a listener is short of descriptors. Set when accepting, or dialing for a client just
-/// accepted, fails; cleared when a pair is established again. While it is set, the accept loop
-/// waits before each accept: otherwise it would take clients only to drop them, or spin on a
+/// accepted, fails; cleared when a pair is established again. While it is set, the accept loops
+/// wait before each accept: otherwise they would take clients only to drop them, or spin on a
 /// listener that stays readable because its backlog is never drained.
 #[derive(Default)]
 struct Shortage(AtomicBool);
@@ -186,7 +371,9 @@ impl Shortage {
     }
 
     fn end(&self, name: &str) {
-        if self.0.swap(false, Relaxed) {
+        // Read before writing: every established pair passes here, and a store to a line the
+        // other loops read would bounce it between cores.
+        if self.0.load(Relaxed) && self.0.swap(false, Relaxed) {
             eprintln!("tprox-relay: {name}: accepting again");
         }
     }
@@ -200,24 +387,18 @@ fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
+/// Accepts clients and starts a pair for each, one at a time.
+///
+/// A client is accepted first and waits for a connection slot after: each event loop has a
+/// listener of its own, and the kernel decides in whose backlog a client waits, so a loop that
+/// took a free slot before accepting could wait on an empty listener while the client waits in
+/// another's. This way a freed slot goes to a loop that holds a client; each loop holds at most
+/// one client beyond the limit, accepted but neither dialed nor read.
 async fn accept_loop(listener: TcpListener, site: Site, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(site.mapping.max_connections));
+    let limit = &site.limit;
     let mut backoff = BACKOFF.0;
-    let mut full = false;
     loop {
-        if slots.available_permits() == 0 && !full {
-            full = true;
-            eprintln!(
-                "tprox-relay: {}: {} connections open, the --max-connections limit; new clients \
-                 wait until one closes",
-                site.name, site.mapping.max_connections
-            );
-        }
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = stop.cancelled() => return,
-        };
-        if site.shortage.active() {
+        if limit.shortage.active() {
             tokio::select! {
                 () = sleep(backoff) => {}
                 () = stop.cancelled() => return,
@@ -230,20 +411,41 @@ async fn accept_loop(listener: TcpListener, site: Site, stop: CancellationToken)
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => return,
         };
-        match accepted {
-            Ok((client, peer)) => {
-                if slots.available_permits() > 0 {
-                    full = false;
-                }
-                let site = site.clone();
-                site.pairs.clone().spawn(async move {
-                    handle(client, peer, &site).await;
-                    drop(permit);
-                });
-            }
+        let (client, peer) = match accepted {
+            Ok(accepted) => accepted,
             // Typically EMFILE/ENFILE; anything else (ECONNABORTED) is as passing.
-            Err(e) => site.shortage.begin(&site.name, "accept", &e),
+            Err(e) => {
+                limit.shortage.begin(&site.name, "accept", &e);
+                continue;
+            }
+        };
+        let permit = match limit.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => tokio::select! {
+                permit = limit.slots.clone().acquire_owned() => {
+                    permit.expect("the semaphore is never closed")
+                }
+                () = stop.cancelled() => return,
+            },
+        };
+        // Said once when the limit is reached, not once per loop; the flag is read before it
+        // is written, so that most connections only read the shared line.
+        if limit.slots.available_permits() == 0 {
+            if !limit.full.swap(true, Relaxed) {
+                eprintln!(
+                    "tprox-relay: {}: {} connections open, the --max-connections limit; new \
+                     clients wait until one closes",
+                    site.name, site.mapping.max_connections
+                );
+            }
+        } else if limit.full.load(Relaxed) {
+            limit.full.store(false, Relaxed);
         }
+        let site = site.clone();
+        site.pairs.clone().spawn(async move {
+            handle(client, peer, &site).await;
+            drop(permit);
+        });
     }
 }
 
@@ -260,7 +462,9 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
     let mut named = String::new();
     let ending = 'pair: {
         if !mapping.sni.is_empty() {
-            match sni::read_hello(&client, mapping.stall_timeout).await {
+            // Boxed, as the dial below: what is needed only at the start of a pair must not stay
+            // in the task's memory for the pair's whole life.
+            match Box::pin(sni::read_hello(&client, mapping.stall_timeout)).await {
                 Err(e) => break 'pair Ending::Failed(Side::Client, e),
                 Ok(first) => {
                     hello = first.bytes;
@@ -278,14 +482,25 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
                 }
             }
         }
-        let server = match dial(mapping, dest, &client, peer, &site.shortage, &site.name).await {
+        let server = match Box::pin(dial(
+            mapping,
+            dest,
+            &client,
+            peer,
+            &site.limit.shortage,
+            &site.name,
+        ))
+        .await
+        {
             Err(why) => break 'pair Ending::DialFailed(why),
             Ok(server) => server,
         };
-        site.shortage.end(&site.name);
+        site.limit.shortage.end(&site.name);
         // The ClientHello read to choose the destination goes to it first.
-        if let Err(e) = write_early(&server, &hello).await {
-            break 'pair Ending::Failed(Side::Server, e);
+        if !hello.is_empty() {
+            if let Err(e) = Box::pin(write_early(&server, &hello)).await {
+                break 'pair Ending::Failed(Side::Server, e);
+            }
         }
         traffic.up.store(hello.len() as u64, Relaxed);
         // Small request/response messages must not wait for Nagle or delayed ACKs (R12).
@@ -405,4 +620,57 @@ async fn write_early(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Most bytes the task of one pair may take beside its sockets' registrations, so that an
+    /// idle pair stays within 2 KiB of the proxy's memory: what a pair needs only at its start
+    /// (the dial, the ClientHello, a bulk direction's pipe, a slow peer's timer) is boxed and
+    /// freed, and must stay so.
+    const PAIR_TASK_LIMIT: usize = 1152;
+
+    #[test]
+    fn an_idle_pair_keeps_a_small_task() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = TcpStream::connect(addr).await.unwrap();
+            let mapping = Mapping {
+                bind: "127.0.0.1".into(),
+                local_port: 0,
+                dest_host: "127.0.0.1".into(),
+                dest_port: addr.port(),
+                via: None,
+                direct_fallback: false,
+                max_connections: 1,
+                stall_timeout: Duration::from_secs(1),
+                sni: Default::default(),
+            };
+            let site = Site {
+                mapping: Arc::new(mapping),
+                name: "test".into(),
+                limit: Arc::new(Limit {
+                    slots: Arc::new(Semaphore::new(1)),
+                    full: AtomicBool::new(false),
+                    shortage: Shortage::default(),
+                }),
+                options: Arc::new(Options::default()),
+                close_now: CancellationToken::new(),
+                pairs: TaskTracker::new(),
+            };
+            let task = handle(client, addr, &site);
+            let size = std::mem::size_of_val(&task);
+            assert!(
+                size <= PAIR_TASK_LIMIT,
+                "a pair's task takes {size} bytes, more than {PAIR_TASK_LIMIT}"
+            );
+        });
+    }
 }

@@ -70,6 +70,82 @@ fn a_mapping_file_gives_each_mapping_its_settings() {
     assert_eq!(round_trip(proxy.listening[0], b"first"), b"first");
 }
 
+/// The limit is the mapping's, not each event loop's: four loops share one port, and the
+/// kernel spreads the clients over them.
+#[test]
+fn the_connection_limit_holds_across_event_loops() {
+    let echo = echo_server();
+    let dest = format!("0:127.0.0.1:{}", echo.port());
+    let proxy = Proxy::start(
+        &["-p", &dest, "--threads", "4", "--max-connections", "4"],
+        1,
+    );
+    let addr = proxy.listening[0];
+    // Four established pairs (each has carried a message), wherever the kernel put them.
+    let held: Vec<TcpStream> = (0..4)
+        .map(|n| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let message = format!("held {n}");
+            stream.write_all(message.as_bytes()).unwrap();
+            let mut back = vec![0u8; message.len()];
+            stream.read_exact(&mut back).unwrap();
+            stream
+        })
+        .collect();
+    proxy.wait_for_log(
+        "4 connections open, the --max-connections limit",
+        Duration::from_secs(5),
+    );
+    // A fifth client waits in the backlog, unserved however long it waits here.
+    let mut fifth = TcpStream::connect(addr).unwrap();
+    fifth.write_all(b"fifth").unwrap();
+    fifth
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut back = [0u8; 5];
+    assert!(
+        fifth.read(&mut back).is_err(),
+        "a fifth connection was served with four open and --max-connections 4"
+    );
+    let log = proxy.stderr();
+    assert_eq!(
+        log.matches("the --max-connections limit").count(),
+        1,
+        "the limit is reported once, not once per event loop: {log}"
+    );
+    // One ends: the fifth is served, by whichever loop accepts it.
+    drop(held);
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    fifth.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"fifth");
+}
+
+/// Sharing a port between event loops (SO_REUSEPORT) must not let a second proxy share it too.
+#[test]
+fn a_second_proxy_on_the_same_port_is_refused() {
+    let echo = echo_server();
+    let dest = format!("0:127.0.0.1:{}", echo.port());
+    let first = Proxy::start(&["-p", &dest, "--threads", "2"], 1);
+    let port = first.listening[0].port();
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_tprox-relay"))
+        .args([
+            "-p",
+            &format!("{port}:127.0.0.1:{}", echo.port()),
+            "--threads",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("cannot listen on"));
+    assert_eq!(round_trip(first.listening[0], b"still mine"), b"still mine");
+}
+
 #[test]
 fn every_connection_gets_one_accounting_line() {
     let echo = echo_server();
