@@ -37,6 +37,9 @@ pub struct BenchOptions {
     pub idle_profiles: Vec<String>,
     /// Each measurement is taken this many times, proxies interleaved; the median counts.
     pub rounds: usize,
+    /// Round trips are measured at least this many times (extra rounds of ping-pong only, the
+    /// proxies interleaved): they vary most from one measurement to the next.
+    pub rtt_rounds: usize,
     pub json: Option<PathBuf>,
 }
 
@@ -112,17 +115,29 @@ pub fn run(
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let mut rounds: Vec<Vec<Figures>> = Vec::new();
-    for round in 0..options.rounds {
-        let mut figures = Vec::new();
-        for (name, version, target) in &targets {
-            progress(&format!("round {}/{}: {name}", round + 1, options.rounds));
-            let mut f = Figures {
+    for round in 0..options.rounds.max(options.rtt_rounds) {
+        // Only round trips in the extra rounds.
+        let full = round < options.rounds;
+        let total = options.rounds.max(options.rtt_rounds);
+        let mut figures: Vec<Figures> = targets
+            .iter()
+            .map(|(name, version, _)| Figures {
                 name: name.clone(),
                 version: version.clone(),
                 ..Figures::default()
-            };
-            measure(&runtime, target, options, round == 0, &mut f);
-            figures.push(f);
+            })
+            .collect();
+        // Each round starts with another proxy, so none is always measured first, on a
+        // machine fresh from the previous proxy's stop, or last.
+        for i in rotated(targets.len(), round) {
+            let (name, _, target) = &targets[i];
+            let what = if full { "" } else { " (round trips)" };
+            progress(&format!("round {}/{total}: {name}{what}", round + 1));
+            if full {
+                measure(&runtime, target, options, round == 0, &mut figures[i]);
+            } else {
+                measure_round_trips(&runtime, target, options, &mut figures[i]);
+            }
         }
         rounds.push(figures);
     }
@@ -162,19 +177,7 @@ fn measure(
         f.rss = instance.rss();
         instance.stop(runtime);
 
-        // Latency, through an echo server.
-        let echo = Server::start(Behaviour::Echo).map_err(|e| format!("echo: {e}"))?;
-        let instance = Instance::start(runtime, target, echo.addr)?;
-        if let Some(times) = keep(
-            &mut f.errors,
-            "ping-pong",
-            load::ping_pong(instance.addr, options.duration),
-        ) {
-            let (mean, p99) = report::mean_and_p99(&times);
-            f.rtt_mean = Some(mean);
-            f.rtt_p99 = Some(p99);
-        }
-        instance.stop(runtime);
+        round_trips(runtime, target, options, f)?;
 
         // Connection rate, through a server that replies once and closes.
         let replier = Server::start(Behaviour::Reply).map_err(|e| format!("reply server: {e}"))?;
@@ -211,6 +214,45 @@ fn measure(
     if let Err(e) = result {
         f.errors.push(e);
     }
+}
+
+/// A round of ping-pong only, recording a failure rather than stopping.
+fn measure_round_trips(
+    runtime: &tokio::runtime::Runtime,
+    target: &Target,
+    options: &BenchOptions,
+    f: &mut Figures,
+) {
+    if let Err(e) = round_trips(runtime, target, options, f) {
+        f.errors.push(e);
+    }
+}
+
+/// Latency, through an echo server.
+fn round_trips(
+    runtime: &tokio::runtime::Runtime,
+    target: &Target,
+    options: &BenchOptions,
+    f: &mut Figures,
+) -> Result<(), String> {
+    let echo = Server::start(Behaviour::Echo).map_err(|e| format!("echo: {e}"))?;
+    let instance = Instance::start(runtime, target, echo.addr)?;
+    if let Some(times) = keep(
+        &mut f.errors,
+        "ping-pong",
+        load::ping_pong(instance.addr, options.duration),
+    ) {
+        let (mean, p99) = report::mean_and_p99(&times);
+        f.rtt_mean = Some(mean);
+        f.rtt_p99 = Some(p99);
+    }
+    instance.stop(runtime);
+    Ok(())
+}
+
+/// The indices `0..len`, starting at `round % len`.
+fn rotated(len: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..len).map(move |i| (i + round) % len.max(1))
 }
 
 fn keep<T>(errors: &mut Vec<String>, what: &str, result: std::io::Result<T>) -> Option<T> {
@@ -344,7 +386,7 @@ pub fn main(mut options: BenchOptions) -> error::Result {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     );
     let targets = options.profiles.len() + 1 + usize::from(options.command.is_some());
-    let steps = (targets * options.rounds) as u64;
+    let steps = (targets * options.rounds.max(options.rtt_rounds)) as u64;
     let bar = crate::progress::bar(steps, "{bar:30} {pos}/{len} {msg} [{elapsed}]")
         .unwrap_or_else(indicatif::ProgressBar::hidden);
     let figures = run(&options, scratch.path(), &|step| {
@@ -354,9 +396,10 @@ pub fn main(mut options: BenchOptions) -> error::Result {
     bar.finish_and_clear();
     let figures = figures.map_err(Error::Setup)?;
     let settings = format!(
-        "tprox bench: {} s per measurement, {} round(s), {} streams, {} connection workers, {} cores",
+        "tprox bench: {} s per measurement, {} round(s), round trips in {}, {} streams, {} connection workers, {} cores",
         options.duration.as_secs_f64(),
         options.rounds,
+        options.rounds.max(options.rtt_rounds),
         options.streams,
         options.workers,
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -366,13 +409,72 @@ pub fn main(mut options: BenchOptions) -> error::Result {
         let settings = serde_json::json!({
             "duration_secs": options.duration.as_secs_f64(),
             "rounds": options.rounds,
+            "rtt_rounds": options.rounds.max(options.rtt_rounds),
             "streams": options.streams,
             "workers": options.workers,
             "idle_connections": options.idle,
+            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         });
         let text = serde_json::to_string_pretty(&report::json(&figures, "ref", settings))
             .unwrap_or_default();
         std::fs::write(path, text + "\n").map_err(|e| Error::output("the figures", path, e))?;
     }
     Ok(Conclusion::Passed)
+}
+
+/// `tprox bench --markdown-from FILE [--update PAGE]`: the figures of a saved `--json` report
+/// as Markdown, printed or written into PAGE between its markers, so that a page's table is
+/// made from a measurement by a command, never by hand.
+pub fn markdown_main(report: &std::path::Path, page: Option<&std::path::Path>) -> error::Result {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))
+    };
+    let text = read(report)?;
+    let bad = |why: String| {
+        Error::Usage(format!(
+            "{} is not a report of `tprox bench --json`: {why}",
+            report.display()
+        ))
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let figures = report::from_json(&value).map_err(bad)?;
+    let settings = &value["settings"];
+    let number = |key: &str| settings[key].as_f64().unwrap_or(f64::NAN);
+    let line = format!(
+        "`tprox bench` on {} cores: {} s per measurement, {} round(s), round trips in {}, {} \
+         streams, {} connection workers ({}).",
+        number("cores"),
+        number("duration_secs"),
+        number("rounds"),
+        number("rtt_rounds"),
+        number("streams"),
+        number("workers"),
+        report.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let subject = value["subject"].as_str().unwrap_or("ref");
+    let generated = report::markdown(&figures, subject, &line);
+    let Some(page) = page else {
+        print!("{generated}");
+        return Ok(Conclusion::Passed);
+    };
+    let updated = report::replace_generated(&read(page)?, &generated)
+        .map_err(|why| Error::Usage(format!("cannot update {}: {why}", page.display())))?;
+    std::fs::write(page, updated).map_err(|e| Error::output("the page", page, e))?;
+    eprintln!(
+        "tprox bench: {} updated from {}",
+        page.display(),
+        report.display()
+    );
+    Ok(Conclusion::Passed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_round_starts_with_the_next_proxy_and_measures_each_once() {
+        assert_eq!(super::rotated(3, 0).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(super::rotated(3, 1).collect::<Vec<_>>(), [1, 2, 0]);
+        assert_eq!(super::rotated(3, 5).collect::<Vec<_>>(), [2, 0, 1]);
+    }
 }

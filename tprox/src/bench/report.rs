@@ -199,6 +199,20 @@ pub fn table(figures: &[Figures], subject: &str, settings: &str) -> String {
     out
 }
 
+/// A proxy's figures as the tables show them, `missing` where there is none.
+fn cells(f: &Figures, missing: &str) -> [String; 7] {
+    let cell = |v: Option<f64>, show: &dyn Fn(f64) -> String| v.map(show).unwrap_or(missing.into());
+    [
+        cell(f.one_stream, &rate),
+        cell(f.n_streams, &rate),
+        cell(f.rtt_mean, &micros),
+        cell(f.rtt_p99, &micros),
+        cell(f.conn_rate, &|v| format!("{v:.0}")),
+        cell(f.cpu_per_gb, &|v| format!("{v:.2} s")),
+        f.rss.map(mib).unwrap_or(missing.into()),
+    ]
+}
+
 /// One row per proxy, one column per figure, aligned.
 fn figures_table(figures: &[Figures]) -> String {
     let header = [
@@ -213,18 +227,11 @@ fn figures_table(figures: &[Figures]) -> String {
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for f in figures {
-        let cell =
-            |v: Option<f64>, show: fn(f64) -> String| v.map(show).unwrap_or_else(|| "-".into());
-        rows.push(vec![
-            f.name.clone(),
-            cell(f.one_stream, rate),
-            cell(f.n_streams, rate),
-            cell(f.rtt_mean, micros),
-            cell(f.rtt_p99, micros),
-            cell(f.conn_rate, |v| format!("{v:.0}")),
-            cell(f.cpu_per_gb, |v| format!("{v:.2} s")),
-            f.rss.map(mib).unwrap_or_else(|| "-".into()),
-        ]);
+        rows.push(
+            std::iter::once(f.name.clone())
+                .chain(cells(f, "-"))
+                .collect(),
+        );
     }
     let widths: Vec<usize> = (0..header.len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -389,6 +396,113 @@ pub fn json(figures: &[Figures], subject: &str, settings: Value) -> Value {
     json!({ "settings": settings, "proxies": proxies, "subject": subject, "ratios_to_best_peer": ratios })
 }
 
+/// The figures of a report that [`json`] wrote (`tprox bench --json`), or what is wrong with it.
+pub fn from_json(report: &Value) -> Result<Vec<Figures>, String> {
+    let proxies = report["proxies"]
+        .as_array()
+        .ok_or("it has no \"proxies\" list")?;
+    proxies
+        .iter()
+        .map(|entry| {
+            let name = entry["name"]
+                .as_str()
+                .ok_or("a proxy has no \"name\"")?
+                .to_string();
+            let number = |key: &str| entry[key].as_f64();
+            let bytes = |key: &str| entry[key].as_u64();
+            let mut f = Figures {
+                version: entry["version"].as_str().unwrap_or("-").into(),
+                rss: bytes("rss_bytes"),
+                idle_rss: bytes("idle_rss_bytes"),
+                idle_base_rss: bytes("idle_base_rss_bytes"),
+                idle_count: bytes("idle_connections").map(|n| n as usize),
+                errors: entry["errors"]
+                    .as_array()
+                    .map(|e| {
+                        e.iter()
+                            .filter_map(|e| e.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                name,
+                ..Figures::default()
+            };
+            f.one_stream = number("one_stream_bytes_per_sec");
+            f.n_streams = number("n_streams_bytes_per_sec");
+            f.rtt_mean = number("rtt_mean_secs");
+            f.rtt_p99 = number("rtt_p99_secs");
+            f.conn_rate = number("connections_per_sec");
+            f.cpu_per_gb = number("cpu_secs_per_gb");
+            for metric in METRICS {
+                let range = &entry["spread"][metric.key];
+                if let (Some(low), Some(high)) = (range[0].as_f64(), range[1].as_f64()) {
+                    f.spread.insert(metric.key, (low, high));
+                }
+            }
+            Ok(f)
+        })
+        .collect()
+}
+
+/// The figures as Markdown, for a page: one table row per proxy (medians), then `subject`'s
+/// ratios to the best peer with both spreads, and the idle memory, as a list.
+pub fn markdown(figures: &[Figures], subject: &str, settings: &str) -> String {
+    let mut out = format!("{settings}\n\n");
+    out.push_str(
+        "| proxy | 1 stream | N streams | RTT mean | RTT p99 | conn/s | CPU per GB | RSS |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for f in figures {
+        // The versions are the page's to name: some proxies' version lines are a paragraph.
+        let name = if f.name == subject {
+            format!("**{}**", f.name)
+        } else {
+            f.name.clone()
+        };
+        let _ = writeln!(out, "| {name} | {} |", cells(f, "–").join(" | "));
+    }
+    let lines: Vec<String> = ratios(figures, subject)
+        .lines()
+        .chain(idle_lines(figures).lines())
+        .filter(|l| l.starts_with("  "))
+        .map(|l| format!("- {}", l.trim()))
+        .collect();
+    if !lines.is_empty() {
+        let _ = write!(
+            out,
+            "\n{subject} against the best other proxy, from the same run (medians; the lowest and \
+             highest round of each in brackets):\n\n{}\n",
+            lines.join("\n")
+        );
+    }
+    out
+}
+
+/// Where the generated part of a page begins and ends.
+pub const MARKDOWN_BEGIN: &str = "<!-- tprox bench: generated by `tprox bench --markdown-from";
+pub const MARKDOWN_END: &str = "<!-- tprox bench: end of the generated part -->";
+
+/// `page` with the text between its markers replaced by `generated`, or why it cannot be.
+pub fn replace_generated(page: &str, generated: &str) -> Result<String, String> {
+    let begin = page
+        .find(MARKDOWN_BEGIN)
+        .ok_or_else(|| format!("it has no line starting with {MARKDOWN_BEGIN}"))?;
+    let after_begin = begin
+        + page[begin..]
+            .find('\n')
+            .ok_or("nothing follows the begin marker")?
+        + 1;
+    let end = page[after_begin..]
+        .find(MARKDOWN_END)
+        .map(|i| after_begin + i)
+        .ok_or_else(|| format!("it has no {MARKDOWN_END} after the begin marker"))?;
+    Ok(format!(
+        "{}\n{generated}\n{}",
+        &page[..after_begin],
+        &page[end..]
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +514,22 @@ mod tests {
             rtt_mean: Some(rtt),
             ..Figures::default()
         }
+    }
+
+    #[test]
+    fn a_saved_report_gives_back_the_figures_it_was_made_from() {
+        let rounds = vec![
+            vec![figures("ref", 5e9, 1e-4), figures("socat", 4e9, 2e-4)],
+            vec![figures("ref", 7e9, 2e-4), figures("socat", 4.5e9, 3e-4)],
+        ];
+        let all = medians(rounds);
+        let saved = json(&all, "ref", json!({}));
+        let back = from_json(&saved).unwrap();
+        assert_eq!(table(&back, "ref", "s"), table(&all, "ref", "s"));
+        let page = markdown(&back, "ref", "settings");
+        assert!(page.contains("| **ref** | 7.00 GB/s"), "{page}");
+        assert!(page.contains("- 1-stream throughput"), "{page}");
+        assert!(from_json(&json!({"proxies": [{}]})).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ Examples:
   tprox bench                                     the reference against every installed proxy
   tprox bench --profiles ref,haproxy,nginx --duration 3 --rounds 3 --json bench.json
   tprox bench --profiles ref,socat -- ./myproxy {dest_host} {dest_port} {listen_port}
+  tprox bench --markdown-from docs/bench.json --update docs/bench.md   the page's table, remade
 
 Each proxy is started with a generated configuration (tprox --list-profiles shows them) and
 measured in turn, all in one run: throughput of one stream and of N streams into a sink,
@@ -42,6 +43,11 @@ pub(super) struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     rounds: u32,
 
+    /// Measure round trips at least this many times (the extra rounds measure nothing else,
+    /// proxies interleaved): a round trip's mean moves most from one measurement to the next.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+    rtt_rounds: u32,
+
     /// Streams at once in the N-stream throughput test.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     streams: u32,
@@ -67,9 +73,22 @@ pub(super) struct BenchArgs {
     /// Also write the figures and ratios as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+
+    /// Measure nothing: print the figures of a saved --json report as Markdown (a table and the
+    /// ratio lines).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["proxy", "profiles", "json"])]
+    markdown_from: Option<PathBuf>,
+
+    /// With --markdown-from: write the Markdown into PAGE instead, replacing what lies between
+    /// its `<!-- tprox bench: ... -->` markers (docs/bench.md has them).
+    #[arg(long, value_name = "PAGE", requires = "markdown_from")]
+    update: Option<PathBuf>,
 }
 
 pub(super) fn run(args: BenchArgs) -> error::Result {
+    if let Some(report) = &args.markdown_from {
+        return crate::bench::markdown_main(report, args.update.as_deref());
+    }
     let command = match args.proxy.is_empty() {
         true => None,
         false => match ProxyCommand::new(&args.proxy) {
@@ -86,6 +105,7 @@ pub(super) fn run(args: BenchArgs) -> error::Result {
         idle: args.idle as usize,
         idle_profiles: args.idle_profiles,
         rounds: args.rounds as usize,
+        rtt_rounds: args.rtt_rounds as usize,
         json: args.json,
     };
     proxy::become_subreaper();
