@@ -195,3 +195,79 @@ fn a_file_that_is_not_a_bench_report_is_explained() {
             "is not a report of `tprox bench --json`: it has no \"proxies\" list",
         ));
 }
+
+/// `--hold` starts one proxy from its profile and stops it, and everything it started, when
+/// stdin closes.
+#[test]
+fn hold_serves_until_stdin_closes() {
+    use std::io::{BufRead, Read, Write};
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest = server.local_addr().unwrap().port();
+    let mut hold = std::process::Command::new(env!("CARGO_BIN_EXE_tprox"))
+        .args(["bench", "--hold", "ref", "--dest", &dest.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(hold.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("Listening on ")
+        .unwrap_or_else(|| panic!("not an announcement: {line:?}"))
+        .parse()
+        .unwrap();
+    // tprox's own check that the proxy listens may reach the server first: the first
+    // connection that carries anything is the one.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in server.incoming() {
+            let mut got = Vec::new();
+            let _ = stream.unwrap().read_to_end(&mut got);
+            if !got.is_empty() {
+                let _ = tx.send(got);
+            }
+        }
+    });
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.write_all(b"through").unwrap();
+    drop(client);
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(got, b"through");
+    drop(hold.stdin.take());
+    let status = hold.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the proxy still listens after --hold ended"
+    );
+}
+
+#[test]
+fn the_scale_check_reports_every_message() {
+    let (stdout, report) = bench(&["--scale", "40", "--scale-secs", "2"], &[]);
+    for name in ["direct", "ref"] {
+        assert!(
+            stdout.contains(&format!("{name}: 40 connections")),
+            "{stdout}"
+        );
+    }
+    let entries = report["scale"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{report}");
+    for entry in entries {
+        assert_eq!(entry["connections"], 40, "{entry}");
+        assert_eq!(entry["failed"], 0, "{entry}");
+        assert_eq!(entry["starved_connections"], 0, "{entry}");
+        // Two seconds, a message a second from a phase within the first: two or three each.
+        let answered = entry["answered"].as_u64().unwrap();
+        assert!((80..=120).contains(&answered), "{entry}");
+    }
+    let reference = &entries[1];
+    assert!(
+        reference["rss_start_bytes"].as_u64().unwrap() > 0,
+        "{reference}"
+    );
+}

@@ -8,8 +8,10 @@
 //! connections. Absolute figures depend on the machine; what carries over is the ratios, which
 //! is why everything is measured in the same run.
 
+pub(crate) mod hold;
 pub mod load;
 pub mod report;
+mod scale;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,6 +39,10 @@ pub struct BenchOptions {
     pub idle_profiles: Vec<String>,
     /// Each measurement is taken this many times, proxies interleaved; the median counts.
     pub rounds: usize,
+    /// The scale check instead of the bench: this many connections, all active (capped by the
+    /// descriptors), for `scale_secs`.
+    pub scale: Option<usize>,
+    pub scale_secs: Duration,
     /// Round trips are measured at least this many times (extra rounds of ping-pong only, the
     /// proxies interleaved): they vary most from one measurement to the next.
     pub rtt_rounds: usize,
@@ -86,34 +92,8 @@ pub fn run(
     progress: &dyn Fn(&str),
 ) -> Result<Vec<Figures>, String> {
     raise_own_descriptor_limit();
-    let mut targets: Vec<(String, String, Target)> =
-        vec![("direct".into(), "-".into(), Target::Direct)];
-    for name in &options.profiles {
-        let profile: &Profile = profiles::find(name)?;
-        let dir = scratch.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
-        targets.push((
-            name.clone(),
-            profile.version(),
-            Target::Proxy(profile.command(&dir)?),
-        ));
-    }
-    if let Some(command) = &options.command {
-        targets.push((
-            "yours".into(),
-            command.label.clone(),
-            Target::Proxy(command.clone()),
-        ));
-    }
-    // One worker thread of its own: the proxies' output is drained by tasks on this runtime,
-    // and they must keep running while the load generators (plain threads) work. On a
-    // current-thread runtime they ran only inside `block_on`, a chatty proxy (a line per
-    // connection) filled its pipe during a measurement, and blocked writing its log.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let targets = targets(options, scratch)?;
+    let runtime = output_runtime().map_err(|e| e.to_string())?;
     let mut rounds: Vec<Vec<Figures>> = Vec::new();
     for round in 0..options.rounds.max(options.rtt_rounds) {
         // Only round trips in the extra rounds.
@@ -259,6 +239,105 @@ fn keep<T>(errors: &mut Vec<String>, what: &str, result: std::io::Result<T>) -> 
     result.map_err(|e| errors.push(format!("{what}: {e}"))).ok()
 }
 
+/// The direct connection, then the profiles' proxies and the user's command, with names and
+/// versions, each with a scratch directory of its own under `scratch`.
+fn targets(
+    options: &BenchOptions,
+    scratch: &std::path::Path,
+) -> Result<Vec<(String, String, Target)>, String> {
+    let mut targets: Vec<(String, String, Target)> =
+        vec![("direct".into(), "-".into(), Target::Direct)];
+    for name in &options.profiles {
+        let profile: &Profile = profiles::find(name)?;
+        let dir = scratch.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        targets.push((
+            name.clone(),
+            profile.version(),
+            Target::Proxy(profile.command(&dir)?),
+        ));
+    }
+    if let Some(command) = &options.command {
+        targets.push((
+            "yours".into(),
+            command.label.clone(),
+            Target::Proxy(command.clone()),
+        ));
+    }
+    Ok(targets)
+}
+
+/// A scratch directory for the proxies' configurations, removed when dropped.
+fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, Error> {
+    let scratch = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| Error::Setup(format!("cannot make a scratch directory: {e}")))?;
+    // Proxies that drop privileges (nginx workers) must reach their files.
+    let _ = std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    );
+    Ok(scratch)
+}
+
+/// `tprox bench --scale N`: the scale check through each selected proxy in turn.
+fn scale_main(options: &BenchOptions, count: usize, scratch: &std::path::Path) -> error::Result {
+    raise_own_descriptor_limit();
+    let count = count.min(idle_capacity());
+    let targets = targets(options, scratch).map_err(Error::Setup)?;
+    // The direct connection first: the load generator's own limit on this machine, which the
+    // proxies' round trips are read against.
+    let proxies: Vec<_> = targets.iter().collect();
+    let runtime = output_runtime()?;
+    let bar = crate::progress::bar(
+        proxies.len() as u64,
+        "{spinner} {pos}/{len} {msg} [{elapsed}]",
+    )
+    .unwrap_or_else(indicatif::ProgressBar::hidden);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut all = Vec::new();
+    for (name, _, target) in proxies {
+        let f = scale::measure(&runtime, name, target, count, options.scale_secs, &|step| {
+            bar.set_message(step.to_string())
+        });
+        bar.inc(1);
+        bar.suspend(|| print!("{}", scale::lines(&f, options.scale_secs)));
+        all.push(f);
+    }
+    bar.finish_and_clear();
+    if let Some(path) = &options.json {
+        let report = serde_json::json!({
+            "settings": {
+                "connections": count,
+                "secs": options.scale_secs.as_secs_f64(),
+                "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            },
+            "scale": all.iter().map(scale::json).collect::<Vec<_>>(),
+        });
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(path, text + "\n").map_err(|e| Error::output("the figures", path, e))?;
+    }
+    match all.iter().all(|f| f.error.is_none()) {
+        true => Ok(Conclusion::Passed),
+        false => Err(Error::Setup(
+            "the scale check could not run through every proxy (see above)".into(),
+        )),
+    }
+}
+
+/// The runtime that starts the proxies and drains their output. One worker thread of its own:
+/// the draining tasks must keep running while the load generators (plain threads) work. On a
+/// current-thread runtime they ran only inside `block_on`, a chatty proxy (a line per
+/// connection) filled its pipe during a measurement, and blocked writing its log.
+fn output_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Setup(format!("cannot start the async runtime: {e}")))
+}
+
 /// A started proxy (or none, for a direct connection).
 struct Instance {
     addr: std::net::SocketAddr,
@@ -364,6 +443,10 @@ fn raise_own_descriptor_limit() {
 /// `tprox bench`: checks the selection, runs with a progress line, prints the table, writes
 /// JSON. Fails to set up when nothing could be measured or the input is bad.
 pub fn main(mut options: BenchOptions) -> error::Result {
+    if options.profiles.is_empty() && options.scale.is_some() {
+        // A minute or more per proxy: only the reference unless others are asked for.
+        options.profiles = vec!["ref".into()];
+    }
     if options.profiles.is_empty() {
         options.profiles = profiles::PROFILES
             .iter()
@@ -376,15 +459,10 @@ pub fn main(mut options: BenchOptions) -> error::Result {
             .and_then(|p| p.program().map(|_| ()))
             .map_err(Error::Setup)?;
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("tprox-bench-")
-        .tempdir()
-        .map_err(|e| Error::Setup(format!("cannot make a scratch directory: {e}")))?;
-    // Proxies that drop privileges (nginx workers) must reach their files.
-    let _ = std::fs::set_permissions(
-        scratch.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    );
+    let scratch = scratch_dir("tprox-bench-")?;
+    if let Some(count) = options.scale {
+        return scale_main(&options, count, scratch.path());
+    }
     let targets = options.profiles.len() + 1 + usize::from(options.command.is_some());
     let steps = (targets * options.rounds.max(options.rtt_rounds)) as u64;
     let bar = crate::progress::bar(steps, "{bar:30} {pos}/{len} {msg} [{elapsed}]")

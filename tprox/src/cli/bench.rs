@@ -12,6 +12,7 @@ Examples:
   tprox bench --profiles ref,haproxy,nginx --duration 3 --rounds 3 --json bench.json
   tprox bench --profiles ref,socat -- ./myproxy {dest_host} {dest_port} {listen_port}
   tprox bench --markdown-from docs/bench.json --update docs/bench.md   the page's table, remade
+  tprox bench --scale 10000 --scale-secs 60       every connection the descriptors allow, all busy
 
 Each proxy is started with a generated configuration (tprox --list-profiles shows them) and
 measured in turn, all in one run: throughput of one stream and of N streams into a sink,
@@ -48,6 +49,17 @@ pub(super) struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
     rtt_rounds: u32,
 
+    /// Instead of the bench, the scale check: N connections (at most what the descriptor limit
+    /// allows) through each proxy of --profiles (default: ref), all active at once, each sending
+    /// a 16-byte message a second for --scale-secs; reports failed messages, starved
+    /// connections, the worst round trip and the proxy's memory over time.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    scale: Option<u32>,
+
+    /// With --scale: how long the load goes on.
+    #[arg(long, value_name = "SECS", default_value_t = 60, requires = "scale", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    scale_secs: u32,
+
     /// Streams at once in the N-stream throughput test.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     streams: u32,
@@ -79,6 +91,16 @@ pub(super) struct BenchArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["proxy", "profiles", "json"])]
     markdown_from: Option<PathBuf>,
 
+    /// Measure nothing: start the proxy of profile NAME forwarding to 127.0.0.1:--dest, print
+    /// `Listening on ADDR:PORT`, and stop it when stdin closes; for measuring the proxies with
+    /// other tools (ci/cross-check).
+    #[arg(long, value_name = "NAME", requires = "dest", conflicts_with_all = ["proxy", "profiles", "json", "markdown_from"])]
+    hold: Option<String>,
+
+    /// With --hold: the port on 127.0.0.1 that the proxy forwards to.
+    #[arg(long, value_name = "PORT", requires = "hold", value_parser = clap::value_parser!(u16).range(1..))]
+    dest: Option<u16>,
+
     /// With --markdown-from: write the Markdown into PAGE instead, replacing what lies between
     /// its `<!-- tprox bench: ... -->` markers (docs/bench.md has them).
     #[arg(long, value_name = "PAGE", requires = "markdown_from")]
@@ -86,6 +108,11 @@ pub(super) struct BenchArgs {
 }
 
 pub(super) fn run(args: BenchArgs) -> error::Result {
+    if let (Some(name), Some(port)) = (&args.hold, args.dest) {
+        proxy::become_subreaper();
+        stop_everything_on_interrupt();
+        return crate::bench::hold::main(name, port);
+    }
     if let Some(report) = &args.markdown_from {
         return crate::bench::markdown_main(report, args.update.as_deref());
     }
@@ -106,6 +133,8 @@ pub(super) fn run(args: BenchArgs) -> error::Result {
         idle_profiles: args.idle_profiles,
         rounds: args.rounds as usize,
         rtt_rounds: args.rtt_rounds as usize,
+        scale: args.scale.map(|n| n as usize),
+        scale_secs: Duration::from_secs(args.scale_secs.into()),
         json: args.json,
     };
     proxy::become_subreaper();
