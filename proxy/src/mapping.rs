@@ -47,7 +47,8 @@ pub struct Mapping {
     pub via: Option<HttpProxy>,
     /// Dial the destination directly when the HTTP proxy itself cannot be reached.
     pub direct_fallback: bool,
-    /// Most pairs served at once on this listener; further clients wait in the backlog.
+    /// Most pairs served at once by this mapping, across all event loops; further clients wait
+    /// (see `--max-connections`).
     pub max_connections: usize,
     /// How long a direction may hold data without writing any of it before the pair is
     /// aborted (R7). Also bounds dialing the destination (R8).

@@ -304,17 +304,20 @@ fn move_now(dir: &Direction<'_>, room: usize) -> Result<Moved, Ending> {
 /// part of every pair's memory.
 async fn write_all(dir: &Direction<'_>, data: &[u8]) -> Result<(), Ending> {
     let mut written = 0;
-    let mut deadline = dir.deadline();
+    // Read the clock only when a wait begins: the stall clock restarts with every byte that goes
+    // out, and most writes never wait.
+    let mut deadline = None;
     while written < data.len() {
         match dir.to.try_write(&data[written..]) {
             Ok(k) => {
                 written += k;
                 dir.delivered(k);
-                deadline = dir.deadline();
+                deadline = None;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let until = *deadline.get_or_insert_with(|| dir.deadline());
                 let writable = std::future::poll_fn(|cx| dir.to.poll_write_ready(cx));
-                match Box::pin(timeout_at(deadline, writable)).await {
+                match Box::pin(timeout_at(until, writable)).await {
                     Err(_) => return Err(Ending::Stalled(dir.to_side)),
                     Ok(Err(e)) => return Err(dir.write_failed(e)),
                     Ok(Ok(())) => {}

@@ -462,7 +462,9 @@ async fn accept_loop(listener: TcpListener, site: Site, stop: CancellationToken)
 }
 
 async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
-    let started = Instant::now();
+    // Read the clock only for the accounting line.
+    let logged = site.options.log_connections || site.options.verbose;
+    let started = logged.then(Instant::now);
     let mapping = &site.mapping;
     let options = &site.options;
     if options.verbose {
@@ -539,7 +541,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
             }
         }
     };
-    if options.log_connections || options.verbose {
+    if let Some(started) = started {
         eprintln!(
             "tprox-relay: {peer} -> {}{named}: up {} B, down {} B, {:.3} s, {ending}",
             host_port(dest.0, dest.1),

@@ -99,7 +99,8 @@ fn the_connection_limit_holds_across_event_loops() {
         "4 connections open, the --max-connections limit",
         Duration::from_secs(5),
     );
-    // A fifth client waits in the backlog, unserved however long it waits here.
+    // A fifth client waits (accepted by some loop, or in a backlog), unserved however long it
+    // waits here.
     let mut fifth = TcpStream::connect(addr).unwrap();
     fifth.write_all(b"fifth").unwrap();
     fifth

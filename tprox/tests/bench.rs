@@ -261,9 +261,10 @@ fn the_scale_check_reports_every_message() {
         assert_eq!(entry["connections"], 40, "{entry}");
         assert_eq!(entry["failed"], 0, "{entry}");
         assert_eq!(entry["starved_connections"], 0, "{entry}");
-        // Two seconds, a message a second from a phase within the first: two or three each.
+        // Two seconds, a message a second from a phase within the first: three each, fewer
+        // when a loaded machine delays the exchanges (the ticks wait for them), never none.
         let answered = entry["answered"].as_u64().unwrap();
-        assert!((80..=120).contains(&answered), "{entry}");
+        assert!((40..=120).contains(&answered), "{entry}");
     }
     let reference = &entries[1];
     assert!(
