@@ -31,17 +31,21 @@ use crate::via::HttpProxy;
     version,
     override_usage = "tprox-relay [OPTIONS] <DEST_HOST> <DEST_PORT> <LISTEN_PORT>\n       \
                       tprox-relay [OPTIONS] -p [BIND:]LOCAL:HOST:PORT [-p ...]\n       \
+                      tprox-relay [OPTIONS] --socks5 [BIND:]PORT | --http-connect [BIND:]PORT\n       \
                       tprox-relay [OPTIONS] --config <FILE>",
     after_help = "Examples:\n  \
       tprox-relay 127.0.0.1 9000 8080               the lab form: :8080 -> 127.0.0.1:9000\n  \
       tprox-relay -p 8080:db:5432 -p [::]:0:web:80  two mappings; the second dual-stack, any port\n  \
       tprox-relay -p 0:intranet:443 --via http://u:p@squid:3128 --direct-fallback\n  \
       tprox-relay --config mappings.toml -d         mappings from a file, one log line per connection\n  \
-      tprox-relay -p [::]:443:127.0.0.1:8443 --sni a.example=10.0.0.5:443 --sni '*.b.example=10.0.0.6:443'\n\n\
+      tprox-relay -p [::]:443:127.0.0.1:8443 --sni a.example=10.0.0.5:443 --sni '*.b.example=10.0.0.6:443'\n  \
+      tprox-relay --socks5 1080 --http-connect 3128 --front-credentials pass.txt --allow 10.1.0.0/16:443\n\n\
       A mapping file has [[mapping]] tables with listen = \"ADDR:PORT\", dest = \"HOST:PORT\", and\n\
       optionally via, direct_fallback, max_connections, stall_timeout, sni (a table of\n\
       NAME = \"HOST:PORT\") and sni_only of its own; settings it leaves out come from the\n\
-      command line."
+      command line. A front has mode = \"socks5\" or \"http-connect\" instead of dest, and\n\
+      optionally credentials_file and allow (a list of NET[/BITS][:PORTS]).\n\n\
+      A front's client that has not finished its handshake within the stall timeout is closed."
 )]
 pub struct Args {
     /// Host name or address of the destination server (lab form).
@@ -103,6 +107,24 @@ pub struct Args {
     /// Log every connection event on stderr.
     #[arg(short, long)]
     pub verbose: bool,
+    /// A SOCKS5 front (RFC 1928): listen on BIND:PORT (BIND defaults to 127.0.0.1) and let each
+    /// client name its destination with CONNECT. Repeatable. Clients may go only where --allow
+    /// says (loopback by default).
+    #[arg(long = "socks5", value_name = "[BIND:]PORT")]
+    pub socks5: Vec<String>,
+    /// An HTTP CONNECT front: listen on BIND:PORT and tunnel each `CONNECT HOST:PORT` request.
+    /// Repeatable. Clients may go only where --allow says (loopback by default).
+    #[arg(long = "http-connect", value_name = "[BIND:]PORT")]
+    pub http_connect: Vec<String>,
+    /// The username and password every front requires (SOCKS5 username/password, HTTP Basic
+    /// Proxy-Authorization): a file whose first line is USER:PASSWORD. Never logged.
+    #[arg(long, value_name = "FILE")]
+    pub front_credentials: Option<PathBuf>,
+    /// Destinations a front's clients may ask for: NET[/BITS][:PORT[-PORT]], e.g.
+    /// 10.1.0.0/16:443 or [fd00::]/8. Repeatable. Default: 127.0.0.0/8 and ::1, any port. A front
+    /// that dials anything anyone asks is an open relay: allow only what your clients need.
+    #[arg(long, value_name = "NET")]
+    pub allow: Vec<String>,
     /// Event loops, one thread each, sharing every listening port (SO_REUSEPORT): a connection
     /// is accepted, dialed and relayed on one thread. Default: one per core.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -159,6 +181,15 @@ impl Args {
             direct_fallback: self.direct_fallback,
             max_connections: self.max_connections.max(1),
             stall_timeout: Duration::from_secs_f64(self.stall_timeout),
+            credentials: match &self.front_credentials {
+                Some(path) => Some(crate::front::Credentials::from_file(path)?),
+                None => None,
+            },
+            allow: if self.allow.is_empty() {
+                crate::front::Allow::default()
+            } else {
+                crate::front::Allow::parse(&self.allow)?
+            },
         };
         let mut mappings = Vec::new();
         match (&self.dest_host, self.dest_port, self.listen_port) {
@@ -175,6 +206,20 @@ impl Args {
         }
         for spec in &self.maps {
             mappings.push(mapping::parse_spec(spec, &defaults)?);
+        }
+        for spec in &self.socks5 {
+            mappings.push(mapping::parse_front(
+                spec,
+                crate::front::Kind::Socks5,
+                &defaults,
+            )?);
+        }
+        for spec in &self.http_connect {
+            mappings.push(mapping::parse_front(
+                spec,
+                crate::front::Kind::HttpConnect,
+                &defaults,
+            )?);
         }
         if let Some(path) = &self.config {
             mappings.extend(mapping::load_file(path, &defaults)?);
@@ -216,8 +261,8 @@ where
             let _ = Args::command()
                 .error(
                     clap::error::ErrorKind::MissingRequiredArgument,
-                    "nothing to forward: give DEST_HOST DEST_PORT LISTEN_PORT, -p mappings, or \
-                     --config FILE",
+                    "nothing to forward: give DEST_HOST DEST_PORT LISTEN_PORT, -p mappings, \
+                     --socks5 or --http-connect fronts, or --config FILE",
                 )
                 .print();
             return ExitCode::from(2);
@@ -299,7 +344,7 @@ fn announce(addrs: &[std::net::SocketAddr]) {
 /// as a closed connection for every client. A destination behind an HTTP proxy is the proxy's
 /// to resolve, and may not resolve here at all.
 fn check_destination(mapping: &Mapping) -> Result<(), String> {
-    if mapping.via.is_some() {
+    if mapping.via.is_some() || mapping.front.is_some() {
         return Ok(());
     }
     let routes = mapping.sni.names.values().map(|(h, p)| (h.as_str(), *p));

@@ -10,7 +10,8 @@
 //!   failed write (R6); [`relay::splice`] does the same without copying, on Linux.
 //! * [`server`] listens, accepts, dials the destination (directly or through [`via`]), keeps
 //!   serving whatever a single pair does (R2, R8, R11), and stops gracefully; [`sni`] picks the
-//!   destination of a TLS client by the server name it asks for.
+//!   destination of a TLS client by the server name it asks for; [`front`] lets each client
+//!   name its destination itself, with a SOCKS5 or HTTP CONNECT handshake.
 //! * [`mapping`] says what is forwarded where; `cli` (the `cli` feature, on by default) turns the command line into mappings, and
 //!   bad input into one clear line on stderr.
 
@@ -18,6 +19,7 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod front;
 pub mod mapping;
 pub mod relay;
 pub mod server;

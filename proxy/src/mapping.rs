@@ -18,6 +18,12 @@
 //! dest = "127.0.0.1:8443"        # TLS clients whose server name has no route
 //! sni = { "a.example" = "10.0.0.5:443", "*.b.example" = "10.0.0.6:443" }
 //! sni_only = false               # true: close clients whose name has no route
+//!
+//! [[mapping]]
+//! listen = "127.0.0.1:1080"
+//! mode = "socks5"                # or "http-connect": clients name their destination
+//! credentials_file = "/etc/tprox-relay/socks.pass"   # optional, one line USER:PASSWORD
+//! allow = ["127.0.0.0/8", "10.1.0.0/16:443"]         # default: loopback only
 //! ```
 
 use std::fmt;
@@ -26,6 +32,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::front::{Allow, Credentials, Front, Kind};
 use crate::host_port;
 use crate::sni::Routes;
 use crate::via::HttpProxy;
@@ -55,6 +62,9 @@ pub struct Mapping {
     pub stall_timeout: Duration,
     /// Destinations by TLS server name; empty: every client goes to `dest_host:dest_port`.
     pub sni: Routes,
+    /// A SOCKS5 or HTTP CONNECT front: each client names its own destination, and
+    /// `dest_host:dest_port` is unused. Shared by the event loops, never changed.
+    pub front: Option<std::sync::Arc<Front>>,
 }
 
 /// Settings a mapping takes from the command line unless its TOML entry says otherwise.
@@ -70,6 +80,10 @@ pub struct Defaults {
     pub max_connections: usize,
     /// The stall timeout (`--stall-timeout`).
     pub stall_timeout: Duration,
+    /// What a front's clients must give (`--front-credentials`).
+    pub credentials: Option<Credentials>,
+    /// Where a front's clients may go (`--allow`).
+    pub allow: Allow,
 }
 
 impl Defaults {
@@ -91,19 +105,35 @@ impl Defaults {
             max_connections: self.max_connections,
             stall_timeout: self.stall_timeout,
             sni: self.sni.clone(),
+            front: None,
         }
+    }
+
+    /// A front of `kind` listening on BIND:LOCAL, with these settings.
+    pub fn front(&self, kind: Kind, bind: String, local_port: u16) -> Mapping {
+        let mut mapping = self.mapping(bind, local_port, String::new(), 0);
+        mapping.sni = Routes::default();
+        mapping.front = Some(std::sync::Arc::new(Front {
+            kind,
+            credentials: self.credentials.clone(),
+            allow: self.allow.clone(),
+        }));
+        mapping
     }
 }
 
 impl fmt::Display for Mapping {
     /// `BIND:LOCAL -> HOST:PORT`, the way log lines name a mapping.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} -> {}",
-            host_port(&self.bind, self.local_port),
-            host_port(&self.dest_host, self.dest_port)
-        )?;
+        let listen = host_port(&self.bind, self.local_port);
+        match &self.front {
+            Some(front) => write!(f, "{listen} ({} front)", front.kind)?,
+            None => write!(
+                f,
+                "{listen} -> {}",
+                host_port(&self.dest_host, self.dest_port)
+            )?,
+        }
         if let Some(via) = &self.via {
             write!(f, " via {via}")?;
         }
@@ -137,6 +167,26 @@ pub fn parse_spec(spec: &str, defaults: &Defaults) -> Result<Mapping, String> {
         return Err(format!("'{spec}': an empty address"));
     }
     Ok(defaults.mapping(bind.into(), local_port, host.into(), dest_port))
+}
+
+/// Parses a front's `[BIND:]PORT`.
+pub fn parse_front(spec: &str, kind: Kind, defaults: &Defaults) -> Result<Mapping, String> {
+    let parts = split_colons(spec)
+        .ok_or_else(|| format!("'{spec}': an unclosed '[' (write IPv6 addresses as [::1])"))?;
+    let (bind, local) = match parts.as_slice() {
+        [local] => (DEFAULT_BIND, *local),
+        [bind, local] => (unbracket(bind), *local),
+        _ => {
+            return Err(format!(
+                "'{spec}' is not [BIND:]PORT (for example 1080 or [::1]:1080)"
+            ))
+        }
+    };
+    let local_port = parse_port(local, true).map_err(|e| format!("'{spec}': port {e}"))?;
+    if bind.is_empty() {
+        return Err(format!("'{spec}': an empty address"));
+    }
+    Ok(defaults.front(kind, bind.into(), local_port))
 }
 
 /// Splits on the colons that are not inside brackets; `None` if a bracket is left open.
@@ -188,8 +238,14 @@ struct File {
 struct Entry {
     /// `ADDR:PORT` to listen on.
     listen: String,
-    /// `HOST:PORT` to forward to.
-    dest: String,
+    /// `HOST:PORT` to forward to (not for a front).
+    dest: Option<String>,
+    /// `forward` (the default), `socks5` or `http-connect`.
+    mode: Option<String>,
+    /// A front's `USER:PASSWORD` file.
+    credentials_file: Option<std::path::PathBuf>,
+    /// A front's allowed destinations.
+    allow: Option<Vec<String>>,
     via: Option<String>,
     direct_fallback: Option<bool>,
     max_connections: Option<usize>,
@@ -232,11 +288,47 @@ impl Entry {
     fn into_mapping(self, defaults: &Defaults) -> Result<Mapping, String> {
         let (bind, local) = split_host_port(&self.listen)
             .ok_or_else(|| format!("listen = '{}' is not ADDR:PORT", self.listen))?;
-        let (host, port) = split_host_port(&self.dest)
-            .ok_or_else(|| format!("dest = '{}' is not HOST:PORT", self.dest))?;
         let local_port = parse_port(local, true).map_err(|e| format!("listen port {e}"))?;
-        let dest_port = parse_port(port, false).map_err(|e| format!("dest port {e}"))?;
-        let mut mapping = defaults.mapping(bind.into(), local_port, host.into(), dest_port);
+        let kind = match self.mode.as_deref() {
+            None | Some("forward") => None,
+            Some("socks5") => Some(Kind::Socks5),
+            Some("http-connect") => Some(Kind::HttpConnect),
+            Some(other) => {
+                return Err(format!(
+                    "mode = '{other}': expected forward, socks5 or http-connect"
+                ))
+            }
+        };
+        let mut mapping = match (kind, &self.dest) {
+            (None, Some(dest)) => {
+                let (host, port) = split_host_port(dest)
+                    .ok_or_else(|| format!("dest = '{dest}' is not HOST:PORT"))?;
+                let dest_port = parse_port(port, false).map_err(|e| format!("dest port {e}"))?;
+                defaults.mapping(bind.into(), local_port, host.into(), dest_port)
+            }
+            (None, None) => return Err("dest = 'HOST:PORT' is missing".into()),
+            (Some(_), Some(_)) => {
+                return Err(
+                    "a front (mode = socks5 or http-connect) has no dest: its clients name theirs"
+                        .into(),
+                )
+            }
+            (Some(kind), None) => {
+                let mut front_defaults = defaults.clone();
+                if let Some(path) = &self.credentials_file {
+                    front_defaults.credentials = Some(Credentials::from_file(path)?);
+                }
+                if let Some(allow) = &self.allow {
+                    front_defaults.allow = Allow::parse(allow)?;
+                }
+                defaults_front(&front_defaults, kind, bind, local_port, self.sni.is_some())?
+            }
+        };
+        if kind.is_none() && (self.credentials_file.is_some() || self.allow.is_some()) {
+            return Err(
+                "credentials_file and allow are for a front (mode = socks5 or http-connect)".into(),
+            );
+        }
         if let Some(via) = self.via {
             mapping.via = Some(via.parse().map_err(|e| format!("via: {e}"))?);
         }
@@ -263,6 +355,19 @@ impl Entry {
         }
         Ok(mapping)
     }
+}
+
+fn defaults_front(
+    defaults: &Defaults,
+    kind: Kind,
+    bind: &str,
+    local_port: u16,
+    has_sni: bool,
+) -> Result<Mapping, String> {
+    if has_sni {
+        return Err("a front (mode = socks5 or http-connect) has no sni routes".into());
+    }
+    Ok(defaults.front(kind, bind.into(), local_port))
 }
 
 /// Splits `host:port` or `[v6]:port`.
@@ -292,6 +397,8 @@ mod tests {
             direct_fallback: false,
             max_connections: 10,
             stall_timeout: Duration::from_secs(10),
+            credentials: None,
+            allow: Allow::default(),
         }
     }
 

@@ -66,6 +66,8 @@ pub enum Ending {
     Shutdown,
     /// The server side could not be opened: no pair ever existed.
     DialFailed(String),
+    /// A front's client did not finish its handshake, or was refused in it.
+    Handshake(String),
 }
 
 impl Ending {
@@ -89,6 +91,7 @@ impl fmt::Display for Ending {
             Ending::Failed(side, e) => write!(f, "{side} failed: {e}"),
             Ending::Shutdown => f.write_str("closed at shutdown"),
             Ending::DialFailed(why) => f.write_str(why),
+            Ending::Handshake(why) => write!(f, "handshake: {why}"),
         }
     }
 }

@@ -23,6 +23,7 @@ use tokio::time::{sleep, timeout, Duration};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::front::{self, Front};
 use crate::host_port;
 use crate::mapping::Mapping;
 use crate::relay::{self, Ending, Side, Traffic, Transfer};
@@ -474,43 +475,66 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
     let mut dest = (mapping.dest_host.as_str(), mapping.dest_port);
     let mut hello = Vec::new();
     let mut named = String::new();
+    // A front's client names the destination; the name lives here, `dest` borrows it.
+    let mut requested = None;
     let ending = 'pair: {
-        if !mapping.sni.is_empty() {
-            // Boxed, as the dial below: what is needed only at the start of a pair must not stay
-            // in the task's memory for the pair's whole life.
-            match Box::pin(sni::read_hello(&client, mapping.stall_timeout)).await {
-                Err(e) => break 'pair Ending::Failed(Side::Client, e),
-                Ok(first) => {
-                    hello = first.bytes;
-                    let name = first.server_name.unwrap_or_default();
-                    match mapping.sni.route(&name) {
-                        Some((host, port)) => dest = (host, *port),
-                        None if mapping.sni.unknown_closed => {
-                            break 'pair Ending::DialFailed(format!(
-                                "no route for server name '{name}' (closed: --sni-only)"
-                            ))
+        let server = if let Some(front) = &mapping.front {
+            // Boxed like the dial: the handshake's state is not kept for the pair's life.
+            let request =
+                match Box::pin(front::handshake(&client, front, mapping.stall_timeout)).await {
+                    Err(refusal) => break 'pair Ending::Handshake(refusal.to_string()),
+                    Ok(request) => request,
+                };
+            named = format!(" ({})", front.kind);
+            hello = request.early;
+            let request = requested.insert((request.host, request.port));
+            dest = (request.0.as_str(), request.1);
+            match Box::pin(dial_front(front, mapping, dest, &client, peer, site)).await {
+                Err((failure, why)) => {
+                    let _ = front::answer(&client, front.kind, Err(failure)).await;
+                    break 'pair Ending::DialFailed(why);
+                }
+                Ok(server) => server,
+            }
+        } else {
+            if !mapping.sni.is_empty() {
+                // Boxed, as the dial below: what is needed only at the start of a pair must not
+                // stay in the task's memory for the pair's whole life.
+                match Box::pin(sni::read_hello(&client, mapping.stall_timeout)).await {
+                    Err(e) => break 'pair Ending::Failed(Side::Client, e),
+                    Ok(first) => {
+                        hello = first.bytes;
+                        let name = first.server_name.unwrap_or_default();
+                        match mapping.sni.route(&name) {
+                            Some((host, port)) => dest = (host, *port),
+                            None if mapping.sni.unknown_closed => {
+                                break 'pair Ending::DialFailed(format!(
+                                    "no route for server name '{name}' (closed: --sni-only)"
+                                ))
+                            }
+                            None => {}
                         }
-                        None => {}
+                        named = format!(" (SNI '{name}')");
                     }
-                    named = format!(" (SNI '{name}')");
                 }
             }
-        }
-        let server = match Box::pin(dial(
-            mapping,
-            dest,
-            &client,
-            peer,
-            &site.limit.shortage,
-            &site.name,
-        ))
-        .await
-        {
-            Err(why) => break 'pair Ending::DialFailed(why),
-            Ok(server) => server,
+            match Box::pin(dial(
+                mapping,
+                dest,
+                &client,
+                peer,
+                &site.limit.shortage,
+                &site.name,
+            ))
+            .await
+            {
+                Err(why) => break 'pair Ending::DialFailed(why),
+                Ok(server) => server,
+            }
         };
         site.limit.shortage.end(&site.name);
-        // The ClientHello read to choose the destination goes to it first.
+        // The ClientHello read to choose the destination, or what a front's client sent behind
+        // its request, goes to the destination first.
         if !hello.is_empty() {
             if let Err(e) = Box::pin(write_early(&server, &hello)).await {
                 break 'pair Ending::Failed(Side::Server, e);
@@ -544,7 +568,11 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
     if let Some(started) = started {
         eprintln!(
             "tprox-relay: {peer} -> {}{named}: up {} B, down {} B, {:.3} s, {ending}",
-            host_port(dest.0, dest.1),
+            if mapping.front.is_some() && dest.1 == 0 {
+                "(no request)".to_string()
+            } else {
+                host_port(dest.0, dest.1)
+            },
             traffic.up.load(Relaxed),
             traffic.down.load(Relaxed),
             started.elapsed().as_secs_f64(),
@@ -622,6 +650,72 @@ async fn dial(
     }
 }
 
+/// Opens the server side for a front's client and answers the client's request: a
+/// destination the allow-list permits, dialed directly or through the mapping's HTTP proxy.
+/// On failure, the reply the client is owed and the log's reason.
+async fn dial_front(
+    front: &Front,
+    mapping: &Mapping,
+    (host, port): (&str, u16),
+    client: &TcpStream,
+    peer: SocketAddr,
+    site: &Site,
+) -> Result<TcpStream, (front::Failure, String)> {
+    let request = front::Request {
+        host: host.into(),
+        port,
+        early: Vec::new(),
+    };
+    let addrs = front
+        .resolve(&request)
+        .await
+        .map_err(|failure| (failure, failure.to_string()))?;
+    let server = if mapping.via.is_some() {
+        // The HTTP proxy dials by name; the allow-list was checked on this machine's answer.
+        dial(
+            mapping,
+            (host, port),
+            client,
+            peer,
+            &site.limit.shortage,
+            &site.name,
+        )
+        .await
+        .map_err(|why| (front::Failure::General, why))?
+    } else {
+        let mut last = front::Failure::General;
+        let mut reason = String::new();
+        let mut opened = None;
+        for addr in addrs {
+            match timeout(mapping.stall_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(server)) => {
+                    opened = Some(server);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    if out_of_descriptors(&e) {
+                        site.limit.shortage.begin(&site.name, "dialing", &e);
+                    }
+                    last = front::Failure::of(&e);
+                    reason = format!("dial {addr} failed: {e}");
+                }
+                Err(_) => {
+                    last = front::Failure::TimedOut;
+                    reason = format!("dial {addr} failed: no answer within the stall timeout");
+                }
+            }
+        }
+        opened.ok_or((last, reason))?
+    };
+    let bound = server
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    front::answer(client, front.kind, Ok(bound))
+        .await
+        .map_err(|e| (front::Failure::General, format!("client failed: {e}")))?;
+    Ok(server)
+}
+
 /// Delivers bytes read before the relay started: the destination's that came with the HTTP
 /// proxy's answer, or the client's ClientHello.
 async fn write_early(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
@@ -666,6 +760,7 @@ mod tests {
                 max_connections: 1,
                 stall_timeout: Duration::from_secs(1),
                 sni: Default::default(),
+                front: None,
             };
             let site = Site {
                 mapping: Arc::new(mapping),

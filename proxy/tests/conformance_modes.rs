@@ -1,6 +1,7 @@
 //! The catalogue against the reference proxy in its other modes: the buffered copy (the default
-//! is splice on Linux), one mapping of a process that serves several, and one event loop or
-//! four (the default is one per core).
+//! is splice on Linux), one mapping of a process that serves several, one event loop or four
+//! (the default is one per core), and its SOCKS5 and HTTP CONNECT fronts, with and without
+//! credentials.
 
 use std::time::Duration;
 
@@ -56,4 +57,49 @@ fn one_event_loop_passes_every_case() {
 #[test]
 fn four_event_loops_pass_every_case() {
     passes_every_case(&["--threads", "4"]);
+}
+
+/// The front `flag` (`--socks5` or `--http-connect`), with `front`'s credentials when it has
+/// them, passes the whole catalogue through tprox's handshake.
+fn front_passes_every_case(flag: &str, front: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    let mut command = vec![
+        env!("CARGO_BIN_EXE_tprox-relay").to_string(),
+        flag.into(),
+        "{listen_port}".into(),
+        "--stall-timeout".into(),
+        "{stall_timeout}".into(),
+    ];
+    if let [_, user, pass] = front.split(':').collect::<Vec<_>>()[..] {
+        std::fs::write(&credentials, format!("{user}:{pass}\n")).unwrap();
+        command.extend([
+            "--front-credentials".into(),
+            credentials.to_string_lossy().into_owned(),
+        ]);
+    }
+    tprox_suite::Suite::new_front(command, front)
+        .stall_timeout(STALL)
+        .run()
+        .assert_conforms();
+}
+
+#[test]
+fn the_socks5_front_passes_every_case() {
+    front_passes_every_case("--socks5", "socks5");
+}
+
+#[test]
+fn the_socks5_front_with_a_password_passes_every_case() {
+    front_passes_every_case("--socks5", "socks5:alice:open sesame");
+}
+
+#[test]
+fn the_http_connect_front_passes_every_case() {
+    front_passes_every_case("--http-connect", "connect");
+}
+
+#[test]
+fn the_http_connect_front_with_a_password_passes_every_case() {
+    front_passes_every_case("--http-connect", "connect:bob:s3cret");
 }

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use crate::case::Level;
-use crate::cases::{bulk, resources, shutdown, timeout, CATALOGUE};
+use crate::cases::{bulk, catalogue, resources, shutdown, timeout, CATALOGUE, FRONT_CASES};
 use crate::clock;
 use crate::harness::PROMPT;
 use crate::rules::{self, Rule};
@@ -18,7 +18,7 @@ pub fn markdown() -> String {
     out.push_str(HEADER);
     out.push_str("\n## The rules\n\n");
     for rule in Rule::ALL {
-        let cases: Vec<String> = CATALOGUE
+        let cases: Vec<String> = catalogue(true)
             .iter()
             .filter(|c| c.rules.contains(&rule))
             .map(|c| format!("`{}`", c.id))
@@ -38,24 +38,40 @@ pub fn markdown() -> String {
          `--only shutdown/` selects a group, `--skip 'timeout/*'` leaves one out.\n",
     );
     for case in CATALOGUE {
-        let _ = write!(
-            out,
-            "\n### `{}`: {}\n\n{}\n\n- Rules: {} ({})\n- Assumes: {}\n",
-            case.id,
-            case.name,
-            case.requirement,
-            rules::list(case.rules),
-            case.level,
-            case.assumes
-        );
+        case_section(&mut out, case);
+    }
+    out.push_str(
+        "\n## The front cases\n\n\
+         A front is a SOCKS5 or HTTP CONNECT proxy: its clients name the destination in a \
+         handshake. `tprox --front socks5` (or `socks5:USER:PASS`, `connect`, \
+         `connect:USER:PASS`) starts the proxy with `LISTEN_PORT` only, makes every client of \
+         every case above do the handshake first, naming the case's destination, and then runs \
+         these cases too. The handshake happens before any case starts a clock.\n",
+    );
+    for case in FRONT_CASES {
+        case_section(&mut out, case);
     }
     out.push_str(&timing());
     out
 }
 
+fn case_section(out: &mut String, case: &crate::Case) {
+    let _ = write!(
+        out,
+        "\n### `{}`: {}\n\n{}\n\n- Rules: {} ({})\n- Assumes: {}\n",
+        case.id,
+        case.name,
+        case.requirement,
+        rules::list(case.rules),
+        case.level,
+        case.assumes
+    );
+}
+
 /// A rule's level: SHOULD when every case that checks it is a SHOULD case.
 fn rule_level(rule: Rule) -> Level {
-    let checking = CATALOGUE.iter().filter(|c| c.rules.contains(&rule));
+    let cases = catalogue(true);
+    let checking = cases.iter().filter(|c| c.rules.contains(&rule));
     if checking.clone().count() > 0 && checking.clone().all(|c| c.level == Level::Should) {
         Level::Should
     } else {
@@ -159,7 +175,7 @@ mod tests {
     #[test]
     fn every_case_and_rule_is_in_the_document() {
         let text = markdown();
-        for case in CATALOGUE {
+        for case in catalogue(true) {
             assert!(text.contains(&format!("### `{}`", case.id)), "{}", case.id);
             assert!(!case.assumes.is_empty(), "{} assumes nothing", case.id);
         }

@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
+use crate::front::Front;
 use crate::net::read_exact_within;
 use crate::outcome::Failure;
 use crate::proxy::{free_port, HOST};
@@ -115,6 +116,7 @@ impl Destination {
 pub async fn survival_echo(
     proxy: SocketAddr,
     dest: &Destination,
+    front: Option<&Front>,
     rng: &mut fastrand::Rng,
 ) -> Result<(), String> {
     let token: Vec<u8> = (0..16).map(|_| rng.alphanumeric() as u8).collect();
@@ -128,6 +130,19 @@ pub async fn survival_echo(
             ))
         }
     };
+    if let Some(front) = front {
+        let target = SocketAddr::from(([127, 0, 0, 1], dest.port()));
+        match timeout(PROMPT, front.handshake(&mut client, target)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => return Err(format!("the {front} handshake failed: {refused}")),
+            Err(_) => {
+                return Err(format!(
+                    "the {front} handshake got no answer within {} s",
+                    PROMPT.as_secs()
+                ))
+            }
+        }
+    }
     let expected = token.clone();
     let server = async {
         // Take connections until one carries the token; stale ones from the case are dropped.
@@ -195,6 +210,19 @@ pub enum Dialing {
     OnClientData,
 }
 
+/// What asking the proxy for the destination ([`Ctx::ask`]) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    /// Nothing to ask: the proxy dials by itself.
+    Nothing,
+    /// A primer was sent, or the front answered with success.
+    Tunnel,
+    /// The front answered with its protocol's refusal (this text says which).
+    Refused(String),
+    /// The front closed, reset, went silent or broke its protocol during the handshake.
+    Broken(String),
+}
+
 /// A case's view of one running proxy.
 pub struct Ctx {
     proxy: SocketAddr,
@@ -202,6 +230,10 @@ pub struct Ctx {
     dialing: Dialing,
     /// Numbers the primers, so that a stale connection's primer is never taken for a new one's.
     primers: std::sync::atomic::AtomicU32,
+    /// The handshake every client does first, against a SOCKS5 or HTTP CONNECT proxy.
+    front: Option<Arc<Front>>,
+    /// Handshakes done, so that the trace tells of the first only.
+    handshakes: std::sync::atomic::AtomicU32,
     /// The proxy's process group, for the resource probes.
     pub proxy_pgid: i32,
     /// The destination the proxy forwards to, played by tprox.
@@ -231,6 +263,8 @@ impl Ctx {
             proxy,
             dialing,
             primers: Default::default(),
+            front: None,
+            handshakes: Default::default(),
             proxy_pgid,
             dest,
             stall,
@@ -240,13 +274,104 @@ impl Ctx {
         }
     }
 
+    /// The same context for a SOCKS5 or HTTP CONNECT front: every client does `front`'s
+    /// handshake first.
+    pub fn with_front(mut self, front: Option<Arc<Front>>) -> Self {
+        self.front = front;
+        self
+    }
+
     /// The address the proxy listens on.
     pub fn proxy_addr(&self) -> SocketAddr {
         self.proxy
     }
 
-    /// Connects a client to the proxy.
+    /// Connects a client to the proxy, through the front's handshake when there is one: what
+    /// is returned carries the destination's stream.
     pub async fn connect(&self) -> Result<TcpStream, Failure> {
+        let mut stream = self.connect_only().await?;
+        if self.front.is_none() {
+            // A primer, where one is needed, comes with the accept (see `accept_for`).
+            return Ok(stream);
+        }
+        match self.ask(&mut stream).await {
+            Asked::Tunnel | Asked::Nothing => Ok(stream),
+            Asked::Refused(why) => Err(Failure::new(
+                format!(
+                    "the proxy's {} handshake opens a tunnel to the destination {}",
+                    self.front_name(),
+                    self.target()
+                ),
+                why,
+            )
+            .hint("the proxy refused a request for a destination that listens")),
+            Asked::Broken(why) => Err(Failure::new(
+                format!("the proxy completes the {} handshake", self.front_name()),
+                why,
+            )),
+        }
+    }
+
+    fn front_name(&self) -> String {
+        self.front
+            .as_ref()
+            .map(|f| f.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The destination as a front's client names it.
+    fn target(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.dest.port()))
+    }
+
+    /// The front, if the proxy under test is one.
+    pub fn front(&self) -> Option<&Front> {
+        self.front.as_deref()
+    }
+
+    /// Asks the proxy for the destination on a connected `client`, when the proxy needs asking:
+    /// a front's handshake (and its answer), or a primer for a proxy that dials only once the
+    /// client speaks. For cases that judge the answer themselves (a refused destination).
+    pub async fn ask(&self, client: &mut TcpStream) -> Asked {
+        let Some(front) = &self.front else {
+            return match self.prime(client).await {
+                Some(_) => Asked::Tunnel,
+                None => Asked::Nothing,
+            };
+        };
+        let answer = timeout(PROMPT, front.handshake(client, self.target())).await;
+        let n = self
+            .handshakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match answer {
+            Ok(Ok(())) => {
+                if n == 0 {
+                    self.trace.event(format_args!(
+                        "{front} handshake for {} done (every client of this case does one first)",
+                        self.target()
+                    ));
+                }
+                Asked::Tunnel
+            }
+            Ok(Err(crate::front::Refused::Answered { text: why, .. })) => {
+                self.trace
+                    .event(format_args!("the {front} handshake was refused: {why}"));
+                Asked::Refused(why)
+            }
+            Ok(Err(crate::front::Refused::Broken(why))) => {
+                self.trace
+                    .event(format_args!("the {front} handshake broke: {why}"));
+                Asked::Broken(why)
+            }
+            Err(_) => Asked::Broken(format!(
+                "no answer to the {front} handshake within {} s",
+                PROMPT.as_secs()
+            )),
+        }
+    }
+
+    /// Connects a client to the proxy and nothing more: no handshake, no primer.
+    pub async fn connect_only(&self) -> Result<TcpStream, Failure> {
         match timeout(PROMPT, TcpStream::connect(self.proxy)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);

@@ -21,6 +21,7 @@ pub mod cases;
 mod clock;
 pub mod contract;
 pub mod event;
+pub mod front;
 pub mod harness;
 mod heartbeat;
 pub mod held;

@@ -29,11 +29,13 @@ pub enum Rule {
     R11,
     /// Low latency.
     R12,
+    /// Front handshake: SOCKS5 and HTTP CONNECT proxies only.
+    R13,
 }
 
 impl Rule {
     /// Every rule, in order.
-    pub const ALL: [Rule; 12] = [
+    pub const ALL: [Rule; 13] = [
         Rule::R1,
         Rule::R2,
         Rule::R3,
@@ -46,6 +48,7 @@ impl Rule {
         Rule::R10,
         Rule::R11,
         Rule::R12,
+        Rule::R13,
     ];
 
     /// The rule's short title, as the contract names it.
@@ -63,6 +66,7 @@ impl Rule {
             Rule::R10 => "No leaks",
             Rule::R11 => "Survival",
             Rule::R12 => "Low latency",
+            Rule::R13 => "Front handshake",
         }
     }
 
@@ -81,6 +85,7 @@ impl Rule {
             Rule::R10 => "Descriptors and memory of a closed pair are released, however the pair ended (both EOFs, a reset from either side, a failed write, the stall timeout, a destination that refused); after any number of connections the proxy's descriptor count returns to its baseline.",
             Rule::R11 => "No peer behaviour (resets, early closes, writes to a closed socket/SIGPIPE, refusing to read) crashes the proxy or stops it accepting.",
             Rule::R12 => "The proxy adds no artificial delay to small messages: it forwards a write as soon as it reads it (TCP_NODELAY on both sockets, or equivalent).",
+            Rule::R13 => "A front (a SOCKS5 or HTTP CONNECT proxy, whose clients name the destination in a handshake) reads the handshake however it is split into writes; answers success only once the destination is connected, and otherwise its protocol's refusal (SOCKS5: 0x05 for a refused destination, 0x04 for an unreachable or unknown one, 0x07 for an unsupported command; HTTP: 502, 503 or 504; wrong credentials: a failed SOCKS5 status or HTTP 407), then closes; forwards the bytes a client sends behind its request; rejects malformed requests; and closes a client that stops mid-handshake after about the stall timeout, without delaying any other client. Rules R1 to R12 apply to the stream after the handshake.",
         }
     }
 }

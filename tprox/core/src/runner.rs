@@ -65,6 +65,9 @@ pub struct RunOptions {
     /// A proxy that fails to start for one case fails that case, instead of ending the run
     /// with a setup error. Grading wants every case scored.
     pub keep_going: bool,
+    /// The handshake every client does first, when the proxy is a SOCKS5 or HTTP CONNECT
+    /// front rather than a forwarder to one destination.
+    pub front: Option<std::sync::Arc<crate::front::Front>>,
 }
 
 impl RunOptions {
@@ -83,6 +86,7 @@ impl RunOptions {
             limits: Limits::default(),
             deadline: None,
             keep_going: false,
+            front: None,
         }
     }
 }
@@ -327,13 +331,18 @@ pub async fn start(
     let proxy = RunningProxy::start(&options.proxy, &launch).await?;
     // The readiness probe was a real connection that sent nothing: take the destination side
     // the proxy opened for it, so that the case's first accept is the case's own connection.
-    // A proxy that never opened one dials only once the client speaks.
-    let dialing = match tokio::time::timeout(PROBE_FORWARD_WAIT, dest.accept()).await {
-        Ok(Ok(forwarded)) => {
-            drop(forwarded);
-            Dialing::OnAccept
+    // A proxy that never opened one dials only once the client speaks. A front dials when the
+    // handshake names the destination, which the probe never did.
+    let dialing = if options.front.is_some() {
+        Dialing::OnAccept
+    } else {
+        match tokio::time::timeout(PROBE_FORWARD_WAIT, dest.accept()).await {
+            Ok(Ok(forwarded)) => {
+                drop(forwarded);
+                Dialing::OnAccept
+            }
+            _ => Dialing::OnClientData,
         }
-        _ => Dialing::OnClientData,
     };
     Ok((proxy, Arc::new(dest), dialing))
 }
@@ -384,7 +393,8 @@ async fn run_case(
         options.scale.clone(),
         seed,
         dialing,
-    );
+    )
+    .with_front(options.front.clone());
     let trace = cx.trace.clone();
     if dialing == Dialing::OnClientData {
         trace.event(format_args!(
@@ -393,7 +403,7 @@ async fn run_case(
         ));
     }
 
-    let outcome = match survival_echo(proxy.listen, dest, &mut rng).await {
+    let outcome = match survival_echo(proxy.listen, dest, options.front.as_deref(), &mut rng).await {
         Err(problem) => Outcome::Fail(
             Failure::new("before the case, the proxy forwards a plain echo", problem)
                 .hint(if options.shared {
@@ -406,7 +416,7 @@ async fn run_case(
             trace.event("survival echo before the case: ok");
             let lateness = Lateness::watch();
             let outcome = run_body(case, cx, options.stall).await;
-            let outcome = check_survival(outcome, proxy, dest, &mut rng, &trace).await;
+            let outcome = check_survival(outcome, proxy, dest, options.front.as_deref(), &mut rng, &trace).await;
             note_lateness(outcome, lateness.worst(), &trace)
         }
     };
@@ -478,13 +488,14 @@ async fn check_survival(
     outcome: Outcome,
     proxy: &mut RunningProxy,
     dest: &Destination,
+    front: Option<&crate::front::Front>,
     rng: &mut fastrand::Rng,
     trace: &crate::harness::Trace,
 ) -> Outcome {
     tokio::time::sleep(AFTERMATH).await;
     let problem = match proxy.exit_status() {
         Some(status) => Some(format!("the proxy exited during the case ({status})")),
-        None => match survival_echo(proxy.listen, dest, rng).await {
+        None => match survival_echo(proxy.listen, dest, front, rng).await {
             Ok(()) => {
                 trace.event("survival echo after the case: ok");
                 None

@@ -9,17 +9,32 @@ use crate::formats::{self, RunInfo};
 use crate::harness::Dialing;
 use crate::human::HumanReporter;
 use crate::proxy::ProxyCommand;
+use crate::rules;
 use crate::runner::{self, RunOptions};
 use crate::select::{self, Pattern};
 use crate::summary::Summary;
 use crate::verdict::Verdict;
-use crate::{rules, CATALOGUE};
+use tprox_core::cases::catalogue;
 
 /// Runs the suite as `cli` says.
 pub(super) fn run_suite(cli: &Cli) -> error::Result {
     // A profile's configuration is written to a scratch directory that lives as long as the run.
     let mut _scratch = None;
     let proxy = match (&cli.profile, cli.reference, cli.proxy.is_empty()) {
+        (Some(name), _, _) if cli.front.is_some() => Err(format!(
+            "--front with --profile {name}: no profile is a SOCKS5 or HTTP CONNECT front yet; \
+             give the front's command (tprox --front socks5 -- ./my-socks-proxy) or --reference"
+        )),
+        (None, true, _) if cli.front.is_some() => {
+            let scratch = crate::profiles::scratch_dir().map_err(Error::Setup)?;
+            let command = ProxyCommand::reference_front(
+                cli.front.as_ref().expect("checked above"),
+                scratch.path(),
+            );
+            _scratch = Some(scratch);
+            command
+        }
+        (None, false, false) if cli.front.is_some() => ProxyCommand::new_front(&cli.proxy),
         (Some(name), _, _) => {
             let profile = crate::profiles::find(name).map_err(Error::Usage)?;
             let scratch = crate::profiles::scratch_dir().map_err(Error::Setup)?;
@@ -44,7 +59,7 @@ pub(super) fn run_suite(cli: &Cli) -> error::Result {
     };
     let only = parse(&cli.only).map_err(Error::Usage)?;
     let skip = parse(&cli.skip).map_err(Error::Usage)?;
-    let (cases, unmatched) = select::select(CATALOGUE, &only, &skip);
+    let (cases, unmatched) = select::select(&catalogue(cli.front.is_some()), &only, &skip);
     for pattern in &unmatched {
         eprintln!("tprox: warning: pattern '{pattern}' matches no case (see tprox --list)");
     }
@@ -64,6 +79,7 @@ pub(super) fn run_suite(cli: &Cli) -> error::Result {
         echo_proxy_output: cli.verbose,
         shared: cli.shared,
         retries: cli.retries,
+        front: cli.front.clone().map(std::sync::Arc::new),
         ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
     };
     run_interruptible("tprox", "", run_repeatedly(&cases, &options, cli))?
@@ -124,9 +140,14 @@ async fn run(
     let human = cli.format == Format::Human;
     if human {
         say(format_args!(
-            "tprox {}: testing {} (stall timeout {} s, seed {}, {} case(s))",
+            "tprox {}: testing {}{} (stall timeout {} s, seed {}, {} case(s))",
             env!("CARGO_PKG_VERSION"),
             options.proxy.label,
+            options
+                .front
+                .as_ref()
+                .map(|front| format!(" through its {front} front"))
+                .unwrap_or_default(),
             options.stall.as_secs_f64(),
             options.seed,
             cases.len()
@@ -203,6 +224,10 @@ fn rerun_template(cli: &Cli, seed: u64) -> String {
     if cli.shared {
         parts.push("--shared".into());
     }
+    if let Some(front) = &cli.front {
+        // Shown with the password masked: a report is no place for it.
+        parts.extend(["--front".into(), shell_quote(&front.to_string())]);
+    }
     if let Some(name) = &cli.profile {
         parts.extend(["--profile".into(), shell_quote(name)]);
     } else if cli.reference {
@@ -215,9 +240,14 @@ fn rerun_template(cli: &Cli, seed: u64) -> String {
 }
 
 pub(super) fn list() {
-    for case in CATALOGUE {
+    for case in catalogue(true) {
+        let front = if case.rules.contains(&rules::Rule::R13) {
+            " (with --front)"
+        } else {
+            ""
+        };
         say(format_args!(
-            "{:<24} {:<12} {:<6}  {}",
+            "{:<24} {:<12} {:<6}  {}{front}",
             case.id,
             rules::list(case.rules),
             case.level,
@@ -228,7 +258,7 @@ pub(super) fn list() {
 
 pub(super) fn print_rules() {
     for rule in rules::Rule::ALL {
-        let cases: Vec<&str> = CATALOGUE
+        let cases: Vec<&str> = catalogue(true)
             .iter()
             .filter(|c| c.rules.contains(&rule))
             .map(|c| c.id)

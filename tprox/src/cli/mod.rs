@@ -78,6 +78,14 @@ struct Cli {
     #[arg(long, conflicts_with = "proxy")]
     reference: bool,
 
+    /// The proxy is a SOCKS5 or HTTP CONNECT front: socks5, socks5:USER:PASS, connect or
+    /// connect:USER:PASS. Every client first does the handshake naming the case's destination,
+    /// then the case runs unchanged. The proxy is started with `LISTEN_PORT` only (or with
+    /// `{listen_port}` and `{stall_timeout}` where the command has them); with --reference, the
+    /// reference proxy's own front (tprox-relay --socks5 or --http-connect) is tested.
+    #[arg(long, value_name = "KIND[:USER:PASS]", value_parser = parse_front)]
+    front: Option<tprox_core::front::Front>,
+
     /// Test a known proxy (socat, haproxy, nginx, rinetd, redir, tcpproxy, ref), started with a
     /// generated configuration; see --list-profiles.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["proxy", "reference"])]
@@ -319,4 +327,9 @@ async fn interrupted() -> &'static str {
         _ = recv(&mut term) => "SIGTERM",
         _ = recv(&mut hup) => "SIGHUP",
     }
+}
+
+/// `--front`'s value.
+fn parse_front(text: &str) -> Result<tprox_core::front::Front, String> {
+    text.parse()
 }

@@ -33,7 +33,7 @@ use tprox_core::report::CaseReport;
 use tprox_core::runner::{self, RunOptions};
 use tprox_core::select::{self, Pattern};
 use tprox_core::summary::{failure_details, Summary};
-use tprox_core::{Verdict, CATALOGUE};
+use tprox_core::Verdict;
 
 /// A configured conformance run against one proxy command.
 #[derive(Debug, Clone)]
@@ -60,6 +60,36 @@ impl Suite {
         Suite {
             options: RunOptions {
                 seed: 0x7072_6f78,
+                ..RunOptions::new(proxy, runner::defaults::STALL)
+            },
+            only: Vec::new(),
+            skip: Vec::new(),
+            strict: false,
+        }
+    }
+
+    /// Tests a SOCKS5 or HTTP CONNECT front started by `command`: `front` is `socks5`,
+    /// `socks5:USER:PASS`, `connect` or `connect:USER:PASS`, and every client does that
+    /// handshake first, naming the case's destination. Without placeholders the proxy gets
+    /// `LISTEN_PORT` alone.
+    ///
+    /// # Panics
+    /// If `command` is empty or `front` is not one of those.
+    pub fn new_front<I, S>(command: I, front: &str) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let argv: Vec<String> = command.into_iter().map(Into::into).collect();
+        let proxy =
+            ProxyCommand::new_front(&argv).unwrap_or_else(|e| panic!("Suite::new_front: {e}"));
+        let front: tprox_core::front::Front = front
+            .parse()
+            .unwrap_or_else(|e| panic!("Suite::new_front: {e}"));
+        Suite {
+            options: RunOptions {
+                seed: 0x7072_6f78,
+                front: Some(std::sync::Arc::new(front)),
                 ..RunOptions::new(proxy, runner::defaults::STALL)
             },
             only: Vec::new(),
@@ -123,7 +153,12 @@ impl Suite {
 
     /// The cases this suite selects.
     pub fn cases(&self) -> Vec<&'static Case> {
-        select::select(CATALOGUE, &self.only, &self.skip).0
+        select::select(
+            &tprox_core::cases::catalogue(self.options.front.is_some()),
+            &self.only,
+            &self.skip,
+        )
+        .0
     }
 
     /// Runs the selected cases and returns their reports. Blocks; builds its own runtime.

@@ -164,12 +164,19 @@ async fn write_after_close(mut cx: Ctx) -> Result<(), Stop> {
     cx.trace.event("server closed; the client keeps writing");
     let (_rx, mut tx) = client.into_split();
     let chunk = cx.payload(64 * 1024);
+    let mut written = 0;
     for _ in 0..10 {
-        if tx.write_all(&chunk).await.is_err() {
+        if let Err(e) = tx.write_all(&chunk).await {
+            cx.trace
+                .event(format_args!("client write failed after {written} KiB: {e}"));
             break;
         }
+        written += chunk.len() / 1024;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    cx.trace.event(format_args!(
+        "client wrote {written} KiB towards the closed server"
+    ));
     // The proxy has had every chance to write into the closed connection: it must still serve.
     let (mut client, server) = cx.open_pair().await.map_err(|f| {
         Failure::new(format!("after writing towards a closed server, {}", f.expected), f.observed)

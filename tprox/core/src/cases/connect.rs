@@ -111,15 +111,30 @@ async fn refused(mut cx: Ctx) -> Result<(), Stop> {
     let connected = timeout(PROMPT, TcpStream::connect(cx.proxy_addr())).await;
     let closed = match connected {
         Ok(Ok(mut client)) => {
-            // A proxy that dials only once the client speaks must be given something to say.
-            cx.prime(&mut client).await;
+            cx.trace.event(format_args!(
+                "client connected from {}",
+                client
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            ));
+            // A proxy that dials only once the client speaks must be given something to say; a
+            // front is asked for the destination, and its refusal (said in the trace) is
+            // followed by the close like any other's.
+            cx.ask(&mut client).await;
             wait_end(&mut client, PROMPT)
                 .await
                 .map(|ended| (ended.bytes, ended.end.to_string()))
         }
         // Refusing the client outright is a prompt close too.
         Ok(Err(e)) => Some((0, format!("a failed connect ({e})"))),
-        Err(_) => None,
+        Err(_) => {
+            cx.trace.event(format_args!(
+                "the client's connect to the proxy did not complete within {} s",
+                PROMPT.as_secs()
+            ));
+            None
+        }
     };
     let reopened = cx.dest.reopen().await;
     match closed {

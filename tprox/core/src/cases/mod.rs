@@ -6,6 +6,7 @@ mod concurrency;
 mod connect;
 mod data;
 mod echo;
+mod front;
 mod latency;
 pub(crate) mod resources;
 pub(crate) mod shutdown;
@@ -50,9 +51,34 @@ pub static CATALOGUE: &[&Case] = &[
     &shutdown::IDLE_HALF_CLOSED,
 ];
 
-/// Looks a case up by its exact id.
+/// The cases of a front's handshake (R13), run only against a SOCKS5 or HTTP CONNECT proxy
+/// (`--front`), after the whole [`CATALOGUE`] run through the handshake.
+pub static FRONT_CASES: &[&Case] = &[
+    &front::REFUSED,
+    &front::BAD_CREDENTIALS,
+    &front::UNSUPPORTED_COMMAND,
+    &front::SPLIT,
+    &front::EARLY_DATA,
+    &front::MALFORMED,
+    &front::MID_HANDSHAKE,
+];
+
+/// The cases a run can select from: the catalogue, and for a front its own cases too.
+pub fn catalogue(front: bool) -> Vec<&'static Case> {
+    let mut cases = CATALOGUE.to_vec();
+    if front {
+        cases.extend_from_slice(FRONT_CASES);
+    }
+    cases
+}
+
+/// Looks a case up by its exact id, front cases included.
 pub fn find(id: &str) -> Option<&'static Case> {
-    CATALOGUE.iter().copied().find(|case| case.id == id)
+    CATALOGUE
+        .iter()
+        .chain(FRONT_CASES)
+        .copied()
+        .find(|case| case.id == id)
 }
 
 #[cfg(test)]
@@ -64,7 +90,7 @@ mod tests {
     #[test]
     fn ids_are_unique_and_hierarchical() {
         let mut seen = HashSet::new();
-        for case in CATALOGUE {
+        for case in CATALOGUE.iter().chain(FRONT_CASES) {
             assert!(seen.insert(case.id), "duplicate id {}", case.id);
             let (group, name) = case.id.split_once('/').expect("ids are group/name");
             assert!(!group.is_empty() && !name.is_empty(), "{}", case.id);
@@ -74,7 +100,7 @@ mod tests {
 
     #[test]
     fn every_case_states_its_requirement_at_its_level_and_names_its_rules() {
-        for case in CATALOGUE {
+        for case in CATALOGUE.iter().chain(FRONT_CASES) {
             assert!(!case.rules.is_empty(), "{} names no rule", case.id);
             let keyword = match case.level {
                 Level::Must => "MUST",
@@ -92,7 +118,7 @@ mod tests {
     fn every_rule_is_checked_by_a_case() {
         for rule in crate::Rule::ALL {
             assert!(
-                CATALOGUE.iter().any(|c| c.rules.contains(&rule)),
+                catalogue(true).iter().any(|c| c.rules.contains(&rule)),
                 "no case checks {rule}"
             );
         }

@@ -150,7 +150,7 @@ async fn end_pairs(cx: &mut Ctx, ending: Ending) -> Result<usize, Stop> {
             if let Ok(Ok(mut client)) =
                 tokio::time::timeout(PROMPT, TcpStream::connect(cx.proxy_addr())).await
             {
-                cx.prime(&mut client).await;
+                cx.ask(&mut client).await;
                 endings.push(tokio::spawn(async move {
                     wait_end(&mut client, PROMPT).await;
                 }));

@@ -53,6 +53,16 @@ impl ProxyCommand {
     /// A command given on the command line. Without placeholders, the classic arguments
     /// `DEST_HOST DEST_PORT LISTEN_PORT` are appended, as the original tester did.
     pub fn new(argv: &[String]) -> Result<Self, String> {
+        Self::with_classic(argv, &["{dest_host}", "{dest_port}", "{listen_port}"])
+    }
+
+    /// A SOCKS5 or HTTP CONNECT front given on the command line. Without placeholders,
+    /// `LISTEN_PORT` alone is appended: a front's clients name their destination themselves.
+    pub fn new_front(argv: &[String]) -> Result<Self, String> {
+        Self::with_classic(argv, &["{listen_port}"])
+    }
+
+    fn with_classic(argv: &[String], classic: &[&str]) -> Result<Self, String> {
         let (program, args) = argv.split_first().ok_or(
             "no proxy command given: pass the proxy program (and its arguments), or --reference",
         )?;
@@ -65,7 +75,7 @@ impl ProxyCommand {
                 .any(|p| a.contains(p))
         });
         if !templated {
-            args.extend(["{dest_host}", "{dest_port}", "{listen_port}"].map(String::from));
+            args.extend(classic.iter().map(|a| a.to_string()));
         }
         let label = std::iter::once(program.as_str())
             .chain(args.iter().map(String::as_str))
@@ -101,6 +111,46 @@ impl ProxyCommand {
             .collect();
         let mut command = Self::new(&argv)?;
         command.label = "reference proxy (tprox-relay, built in)".into();
+        Ok(command)
+    }
+
+    /// The reference proxy as a front of `front`'s kind (`tprox-relay --socks5` or
+    /// `--http-connect`), requiring `front`'s credentials, if any, from a file written in
+    /// `scratch` (which must outlive the run).
+    pub fn reference_front(
+        front: &crate::front::Front,
+        scratch: &std::path::Path,
+    ) -> Result<Self, String> {
+        use crate::front::Front;
+        let exe = std::env::current_exe().map_err(|e| {
+            format!("cannot find the tprox executable to start the reference proxy: {e}")
+        })?;
+        let flag = match front {
+            Front::Socks5 { .. } => "--socks5",
+            Front::Connect { .. } => "--http-connect",
+        };
+        let mut argv: Vec<String> = [
+            exe.to_string_lossy().as_ref(),
+            REFERENCE_ARG,
+            flag,
+            "{listen_port}",
+            "--stall-timeout",
+            "{stall_timeout}",
+        ]
+        .map(String::from)
+        .to_vec();
+        if front.credentials().is_some() {
+            argv.extend(["--front-credentials".into(), "{config}".into()]);
+        }
+        let mut command = Self::new_front(&argv)?;
+        if let Some((user, pass)) = front.credentials() {
+            command = command.with_config(ConfigFile {
+                dir: scratch.to_path_buf(),
+                file_name: "credentials".into(),
+                template: format!("{user}:{pass}\n"),
+            });
+        }
+        command.label = format!("reference proxy (tprox-relay {flag}, built in)");
         Ok(command)
     }
 
@@ -189,6 +239,15 @@ mod tests {
         assert_eq!(
             command.render(4000, 5000, Duration::from_secs(10)).unwrap(),
             ["127.0.0.1", "4000", "5000"]
+        );
+    }
+
+    #[test]
+    fn a_front_gets_only_its_listen_port() {
+        let command = ProxyCommand::new_front(&argv(&["./socks"])).unwrap();
+        assert_eq!(
+            command.render(4000, 5000, Duration::from_secs(10)).unwrap(),
+            ["5000"]
         );
     }
 

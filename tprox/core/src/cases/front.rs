@@ -1,0 +1,549 @@
+//! Front: what a SOCKS5 or HTTP CONNECT proxy owes its clients in the handshake itself (R13).
+//!
+//! These cases run only with `--front`: every other case already runs through the handshake
+//! unchanged. Here tprox writes the handshake in the awkward ways real clients do (a byte at a
+//! time, data right behind the request, a refused or forbidden request, garbage) and judges the
+//! answer.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::case::{Case, Level};
+use crate::front::{Front, Refused, Style};
+use crate::harness::{Ctx, PROMPT};
+use crate::net::{read_exact_within, show, spawn_echo, wait_end};
+use crate::outcome::{Failure, Stop};
+use crate::rules::Rule;
+
+pub static REFUSED: Case = Case {
+    id: "front/refused",
+    name: "Refused destination answered",
+    requirement: "When the requested destination refuses the connection, a front MUST answer with its protocol's refusal (SOCKS5 reply 0x05; HTTP 502, 503 or 504), then close the client's connection.",
+    rules: &[Rule::R13, Rule::R8],
+    level: Level::Must,
+    alone: false,
+    assumes: "The answer and the close each come within PROMPT (5 s).",
+    body: |cx| Box::pin(refused(cx)),
+};
+
+pub static BAD_CREDENTIALS: Case = Case {
+    id: "front/bad-credentials",
+    name: "Wrong password rejected",
+    requirement: "A front that requires credentials MUST reject wrong ones (SOCKS5: a username/password status other than 0, then a close; HTTP: 407 with Proxy-Authenticate) and MUST NOT connect such a client anywhere.",
+    rules: &[Rule::R13],
+    level: Level::Must,
+    alone: false,
+    assumes: "Runs when --front gives credentials (KIND:USER:PASS); skipped otherwise. The answer comes within PROMPT (5 s).",
+    body: |cx| Box::pin(bad_credentials(cx)),
+};
+
+pub static UNSUPPORTED_COMMAND: Case = Case {
+    id: "front/unsupported-command",
+    name: "BIND and UDP ASSOCIATE refused",
+    requirement: "A SOCKS5 front that serves only CONNECT MUST answer BIND and UDP ASSOCIATE with reply 0x07 (command not supported), or serve them; it MUST NOT leave the client waiting.",
+    rules: &[Rule::R13],
+    level: Level::Must,
+    alone: false,
+    assumes: "SOCKS5 only (skipped for HTTP CONNECT). The answer comes within PROMPT (5 s).",
+    body: |cx| Box::pin(unsupported_command(cx)),
+};
+
+pub static SPLIT: Case = Case {
+    id: "front/split-handshake",
+    name: "Handshake a byte at a time",
+    requirement: "A front MUST accept a handshake split over any number of writes (here every byte in a write of its own), then forward data both ways.",
+    rules: &[Rule::R13, Rule::R1],
+    level: Level::Must,
+    alone: false,
+    assumes: "Bytes 2 ms apart; the answer and the echo within PROMPT (5 s).",
+    body: |cx| Box::pin(split(cx)),
+};
+
+pub static EARLY_DATA: Case = Case {
+    id: "front/early-data",
+    name: "Data right behind the request",
+    requirement: "Data the client sends in the same write as its request, before the answer arrives, MUST be forwarded to the destination once it is connected, not lost.",
+    rules: &[Rule::R13, Rule::R1],
+    level: Level::Must,
+    alone: false,
+    assumes: "The data reaches the destination within PROMPT (5 s).",
+    body: |cx| Box::pin(early_data(cx)),
+};
+
+pub static MALFORMED: Case = Case {
+    id: "front/malformed",
+    name: "Malformed and oversized requests",
+    requirement: "A malformed request (a wrong SOCKS version, an unknown address type, an HTTP request line that is not one) or an oversized one (64 KiB of HTTP headers) MUST get an error answer or a close, and the front MUST go on serving.",
+    rules: &[Rule::R13, Rule::R11],
+    level: Level::Must,
+    alone: false,
+    assumes: "Each bad client is answered or closed within PROMPT (5 s), then a normal echo works.",
+    body: |cx| Box::pin(malformed(cx)),
+};
+
+pub static MID_HANDSHAKE: Case = Case {
+    id: "front/mid-handshake",
+    name: "Clients stuck mid-handshake",
+    requirement: "Clients that stop in the middle of their handshake MUST NOT delay any other client (R3), and each MUST be closed once it has been silent for about the stall timeout.",
+    rules: &[Rule::R13, Rule::R3, Rule::R7],
+    level: Level::Must,
+    alone: false,
+    assumes: "A normal echo works within PROMPT (5 s) while 20 clients are stuck; each stuck client is closed between 0.5 T and 1.5 T + PROMPT after its last byte (T: the stall timeout).",
+    body: |cx| Box::pin(mid_handshake(cx)),
+};
+
+fn front(cx: &Ctx) -> Result<Front, Stop> {
+    cx.front()
+        .cloned()
+        .ok_or_else(|| Stop::Skip("not a front (run with --front)".into()))
+}
+
+/// A normal pair through the front: the echo of a short message, so a case can show the
+/// front still serves.
+async fn echo_works(cx: &mut Ctx, after: &str) -> Result<(), Stop> {
+    let (mut client, server) = cx.open_pair().await.map_err(|f| {
+        Failure::new(format!("after {after}, {}", f.expected), f.observed)
+            .hint("the front stopped serving")
+    })?;
+    spawn_echo(server);
+    let message = cx.text(8);
+    client.write_all(&message).await.ok();
+    match read_exact_within(&mut client, message.len(), PROMPT).await {
+        Ok(echo) if echo == message => Ok(()),
+        _ => Err(Failure::new(
+            format!("after {after}, a normal echo works"),
+            "its echo did not come back",
+        )
+        .into()),
+    }
+}
+
+/// Whether `code` is the refusal `front`'s protocol gives a refused destination.
+fn is_refusal(front: &Front, code: u16) -> bool {
+    if front.is_socks5() {
+        code == 0x05
+    } else {
+        matches!(code, 502..=504)
+    }
+}
+
+async fn refused(mut cx: Ctx) -> Result<(), Stop> {
+    let front = front(&cx)?;
+    cx.dest.close();
+    cx.trace.event("destination stopped listening");
+    let mut client = cx.connect_only().await?;
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
+    let answer = tokio::time::timeout(PROMPT, front.handshake(&mut client, target)).await;
+    let expected = if front.is_socks5() {
+        "SOCKS5 reply 0x05 (connection refused)"
+    } else {
+        "HTTP 502, 503 or 504"
+    };
+    let verdict = match answer {
+        Err(_) => Err(Failure::new(
+            format!("the front answers {expected} within {} s", PROMPT.as_secs()),
+            "no answer",
+        )
+        .hint("the front waits for the dial without a timeout, or ignores its failure")),
+        Ok(Ok(())) => Err(Failure::new(
+            format!("the front answers {expected}"),
+            "it answered success for a destination that refused",
+        )
+        .hint("the front answers before it has connected: success must mean connected")),
+        Ok(Err(Refused::Broken(why))) => {
+            Err(Failure::new(format!("the front answers {expected}"), why)
+                .hint("the front closes without telling the client why"))
+        }
+        Ok(Err(Refused::Answered { code, text, .. })) if !is_refusal(&front, code) => {
+            Err(Failure::new(format!("the front answers {expected}"), text)
+                .hint("the front gives every failure the same code"))
+        }
+        Ok(Err(Refused::Answered { text, .. })) => {
+            cx.trace.event(format_args!("the front answered {text}"));
+            Ok(())
+        }
+    };
+    // Whatever the answer, the client must then see the end.
+    let closed = wait_end(&mut client, PROMPT).await;
+    let reopened = cx.dest.reopen().await;
+    verdict?;
+    if closed.is_none() {
+        return Err(Failure::new(
+            format!(
+                "the client's connection is closed within {} s of the refusal",
+                PROMPT.as_secs()
+            ),
+            "it stayed open",
+        )
+        .into());
+    }
+    reopened.map_err(|e| Stop::Skip(format!("the destination could not listen again: {e}")))?;
+    echo_works(&mut cx, "a refused destination").await
+}
+
+async fn bad_credentials(mut cx: Ctx) -> Result<(), Stop> {
+    let front = front(&cx)?;
+    let Some((user, pass)) = front.credentials().cloned() else {
+        return Err(Stop::Skip(
+            "the front was given no credentials (run with --front KIND:USER:PASS)".into(),
+        ));
+    };
+    let style = Style {
+        credentials: Some((user, format!("{pass}-wrong"))),
+        ..Style::default()
+    };
+    let mut client = cx.connect_only().await?;
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
+    let answer =
+        tokio::time::timeout(PROMPT, front.handshake_with(&mut client, target, &style)).await;
+    let expected = if front.is_socks5() {
+        "a failed username/password status, then a close"
+    } else {
+        "407 with a Proxy-Authenticate header"
+    };
+    match answer {
+        Err(_) => {
+            return Err(Failure::new(
+                format!("a wrong password is answered with {expected}"),
+                "no answer",
+            )
+            .into())
+        }
+        Ok(Ok(())) => {
+            return Err(Failure::new(
+                format!("a wrong password is answered with {expected}"),
+                "the front opened the tunnel",
+            )
+            .hint("the front does not check the password")
+            .into())
+        }
+        Ok(Err(Refused::Broken(why))) if front.is_socks5() => {
+            // A SOCKS5 front may close without a status; what matters is that it let no one in.
+            cx.trace.event(format_args!("the front closed: {why}"));
+        }
+        Ok(Err(Refused::Broken(why))) => {
+            return Err(
+                Failure::new(format!("a wrong password is answered with {expected}"), why).into(),
+            )
+        }
+        Ok(Err(Refused::Answered { code, text, head })) => {
+            let right = if front.is_socks5() {
+                code > 0x100
+            } else {
+                code == 407
+                    && head
+                        .lines()
+                        .any(|l| l.to_ascii_lowercase().starts_with("proxy-authenticate:"))
+            };
+            if !right {
+                return Err(Failure::new(
+                    format!("a wrong password is answered with {expected}"),
+                    text,
+                )
+                .into());
+            }
+            cx.trace.event(format_args!("the front answered {text}"));
+        }
+    }
+    // No connection to the destination may come of it.
+    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), cx.dest.accept()).await {
+        return Err(Failure::new(
+            "a client with a wrong password is connected nowhere",
+            "the front dialed the destination for it",
+        )
+        .into());
+    }
+    if front.is_socks5() && wait_end(&mut client, PROMPT).await.is_none() {
+        return Err(Failure::new(
+            "the client's connection is closed after the failed authentication",
+            "it stayed open",
+        )
+        .into());
+    }
+    echo_works(&mut cx, "a wrong password").await
+}
+
+async fn unsupported_command(mut cx: Ctx) -> Result<(), Stop> {
+    let front = front(&cx)?;
+    if !front.is_socks5() {
+        return Err(Stop::Skip("SOCKS5 only: HTTP has no BIND".into()));
+    }
+    for (command, name) in [(2u8, "BIND"), (3, "UDP ASSOCIATE")] {
+        let style = Style {
+            command: Some(command),
+            ..Style::default()
+        };
+        let mut client = cx.connect_only().await?;
+        let target = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
+        let answer =
+            tokio::time::timeout(PROMPT, front.handshake_with(&mut client, target, &style)).await;
+        match answer {
+            Err(_) => {
+                return Err(Failure::new(
+                    format!("{name} is answered within {} s", PROMPT.as_secs()),
+                    "no answer",
+                )
+                .into())
+            }
+            // A front that serves the command answers success: that is its right.
+            Ok(Ok(())) => cx.trace.event(format_args!("{name} was served")),
+            Ok(Err(Refused::Answered { code: 0x07, .. })) => {
+                cx.trace.event(format_args!("{name}: reply 0x07"))
+            }
+            Ok(Err(Refused::Answered { text, .. } | Refused::Broken(text))) => {
+                return Err(Failure::new(
+                    format!("{name} is answered with reply 0x07 (command not supported)"),
+                    text,
+                )
+                .into())
+            }
+        }
+    }
+    echo_works(&mut cx, "BIND and UDP ASSOCIATE").await
+}
+
+async fn split(mut cx: Ctx) -> Result<(), Stop> {
+    let front = front(&cx)?;
+    let mut client = cx.connect_only().await?;
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
+    let style = Style {
+        split: true,
+        ..Style::default()
+    };
+    match tokio::time::timeout(
+        PROMPT * 4,
+        front.handshake_with(&mut client, target, &style),
+    )
+    .await
+    {
+        Ok(Ok(())) => cx
+            .trace
+            .event("the handshake, a byte per write, was answered"),
+        Ok(Err(refused)) => {
+            return Err(Failure::new(
+                "a handshake split into one-byte writes opens the tunnel",
+                refused.to_string(),
+            )
+            .hint("the front parses what one read returns, as if each message came whole")
+            .into())
+        }
+        Err(_) => {
+            return Err(Failure::new(
+                "a handshake split into one-byte writes is answered",
+                "no answer",
+            )
+            .hint("the front waits for a message to arrive in one read")
+            .into())
+        }
+    }
+    let server = cx.accept().await?;
+    spawn_echo(server);
+    let message = cx.text(64);
+    client.write_all(&message).await.ok();
+    match read_exact_within(&mut client, message.len(), PROMPT).await {
+        Ok(echo) if echo == message => Ok(()),
+        Ok(echo) => Err(Failure::new(
+            "after a split handshake, the echo comes back unchanged",
+            format!("it came back as {}", show(&echo)),
+        )
+        .into()),
+        Err(short) => Err(Failure::new(
+            "after a split handshake, the echo comes back",
+            format!("received {short}"),
+        )
+        .into()),
+    }
+}
+
+async fn early_data(mut cx: Ctx) -> Result<(), Stop> {
+    let front = front(&cx)?;
+    let mut client = cx.connect_only().await?;
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
+    let early = cx.text(1024);
+    let style = Style {
+        trailing: early.clone(),
+        ..Style::default()
+    };
+    let answered = tokio::time::timeout(PROMPT, front.handshake_with(&mut client, target, &style));
+    match answered.await {
+        Ok(Ok(())) => {}
+        Ok(Err(refused)) => {
+            return Err(Failure::new(
+                "a request with data behind it opens the tunnel",
+                refused.to_string(),
+            )
+            .into())
+        }
+        Err(_) => {
+            return Err(
+                Failure::new("a request with data behind it is answered", "no answer").into(),
+            )
+        }
+    }
+    cx.trace.event(format_args!(
+        "client sent its request and {} bytes in one write",
+        early.len()
+    ));
+    let mut server = cx.accept().await?;
+    match read_exact_within(&mut server, early.len(), PROMPT).await {
+        Ok(got) if got == early => Ok(()),
+        Ok(got) => Err(Failure::new(
+            "the bytes behind the request reach the destination unchanged",
+            format!("received {}", show(&got)),
+        )
+        .into()),
+        Err(short) => Err(Failure::new(
+            "the bytes behind the request reach the destination",
+            format!("received {short}"),
+        )
+        .hint("the front reads the request with a large read and drops what came behind it")
+        .into()),
+    }
+}
+
+async fn malformed(mut cx: Ctx) -> Result<(), Stop> {
+    let front = front(&cx)?;
+    let port = cx.dest.port();
+    let bad: Vec<(&str, Vec<u8>)> = if front.is_socks5() {
+        let mut unknown_type = vec![5, 1, 0, 5, 1, 0, 9];
+        unknown_type.extend_from_slice(&[1, 2, 3, 4]);
+        unknown_type.extend_from_slice(&port.to_be_bytes());
+        vec![
+            ("a SOCKS4 greeting", vec![4, 1, 0, 80, 127, 0, 0, 1, 0]),
+            (
+                "an address type 9 (after a no-authentication greeting)",
+                unknown_type,
+            ),
+        ]
+    } else {
+        let mut huge = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n").into_bytes();
+        while huge.len() < 64 * 1024 {
+            huge.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
+        }
+        huge.extend_from_slice(b"\r\n");
+        vec![
+            (
+                "a request line that is not one",
+                b"HELLO\x00\xff\r\n\r\n".to_vec(),
+            ),
+            ("64 KiB of request headers", huge),
+        ]
+    };
+    let needs_credentials = front.credentials().is_some() && front.is_socks5();
+    for (what, bytes) in bad {
+        if needs_credentials && what.starts_with("an address type") {
+            continue; // the bytes assume a front without authentication
+        }
+        let mut client = cx.connect_only().await?;
+        // The front may answer and close before it has read everything: a failed write is fine.
+        let _ = client.write_all(&bytes).await;
+        if wait_end(&mut client, PROMPT).await.is_none() {
+            return Err(Failure::new(
+                format!(
+                    "{what} gets an answer and a close within {} s",
+                    PROMPT.as_secs()
+                ),
+                "the connection stayed open",
+            )
+            .hint("the front waits for more instead of rejecting what it cannot parse")
+            .into());
+        }
+        cx.trace.event(format_args!("{what}: closed"));
+    }
+    echo_works(&mut cx, "malformed requests").await
+}
+
+/// Clients left mid-handshake by [`mid_handshake`].
+const STUCK: usize = 20;
+
+async fn mid_handshake(mut cx: Ctx) -> Result<(), Stop> {
+    let front = front(&cx)?;
+    // Half a greeting, or half a request line: each client stops mid-message.
+    let partial: &[u8] = if front.is_socks5() {
+        &[5, 1]
+    } else {
+        b"CONNECT 127.0.0.1:"
+    };
+    let mut stuck = Vec::new();
+    for _ in 0..STUCK {
+        let mut client = cx.connect_only().await?;
+        client.write_all(partial).await.ok();
+        stuck.push(client);
+    }
+    let stopped = tokio::time::Instant::now();
+    cx.trace
+        .event(format_args!("{STUCK} clients stopped mid-handshake"));
+    echo_works(&mut cx, &format!("{STUCK} clients stopped mid-handshake")).await?;
+    // Each must be dropped once silent for about the stall timeout.
+    let earliest = cx.stall.mul_f64(crate::cases::timeout::EARLIEST);
+    let latest = cx.stall.mul_f64(crate::cases::timeout::LATEST) + PROMPT;
+    let mut ends = Vec::new();
+    for mut client in stuck {
+        ends.push(tokio::spawn(async move {
+            let mut buf = [0u8; 256];
+            loop {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return Some(tokio::time::Instant::now()),
+                    // An error answer before the close is fine.
+                    Ok(_) => {}
+                }
+            }
+        }));
+    }
+    let mut worst = Duration::ZERO;
+    for end in ends {
+        let left = (stopped + latest).saturating_duration_since(tokio::time::Instant::now());
+        let ended = tokio::time::timeout(left, end)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .flatten();
+        let Some(at) = ended else {
+            return Err(Failure::new(
+                format!(
+                    "a client silent mid-handshake is closed within {:.1} s (1.5 T + PROMPT)",
+                    latest.as_secs_f64()
+                ),
+                "it stayed open",
+            )
+            .hint(
+                "the front has no timeout for the handshake: idle clients hold descriptors forever",
+            )
+            .into());
+        };
+        let after = at - stopped;
+        if after < earliest {
+            return Err(Failure::new(
+                format!(
+                    "a client mid-handshake is given at least {:.1} s (0.5 T)",
+                    earliest.as_secs_f64()
+                ),
+                format!("it was closed after {:.2} s", after.as_secs_f64()),
+            )
+            .into());
+        }
+        worst = worst.max(after);
+    }
+    cx.trace.event(format_args!(
+        "every stuck client was closed, the last {:.2} s after it stopped",
+        worst.as_secs_f64()
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::front::socks5_meaning;
+
+    #[test]
+    fn refusal_codes_follow_each_protocol() {
+        let socks = Front::Socks5 { credentials: None };
+        let http = Front::Connect { credentials: None };
+        assert!(is_refusal(&socks, 0x05));
+        assert!(!is_refusal(&socks, 0x01), "{}", socks5_meaning(1));
+        assert!(is_refusal(&http, 502) && is_refusal(&http, 504));
+        assert!(!is_refusal(&http, 500) && !is_refusal(&http, 200));
+    }
+}

@@ -1,0 +1,418 @@
+//! Fronts: proxies whose clients name the destination in a handshake, SOCKS5 (RFC 1928, with
+//! RFC 1929 username/password) or HTTP CONNECT (RFC 9110 §9.3.6).
+//!
+//! Against a front, every connection a case opens first does the handshake naming the case's
+//! destination; once the front answers with success the case runs unchanged, since after the
+//! handshake a front carries a TCP stream exactly like a forwarder. The handshake happens
+//! inside [`crate::harness::Ctx::connect`], before any case starts a clock, so its time never
+//! counts against a case's windows.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The handshake a proxy under test expects, with the credentials tprox's clients give.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Front {
+    /// SOCKS version 5, CONNECT.
+    Socks5 {
+        /// Username and password (RFC 1929), if the proxy requires them.
+        credentials: Option<(String, String)>,
+    },
+    /// HTTP `CONNECT host:port`.
+    Connect {
+        /// Username and password for Basic `Proxy-Authorization`, if the proxy requires them.
+        credentials: Option<(String, String)>,
+    },
+}
+
+impl FromStr for Front {
+    type Err = String;
+
+    /// `socks5`, `socks5:USER:PASS`, `connect` or `connect:USER:PASS`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (kind, credentials) = match text.split_once(':') {
+            None => (text, None),
+            Some((kind, rest)) => match rest.split_once(':') {
+                Some((user, pass)) if !user.is_empty() && !pass.is_empty() => {
+                    (kind, Some((user.to_string(), pass.to_string())))
+                }
+                _ => {
+                    return Err(format!(
+                        "front '{text}': credentials are written KIND:USER:PASS, e.g. socks5:alice:secret"
+                    ))
+                }
+            },
+        };
+        if let Some((user, pass)) = &credentials {
+            if user.len() > 255 || pass.len() > 255 {
+                return Err(format!(
+                    "front '{kind}': user and password must be at most 255 bytes each (RFC 1929)"
+                ));
+            }
+        }
+        match kind {
+            "socks5" => Ok(Front::Socks5 { credentials }),
+            "connect" => Ok(Front::Connect { credentials }),
+            other => Err(format!(
+                "unknown front '{other}': expected socks5, socks5:USER:PASS, connect or connect:USER:PASS"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Front {
+    /// The kind and the user, never the password: this is shown in reports.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, credentials) = match self {
+            Front::Socks5 { credentials } => ("socks5", credentials),
+            Front::Connect { credentials } => ("connect", credentials),
+        };
+        f.write_str(kind)?;
+        if let Some((user, _)) = credentials {
+            write!(f, ":{user}:***")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Front {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// How a handshake that did not open the tunnel ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The front answered as its protocol says it must when it will not connect: a SOCKS5
+    /// reply code other than success, a failed authentication, an HTTP status other than 2xx.
+    Answered {
+        /// What answered: the SOCKS5 reply code, the authentication status (SOCKS5 status
+        /// codes are offset by 0x100: a failed RFC 1929 status `s` is `0x100 + s`, and no
+        /// acceptable method is 0x1ff), or the HTTP status.
+        code: u16,
+        /// The answer, for people.
+        text: String,
+        /// The HTTP response head, when the front is an HTTP proxy.
+        head: String,
+    },
+    /// The front closed, reset, or sent what is not its protocol.
+    Broken(String),
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Answered { text, .. } | Refused::Broken(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Front {
+    /// The credentials tprox gives, if any.
+    pub fn credentials(&self) -> Option<&(String, String)> {
+        match self {
+            Front::Socks5 { credentials } | Front::Connect { credentials } => credentials.as_ref(),
+        }
+    }
+
+    /// Asks the front on `stream` for a tunnel to `dest` and reads its answer, leaving the
+    /// stream right behind the answer: the next byte read is the destination's.
+    pub async fn handshake(&self, stream: &mut TcpStream, dest: SocketAddr) -> Result<(), Refused> {
+        self.handshake_with(stream, dest, &Style::default()).await
+    }
+
+    /// [`Front::handshake`], written the way `style` says.
+    pub async fn handshake_with(
+        &self,
+        stream: &mut TcpStream,
+        dest: SocketAddr,
+        style: &Style,
+    ) -> Result<(), Refused> {
+        let credentials = style.credentials.as_ref().or(self.credentials());
+        match self {
+            Front::Socks5 { .. } => socks5(stream, dest, credentials, style).await,
+            Front::Connect { .. } => connect(stream, dest, credentials, style).await,
+        }
+    }
+
+    /// Whether this is a SOCKS5 front.
+    pub fn is_socks5(&self) -> bool {
+        matches!(self, Front::Socks5 { .. })
+    }
+}
+
+/// How a handshake is written: the front cases vary it; every other case uses the default.
+#[derive(Debug, Clone, Default)]
+pub struct Style {
+    /// Every byte in a write of its own, a moment apart: a front must not assume that a
+    /// message arrives in one read.
+    pub split: bool,
+    /// Data written in the same write as the request, before any reply: the client's first
+    /// bytes for the destination.
+    pub trailing: Vec<u8>,
+    /// Credentials to give instead of the front's own (wrong ones, to see them rejected).
+    pub credentials: Option<(String, String)>,
+    /// The SOCKS5 command (1 CONNECT, 2 BIND, 3 UDP ASSOCIATE); CONNECT when unset.
+    pub command: Option<u8>,
+}
+
+/// Writes `data` as `style` says: at once, or a byte at a time.
+async fn send(stream: &mut TcpStream, data: &[u8], style: &Style) -> Result<(), Refused> {
+    if !style.split {
+        return stream.write_all(data).await.map_err(broken);
+    }
+    for byte in data {
+        stream
+            .write_all(std::slice::from_ref(byte))
+            .await
+            .map_err(broken)?;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+fn broken(e: std::io::Error) -> Refused {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            Refused::Broken("the proxy closed the connection during the handshake".into())
+        }
+        _ => Refused::Broken(format!("the handshake failed: {e}")),
+    }
+}
+
+/// What a SOCKS5 reply code means (RFC 1928 §6).
+pub fn socks5_meaning(code: u8) -> &'static str {
+    match code {
+        0x00 => "succeeded",
+        0x01 => "general failure",
+        0x02 => "not allowed by ruleset",
+        0x03 => "network unreachable",
+        0x04 => "host unreachable",
+        0x05 => "connection refused",
+        0x06 => "TTL expired",
+        0x07 => "command not supported",
+        0x08 => "address type not supported",
+        _ => "unassigned",
+    }
+}
+
+async fn socks5(
+    stream: &mut TcpStream,
+    dest: SocketAddr,
+    credentials: Option<&(String, String)>,
+    style: &Style,
+) -> Result<(), Refused> {
+    let method = if credentials.is_some() { 2 } else { 0 };
+    send(stream, &[5, 1, method], style).await?;
+    let mut choice = [0u8; 2];
+    stream.read_exact(&mut choice).await.map_err(broken)?;
+    match choice {
+        [5, 0xff] => {
+            return Err(Refused::Answered {
+                code: 0x1ff,
+                text: "SOCKS5: no acceptable authentication method (0xFF)".into(),
+                head: String::new(),
+            })
+        }
+        [5, m] if m == method => {}
+        other => {
+            return Err(Refused::Broken(format!(
+                "SOCKS5: the method choice was {other:02x?}, expected [05, {method:02x}]"
+            )))
+        }
+    }
+    if let Some((user, pass)) = credentials {
+        let mut auth = vec![1, user.len() as u8];
+        auth.extend_from_slice(user.as_bytes());
+        auth.push(pass.len() as u8);
+        auth.extend_from_slice(pass.as_bytes());
+        send(stream, &auth, style).await?;
+        let mut status = [0u8; 2];
+        stream.read_exact(&mut status).await.map_err(broken)?;
+        if status[1] != 0 {
+            return Err(Refused::Answered {
+                code: 0x100 + u16::from(status[1]),
+                text: format!("SOCKS5: authentication failed (status {:#04x})", status[1]),
+                head: String::new(),
+            });
+        }
+    }
+    let mut request = vec![5, style.command.unwrap_or(1), 0];
+    match dest {
+        SocketAddr::V4(v4) => {
+            request.push(1);
+            request.extend_from_slice(&v4.ip().octets());
+        }
+        SocketAddr::V6(v6) => {
+            request.push(4);
+            request.extend_from_slice(&v6.ip().octets());
+        }
+    }
+    request.extend_from_slice(&dest.port().to_be_bytes());
+    if style.split {
+        send(stream, &request, style).await?;
+        send(stream, &style.trailing, &Style::default()).await?;
+    } else {
+        request.extend_from_slice(&style.trailing);
+        send(stream, &request, style).await?;
+    }
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).await.map_err(broken)?;
+    if head[0] != 5 {
+        return Err(Refused::Broken(format!(
+            "SOCKS5: a reply of version {}, expected 5",
+            head[0]
+        )));
+    }
+    let refused = || Refused::Answered {
+        code: u16::from(head[1]),
+        text: format!(
+            "SOCKS5 reply {:#04x} ({})",
+            head[1],
+            socks5_meaning(head[1])
+        ),
+        head: String::new(),
+    };
+    // The bound address is read off whatever the code, so that a failure reply is taken
+    // whole; some fronts cut a failure reply short, and then the code is what counts.
+    let address = match head[3] {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut len = [0u8; 1];
+            match stream.read_exact(&mut len).await {
+                Ok(_) => usize::from(len[0]),
+                Err(_) if head[1] != 0 => return Err(refused()),
+                Err(e) => return Err(broken(e)),
+            }
+        }
+        _ if head[1] != 0 => return Err(refused()),
+        other => {
+            return Err(Refused::Broken(format!(
+                "SOCKS5: a reply with address type {other}"
+            )))
+        }
+    };
+    let mut bound = vec![0u8; address + 2];
+    let read = stream.read_exact(&mut bound).await;
+    if head[1] != 0 {
+        return Err(refused());
+    }
+    read.map_err(broken)?;
+    Ok(())
+}
+
+/// Longest HTTP response head tprox reads.
+const MAX_HEAD: usize = 16 * 1024;
+
+async fn connect(
+    stream: &mut TcpStream,
+    dest: SocketAddr,
+    credentials: Option<&(String, String)>,
+    style: &Style,
+) -> Result<(), Refused> {
+    let mut request = format!("CONNECT {dest} HTTP/1.1\r\nHost: {dest}\r\n");
+    if let Some((user, pass)) = credentials {
+        request.push_str(&format!(
+            "Proxy-Authorization: Basic {}\r\n",
+            base64(format!("{user}:{pass}").as_bytes())
+        ));
+    }
+    request.push_str("\r\n");
+    if style.split {
+        send(stream, request.as_bytes(), style).await?;
+        send(stream, &style.trailing, &Style::default()).await?;
+    } else {
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(&style.trailing);
+        send(stream, &bytes, style).await?;
+    }
+    // Byte by byte, so that nothing behind the head (the destination's first bytes) is taken.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= MAX_HEAD {
+            return Err(Refused::Broken(format!(
+                "HTTP: a response head longer than {MAX_HEAD} bytes"
+            )));
+        }
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte).await {
+            Ok(0) if head.is_empty() => {
+                return Err(Refused::Broken(
+                    "the proxy closed the connection without answering CONNECT".into(),
+                ))
+            }
+            Ok(0) => break,
+            Ok(_) => head.push(byte[0]),
+            Err(e) => return Err(broken(e)),
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status_line = text.lines().next().unwrap_or("").trim().to_string();
+    let code = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok());
+    match code {
+        _ if !status_line.starts_with("HTTP/1.") => Err(Refused::Broken(format!(
+            "HTTP: the answer to CONNECT is not an HTTP response: '{status_line}'"
+        ))),
+        Some(200..=299) if head.ends_with(b"\r\n\r\n") => Ok(()),
+        Some(code) if head.ends_with(b"\r\n\r\n") => Err(Refused::Answered {
+            code,
+            text: format!("HTTP '{status_line}'"),
+            head: text.into_owned(),
+        }),
+        _ => Err(Refused::Broken(format!(
+            "HTTP: an incomplete or malformed response: '{status_line}'"
+        ))),
+    }
+}
+
+fn base64(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fronts_parse_and_hide_the_password() {
+        let front: Front = "socks5:alice:s3cret".parse().unwrap();
+        assert_eq!(front.to_string(), "socks5:alice:***");
+        assert_eq!(
+            front.credentials(),
+            Some(&("alice".to_string(), "s3cret".to_string()))
+        );
+        assert_eq!(
+            "connect".parse::<Front>().unwrap(),
+            Front::Connect { credentials: None }
+        );
+        assert!("socks4"
+            .parse::<Front>()
+            .unwrap_err()
+            .contains("unknown front"));
+        assert!("socks5:alice"
+            .parse::<Front>()
+            .unwrap_err()
+            .contains("KIND:USER:PASS"));
+    }
+
+    #[test]
+    fn basic_credentials_are_standard_base64() {
+        // RFC 7617's example.
+        assert_eq!(
+            base64(b"Aladdin:open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abc"), "YWJj");
+    }
+}
