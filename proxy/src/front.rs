@@ -366,7 +366,7 @@ pub async fn answer(
         (Kind::HttpConnect, Ok(_)) => b"HTTP/1.1 200 Connection established\r\n\r\n".to_vec(),
         (Kind::HttpConnect, Err(failure)) => http_error(failure.http(), ""),
     };
-    write_all(client, &reply).await
+    crate::write_early(client, &reply).await
 }
 
 const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
@@ -433,21 +433,9 @@ impl Reader<'_> {
     }
 }
 
-async fn write_all(client: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        client.writable().await?;
-        match client.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Sends a final reply and says what it answered.
 async fn refuse(client: &TcpStream, reply: &[u8], why: impl Into<String>) -> Refusal {
-    let _ = write_all(client, reply).await;
+    let _ = crate::write_early(client, reply).await;
     Refusal::Answered(why.into())
 }
 
@@ -468,7 +456,7 @@ async fn socks5(reader: &mut Reader<'_>, front: &Front) -> Result<Request, Refus
         };
         return Err(refuse(client, &[5, 0xff], why).await);
     }
-    write_all(client, &[5, wanted])
+    crate::write_early(client, &[5, wanted])
         .await
         .map_err(|e| Refusal::Client(format!("client failed: {e}")))?;
     if let Some(credentials) = &front.credentials {
@@ -488,7 +476,7 @@ async fn socks5(reader: &mut Reader<'_>, front: &Front) -> Result<Request, Refus
             );
             return Err(refuse(client, &[1, 1], why).await);
         }
-        write_all(client, &[1, 0])
+        crate::write_early(client, &[1, 0])
             .await
             .map_err(|e| Refusal::Client(format!("client failed: {e}")))?;
     }

@@ -38,3 +38,21 @@ pub fn host_port(host: &str, port: u16) -> String {
         format!("{host}:{port}")
     }
 }
+
+/// Writes all of `data` to `to` before the relay starts: the destination's bytes that came with
+/// an HTTP proxy's answer, a client's ClientHello or the bytes behind its request, a front's
+/// replies.
+pub(crate) async fn write_early(
+    to: &tokio::net::TcpStream,
+    mut data: &[u8],
+) -> std::io::Result<()> {
+    while !data.is_empty() {
+        to.writable().await?;
+        match to.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

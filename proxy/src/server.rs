@@ -536,7 +536,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
         // The ClientHello read to choose the destination, or what a front's client sent behind
         // its request, goes to the destination first.
         if !hello.is_empty() {
-            if let Err(e) = Box::pin(write_early(&server, &hello)).await {
+            if let Err(e) = Box::pin(crate::write_early(&server, &hello)).await {
                 break 'pair Ending::Failed(Side::Server, e);
             }
         }
@@ -617,7 +617,7 @@ async fn dial(
     match tunnel {
         Ok(tunnel) => {
             if !tunnel.early_data.is_empty() {
-                write_early(client, &tunnel.early_data)
+                crate::write_early(client, &tunnel.early_data)
                     .await
                     .map_err(|e| format!("client failed: {e}"))?;
             }
@@ -714,20 +714,6 @@ async fn dial_front(
         .await
         .map_err(|e| (front::Failure::General, format!("client failed: {e}")))?;
     Ok(server)
-}
-
-/// Delivers bytes read before the relay started: the destination's that came with the HTTP
-/// proxy's answer, or the client's ClientHello.
-async fn write_early(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        to.writable().await?;
-        match to.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
