@@ -28,6 +28,11 @@ const PIECE: usize = 16 * 1024;
 /// counts as no longer reading; also how long it gets to act on an EOF.
 pub const SETTLE: Duration = Duration::from_millis(100);
 
+/// How long a proxy whose socket towards the receiver has room may take to read a piece
+/// before it counts as no longer reading: far beyond any proxy's pace, even an interpreted
+/// one on a loaded machine, and short enough that a proxy that really stops costs little.
+const SLOW_READER: Duration = Duration::from_secs(3);
+
 /// The sockets of one direction through the proxy: the sender's and the receiver's, each as
 /// (local, peer) address. The proxy's own two sockets are the same pairs reversed.
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +142,7 @@ impl Direction {
             }
             written += bytes.len();
             let quiet = Instant::now() + SETTLE;
+            let slow = Instant::now() + SLOW_READER;
             let mut looks = 0;
             loop {
                 looks += 1;
@@ -161,12 +167,22 @@ impl Direction {
                             }
                         }
                     }
-                    // Pieces of half the room left: few while the proxy's socket has room,
-                    // and small ones as it fills.
-                    piece = (now.room as usize / 2).clamp(PIECE, 1024 * 1024);
+                    // Pieces of a quarter of the room left: few while the proxy's socket has
+                    // room, and small ones as it fills. Not more: the room is counted in the
+                    // kernel's units, packet overhead included, and a proxy that reads in
+                    // small chunks (an interpreter on a loaded machine) gets less payload in;
+                    // a piece that does not fit would leave more than a user-space buffer's
+                    // high-water mark behind, the proxy would stop reading, and the EOF that
+                    // follows would not reach it.
+                    piece = (now.room as usize / 4).clamp(PIECE, 1024 * 1024);
                     break;
                 }
-                if Instant::now() >= quiet {
+                // Not reading counts only where the proxy cannot write either: a proxy whose
+                // socket towards the receiver still has room is merely slow (a loaded machine,
+                // an interpreter), and calling that "stopped reading" would send the EOF
+                // while nothing is held, so that a tail-losing proxy passes by luck.
+                let blocked = now.room < PIECE as u64;
+                if Instant::now() >= quiet && (blocked || Instant::now() >= slow) {
                     return Ok(Filled {
                         written,
                         held: now.held,
