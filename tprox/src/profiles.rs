@@ -32,6 +32,9 @@ pub struct Profile {
     /// Where the proxy's documented behaviour differs from the contract's meaning: shown under
     /// the failures of the cases each note explains.
     pub notes: &'static [Note],
+    /// The handshake its clients speak (`socks5`, `connect`), for a front: it is then started
+    /// with `{listen_port}` only and tested through the front, the front cases included.
+    pub front: Option<&'static str>,
 }
 
 /// One documented difference, and the cases (id prefixes or globs) whose verdicts it explains.
@@ -67,6 +70,7 @@ pub const PROFILES: &[Profile] = &[
         config: None,
         version_args: &[REFERENCE_ARG, "--version"],
         notes: NO_NOTES,
+        front: None,
     },
     Profile {
         name: "ref-buffered",
@@ -87,6 +91,43 @@ pub const PROFILES: &[Profile] = &[
         config: None,
         version_args: &[REFERENCE_ARG, "--version"],
         notes: NO_NOTES,
+        front: None,
+    },
+    Profile {
+        name: "ref-socks5",
+        about: "the reference proxy as a SOCKS5 front (--socks5)",
+        install: "nothing: it is built in",
+        program: TPROX_ITSELF,
+        program_env: None,
+        args: &[
+            REFERENCE_ARG,
+            "--socks5",
+            "{listen_port}",
+            "--stall-timeout",
+            "{stall_timeout}",
+        ],
+        config: None,
+        version_args: &[REFERENCE_ARG, "--version"],
+        notes: NO_NOTES,
+        front: Some("socks5"),
+    },
+    Profile {
+        name: "ref-connect",
+        about: "the reference proxy as an HTTP CONNECT front (--http-connect)",
+        install: "nothing: it is built in",
+        program: TPROX_ITSELF,
+        program_env: None,
+        args: &[
+            REFERENCE_ARG,
+            "--http-connect",
+            "{listen_port}",
+            "--stall-timeout",
+            "{stall_timeout}",
+        ],
+        config: None,
+        version_args: &[REFERENCE_ARG, "--version"],
+        notes: NO_NOTES,
+        front: Some("connect"),
     },
     Profile {
         name: "socat",
@@ -117,6 +158,7 @@ pub const PROFILES: &[Profile] = &[
                        socat, TCP options); the profile runs socat's defaults",
             },
         ],
+        front: None,
     },
     Profile {
         name: "haproxy",
@@ -144,6 +186,8 @@ pub const PROFILES: &[Profile] = &[
                    inactivity timeouts: an idle connection is closed after it too, half-closed \
                    or not (timeout client-fin and timeout server-fin default to them)",
         }],
+
+        front: None,
     },
     Profile {
         name: "nginx",
@@ -173,6 +217,7 @@ pub const PROFILES: &[Profile] = &[
                        reads or writes: an idle connection is closed after it too",
             },
         ],
+        front: None,
     },
     Profile {
         name: "rinetd",
@@ -199,6 +244,7 @@ pub const PROFILES: &[Profile] = &[
                 text: "rinetd never sets TCP_NODELAY and has no option for it (man rinetd)",
             },
         ],
+        front: None,
     },
     Profile {
         name: "redir",
@@ -225,6 +271,7 @@ pub const PROFILES: &[Profile] = &[
                 text: "redir never sets TCP_NODELAY and has no option for it (redir --help)",
             },
         ],
+        front: None,
     },
     Profile {
         name: "tcpproxy",
@@ -259,8 +306,147 @@ pub const PROFILES: &[Profile] = &[
                        (tcpproxy --help)",
             },
         ],
+        front: None,
+    },
+    Profile {
+        name: "squid",
+        about: "squid's CONNECT tunnel (an HTTP CONNECT front), no cache",
+        install: "apt-get install squid",
+        program: "squid",
+        program_env: None,
+        // A service name of its own per instance: squid names its shared memory after it.
+        args: &["-N", "-n", "tprox{listen_port}", "-f", "{config}"],
+        config: Some(
+            "http_port 127.0.0.1:{listen_port}\n\
+             pid_filename none\ncache_log /dev/null\naccess_log none\ncache deny all\n\
+             cache_mem 8 MB\nshutdown_lifetime 0 seconds\nnetdb_filename none\n\
+             pinger_enable off\n\
+             request_start_timeout {stall_timeout} seconds\n\
+             request_timeout {stall_timeout} seconds\n\
+             acl any_port port 1-65535\nhttp_access allow localhost\nhttp_access deny all\n",
+        ),
+        version_args: &["-v"],
+        notes: &[
+            Note {
+                cases: &["shutdown/one-way", "shutdown/reverse", "shutdown/idle-half-closed"],
+                text: "no half-close in a CONNECT tunnel: an EOF closes that side's connection, \
+                       and its close handler closes the other once nothing is left to write \
+                       (src/tunnel.cc, keepGoingAfterRead and tunnelClientClosed)",
+            },
+            Note {
+                cases: &["timeout/lazy-"],
+                text: "no stall timeout at this scale: squid compares its timeouts with a clock \
+                       of whole seconds (src/comm.cc, checkTimeouts and squid_curtime), so mapped \
+                       to a 2 s stall timeout they fire up to a second late, outside the window; \
+                       the profile leaves read_timeout and write_timeout at their 15-minute \
+                       defaults",
+            },
+        ],
+        front: Some("connect"),
+    },
+    Profile {
+        name: "tinyproxy",
+        about: "tinyproxy's CONNECT tunnel (an HTTP CONNECT front)",
+        install: "apt-get install tinyproxy",
+        program: "tinyproxy",
+        program_env: None,
+        args: &["-d", "-c", "{config}"],
+        config: Some(
+            "Port {listen_port}\nListen 127.0.0.1\nTimeout {stall_timeout}\n\
+             MaxClients 2000\nAllow 127.0.0.1\nLogLevel Critical\n",
+        ),
+        version_args: &["-v"],
+        notes: &[
+            Note {
+                cases: &["shutdown/one-way", "shutdown/reverse", "shutdown/idle-half-closed"],
+                text: "no half-close: the relay loop ends at the first EOF from either side, \
+                       then writes out both buffers and shuts both sockets down (src/reqs.c, \
+                       relay_connection)",
+            },
+            Note {
+                cases: &["timeout/idle"],
+                text: "the stall timeout is mapped to Timeout, the relay loop's poll timeout: an \
+                       idle connection is closed after it too (src/reqs.c, relay_connection)",
+            },
+            Note {
+                cases: &["latency/small-writes"],
+                text: "tinyproxy never sets TCP_NODELAY (no use of it anywhere in src/)",
+            },
+            Note {
+                cases: &["front/refused"],
+                text: "a failed dial is answered 500 'Unable to connect', not 502 or 504 \
+                       (src/reqs.c, connect failure in process_request)",
+            },
+        ],
+        front: Some("connect"),
+    },
+    Profile {
+        name: "microsocks",
+        about: "microsocks, a SOCKS5 front with a thread per connection",
+        install: "apt-get install microsocks",
+        program: "microsocks",
+        program_env: None,
+        args: &["-i", "127.0.0.1", "-p", "{listen_port}"],
+        config: None,
+        version_args: &["-h"],
+        notes: &[
+            Note {
+                cases: &["shutdown/one-way", "shutdown/reverse", "shutdown/idle-half-closed"],
+                text: "no half-close: the copy loop returns at the first read that gets EOF, \
+                       and both sockets are closed (sockssrv.c, copyloop)",
+            },
+            Note {
+                cases: &["timeout/lazy-"],
+                text: "no stall timeout: the only timeout reaps connections idle for 15 minutes \
+                       (sockssrv.c, copyloop)",
+            },
+            Note {
+                cases: &["latency/small-writes"],
+                text: "microsocks never sets TCP_NODELAY (no use of it in the source)",
+            },
+            Note {
+                cases: &["front/split-handshake", "front/early-data", "front/mid-handshake"],
+                text: "each handshake message is parsed from one recv() (sockssrv.c, handshake): \
+                       a message split across writes is rejected, bytes behind the request are \
+                       dropped, and a partial greeting is refused and closed at once",
+            },
+        ],
+        front: Some("socks5"),
+    },
+    Profile {
+        name: "dante",
+        about: "dante-server (danted), a SOCKS5 front",
+        install: "apt-get install dante-server",
+        program: "danted",
+        program_env: None,
+        args: &["-f", "{config}", "-p", "{dir}/danted.pid"],
+        config: Some(
+            "logoutput: stderr\ninternal: 127.0.0.1 port = {listen_port}\n\
+             external: 127.0.0.1\nclientmethod: none\nsocksmethod: none\n\
+             user.privileged: root\nuser.unprivileged: nobody\n\
+             timeout.io: 0\ntimeout.negotiate: {stall_timeout}\n\
+             client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }\n\
+             socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 command: bind connect udpassociate bindreply udpreply }\n",
+        ),
+        version_args: &["-v"],
+        notes: &[Note {
+            cases: &["timeout/lazy-"],
+            text: "no stall timeout: dante's i/o timeout, timeout.io, is an idle timeout \
+                   (danted.conf(5)); mapped to the stall timeout it closed idle connections at \
+                   varying times, so the profile leaves it at 0 (none)",
+        }],
+        front: Some("socks5"),
     },
 ];
+
+/// The names of the profiles that are fronts.
+pub fn fronts() -> Vec<&'static str> {
+    PROFILES
+        .iter()
+        .filter(|p| p.front.is_some())
+        .map(|p| p.name)
+        .collect()
+}
 
 /// The profile called `name`.
 pub fn find(name: &str) -> Result<&'static Profile, String> {
@@ -304,7 +490,10 @@ impl Profile {
         let argv: Vec<String> = std::iter::once(program)
             .chain(self.args.iter().map(|a| a.to_string()))
             .collect();
-        let mut command = ProxyCommand::new(&argv)?;
+        let mut command = match self.front {
+            Some(_) => ProxyCommand::new_front(&argv)?,
+            None => ProxyCommand::new(&argv)?,
+        };
         command.label = format!("{} ({})", self.name, self.about);
         if let Some(template) = self.config {
             command = command.with_config(ConfigFile {
@@ -314,6 +503,12 @@ impl Profile {
             });
         }
         Ok(command.in_dir(scratch.to_path_buf()))
+    }
+
+    /// The front its clients must speak, if it is one.
+    pub fn front(&self) -> Option<tprox_core::front::Front> {
+        self.front
+            .map(|kind| kind.parse().expect("a profile's front is a valid --front"))
     }
 
     /// The version as the program reports it: its first line of output that names a version,
@@ -454,6 +649,7 @@ mod tests {
             config: None,
             version_args: &[],
             notes: NO_NOTES,
+            front: None,
         };
         let err = profile.program().unwrap_err();
         assert!(err.contains("apt-get install nothing-at-all"), "{err}");

@@ -62,6 +62,46 @@ fn nginx_fails_half_close_and_the_profile_says_why() {
         .stdout(contains("--profile nginx"));
 }
 
+/// A front's profile brings its handshake: the front cases run, and a failure of one is
+/// explained by the front's documented behaviour.
+#[test]
+fn a_front_profile_is_tested_through_its_front() {
+    tprox_suite::require("/usr/bin/tinyproxy", "tinyproxy");
+    tprox()
+        .args([
+            "--profile",
+            "tinyproxy",
+            "--stall-timeout",
+            "2",
+            "--only",
+            "front/refused",
+            "--only",
+            "echo/single",
+        ])
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .code(1)
+        .stdout(contains("through its connect front"))
+        .stdout(contains("Single echo connection: passed"))
+        .stdout(contains("Refused destination answered: failed"))
+        .stdout(contains("proxy note  a failed dial is answered 500"));
+}
+
+#[test]
+fn a_front_that_does_not_fit_the_profile_is_a_usage_error() {
+    tprox()
+        .args(["--profile", "nginx", "--front", "socks5"])
+        .assert()
+        .code(2)
+        .stderr(contains("nginx is not a SOCKS5 or HTTP CONNECT front"))
+        .stderr(contains("squid, tinyproxy"));
+    tprox()
+        .args(["--profile", "tinyproxy", "--front", "socks5"])
+        .assert()
+        .code(2)
+        .stderr(contains("tinyproxy is a connect front"));
+}
+
 #[test]
 fn the_list_shows_every_profile_and_what_to_install() {
     let output = tprox()
@@ -80,6 +120,12 @@ fn the_list_shows_every_profile_and_what_to_install() {
         "rinetd",
         "redir",
         "tcpproxy",
+        "ref-socks5",
+        "ref-connect",
+        "squid",
+        "tinyproxy",
+        "microsocks",
+        "dante",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(&format!("{name} "))),

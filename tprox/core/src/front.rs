@@ -64,6 +64,25 @@ impl FromStr for Front {
     }
 }
 
+impl Front {
+    /// `socks5` or `connect`: the handshake, without credentials.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Front::Socks5 { .. } => "socks5",
+            Front::Connect { .. } => "connect",
+        }
+    }
+
+    /// The `--front` value that gives this front, the password included: for a command line
+    /// that must work as printed. Reports show [`Display`](fmt::Display)'s masked form.
+    pub fn spelled(&self) -> String {
+        match self.credentials() {
+            Some((user, pass)) => format!("{}:{user}:{pass}", self.kind()),
+            None => self.kind().to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Front {
     /// The kind and the user, never the password: this is shown in reports.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -143,34 +143,13 @@ pub async fn survival_echo(
             }
         }
     }
-    let expected = token.clone();
     let server = async {
-        // Take connections until one carries the token; stale ones from the case are dropped.
-        let (found_tx, mut found_rx) = tokio::sync::mpsc::channel::<(TcpStream, Vec<u8>)>(1);
-        loop {
-            tokio::select! {
-                accepted = dest.accept() => {
-                    let Ok(mut stream) = accepted else {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    };
-                    let found = found_tx.clone();
-                    let expected = expected.clone();
-                    tokio::spawn(async move {
-                        let token = read_exact_within(&mut stream, expected.len(), PROMPT).await;
-                        if let Some(token) = token.ok().filter(|token| resembles(token, &expected)) {
-                            let _ = found.send((stream, token)).await;
-                        }
-                    });
-                }
-                Some((mut stream, token)) = found_rx.recv() => {
-                    let _ = stream.write_all(&token).await;
-                    // Hold the connection open until the client side has finished; whatever
-                    // else arrives on it is not this check's business.
-                    std::future::pending::<()>().await;
-                }
-            }
+        if let Some((mut stream, token)) = accept_carrying(dest, &token, true, PROMPT).await {
+            let _ = stream.write_all(&token).await;
         }
+        // Hold the connection open until the client side has finished; whatever else arrives
+        // on it is not this check's business. Without one, the client side times out.
+        std::future::pending::<()>().await;
     };
     let client_side = async {
         client
@@ -186,6 +165,43 @@ pub async fn survival_echo(
         result = client_side => result,
         _ = server => Err("the destination side ended early".into()),
     }
+}
+
+/// Accepts the proxy's connections to `dest` until one whose first bytes are `token` (with
+/// `loose`, bytes that resemble it), and returns it with those bytes; the others are stale
+/// ones (an earlier client's, forwarded late, or one a front dialed for a request it then
+/// dropped) and are closed. `None` if none came within `limit`.
+pub async fn accept_carrying(
+    dest: &Destination,
+    token: &[u8],
+    loose: bool,
+    limit: Duration,
+) -> Option<(TcpStream, Vec<u8>)> {
+    let (found_tx, mut found_rx) = tokio::sync::mpsc::channel::<(TcpStream, Vec<u8>)>(1);
+    let search = async {
+        loop {
+            tokio::select! {
+                accepted = dest.accept() => {
+                    let Ok(mut stream) = accepted else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    // Each one is read on its own, so that a silent stale one holds up nothing.
+                    let found = found_tx.clone();
+                    let token = token.to_vec();
+                    tokio::spawn(async move {
+                        let got = read_exact_within(&mut stream, token.len(), limit).await;
+                        let carries = |got: &Vec<u8>| *got == token || (loose && resembles(got, &token));
+                        if let Some(got) = got.ok().filter(carries) {
+                            let _ = found.send((stream, got)).await;
+                        }
+                    });
+                }
+                Some(found) = found_rx.recv() => return found,
+            }
+        }
+    };
+    timeout(limit, search).await.ok()
 }
 
 /// Whether `got` is `token` with at most a quarter of its bytes altered: a random token from

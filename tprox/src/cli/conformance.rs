@@ -20,11 +20,29 @@ use tprox_core::cases::catalogue;
 pub(super) fn run_suite(cli: &Cli) -> error::Result {
     // A profile's configuration is written to a scratch directory that lives as long as the run.
     let mut _scratch = None;
+    // A front profile brings its front; any other profile is a plain forwarder.
+    let front = match (&cli.profile, &cli.front) {
+        (Some(name), given) => {
+            let profile = crate::profiles::find(name).map_err(Error::Usage)?;
+            match (profile.front(), given) {
+                (None, Some(_)) => {
+                    return Err(Error::Usage(format!(
+                        "--front with --profile {name}: {name} is not a SOCKS5 or HTTP CONNECT \
+                         front (the fronts among the profiles: {})",
+                        crate::profiles::fronts().join(", ")
+                    )))
+                }
+                (Some(own), Some(given)) if own.kind() != given.kind() => {
+                    return Err(Error::Usage(format!(
+                        "--front {given} with --profile {name}: {name} is a {own} front"
+                    )))
+                }
+                (own, given) => given.clone().or(own),
+            }
+        }
+        (None, given) => given.clone(),
+    };
     let proxy = match (&cli.profile, cli.reference, cli.proxy.is_empty()) {
-        (Some(name), _, _) if cli.front.is_some() => Err(format!(
-            "--front with --profile {name}: no profile is a SOCKS5 or HTTP CONNECT front yet; \
-             give the front's command (tprox --front socks5 -- ./my-socks-proxy) or --reference"
-        )),
         (None, true, _) if cli.front.is_some() => {
             let scratch = crate::profiles::scratch_dir().map_err(Error::Setup)?;
             let command = ProxyCommand::reference_front(
@@ -59,7 +77,7 @@ pub(super) fn run_suite(cli: &Cli) -> error::Result {
     };
     let only = parse(&cli.only).map_err(Error::Usage)?;
     let skip = parse(&cli.skip).map_err(Error::Usage)?;
-    let (cases, unmatched) = select::select(&catalogue(cli.front.is_some()), &only, &skip);
+    let (cases, unmatched) = select::select(&catalogue(front.is_some()), &only, &skip);
     for pattern in &unmatched {
         eprintln!("tprox: warning: pattern '{pattern}' matches no case (see tprox --list)");
     }
@@ -79,7 +97,7 @@ pub(super) fn run_suite(cli: &Cli) -> error::Result {
         echo_proxy_output: cli.verbose,
         shared: cli.shared,
         retries: cli.retries,
-        front: cli.front.clone().map(std::sync::Arc::new),
+        front: front.clone().map(std::sync::Arc::new),
         ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
     };
     run_interruptible("tprox", "", run_repeatedly(&cases, &options, cli))?

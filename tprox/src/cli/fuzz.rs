@@ -42,6 +42,12 @@ pub(super) struct FuzzArgs {
     #[arg(long, conflicts_with = "proxy")]
     reference: bool,
 
+    /// The proxy is a SOCKS5 or HTTP CONNECT front (socks5, socks5:USER:PASS, connect,
+    /// connect:USER:PASS): every connection does the handshake first, as in the main run.
+    /// With --reference, the reference's own front is fuzzed.
+    #[arg(long, value_name = "KIND[:USER:PASS]", value_parser = super::parse_front)]
+    front: Option<tprox_core::front::Front>,
+
     /// Scenarios to generate.
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     cases: u32,
@@ -81,10 +87,14 @@ pub(super) struct FuzzArgs {
 }
 
 pub(super) fn run(args: FuzzArgs) -> error::Result {
-    let proxy = match (args.reference, args.proxy.is_empty()) {
-        (true, _) => ProxyCommand::reference(),
-        (false, false) => ProxyCommand::new(&args.proxy),
-        (false, true) => Err(
+    // The reference's front reads its credentials from a file that lives as long as the run.
+    let scratch = crate::profiles::scratch_dir().map_err(Error::Setup)?;
+    let proxy = match (args.reference, args.proxy.is_empty(), &args.front) {
+        (true, _, Some(front)) => ProxyCommand::reference_front(front, scratch.path()),
+        (true, _, None) => ProxyCommand::reference(),
+        (false, false, Some(_)) => ProxyCommand::new_front(&args.proxy),
+        (false, false, None) => ProxyCommand::new(&args.proxy),
+        (false, true, _) => Err(
             "no proxy to fuzz: give the proxy command (tprox fuzz ./tcpproxy), \
                               or --reference; see tprox fuzz --help"
                 .into(),
@@ -93,13 +103,17 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
     let proxy = proxy.map_err(Error::Usage)?;
     let run = RunOptions {
         startup_timeout: Duration::from_secs_f64(args.startup_timeout),
+        front: args.front.clone().map(std::sync::Arc::new),
         ..RunOptions::new(proxy, Duration::from_secs_f64(args.stall_timeout))
     };
-    let target = if args.reference {
+    let mut target = if args.reference {
         "the reference proxy".to_string()
     } else {
         args.proxy.join(" ")
     };
+    if let Some(front) = &args.front {
+        target.push_str(&format!(" through its {front} front"));
+    }
     proxy::become_subreaper();
     stop_everything_on_interrupt();
     let mut replay_line = vec![
@@ -108,6 +122,11 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
     ];
     if args.stall_timeout != defaults::STALL.as_secs_f64() {
         replay_line.push(format!("--stall-timeout {}", args.stall_timeout));
+    }
+    if let Some(front) = &args.front {
+        // The password is in the replay line on purpose: it is the user's own, and the line
+        // must work as printed.
+        replay_line.push(format!("--front {}", shell_quote(&front.spelled())));
     }
     if args.reference {
         replay_line.push("--reference".into());

@@ -9,7 +9,6 @@ use super::*;
 use crate::matrix::{self, Matrix, MatrixOptions, ProxyColumn, Verdict};
 use crate::profiles::{self, Profile, PROFILES};
 use crate::report::CaseReport;
-use crate::CATALOGUE;
 
 const MATRIX_EXAMPLES: &str = "\
 Examples:
@@ -65,8 +64,9 @@ pub(super) fn run(args: MatrixArgs) -> error::Result {
         None => None,
     };
     let options = MatrixOptions {
+        // The front cases join when a front is measured; other proxies leave them blank.
+        cases: tprox_core::cases::catalogue(chosen.iter().any(|p| p.front.is_some())),
         profiles: chosen,
-        cases: CATALOGUE.to_vec(),
         stall: Duration::from_secs_f64(args.stall_timeout),
         seed: args.seed.unwrap_or_else(|| fastrand::u64(..1_000_000_000)),
         jobs: args.jobs.into(),

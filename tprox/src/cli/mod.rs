@@ -330,6 +330,6 @@ async fn interrupted() -> &'static str {
 }
 
 /// `--front`'s value.
-fn parse_front(text: &str) -> Result<tprox_core::front::Front, String> {
+pub(super) fn parse_front(text: &str) -> Result<tprox_core::front::Front, String> {
     text.parse()
 }

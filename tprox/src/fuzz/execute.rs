@@ -27,6 +27,7 @@ use tokio::time::{timeout, Instant};
 use super::scenario::{write_bytes, Scenario, Side, Step};
 use crate::harness::Destination;
 use crate::rules::Rule;
+use tprox_core::front::Front;
 use tprox_core::held::{Direction, FillError, SETTLE};
 
 /// How long "promptly" may take in a scenario: a correct proxy needs milliseconds; a broken one
@@ -299,6 +300,7 @@ pub async fn execute(
     scenario: &Scenario,
     proxy: SocketAddr,
     dest: &Destination,
+    front: Option<&Front>,
     stall: Duration,
 ) -> Result<(), Violation> {
     let mut conns: BTreeMap<u8, Connection> = BTreeMap::new();
@@ -306,7 +308,7 @@ pub async fn execute(
     for step in &scenario.steps {
         if let Some(n) = step.conn() {
             if let std::collections::btree_map::Entry::Vacant(slot) = conns.entry(n) {
-                slot.insert(open(n, proxy, dest).await?);
+                slot.insert(open(n, proxy, dest, front).await?);
             }
         }
         let conn = step.conn().and_then(|n| conns.get_mut(&n));
@@ -419,8 +421,14 @@ async fn settle(conns: &BTreeMap<u8, Connection>, limit: Duration) {
     tokio::time::sleep(SETTLE.min(deadline.saturating_duration_since(Instant::now()))).await;
 }
 
-/// Connects client `n` and accepts the proxy's connection for it.
-async fn open(n: u8, proxy: SocketAddr, dest: &Destination) -> Result<Connection, Violation> {
+/// Connects client `n` (through `front`'s handshake, for a front) and accepts the proxy's
+/// connection for it.
+async fn open(
+    n: u8,
+    proxy: SocketAddr,
+    dest: &Destination,
+    front: Option<&Front>,
+) -> Result<Connection, Violation> {
     let violation = |rule: Rule, expected: &str, observed: String| Violation {
         rule,
         conn: n,
@@ -444,6 +452,30 @@ async fn open(n: u8, proxy: SocketAddr, dest: &Destination) -> Result<Connection
             ))
         }
     };
+    let mut client = client;
+    if let Some(front) = front {
+        let target = SocketAddr::from(([127, 0, 0, 1], dest.port()));
+        match timeout(FUZZ_PROMPT, front.handshake(&mut client, target)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => {
+                return Err(violation(
+                    Rule::R13,
+                    "the front opens the tunnel to the destination",
+                    format!("the {front} handshake failed: {refused}"),
+                ))
+            }
+            Err(_) => {
+                return Err(violation(
+                    Rule::R13,
+                    "the front opens the tunnel to the destination",
+                    format!(
+                        "no answer to the {front} handshake within {} s",
+                        FUZZ_PROMPT.as_secs()
+                    ),
+                ))
+            }
+        }
+    }
     let server = match timeout(FUZZ_PROMPT, dest.accept()).await {
         Ok(Ok(server)) => server,
         _ => {

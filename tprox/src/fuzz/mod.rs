@@ -220,7 +220,7 @@ async fn play_fresh(
 ) -> Result<Result<(), Violation>, StartError> {
     let (proxy, dest, _) = runner::start(run, None).await?;
     let mut target = Target { proxy, dest };
-    let verdict = play(run.stall, &mut target, scenario).await;
+    let verdict = play(run, &mut target, scenario).await;
     target.proxy.stop().await;
     Ok(verdict)
 }
@@ -242,7 +242,7 @@ async fn play_on(
                     Target { proxy, dest }
                 }
             };
-            let verdict = play(options.run.stall, &mut target, scenario).await;
+            let verdict = play(&options.run, &mut target, scenario).await;
             if target.proxy.exit_status().is_none() {
                 *shared.borrow_mut() = Some(target);
             } else {
@@ -254,8 +254,16 @@ async fn play_on(
 }
 
 /// Plays `scenario` and checks, after it, that the proxy is still running (R11).
-async fn play(stall: Duration, target: &mut Target, scenario: &Scenario) -> Result<(), Violation> {
-    let verdict = execute::execute(scenario, target.proxy.listen, &target.dest, stall).await;
+async fn play(run: &RunOptions, target: &mut Target, scenario: &Scenario) -> Result<(), Violation> {
+    let front = run.front.as_deref();
+    let verdict = execute::execute(
+        scenario,
+        target.proxy.listen,
+        &target.dest,
+        front,
+        run.stall,
+    )
+    .await;
     if let Some(status) = target.proxy.exit_status() {
         return Err(Violation {
             rule: crate::rules::Rule::R11,

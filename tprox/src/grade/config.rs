@@ -11,6 +11,8 @@
 //! start = "./tcpproxy {dest_host} {dest_port} {listen_port}"
 //! stall_timeout = "2s"
 //! time_limit = "3m"             # wall clock for all of one submission's cases
+//! # front = "socks5"            # a SOCKS5 or HTTP CONNECT lab: socks5[:USER:PASS],
+//! #                             # connect[:USER:PASS]; adds the front/ cases
 //!
 //! [limits]                      # per proxy process
 //! address_space_mib = 4096
@@ -58,6 +60,8 @@ pub struct Grading {
     pub build: Option<Build>,
     /// The start command's words, with `{submission}` and `{scratch}` still in them.
     pub start: Vec<String>,
+    /// The handshake every client does first, for a class of SOCKS5 or HTTP CONNECT proxies.
+    pub front: Option<tprox_core::front::Front>,
     pub stall: Duration,
     pub startup_timeout: Duration,
     pub time_limit: Duration,
@@ -121,7 +125,19 @@ impl Grading {
         let seconds = |value: Option<Seconds>, key: &str, default: Duration| {
             value.map_or(Ok(default), |d| d.get(key)).map_err(problem)
         };
-        let cases = points(&file.points, catalogue).map_err(problem)?;
+        let front = match &file.run.front {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|e| problem(format!("[run] front: {e}")))?,
+            ),
+            None => None,
+        };
+        // A front's class is graded on the front cases too.
+        let mut catalogue = catalogue.to_vec();
+        if front.is_some() {
+            catalogue.extend_from_slice(tprox_core::cases::FRONT_CASES);
+        }
+        let cases = points(&file.points, &catalogue).map_err(problem)?;
         let limits = file.limits.unwrap_or_default();
         let sandbox = sandbox_settings(file.sandbox, path).map_err(problem)?;
         Ok(Grading {
@@ -129,6 +145,7 @@ impl Grading {
             digest: digest(text),
             build,
             start,
+            front,
             stall: seconds(
                 file.run.stall_timeout,
                 "[run] stall_timeout",
@@ -314,6 +331,7 @@ struct BuildSection {
 #[serde(deny_unknown_fields)]
 struct RunSection {
     start: Words,
+    front: Option<String>,
     stall_timeout: Option<Seconds>,
     startup_timeout: Option<Seconds>,
     time_limit: Option<Seconds>,
@@ -393,6 +411,38 @@ pub(crate) mod tests {
         assert_eq!(points("echo/chain-2"), 2.0);
         assert_eq!(points("bulk/chain-20"), 1.0);
         assert_eq!(grading.cases.len(), CATALOGUE.len());
+    }
+
+    #[test]
+    fn a_front_class_is_graded_on_the_front_cases_too() {
+        let plain = example();
+        assert!(plain.front.is_none());
+        assert!(plain.cases.iter().all(|(c, _)| !c.id.starts_with("front/")));
+        let grading = parse(&format!(
+            "{MINIMAL}front = \"socks5:alice:pw\"\n[points]\n\"*\" = 1\n\"front/\" = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            grading.front.as_ref().map(|f| f.spelled()).as_deref(),
+            Some("socks5:alice:pw")
+        );
+        let mut front_cases = grading
+            .cases
+            .iter()
+            .filter(|(c, _)| c.id.starts_with("front/"));
+        assert_eq!(
+            front_cases.clone().count(),
+            tprox_core::cases::FRONT_CASES.len()
+        );
+        assert!(front_cases.all(|(_, points)| *points == 3.0));
+        let error = parse(&format!(
+            "{MINIMAL}front = \"socks4\"\n[points]\n\"*\" = 1\n"
+        ))
+        .unwrap_err();
+        assert!(error.contains("[run] front"), "{error}");
+        // Without a front, a front pattern matches nothing, and says so.
+        let error = parse(&format!("{MINIMAL}[points]\n\"front/\" = 1\n")).unwrap_err();
+        assert!(error.contains("matches no case"), "{error}");
     }
 
     #[test]

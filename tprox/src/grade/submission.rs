@@ -414,7 +414,11 @@ async fn run_cases(
             .replace("{scratch}", &scratch.to_string_lossy())
     };
     let words: Vec<String> = grading.start.iter().map(place).collect();
-    let mut proxy = ProxyCommand::new(&words)
+    let proxy = match grading.front {
+        Some(_) => ProxyCommand::new_front(&words),
+        None => ProxyCommand::new(&words),
+    };
+    let mut proxy = proxy
         .map_err(|e| (Status::DidNotStart, e))?
         .in_dir(scratch.to_path_buf());
     if let Some(jail) = jail {
@@ -436,6 +440,7 @@ async fn run_cases(
         limits: grading.limits,
         deadline: Some(Instant::now() + grading.time_limit),
         keep_going: true,
+        front: grading.front.clone().map(std::sync::Arc::new),
         ..RunOptions::new(proxy, grading.stall)
     };
     let info = RunInfo {

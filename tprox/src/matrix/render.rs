@@ -109,10 +109,13 @@ pub fn markdown(matrix: &Matrix) -> String {
             out.push_str(&format!("- did not start: {}\n", md(error)));
         }
         for (case, cell) in bad {
-            let why = if cell.notes.is_empty() {
-                "**no documented explanation: a tprox bug to look into**".to_string()
-            } else {
-                md(&cell.notes.join("; "))
+            let why = match (cell.notes.is_empty(), cell.verdict.needs_note()) {
+                (false, _) => md(&cell.notes.join("; ")),
+                // A skipped case says why itself (what follows as "Observed").
+                (true, false) => "not run here".to_string(),
+                (true, true) => {
+                    "**no documented explanation: a tprox bug to look into**".to_string()
+                }
             };
             out.push_str(&format!(
                 "- {} `{}` ({}): {why}.",

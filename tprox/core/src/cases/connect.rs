@@ -5,7 +5,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::case::{Case, Level};
-use crate::harness::{Ctx, Dialing, PROMPT};
+use crate::harness::{Asked, Ctx, Dialing, PROMPT};
 use crate::net::{read_exact_within, show, spawn_echo, wait_end};
 use crate::outcome::{Failure, Stop};
 use crate::rules::Rule;
@@ -121,10 +121,20 @@ async fn refused(mut cx: Ctx) -> Result<(), Stop> {
             // A proxy that dials only once the client speaks must be given something to say; a
             // front is asked for the destination, and its refusal (said in the trace) is
             // followed by the close like any other's.
-            cx.ask(&mut client).await;
-            wait_end(&mut client, PROMPT)
-                .await
-                .map(|ended| (ended.bytes, ended.end.to_string()))
+            let asked = cx.ask(&mut client).await;
+            wait_end(&mut client, PROMPT).await.map(|ended| {
+                if let (Asked::Refused(_), 1..) = (&asked, ended.bytes) {
+                    // An HTTP front's refusal comes with an error page: not data of the
+                    // destination's. Whether the reply itself is right is front/refused's.
+                    cx.trace.event(format_args!(
+                        "the front's refusal carried {} byte(s) of body",
+                        ended.bytes
+                    ));
+                    (0, ended.end.to_string())
+                } else {
+                    (ended.bytes, ended.end.to_string())
+                }
+            })
         }
         // Refusing the client outright is a prompt close too.
         Ok(Err(e)) => Some((0, format!("a failed connect ({e})"))),
@@ -136,6 +146,27 @@ async fn refused(mut cx: Ctx) -> Result<(), Stop> {
             None
         }
     };
+    if closed.is_none() {
+        // Whether the refusal really happened: a connection to the closed port that succeeds
+        // means another program listens there, and the proxy's dial did not fail at all.
+        let port = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
+        match timeout(std::time::Duration::from_secs(1), TcpStream::connect(port)).await {
+            Ok(Ok(_)) => {
+                cx.trace.event(format_args!(
+                    "the closed destination port {port} accepts connections: another program listens on it"
+                ));
+                return Err(Stop::Skip(format!(
+                    "the destination port {port} was taken by another program while it was closed, so the proxy's dial did not fail"
+                )));
+            }
+            Ok(Err(e)) => cx.trace.event(format_args!(
+                "connecting to the closed destination port: {e}"
+            )),
+            Err(_) => cx
+                .trace
+                .event("connecting to the closed destination port did not complete within 1 s"),
+        }
+    }
     let reopened = cx.dest.reopen().await;
     match closed {
         Some((0, how)) => cx.trace.event(format_args!("client saw {how}")),
