@@ -669,3 +669,132 @@ async fn http_connect(reader: &mut Reader<'_>, front: &Front) -> Result<Request,
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    // Only asked of the allow-list: nothing here dials, so the addresses outside loopback are
+    // never sent to.
+    #[test]
+    fn by_default_only_loopback_is_allowed() {
+        let allow = Allow::default();
+        for permitted in [
+            "127.0.0.1:80",
+            "127.9.9.9:1",
+            "[::1]:443",
+            "[::ffff:127.0.0.1]:22",
+        ] {
+            assert!(allow.permits(addr(permitted)), "{permitted}");
+        }
+        for refused in [
+            "10.0.0.1:80",
+            "192.168.1.1:443",
+            "8.8.8.8:53",
+            "[fd00::1]:80",
+            "[::ffff:10.0.0.1]:80",
+            "0.0.0.0:80",
+        ] {
+            assert!(!allow.permits(addr(refused)), "{refused}");
+        }
+        assert_eq!(allow.to_string(), "127.0.0.0/8, ::1/128");
+    }
+
+    #[test]
+    fn allow_entries_name_networks_and_ports() {
+        let allow =
+            Allow::parse(&["10.1.0.0/16:443", "[fd00::]/8:1000-2000", "192.0.2.7"]).unwrap();
+        assert!(allow.permits(addr("10.1.2.3:443")));
+        assert!(!allow.permits(addr("10.1.2.3:444")));
+        assert!(!allow.permits(addr("10.2.0.1:443")));
+        assert!(allow.permits(addr("[fd12::1]:1500")));
+        assert!(!allow.permits(addr("[fd12::1]:2001")));
+        assert!(allow.permits(addr("192.0.2.7:1")));
+        assert!(!allow.permits(addr("192.0.2.8:1")));
+        assert!(
+            !allow.permits(addr("127.0.0.1:443")),
+            "a list replaces the default"
+        );
+        assert_eq!(
+            allow.to_string(),
+            "10.1.0.0/16 port 443, fd00::/8 ports 1000-2000, 192.0.2.7/32"
+        );
+        for (bad, says) in [
+            ("10.0.0.0/8:0", "a port must be 1-65535"),
+            ("10.0.0.0/8:20-10", "backwards"),
+            ("[fd00::/8", "unclosed '['"),
+            ("intranet", "not a network or an address"),
+        ] {
+            let error = Allow::parse(&[bad]).unwrap_err();
+            assert!(
+                error.contains(says) && error.contains("NET[/BITS][:PORT[-PORT]]"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_outside_the_allow_list_is_not_allowed_before_any_dial() {
+        let front = Front {
+            kind: Kind::Socks5,
+            credentials: None,
+            allow: Allow::parse(&["127.0.0.1:7000"]).unwrap(),
+        };
+        let request = |host: &str, port| Request {
+            host: host.into(),
+            port,
+            early: Vec::new(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            assert_eq!(
+                front.resolve(&request("127.0.0.1", 7000)).await,
+                Ok(vec![addr("127.0.0.1:7000")])
+            );
+            assert_eq!(
+                front.resolve(&request("127.0.0.1", 7001)).await,
+                Err(Failure::NotAllowed)
+            );
+            assert_eq!(
+                front.resolve(&request("10.0.0.1", 7000)).await,
+                Err(Failure::NotAllowed)
+            );
+        });
+        assert_eq!(Failure::NotAllowed.socks5(), 0x02);
+        assert_eq!(Failure::NotAllowed.http(), "403 Forbidden");
+        assert_eq!(Failure::Refused.socks5(), 0x05);
+        assert_eq!(Failure::Refused.http(), "502 Bad Gateway");
+        assert_eq!(Failure::TimedOut.http(), "504 Gateway Timeout");
+    }
+
+    #[test]
+    fn credentials_come_from_the_first_line_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        std::fs::write(&file, "alice:open:sesame\r\nignored\n").unwrap();
+        let credentials = Credentials::from_file(&file).unwrap();
+        assert_eq!(credentials.user, "alice");
+        assert!(credentials.matches(b"alice", b"open:sesame"));
+        assert!(!credentials.matches(b"alice", b"open:sesamE"));
+        assert!(!credentials.matches(b"alic", b"open:sesame"));
+        assert_eq!(format!("{credentials:?}"), "alice:***");
+
+        std::fs::write(&file, "no colon here\n").unwrap();
+        assert!(Credentials::from_file(&file)
+            .unwrap_err()
+            .contains("USER:PASSWORD"));
+        std::fs::write(&file, format!("bob:{}\n", "x".repeat(256))).unwrap();
+        assert!(Credentials::from_file(&file)
+            .unwrap_err()
+            .contains("1 to 255 bytes"));
+        assert!(Credentials::from_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .contains("cannot read credentials file"));
+    }
+}
