@@ -276,3 +276,53 @@ fn the_scale_check_reports_every_message() {
         "{reference}"
     );
 }
+
+/// A front's clients do its handshake (the cases' own) before the load, in every figure: were
+/// the handshake left out, the fronts would take the load's bytes for a malformed greeting and
+/// close, and no figure would be measured. The reference's SOCKS5 front is compared with the
+/// SOCKS5 fronts only.
+#[test]
+fn fronts_are_measured_through_their_handshake() {
+    tprox_suite::require("/usr/bin/microsocks", "microsocks");
+    let (stdout, report) = bench(
+        &[
+            "--profiles",
+            "ref,ref-socks5,ref-connect,microsocks",
+            "--duration",
+            "0.3",
+            "--rtt-rounds",
+            "1",
+            "--idle",
+            "200",
+            "--idle-profiles",
+            "ref-socks5",
+        ],
+        &[],
+    );
+    let proxies = report["proxies"].as_array().unwrap();
+    for name in ["ref-socks5", "ref-connect", "microsocks"] {
+        let entry = proxies.iter().find(|p| p["name"] == name).unwrap();
+        assert_eq!(entry["errors"], serde_json::json!([]), "{name}: {stdout}");
+        for key in [
+            "one_stream_bytes_per_sec",
+            "rtt_mean_secs",
+            "connections_per_sec",
+        ] {
+            assert!(
+                entry[key].as_f64().is_some_and(|v| v > 0.0),
+                "{name} {key}: {stdout}"
+            );
+        }
+    }
+    let socks = &report["fronts_ratios_to_best_peer"]["ref-socks5"];
+    assert_eq!(
+        socks["connections_per_sec"]["best_peer"], "microsocks",
+        "{stdout}"
+    );
+    // No HTTP CONNECT front of another maker was measured, so ref-connect has no ratios, and
+    // the forwarder's peers are no fronts.
+    assert!(report["fronts_ratios_to_best_peer"]["ref-connect"].is_null());
+    assert!(report["ratios_to_best_peer"]["one_stream_bytes_per_sec"].is_null());
+    let socks_idle = proxies.iter().find(|p| p["name"] == "ref-socks5").unwrap();
+    assert_eq!(socks_idle["idle_connections"], 200, "{stdout}");
+}

@@ -15,10 +15,19 @@ use crate::profiles;
 pub fn main(name: &str, dest_port: u16) -> error::Result {
     let profile = profiles::find(name).map_err(Error::Setup)?;
     profile.program().map_err(Error::Setup)?;
+    if let Some(front) = profile.front {
+        return Err(Error::Usage(format!(
+            "--hold {name}: {name} is a {front} front, whose clients must do its handshake; \
+             the cross-check's tools (iperf3, sockperf, wrk) do not"
+        )));
+    }
     super::raise_own_descriptor_limit();
     let scratch = super::scratch_dir("tprox-hold-")?;
     let runtime = super::output_runtime()?;
-    let target = Target::Proxy(profile.command(scratch.path()).map_err(Error::Setup)?);
+    let target = Target::Proxy(
+        Box::new(profile.command(scratch.path()).map_err(Error::Setup)?),
+        profile.front(),
+    );
     let dest = SocketAddr::from(([127, 0, 0, 1], dest_port));
     let instance = Instance::start(&runtime, &target, dest).map_err(Error::Setup)?;
     let mut out = std::io::stdout().lock();

@@ -2,12 +2,15 @@
 //! sockets, the cheapest and steadiest way to drive loopback traffic, so that what is measured
 //! is the proxy and not the load generator.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use tprox_core::front::Front;
 
 /// Bytes per write in the throughput tests.
 const CHUNK: usize = 256 * 1024;
@@ -163,10 +166,82 @@ fn reply(mut stream: TcpStream) {
     }
 }
 
-/// Bytes per second through `addr` to `sink` with `streams` connections writing at once, over
+/// How a client reaches the server through the proxy under test: a connect to `addr`, and for
+/// a SOCKS5 or HTTP CONNECT front, its handshake naming the server (without credentials: the
+/// bench configures fronts without them).
+#[derive(Debug, Clone)]
+pub struct Dial {
+    pub addr: SocketAddr,
+    pub front: Option<(Front, SocketAddr)>,
+}
+
+/// Longest wait for a front's answer to the handshake.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// Each load thread's own runtime for fronts' handshakes, made at its first handshake:
+    /// the handshake is the one the cases speak ([`Front::handshake`]), which is async, while
+    /// the load is plain blocking sockets.
+    static HANDSHAKER: RefCell<Option<tokio::runtime::Runtime>> = const { RefCell::new(None) };
+}
+
+impl Dial {
+    /// Straight to `addr`, no handshake.
+    pub fn direct(addr: SocketAddr) -> Dial {
+        Dial { addr, front: None }
+    }
+
+    /// A blocking connection to the server, the front's handshake done.
+    pub fn connect(&self) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(self.addr)?;
+        let Some((front, dest)) = &self.front else {
+            return Ok(stream);
+        };
+        stream.set_nonblocking(true)?;
+        let stream = on_handshaker(|runtime| {
+            runtime.block_on(async {
+                let mut stream = tokio::net::TcpStream::from_std(stream)?;
+                match tokio::time::timeout(HANDSHAKE_LIMIT, front.handshake(&mut stream, *dest))
+                    .await
+                {
+                    Ok(Ok(())) => stream.into_std(),
+                    Ok(Err(refused)) => Err(io::Error::other(format!(
+                        "the {} front did not open the tunnel: {refused}",
+                        front.kind()
+                    ))),
+                    Err(_) => Err(io::Error::other(format!(
+                        "the {} front did not answer the handshake within {} s",
+                        front.kind(),
+                        HANDSHAKE_LIMIT.as_secs()
+                    ))),
+                }
+            })
+        })?;
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
+}
+
+/// Runs `work` on this thread's handshake runtime, making it first if need be.
+fn on_handshaker<T>(work: impl FnOnce(&tokio::runtime::Runtime) -> io::Result<T>) -> io::Result<T> {
+    HANDSHAKER.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match &*slot {
+            Some(runtime) => work(runtime),
+            None => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                work(slot.insert(runtime))
+            }
+        }
+    })
+}
+
+/// Bytes per second through `dial` to `sink` with `streams` connections writing at once, over
 /// `duration` (after a warm-up).
 pub fn throughput(
-    addr: SocketAddr,
+    dial: &Dial,
     sink: &Server,
     streams: usize,
     duration: Duration,
@@ -174,7 +249,7 @@ pub fn throughput(
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for _ in 0..streams {
-        let mut stream = TcpStream::connect(addr)?;
+        let mut stream = dial.connect()?;
         let stop = stop.clone();
         writers.push(thread::spawn(move || {
             let chunk = vec![0x5au8; CHUNK];
@@ -202,10 +277,10 @@ pub fn throughput(
     Ok((after - before) as f64 / elapsed.as_secs_f64())
 }
 
-/// Round trips of a [`MESSAGE`]-byte message through `addr` to an echo server, one after the
+/// Round trips of a [`MESSAGE`]-byte message through `dial` to an echo server, one after the
 /// other on one connection, for `duration`: every round trip's time.
-pub fn ping_pong(addr: SocketAddr, duration: Duration) -> io::Result<Vec<Duration>> {
-    let mut stream = TcpStream::connect(addr)?;
+pub fn ping_pong(dial: &Dial, duration: Duration) -> io::Result<Vec<Duration>> {
+    let mut stream = dial.connect()?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let message = [0x42u8; MESSAGE];
@@ -227,19 +302,20 @@ pub fn ping_pong(addr: SocketAddr, duration: Duration) -> io::Result<Vec<Duratio
     Ok(times)
 }
 
-/// Complete connections per second through `addr` to a [`Behaviour::Reply`] server: connect,
-/// send a [`MESSAGE`]-byte request, read the reply and the close; `workers` at once, for
-/// `duration`.
-pub fn connection_rate(addr: SocketAddr, workers: usize, duration: Duration) -> io::Result<f64> {
+/// Complete connections per second through `dial` to a [`Behaviour::Reply`] server: connect
+/// (a front's handshake included: it is part of what a connection costs), send a
+/// [`MESSAGE`]-byte request, read the reply and the close; `workers` at once, for `duration`.
+pub fn connection_rate(dial: &Dial, workers: usize, duration: Duration) -> io::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..workers)
         .map(|_| {
             let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+            let dial = dial.clone();
             thread::spawn(move || {
                 while !stop.load(Relaxed) {
-                    match one_connection(addr) {
+                    match one_connection(&dial) {
                         Ok(()) => done.fetch_add(1, Relaxed),
                         Err(_) => failed.fetch_add(1, Relaxed),
                     };
@@ -267,8 +343,8 @@ pub fn connection_rate(addr: SocketAddr, workers: usize, duration: Duration) -> 
     Ok(completed as f64 / elapsed.as_secs_f64())
 }
 
-fn one_connection(addr: SocketAddr) -> io::Result<()> {
-    let mut stream = TcpStream::connect(addr)?;
+fn one_connection(dial: &Dial) -> io::Result<()> {
+    let mut stream = dial.connect()?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(&[0x17u8; MESSAGE])?;
@@ -280,10 +356,10 @@ fn one_connection(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// Opens `count` connections through `addr` to a holding server and keeps them; returns them
+/// Opens `count` connections through `dial` to a holding server and keeps them; returns them
 /// once the server holds them all (or `limit` has passed).
 pub fn open_idle(
-    addr: SocketAddr,
+    dial: &Dial,
     server: &Server,
     count: usize,
     limit: Duration,
@@ -296,7 +372,7 @@ pub fn open_idle(
     let mut streams = Vec::with_capacity(count);
     while streams.len() < count {
         for _ in 0..BATCH.min(count - streams.len()) {
-            streams.push(TcpStream::connect(addr)?);
+            streams.push(dial.connect()?);
         }
         while server.holding() - base < streams.len() {
             if start.elapsed() > limit {
@@ -320,12 +396,23 @@ mod tests {
     #[test]
     fn each_server_behaves_as_documented() {
         let replier = Server::start(Behaviour::Reply).unwrap();
-        one_connection(replier.addr).expect("request, reply, close");
+        one_connection(&Dial::direct(replier.addr)).expect("request, reply, close");
         let echo = Server::start(Behaviour::Echo).unwrap();
-        assert!(!ping_pong(echo.addr, Duration::from_millis(50))
-            .unwrap()
-            .is_empty());
+        assert!(
+            !ping_pong(&Dial::direct(echo.addr), Duration::from_millis(50))
+                .unwrap()
+                .is_empty()
+        );
         let sink = Server::start(Behaviour::Sink).unwrap();
-        assert!(throughput(sink.addr, &sink, 1, Duration::from_millis(50)).unwrap() > 0.0);
+        assert!(
+            throughput(
+                &Dial::direct(sink.addr),
+                &sink,
+                1,
+                Duration::from_millis(50)
+            )
+            .unwrap()
+                > 0.0
+        );
     }
 }

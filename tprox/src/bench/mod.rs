@@ -82,7 +82,8 @@ pub struct Figures {
 /// Something to measure: a direct connection or a proxy.
 enum Target {
     Direct,
-    Proxy(ProxyCommand),
+    /// A proxy, and the front its clients must speak, if it is one.
+    Proxy(Box<ProxyCommand>, Option<tprox_core::front::Front>),
 }
 
 /// Runs the benchmark; `progress` is told each step as it starts.
@@ -141,12 +142,12 @@ fn measure(
         f.one_stream = keep(
             &mut f.errors,
             "1 stream",
-            load::throughput(instance.addr, &sink, 1, options.duration),
+            load::throughput(&instance.dial, &sink, 1, options.duration),
         );
         f.n_streams = keep(
             &mut f.errors,
             "N streams",
-            load::throughput(instance.addr, &sink, options.streams, options.duration),
+            load::throughput(&instance.dial, &sink, options.streams, options.duration),
         );
         let moved = sink.received.load(std::sync::atomic::Ordering::Relaxed) - moved_before;
         if let (Some(before), Some(after)) = (cpu_before, instance.cpu()) {
@@ -165,7 +166,7 @@ fn measure(
         f.conn_rate = keep(
             &mut f.errors,
             "connections",
-            load::connection_rate(instance.addr, options.workers, options.duration),
+            load::connection_rate(&instance.dial, options.workers, options.duration),
         );
         instance.stop(runtime);
 
@@ -177,7 +178,7 @@ fn measure(
             let limit = Duration::from_secs(30);
             let count = options.idle.min(idle_capacity());
             f.idle_base_rss = instance.rss();
-            match load::open_idle(instance.addr, &hold, count, limit) {
+            match load::open_idle(&instance.dial, &hold, count, limit) {
                 Ok(streams) => {
                     // Let the proxy settle (lazy allocations, freed dial state).
                     std::thread::sleep(Duration::from_millis(500));
@@ -220,7 +221,7 @@ fn round_trips(
     if let Some(times) = keep(
         &mut f.errors,
         "ping-pong",
-        load::ping_pong(instance.addr, options.duration),
+        load::ping_pong(&instance.dial, options.duration),
     ) {
         let (mean, p99) = report::mean_and_p99(&times);
         f.rtt_mean = Some(mean);
@@ -254,14 +255,14 @@ fn targets(
         targets.push((
             name.clone(),
             profile.version(),
-            Target::Proxy(profile.command(&dir)?),
+            Target::Proxy(Box::new(profile.command(&dir)?), profile.front()),
         ));
     }
     if let Some(command) = &options.command {
         targets.push((
             "yours".into(),
             command.label.clone(),
-            Target::Proxy(command.clone()),
+            Target::Proxy(Box::new(command.clone()), None),
         ));
     }
     Ok(targets)
@@ -341,6 +342,8 @@ fn output_runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// A started proxy (or none, for a direct connection).
 struct Instance {
     addr: std::net::SocketAddr,
+    /// How the load reaches the server through it (a front's handshake included).
+    dial: load::Dial,
     proxy: Option<RunningProxy>,
 }
 
@@ -350,14 +353,15 @@ impl Instance {
         target: &Target,
         dest: std::net::SocketAddr,
     ) -> Result<Instance, String> {
-        let command = match target {
+        let (command, front) = match target {
             Target::Direct => {
                 return Ok(Instance {
                     addr: dest,
+                    dial: load::Dial::direct(dest),
                     proxy: None,
                 })
             }
-            Target::Proxy(command) => command,
+            Target::Proxy(command, front) => (command, front),
         };
         let launch = Launch {
             dest_port: dest.port(),
@@ -374,6 +378,10 @@ impl Instance {
             .map_err(|e| e.to_string())?;
         Ok(Instance {
             addr: proxy.listen,
+            dial: load::Dial {
+                addr: proxy.listen,
+                front: front.clone().map(|front| (front, dest)),
+            },
             proxy: Some(proxy),
         })
     }

@@ -153,10 +153,36 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// The names that count as peers of `subject`: every proxy but the subject itself, its other
-/// modes (names starting alike), the user's own command and the direct connection.
+/// The names that count as peers of `subject`: every proxy of the same kind (plain
+/// forwarders, SOCKS5 fronts, HTTP CONNECT fronts) but the subject itself, its other modes
+/// (names starting alike), the user's own command and the direct connection.
 fn is_peer(subject: &str, name: &str) -> bool {
-    name != "direct" && name != "yours" && !name.starts_with(subject) && !subject.starts_with(name)
+    let front = |name: &str| crate::profiles::find(name).ok().and_then(|p| p.front);
+    name != "direct"
+        && name != "yours"
+        && !name.starts_with(subject)
+        && !subject.starts_with(name)
+        && front(name) == front(subject)
+}
+
+/// The reference's fronts, each compared with the measured fronts of its kind, as the main
+/// subject is with the forwarders.
+const FRONT_SUBJECTS: &[&str] = &["ref-socks5", "ref-connect"];
+
+/// The subjects whose ratios are shown: `subject` if it was measured, then each of the
+/// reference's fronts that was measured beside a front of its kind.
+fn subjects<'a>(figures: &[Figures], subject: &'a str) -> Vec<&'a str> {
+    let measured = |name: &str| figures.iter().any(|f| f.name == name);
+    let has_peer = |name: &str| figures.iter().any(|f| is_peer(name, &f.name));
+    std::iter::once(subject)
+        .filter(|s| measured(s))
+        .chain(
+            FRONT_SUBJECTS
+                .iter()
+                .copied()
+                .filter(|s| *s != subject && measured(s) && has_peer(s)),
+        )
+        .collect()
 }
 
 /// The best peer's figure for `metric`, and its name.
@@ -192,9 +218,11 @@ pub fn table(figures: &[Figures], subject: &str, settings: &str) -> String {
             let _ = writeln!(out, "  {}: could not measure {e}", f.name);
         }
     }
-    if figures.iter().any(|f| f.name == subject) {
-        out.push_str(&ratios(figures, subject));
-        out.push_str(&idle_lines(figures));
+    for (i, name) in subjects(figures, subject).into_iter().enumerate() {
+        out.push_str(&ratios(figures, name));
+        if i == 0 && name == subject {
+            out.push_str(&idle_lines(figures));
+        }
     }
     out
 }
@@ -262,9 +290,12 @@ fn ratios(figures: &[Figures], subject: &str) -> String {
     let Some(me) = figures.iter().find(|f| f.name == subject) else {
         return out;
     };
+    if !figures.iter().any(|f| is_peer(subject, &f.name)) {
+        return out; // nothing of its kind measured
+    }
     let _ = writeln!(
         out,
-        "\n{subject} against the best other proxy (and the direct connection):"
+        "\n{subject} against the best other proxy of its kind (and the direct connection):"
     );
     let direct = figures.iter().find(|f| f.name == "direct");
     for metric in METRICS {
@@ -365,6 +396,22 @@ pub fn json(figures: &[Figures], subject: &str, settings: Value) -> Value {
             entry
         })
         .collect();
+    let fronts: serde_json::Map<_, _> = subjects(figures, subject)
+        .into_iter()
+        .filter(|name| *name != subject)
+        .map(|name| (name.to_string(), ratios_json(figures, name)))
+        .collect();
+    json!({
+        "settings": settings,
+        "proxies": proxies,
+        "subject": subject,
+        "ratios_to_best_peer": ratios_json(figures, subject),
+        "fronts_ratios_to_best_peer": fronts,
+    })
+}
+
+/// `subject`'s ratios to its best peer, one entry per metric, with whether the spreads overlap.
+fn ratios_json(figures: &[Figures], subject: &str) -> Value {
     let mut ratios = serde_json::Map::new();
     if let Some(me) = figures.iter().find(|f| f.name == subject) {
         for metric in METRICS {
@@ -393,7 +440,7 @@ pub fn json(figures: &[Figures], subject: &str, settings: Value) -> Value {
             }
         }
     }
-    json!({ "settings": settings, "proxies": proxies, "subject": subject, "ratios_to_best_peer": ratios })
+    Value::Object(ratios)
 }
 
 /// The figures of a report that [`json`] wrote (`tprox bench --json`), or what is wrong with it.
@@ -461,17 +508,29 @@ pub fn markdown(figures: &[Figures], subject: &str, settings: &str) -> String {
         };
         let _ = writeln!(out, "| {name} | {} |", cells(f, "–").join(" | "));
     }
-    let lines: Vec<String> = ratios(figures, subject)
-        .lines()
-        .chain(idle_lines(figures).lines())
-        .filter(|l| l.starts_with("  "))
-        .map(|l| format!("- {}", l.trim()))
-        .collect();
-    if !lines.is_empty() {
+    for name in subjects(figures, subject) {
+        let idle = if name == subject {
+            idle_lines(figures)
+        } else {
+            String::new()
+        };
+        let lines: Vec<String> = ratios(figures, name)
+            .lines()
+            .chain(idle.lines())
+            .filter(|l| l.starts_with("  "))
+            .map(|l| format!("- {}", l.trim()))
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let peers = match name == subject {
+            true => "the best other proxy",
+            false => "the best other front of its kind",
+        };
         let _ = write!(
             out,
-            "\n{subject} against the best other proxy, from the same run (medians; the lowest and \
-             highest round of each in brackets):\n\n{}\n",
+            "\n{name} against {peers}, from the same run (medians; the lowest and highest round \
+             of each in brackets):\n\n{}\n",
             lines.join("\n")
         );
     }
@@ -574,6 +633,53 @@ mod tests {
         let text = table(&all, "ref", "settings");
         assert!(text.contains("1.50x  goal ≥ 1.5x: met"), "{text}");
         assert!(text.contains("0.75x  goal ≤ 0.9x: met"), "{text}");
+    }
+
+    #[test]
+    fn the_reference_fronts_are_compared_with_fronts_of_their_kind_only() {
+        let all = vec![
+            figures("direct", 9e9, 1.0e-4),
+            figures("ref", 6e9, 3.0e-4),
+            figures("socat", 2e9, 5.0e-4),
+            figures("ref-socks5", 5e9, 2.0e-4),
+            figures("microsocks", 1e9, 4.0e-4),
+            figures("ref-connect", 3e9, 2.0e-4),
+            figures("squid", 8e9, 1.5e-4),
+        ];
+        assert_eq!(best_peer(&all, "ref", &METRICS[0]), Some(("socat", 2e9)));
+        assert_eq!(
+            best_peer(&all, "ref-socks5", &METRICS[0]),
+            Some(("microsocks", 1e9))
+        );
+        assert_eq!(
+            best_peer(&all, "ref-connect", &METRICS[0]),
+            Some(("squid", 8e9))
+        );
+        let text = table(&all, "ref", "settings");
+        assert!(
+            text.contains("ref-socks5 against the best other proxy of its kind")
+                && text.contains("(microsocks): 5.00x"),
+            "{text}"
+        );
+        let value = json(&all, "ref", json!({}));
+        let squid = &value["fronts_ratios_to_best_peer"]["ref-connect"]["one_stream_bytes_per_sec"];
+        assert_eq!(squid["best_peer"], "squid");
+        assert_eq!(
+            value["ratios_to_best_peer"]["one_stream_bytes_per_sec"]["best_peer"],
+            "socat"
+        );
+        let page = markdown(&from_json(&value).unwrap(), "ref", "settings");
+        assert!(
+            page.contains("ref-connect against the best other front of its kind")
+                && page.contains("(squid): 0.38x"),
+            "{page}"
+        );
+        // Without a front of its kind measured, a front of the reference gets no ratios.
+        let alone = vec![
+            figures("ref", 6e9, 3.0e-4),
+            figures("ref-socks5", 5e9, 2.0e-4),
+        ];
+        assert!(!table(&alone, "ref", "s").contains("ref-socks5 against"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::load::Dial;
 use super::{group_usage, Instance, Target};
 
 /// The message each connection sends once a second.
@@ -101,7 +102,7 @@ pub(super) fn measure(
     };
     f.rss_before = rss();
     progress(&format!("{name}: opening {count} connections"));
-    let streams = match load.block_on(open(instance.addr, count)) {
+    let streams = match load.block_on(open(&instance.dial, count)) {
         Ok(streams) => streams,
         Err(e) => {
             f.error = Some(e);
@@ -219,9 +220,10 @@ async fn echo_server() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Opens `count` connections through `addr`, in batches, each with one message echoed so that
-/// every pair is known to be established end to end before the load begins.
-async fn open(addr: SocketAddr, count: usize) -> Result<Vec<TcpStream>, String> {
+/// Opens `count` connections through `dial` (a front's handshake included), in batches, each
+/// with one message echoed so that every pair is known to be established end to end before
+/// the load begins.
+async fn open(dial: &Dial, count: usize) -> Result<Vec<TcpStream>, String> {
     let started = Instant::now();
     let mut streams = Vec::with_capacity(count);
     while streams.len() < count {
@@ -233,15 +235,24 @@ async fn open(addr: SocketAddr, count: usize) -> Result<Vec<TcpStream>, String> 
             ));
         }
         let batch = BATCH.min(count - streams.len());
-        let opened = futures_join_all((0..batch).map(|_| async move {
-            let mut stream = TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            stream.write_all(&[b'!'; MESSAGE]).await?;
-            let mut back = [0u8; MESSAGE];
-            tokio::time::timeout(ANSWER_LIMIT, stream.read_exact(&mut back))
-                .await
-                .map_err(|_| std::io::Error::other("no echo within 10 s"))??;
-            Ok::<_, std::io::Error>(stream)
+        let opened = futures_join_all((0..batch).map(|_| {
+            let dial = dial.clone();
+            async move {
+                let mut stream = TcpStream::connect(dial.addr).await?;
+                if let Some((front, dest)) = &dial.front {
+                    front
+                        .handshake(&mut stream, *dest)
+                        .await
+                        .map_err(|refused| std::io::Error::other(refused.to_string()))?;
+                }
+                stream.set_nodelay(true)?;
+                stream.write_all(&[b'!'; MESSAGE]).await?;
+                let mut back = [0u8; MESSAGE];
+                tokio::time::timeout(ANSWER_LIMIT, stream.read_exact(&mut back))
+                    .await
+                    .map_err(|_| std::io::Error::other("no echo within 10 s"))??;
+                Ok::<_, std::io::Error>(stream)
+            }
         }))
         .await;
         for stream in opened {
