@@ -22,7 +22,7 @@ pub struct Usage {
     pub processes: usize,
 }
 
-/// One live process of a group, as /proc shows it.
+/// One process of a group, as /proc shows it: running, or exited and not yet reaped.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GroupProcess {
     /// Its process id.
@@ -34,11 +34,17 @@ pub struct GroupProcess {
     /// The same for its children that have exited and been reaped (socat's per-connection
     /// children, for instance).
     pub children_cpu: Duration,
+    /// A zombie: it has exited and waits for its parent (or tprox, the subreaper of orphans)
+    /// to reap it. It holds no descriptor and no memory, but its CPU time is still its own.
+    pub exited: bool,
 }
 
-/// The live processes of group `pgid`: the one walk of /proc that every measurement of a
-/// proxy's group uses. A zombie (a forking proxy's finished child, not yet reaped) is left
-/// out: it holds no descriptor and no memory, and its CPU time goes to its reaper's account.
+/// The processes of group `pgid`: the one walk of /proc that every measurement of a proxy's
+/// group uses. Zombies are included (marked [`GroupProcess::exited`]) because a proxy that
+/// forks a child per connection and lets it go (redir double-forks) leaves finished children
+/// that no process of the group reaps: tprox, their subreaper, does when it sweeps. Until
+/// then their CPU time is in no group member's `children_cpu`, and leaving them out lost the
+/// CPU of every connection that ended inside a measurement.
 pub fn group(pgid: i32) -> Result<Vec<GroupProcess>, String> {
     let processes =
         procfs::process::all_processes().map_err(|e| format!("needs /proc (Linux): {e}"))?;
@@ -48,12 +54,13 @@ pub fn group(pgid: i32) -> Result<Vec<GroupProcess>, String> {
     Ok(processes
         .flatten()
         .filter_map(|process| process.stat().ok())
-        .filter(|stat| stat.pgrp == pgid && !matches!(stat.state, 'Z' | 'X'))
+        .filter(|stat| stat.pgrp == pgid && stat.state != 'X')
         .map(|stat| GroupProcess {
             pid: stat.pid,
             rss: stat.rss * page,
             cpu: seconds(stat.utime + stat.stime),
             children_cpu: seconds((stat.cutime + stat.cstime).max(0) as u64),
+            exited: stat.state == 'Z',
         })
         .collect())
 }
@@ -67,7 +74,7 @@ pub fn sample(pgid: i32) -> Result<Usage, String> {
         cpu: Duration::ZERO,
         processes: 0,
     };
-    for process in group(pgid)? {
+    for process in group(pgid)?.into_iter().filter(|p| !p.exited) {
         usage.processes += 1;
         usage.rss += process.rss;
         usage.cpu += process.cpu;
@@ -348,6 +355,37 @@ mod tests {
         assert_eq!(
             usage.fds, sleeper,
             "only the live process's descriptors count"
+        );
+    }
+
+    #[test]
+    fn a_zombie_keeps_its_cpu_time_in_the_group() {
+        use std::os::unix::process::CommandExt;
+        // A subshell that counts for a while and exits; `sleep` never reaps it, as redir's
+        // main process never reaps the per-connection children it lets go.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "(i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done) & exec sleep 10",
+            ])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(8);
+        let zombie = loop {
+            let zombie = group(pgid).unwrap().into_iter().find(|p| p.exited);
+            if zombie.is_some() || std::time::Instant::now() > deadline {
+                break zombie;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let zombie = zombie.expect("the counting subshell exits within 8 s and stays a zombie");
+        assert!(
+            zombie.cpu > Duration::ZERO,
+            "the zombie's CPU time is still counted: {zombie:?}"
         );
     }
 

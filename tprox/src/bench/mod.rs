@@ -151,7 +151,9 @@ fn measure(
         );
         let moved = sink.received.load(std::sync::atomic::Ordering::Relaxed) - moved_before;
         if let (Some(before), Some(after)) = (cpu_before, instance.cpu()) {
-            if moved > 0 {
+            // Moving data takes CPU: none at all means the proxy's work was not seen (a
+            // process outside its group), and is left unmeasured rather than a win.
+            if moved > 0 && after > before {
                 f.cpu_per_gb = Some((after - before) / (moved as f64 / 1e9));
             }
         }
@@ -401,8 +403,9 @@ impl Instance {
     }
 }
 
-/// CPU seconds (user and system, its exited children included) and resident bytes of every
-/// process in a group: nginx's workers and socat's per-connection children count.
+/// CPU seconds (user and system, its reaped children and its unreaped zombies included) and
+/// resident bytes of every process in a group: nginx's workers, socat's per-connection
+/// children and redir's (which tprox reaps) count.
 fn group_usage(pgid: i32) -> (f64, u64) {
     let processes = tprox_core::probe::group(pgid).unwrap_or_default();
     let cpu = processes
