@@ -86,8 +86,9 @@ struct Cli {
     #[arg(long, value_name = "KIND[:USER:PASS]", value_parser = parse_front)]
     front: Option<tprox_core::front::Front>,
 
-    /// Test a known proxy (socat, haproxy, nginx, rinetd, redir, tcpproxy, ref), started with a
-    /// generated configuration; see --list-profiles.
+    /// Test a known proxy (socat, haproxy, nginx, rinetd, redir, tcpproxy, ref; the fronts
+    /// squid, tinyproxy, microsocks, dante, ref-socks5, ref-connect, tested through their
+    /// handshake), started with a generated configuration; see --list-profiles.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["proxy", "reference"])]
     profile: Option<String>,
 
