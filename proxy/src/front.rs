@@ -771,6 +771,13 @@ mod tests {
         assert_eq!(Failure::Refused.socks5(), 0x05);
         assert_eq!(Failure::Refused.http(), "502 Bad Gateway");
         assert_eq!(Failure::TimedOut.http(), "504 Gateway Timeout");
+        // Unreachable and unknown destinations cannot be provoked on loopback: their replies
+        // are checked here, from the dial's error on.
+        let unreachable = io::Error::from(io::ErrorKind::HostUnreachable);
+        assert_eq!(Failure::of(&unreachable), Failure::Unreachable);
+        assert_eq!(Failure::Unreachable.socks5(), 0x04);
+        assert_eq!(Failure::NameNotFound.socks5(), 0x04);
+        assert_eq!(Failure::Unreachable.http(), "502 Bad Gateway");
     }
 
     #[test]
