@@ -10,46 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{echo_server, Proxy};
-
-/// A SOCKS5 client's handshake on `stream` for `host` (an IPv4 address, or a name) and
-/// `port`, with `credentials` if given: the reply code, or what the front did instead.
-fn socks5(stream: &mut TcpStream, host: &str, port: u16, credentials: Option<(&str, &str)>) -> u8 {
-    let method = if credentials.is_some() { 2 } else { 0 };
-    stream.write_all(&[5, 1, method]).unwrap();
-    let mut choice = [0u8; 2];
-    stream.read_exact(&mut choice).unwrap();
-    assert_eq!(choice, [5, method], "the method choice");
-    if let Some((user, pass)) = credentials {
-        let mut auth = vec![1, user.len() as u8];
-        auth.extend_from_slice(user.as_bytes());
-        auth.push(pass.len() as u8);
-        auth.extend_from_slice(pass.as_bytes());
-        stream.write_all(&auth).unwrap();
-        let mut status = [0u8; 2];
-        stream.read_exact(&mut status).unwrap();
-        if status[1] != 0 {
-            return 0xff;
-        }
-    }
-    let mut request = vec![5, 1, 0];
-    match host.parse::<std::net::Ipv4Addr>() {
-        Ok(ip) => {
-            request.push(1);
-            request.extend_from_slice(&ip.octets());
-        }
-        Err(_) => {
-            request.extend_from_slice(&[3, host.len() as u8]);
-            request.extend_from_slice(host.as_bytes());
-        }
-    }
-    request.extend_from_slice(&port.to_be_bytes());
-    stream.write_all(&request).unwrap();
-    let mut reply = [0u8; 10]; // the reference always binds an IPv4 address in its reply
-    stream.read_exact(&mut reply).unwrap();
-    assert_eq!(reply[0], 5, "a SOCKS5 reply");
-    reply[1]
-}
+use common::{echo_server, socks5, Proxy};
 
 fn client(front: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(front).unwrap();

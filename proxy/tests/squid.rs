@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{echo_server, exchange, Proxy};
+use common::{echo_server, exchange, socks5, Proxy};
 
 const SQUID: &str = "/usr/sbin/squid";
 const USER: &str = "alice";
@@ -378,16 +378,11 @@ fn a_socks5_front_reaches_its_destinations_through_squid() {
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    client.write_all(&[5, 1, 0]).unwrap();
-    let mut choice = [0u8; 2];
-    client.read_exact(&mut choice).unwrap();
-    assert_eq!(choice, [5, 0], "the front's method choice");
-    let mut request = vec![5, 1, 0, 1, 127, 0, 0, 1];
-    request.extend_from_slice(&echo.port().to_be_bytes());
-    client.write_all(&request).unwrap();
-    let mut reply = [0u8; 10];
-    client.read_exact(&mut reply).unwrap();
-    assert_eq!(reply[..2], [5, 0], "the front's reply: {reply:?}");
+    assert_eq!(
+        socks5(&mut client, "127.0.0.1", echo.port(), None),
+        0,
+        "the front's reply"
+    );
     // Read before closing: squid's tunnel ends both directions at the first EOF.
     client.write_all(b"through squid").unwrap();
     let mut back = [0u8; 13];
