@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use crate::outcome::Outcome;
-use crate::report::CaseReport;
+use crate::report::{CaseReport, SurvivalCheck};
 use crate::rules;
 use crate::summary::Summary;
 use crate::verdict::Verdict;
@@ -118,6 +118,10 @@ pub fn json_value(info: &RunInfo, reports: &[CaseReport]) -> Value {
                 "counts_as_failure": counts_as_failure(r, info.strict),
                 "duration_s": r.duration.as_secs_f64(),
                 "attempts": r.attempts,
+                "survival": r.survival.map(|check| match check {
+                    SurvivalCheck::Before => "before",
+                    SurvivalCheck::After { .. } => "after",
+                }),
                 "flaky": r.flaky.as_ref().map(|f| json!({ "expected": f.expected, "observed": f.observed, "hint": f.hint })),
                 "message": message,
                 "trace": r.trace,
@@ -142,6 +146,7 @@ pub fn json_value(info: &RunInfo, reports: &[CaseReport]) -> Value {
             "skipped": summary.skipped,
             "warnings": summary.warnings,
             "flaky": summary.flaky,
+            "survival": summary.survival,
         },
     })
 }

@@ -81,6 +81,10 @@ impl<W: Write> HumanReporter<W> {
                 summary.warnings
             ));
         }
+        if let Some(line) = summary.survival_line() {
+            text.push_str(&line);
+            text.push('\n');
+        }
         text.push_str(&summary.line());
         text.push('\n');
         self.print(&text);

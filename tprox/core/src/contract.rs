@@ -135,10 +135,32 @@ fn timing() -> String {
             "Descriptors: slack for a runtime's lazily opened descriptors",
             format!("{}", resources::FD_SLACK),
         ),
+        (
+            "Descriptors that are not sockets (a runtime's pools of pipes or event descriptors): once the first connections have come and gone, the rest may add fewer than",
+            format!(
+                "one per {} connections (and at most {})",
+                resources::OTHERS_PER_CONNECTION,
+                resources::FD_SLACK
+            ),
+        ),
+        (
+            "One-way shutdown: after the EOF has arrived, the pair is left alone (the closer's connection must stay open) before the other peer answers, for",
+            format!("{} ms", shutdown::SETTLE.as_millis()),
+        ),
     ];
     for (what, value) in rows {
         let _ = writeln!(out, "| {what} | {value} |");
     }
+    out.push_str(
+        "\nAround every case tprox checks that the proxy survives: a plain echo through it \
+         before the case (its destination connection held open until the echo is back, so \
+         that the check never depends on how the proxy handles a destination's EOF), and \
+         after it the proxy's exit status and another echo. A failure of that check fails \
+         the case, and is counted and reported apart (`survival` in the JSON report, a line \
+         before the closing one): it is charged to R11 (after the case) or R1 (before it, \
+         when the case did not run), not to the case's own rules, since one such bug fails \
+         every case it happens in.\n",
+    );
     out.push_str(
         "\nA proxy that opens its connection to the destination only once the client has sent \
          something is told apart when it starts (its readiness probe, a connection that sends \

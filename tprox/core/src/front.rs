@@ -351,7 +351,42 @@ async fn connect(
         bytes.extend_from_slice(&style.trailing);
         send(stream, &bytes, style).await?;
     }
-    // Byte by byte, so that nothing behind the head (the destination's first bytes) is taken.
+    // Interim answers (1xx other than 101) come before the final one: RFC 9110 §15.2 says a
+    // client MUST parse and skip them.
+    let (head, status_line, code) = loop {
+        let head = read_head(stream).await?;
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let status_line = text.lines().next().unwrap_or("").trim().to_string();
+        let code = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok());
+        match code {
+            Some(100..=199) if code != Some(101) && head.ends_with(b"\r\n\r\n") => continue,
+            _ => break (head, status_line, code),
+        }
+    };
+    let text = String::from_utf8_lossy(&head);
+    match code {
+        _ if !status_line.starts_with("HTTP/1.") => Err(Refused::Broken(format!(
+            "HTTP: the answer to CONNECT is not an HTTP response: '{status_line}'"
+        ))),
+        Some(200..=299) if head.ends_with(b"\r\n\r\n") => Ok(()),
+        Some(code) if head.ends_with(b"\r\n\r\n") => Err(Refused::Answered {
+            code,
+            text: format!("HTTP '{status_line}'"),
+            head: text.into_owned(),
+        }),
+        _ => Err(Refused::Broken(format!(
+            "HTTP: an incomplete or malformed response: '{status_line}'"
+        ))),
+    }
+}
+
+/// Reads one HTTP response head, byte by byte, so that nothing behind it (the destination's
+/// first bytes) is taken. A head cut short by the close is returned as it is, for the caller
+/// to judge.
+async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Refused> {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() >= MAX_HEAD {
@@ -371,26 +406,7 @@ async fn connect(
             Err(e) => return Err(broken(e)),
         }
     }
-    let text = String::from_utf8_lossy(&head);
-    let status_line = text.lines().next().unwrap_or("").trim().to_string();
-    let code = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse::<u16>().ok());
-    match code {
-        _ if !status_line.starts_with("HTTP/1.") => Err(Refused::Broken(format!(
-            "HTTP: the answer to CONNECT is not an HTTP response: '{status_line}'"
-        ))),
-        Some(200..=299) if head.ends_with(b"\r\n\r\n") => Ok(()),
-        Some(code) if head.ends_with(b"\r\n\r\n") => Err(Refused::Answered {
-            code,
-            text: format!("HTTP '{status_line}'"),
-            head: text.into_owned(),
-        }),
-        _ => Err(Refused::Broken(format!(
-            "HTTP: an incomplete or malformed response: '{status_line}'"
-        ))),
-    }
+    Ok(head)
 }
 
 fn base64(data: &[u8]) -> String {
@@ -422,6 +438,57 @@ mod tests {
             .parse::<Front>()
             .unwrap_err()
             .contains("KIND:USER:PASS"));
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped_and_the_stream_starts_behind_the_final_one() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let front = tokio::spawn(async move {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                client.read_exact(&mut byte).await.unwrap();
+                request.push(byte[0]);
+            }
+            client
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\n\r\nfrom the destination")
+                .await
+                .unwrap();
+            client
+        });
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let connect = Front::Connect { credentials: None };
+        connect.handshake(&mut stream, addr).await.unwrap();
+        let mut rest = [0u8; 20];
+        stream.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"from the destination");
+        drop(front.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn switching_protocols_is_not_an_answer_to_connect() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let front = tokio::spawn(async move {
+            let (mut client, _) = listener.accept().await.unwrap();
+            client
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+                .await
+                .unwrap();
+            client
+        });
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let connect = Front::Connect { credentials: None };
+        let answer = connect.handshake(&mut stream, addr).await;
+        assert!(
+            matches!(answer, Err(Refused::Answered { code: 101, .. })),
+            "{answer:?}"
+        );
+        drop(front.await.unwrap());
     }
 
     #[test]

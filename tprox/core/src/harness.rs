@@ -144,12 +144,17 @@ pub async fn survival_echo(
         }
     }
     let server = async {
-        if let Some((mut stream, token)) = accept_carrying(dest, &token, true, PROMPT).await {
-            let _ = stream.write_all(&token).await;
+        // The stream is bound here, outside any inner scope, so that it lives until the
+        // client side has finished: closing it right after the echo would make this check
+        // depend on how the proxy handles a destination's EOF (R5), which is the shutdown
+        // cases' business, and a proxy that drops what it holds at that EOF would then fail
+        // every case here.
+        let mut accepted = accept_carrying(dest, &token, true, PROMPT).await;
+        if let Some((stream, token)) = accepted.as_mut() {
+            let _ = stream.write_all(token).await;
         }
-        // Hold the connection open until the client side has finished; whatever else arrives
-        // on it is not this check's business. Without one, the client side times out.
         std::future::pending::<()>().await;
+        drop(accepted);
     };
     let client_side = async {
         client

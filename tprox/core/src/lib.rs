@@ -40,7 +40,7 @@ pub use case::{Case, Level};
 pub use cases::CATALOGUE;
 pub use event::{Event, Reporter};
 pub use outcome::{Failure, Outcome};
-pub use report::CaseReport;
+pub use report::{CaseReport, SurvivalCheck};
 pub use rules::Rule;
 pub use runner::RunOptions;
 pub use summary::Summary;

@@ -174,16 +174,20 @@ impl Default for Progress {
 
 /// How a flood ended.
 #[derive(Debug)]
-pub enum FloodEnd {
-    /// `cap` bytes were accepted: the proxy never pushed back.
-    Capped,
+pub enum FloodEnd<W> {
+    /// `cap` bytes were accepted: the proxy never pushed back. The writer comes back open:
+    /// the flood stops writing but does not shut its side down, because an EOF here would be
+    /// an event of the case's own (a proxy that then closes would be judged for it), where
+    /// all that happened is that tprox stopped at its bound.
+    Capped(W),
     /// A write failed: the connection was closed or reset under the writer.
     Failed(io::Error, Instant),
 }
 
 /// Writes as fast as the peer accepts, recording progress, until `cap` bytes or an error.
-/// Spawned, so that the caller can watch the progress and abort it.
-pub fn flood<W>(mut writer: W, cap: u64, progress: Progress) -> JoinHandle<FloodEnd>
+/// Spawned, so that the caller can watch the progress and abort it. A capped flood keeps its
+/// writer open inside the task's result until the handle is dropped.
+pub fn flood<W>(mut writer: W, cap: u64, progress: Progress) -> JoinHandle<FloodEnd<W>>
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -191,7 +195,7 @@ where
         let chunk = vec![0x5a_u8; 64 * 1024];
         loop {
             if progress.bytes() >= cap {
-                return FloodEnd::Capped;
+                return FloodEnd::Capped(writer);
             }
             match writer.write(&chunk).await {
                 Ok(0) => return FloodEnd::Failed(io::ErrorKind::WriteZero.into(), Instant::now()),

@@ -14,6 +14,11 @@ use std::time::Duration;
 pub struct Usage {
     /// Open descriptors, summed over the group's processes.
     pub fds: usize,
+    /// Of those, the sockets: what a proxy's connections hold. The rest (pipes, epoll and
+    /// event descriptors, files) may be a runtime's own pools, which grow to a peak and stay
+    /// (Go splices through pipes it keeps in a pool until the next collection), so the
+    /// descriptor cases judge them apart.
+    pub sockets: usize,
     /// Resident memory in bytes.
     pub rss: u64,
     /// User plus system CPU time used so far.
@@ -70,6 +75,7 @@ pub fn group(pgid: i32) -> Result<Vec<GroupProcess>, String> {
 pub fn sample(pgid: i32) -> Result<Usage, String> {
     let mut usage = Usage {
         fds: 0,
+        sockets: 0,
         rss: 0,
         cpu: Duration::ZERO,
         processes: 0,
@@ -78,8 +84,10 @@ pub fn sample(pgid: i32) -> Result<Usage, String> {
         usage.processes += 1;
         usage.rss += process.rss;
         usage.cpu += process.cpu;
-        usage.fds += descriptors(process.pid)
+        let (all, sockets) = descriptors(process.pid)
             .map_err(|e| format!("cannot count the proxy's descriptors: {e}"))?;
+        usage.fds += all;
+        usage.sockets += sockets;
     }
     if usage.processes == 0 {
         return Err(format!("no process of group {pgid} found under /proc"));
@@ -87,16 +95,32 @@ pub fn sample(pgid: i32) -> Result<Usage, String> {
     Ok(usage)
 }
 
-/// How many descriptors process `pid` holds. Not procfs's `fd_count`: where the kernel does not
-/// report the count as the directory's size (before Linux 6.2, and always for a process with no
-/// descriptors), it counts `.` and `..` too, two phantom descriptors per process.
-fn descriptors(pid: i32) -> std::io::Result<usize> {
-    match std::fs::read_dir(format!("/proc/{pid}/fd")) {
-        Ok(entries) => Ok(entries.count()),
+/// How many descriptors process `pid` holds, and how many of them are sockets. Not procfs's
+/// `fd_count`: where the kernel does not report the count as the directory's size (before
+/// Linux 6.2, and always for a process with no descriptors), it counts `.` and `..` too, two
+/// phantom descriptors per process.
+fn descriptors(pid: i32) -> std::io::Result<(usize, usize)> {
+    let entries = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(entries) => entries,
         // The process exited between listing and counting: it holds nothing.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let (mut all, mut sockets) = (0, 0);
+    for entry in entries.flatten() {
+        all += 1;
+        // A descriptor closed between the listing and the link's read counts as what it was
+        // listed as: a descriptor, not a socket.
+        if std::fs::read_link(entry.path()).is_ok_and(|target| {
+            target
+                .as_os_str()
+                .as_encoded_bytes()
+                .starts_with(b"socket:")
+        }) {
+            sockets += 1;
+        }
     }
+    Ok((all, sockets))
 }
 
 /// Bytes queued in one TCP socket, as the kernel reports them.
@@ -344,7 +368,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         };
         let usage = sample(pgid).unwrap();
-        let sleeper = descriptors(pgid).unwrap();
+        let sleeper = descriptors(pgid).unwrap().0;
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(zombie, 1, "the test needs a zombie in the group");
@@ -417,11 +441,30 @@ mod tests {
     }
 
     #[test]
+    fn sockets_are_counted_apart_from_other_descriptors() {
+        let me = std::process::id() as i32;
+        // Other tests of this binary open and close descriptors in parallel: the difference
+        // is looked for a few times until this test's own descriptors alone explain it.
+        for _ in 0..50 {
+            let (all_before, sockets_before) = descriptors(me).unwrap();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let (reader, writer) = nix::unistd::pipe().unwrap();
+            let (all, sockets) = descriptors(me).unwrap();
+            drop((listener, reader, writer));
+            if all == all_before + 3 && sockets == sockets_before + 1 {
+                return;
+            }
+        }
+        panic!("a listener and a pipe never showed as one socket and two other descriptors");
+    }
+
+    #[test]
     fn samples_its_own_process_group() {
         let pgid = nix::unistd::getpgrp().as_raw();
         let usage = sample(pgid).expect("/proc is readable here");
         assert!(usage.processes >= 1);
         assert!(usage.fds >= 3, "{usage:?}");
+        assert!(usage.sockets <= usage.fds, "{usage:?}");
         assert!(usage.rss > 0);
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::case::Case;
 use crate::outcome::{Failure, Outcome};
+use crate::rules::Rule;
 
 /// The result of one case.
 #[derive(Debug, Clone)]
@@ -23,4 +24,53 @@ pub struct CaseReport {
     pub flaky: Option<Failure>,
     /// Attempts made (1 unless retries were allowed and needed).
     pub attempts: u32,
+    /// Set when tprox's survival check around the body failed (the case failed then, whatever
+    /// its body found): which one. Kept apart from the body's verdict so that reports can say
+    /// how many failures are the proxy's death or silence rather than the case's own rules.
+    pub survival: Option<SurvivalCheck>,
+}
+
+/// tprox's survival check: a plain echo through the proxy before every case body, and after
+/// it the proxy's exit status and another echo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SurvivalCheck {
+    /// The echo before the body failed: the body never ran. The proxy forwards nothing (R1),
+    /// or an earlier case of a shared run broke it.
+    Before,
+    /// After the body, the proxy had exited or no longer served an echo (R11).
+    After {
+        /// Whether the body had failed too (its failure is then in the report as well).
+        body_failed: bool,
+    },
+}
+
+impl SurvivalCheck {
+    /// The rule a failure of this check shows broken.
+    pub fn rule(self) -> Rule {
+        match self {
+            SurvivalCheck::Before => Rule::R1,
+            SurvivalCheck::After { .. } => Rule::R11,
+        }
+    }
+}
+
+impl CaseReport {
+    /// The rules this report's failure is charged to: the survival check's rule when that
+    /// check failed (with the case's own rules too when the body failed as well), else the
+    /// case's rules. Empty when the case did not fail.
+    pub fn failed_rules(&self) -> Vec<Rule> {
+        if !matches!(self.outcome, Outcome::Fail(_)) {
+            return Vec::new();
+        }
+        match self.survival {
+            Some(SurvivalCheck::Before) => vec![Rule::R1],
+            Some(SurvivalCheck::After { body_failed: false }) => vec![Rule::R11],
+            Some(SurvivalCheck::After { body_failed: true }) => {
+                let mut rules = self.case.rules.to_vec();
+                rules.push(Rule::R11);
+                rules
+            }
+            None => self.case.rules.to_vec(),
+        }
+    }
 }

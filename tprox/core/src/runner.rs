@@ -18,7 +18,7 @@ use crate::event::{Event, Reporter};
 use crate::harness::{survival_echo, Ctx, Destination, Dialing, Scale};
 use crate::outcome::{Failure, Outcome};
 use crate::proxy::{Launch, Limits, ProxyCommand, RunningProxy, StartError};
-use crate::report::CaseReport;
+use crate::report::{CaseReport, SurvivalCheck};
 
 /// The defaults of a run, named once: the command line's, the suite's and the grading file's
 /// defaults are these.
@@ -262,6 +262,7 @@ impl CaseReport {
             proxy_output: String::new(),
             flaky: None,
             attempts: 1,
+            survival: None,
         }
     }
 }
@@ -403,21 +404,31 @@ async fn run_case(
         ));
     }
 
-    let outcome = match survival_echo(proxy.listen, dest, options.front.as_deref(), &mut rng).await {
-        Err(problem) => Outcome::Fail(
-            Failure::new("before the case, the proxy forwards a plain echo", problem)
-                .hint(if options.shared {
-                    "an earlier case left the proxy broken (this run shares one proxy between cases)"
-                } else {
-                    "the proxy does not forward data at all"
-                }),
+    let (outcome, survival) = match survival_echo(proxy.listen, dest, options.front.as_deref(), &mut rng).await {
+        Err(problem) => (
+            Outcome::Fail(
+                Failure::new("before the case, the proxy forwards a plain echo", problem).hint(
+                    if options.shared {
+                        "an earlier case left the proxy broken (this run shares one proxy between cases)"
+                    } else {
+                        "the proxy does not forward data at all"
+                    },
+                ),
+            ),
+            Some(SurvivalCheck::Before),
         ),
         Ok(()) => {
             trace.event("survival echo before the case: ok");
             let lateness = Lateness::watch();
             let outcome = run_body(case, cx, options.stall).await;
-            let outcome = check_survival(outcome, proxy, dest, options.front.as_deref(), &mut rng, &trace).await;
-            note_lateness(outcome, lateness.worst(), &trace)
+            let body_failed = matches!(outcome, Outcome::Fail(_));
+            let problem =
+                check_survival(proxy, dest, options.front.as_deref(), &mut rng, &trace).await;
+            let survival = problem
+                .is_some()
+                .then_some(SurvivalCheck::After { body_failed });
+            let outcome = with_survival(outcome, problem);
+            (note_lateness(outcome, lateness.worst(), &trace), survival)
         }
     };
     CaseReport {
@@ -428,6 +439,7 @@ async fn run_case(
         proxy_output: proxy.output_tail(),
         flaky: None,
         attempts: 1,
+        survival,
     }
 }
 
@@ -484,34 +496,40 @@ fn note_lateness(outcome: Outcome, worst: Duration, trace: &crate::harness::Trac
 const AFTERMATH: Duration = Duration::from_millis(250);
 
 /// After the body: the proxy must still be running and still serve a plain echo (R11).
+/// Returns what went wrong, if anything.
 async fn check_survival(
-    outcome: Outcome,
     proxy: &mut RunningProxy,
     dest: &Destination,
     front: Option<&crate::front::Front>,
     rng: &mut fastrand::Rng,
     trace: &crate::harness::Trace,
-) -> Outcome {
+) -> Option<String> {
     tokio::time::sleep(AFTERMATH).await;
     let problem = match proxy.exit_status() {
-        Some(status) => Some(format!("the proxy exited during the case ({status})")),
+        Some(status) => format!("the proxy exited during the case ({status})"),
         None => match survival_echo(proxy.listen, dest, front, rng).await {
             Ok(()) => {
                 trace.event("survival echo after the case: ok");
-                None
+                return None;
             }
-            Err(problem) => Some(match proxy.exit_status() {
+            Err(problem) => match proxy.exit_status() {
                 Some(status) => format!("the proxy exited during the case ({status})"),
                 None => {
                     format!("after the case, the proxy no longer served a plain echo: {problem}")
                 }
-            }),
+            },
         },
     };
+    trace.event(&problem);
+    Some(problem)
+}
+
+/// The case's outcome once the survival check after it is known: a failure of that check
+/// fails the case, joined to the body's own failure where there is one.
+fn with_survival(outcome: Outcome, problem: Option<String>) -> Outcome {
     let Some(problem) = problem else {
         return outcome;
     };
-    trace.event(&problem);
     match outcome {
         Outcome::Fail(mut failure) => {
             failure.observed = format!("{}; {problem}", failure.observed);

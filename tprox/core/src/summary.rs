@@ -20,6 +20,11 @@ pub struct Summary {
     /// Cases that failed, then passed on a retry: reported as flaky, not as passed, and not
     /// counted as failures.
     pub flaky: usize,
+    /// Of the failed cases, those that tprox's survival check around the body failed (the
+    /// proxy forwarded nothing before the case, or had died or stopped serving after it):
+    /// counted apart, since one such bug fails every case it happens in whatever the case's
+    /// own rules.
+    pub survival: usize,
 }
 
 impl Summary {
@@ -35,6 +40,9 @@ impl Summary {
                 Verdict::Fail => &mut summary.failed,
             };
             *count += 1;
+            if Verdict::of(report, strict) == Verdict::Fail && report.survival.is_some() {
+                summary.survival += 1;
+            }
         }
         summary
     }
@@ -56,6 +64,16 @@ impl Summary {
         }
         line
     }
+
+    /// The line that counts the survival check's failures apart, when there are any.
+    pub fn survival_line(&self) -> Option<String> {
+        (self.survival > 0).then(|| {
+            format!(
+                "{} of the {} failed case(s) failed tprox's survival check (a plain echo before and after every case): the proxy forwarded nothing, died or stopped serving; their own rules may hold",
+                self.survival, self.failed
+            )
+        })
+    }
 }
 
 /// The indented block shown under a failed case: which case, what it required, what was
@@ -75,6 +93,20 @@ pub fn failure_details(report: &CaseReport, rerun: Option<&str>, proxy_output: b
         &format!("{} ({}, {})", case.id, rules::list(case.rules), case.level),
     );
     field("requirement", case.requirement);
+    if let Some(check) = report.survival {
+        field(
+            "charged to",
+            &match check {
+                crate::report::SurvivalCheck::Before => {
+                    "R1: the survival echo before the case failed, so the case itself did not run"
+                        .to_string()
+                }
+                crate::report::SurvivalCheck::After { .. } => {
+                    "R11: tprox's survival check after the case failed".to_string()
+                }
+            },
+        );
+    }
     field("expected", &failure.expected);
     field("observed", &failure.observed);
     if let Some(hint) = &failure.hint {
@@ -118,5 +150,64 @@ mod tests {
             ..Summary::default()
         };
         assert_eq!(summary.line(), "5 passed, 0 failed, 1 flaky");
+    }
+
+    fn report(
+        case: &'static crate::Case,
+        failed: bool,
+        survival: Option<crate::report::SurvivalCheck>,
+    ) -> CaseReport {
+        CaseReport {
+            case,
+            outcome: if failed {
+                Outcome::Fail(crate::Failure::new("x", "y"))
+            } else {
+                Outcome::Pass
+            },
+            duration: std::time::Duration::ZERO,
+            trace: Vec::new(),
+            proxy_output: String::new(),
+            flaky: None,
+            attempts: 1,
+            survival,
+        }
+    }
+
+    #[test]
+    fn survival_failures_are_counted_apart_and_charged_to_their_own_rule() {
+        use crate::cases::{resources::FDS, shutdown::ONE_WAY};
+        use crate::report::SurvivalCheck::{After, Before};
+        use crate::rules::Rule;
+        let reports = [
+            report(&ONE_WAY, true, None),
+            report(&ONE_WAY, true, Some(After { body_failed: false })),
+            report(&ONE_WAY, true, Some(After { body_failed: true })),
+            report(&FDS, true, Some(Before)),
+            report(&FDS, false, None),
+        ];
+        let summary = Summary::of(&reports, false);
+        assert_eq!(
+            (summary.failed, summary.survival, summary.passed),
+            (4, 3, 1)
+        );
+        assert_eq!(
+            summary.line(),
+            "1 passed, 4 failed",
+            "the closing line is unchanged"
+        );
+        assert!(summary
+            .survival_line()
+            .is_some_and(|line| line.starts_with("3 of the 4 failed case(s)")));
+        assert_eq!(Summary::of(&reports[..1], false).survival_line(), None);
+        assert_eq!(reports[0].failed_rules(), vec![Rule::R5]);
+        assert_eq!(reports[1].failed_rules(), vec![Rule::R11]);
+        assert_eq!(reports[2].failed_rules(), vec![Rule::R5, Rule::R11]);
+        assert_eq!(
+            reports[3].failed_rules(),
+            vec![Rule::R1],
+            "the case never ran"
+        );
+        assert!(reports[4].failed_rules().is_empty());
+        assert!(failure_details(&reports[1], None, false).contains("charged to  R11"));
     }
 }

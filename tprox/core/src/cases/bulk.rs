@@ -245,7 +245,7 @@ async fn blocked_mix(mut cx: Ctx, flooder: Flooder) -> Result<(), Stop> {
         || flooding.is_finished()
     {
         let observed = match flooding.await {
-            Ok(FloodEnd::Capped) => format!(
+            Ok(FloodEnd::Capped(_)) => format!(
                 "the client wrote {} and the proxy kept accepting",
                 mib(progress.bytes())
             ),

@@ -147,25 +147,7 @@ async fn refused(mut cx: Ctx) -> Result<(), Stop> {
         }
     };
     if closed.is_none() {
-        // Whether the refusal really happened: a connection to the closed port that succeeds
-        // means another program listens there, and the proxy's dial did not fail at all.
-        let port = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
-        match timeout(std::time::Duration::from_secs(1), TcpStream::connect(port)).await {
-            Ok(Ok(_)) => {
-                cx.trace.event(format_args!(
-                    "the closed destination port {port} accepts connections: another program listens on it"
-                ));
-                return Err(Stop::Skip(format!(
-                    "the destination port {port} was taken by another program while it was closed, so the proxy's dial did not fail"
-                )));
-            }
-            Ok(Err(e)) => cx.trace.event(format_args!(
-                "connecting to the closed destination port: {e}"
-            )),
-            Err(_) => cx
-                .trace
-                .event("connecting to the closed destination port did not complete within 1 s"),
-        }
+        taken_by_another(&cx).await?;
     }
     let reopened = cx.dest.reopen().await;
     match closed {
@@ -187,6 +169,30 @@ async fn refused(mut cx: Ctx) -> Result<(), Stop> {
         }
     }
     serve_after(&mut cx, reopened).await
+}
+
+/// Whether the refusal really happened, for a case whose proxy did not act on it: a
+/// connection to the closed destination port that succeeds means another program listens
+/// there, and the proxy's dial did not fail at all. The case is then skipped with the reason.
+pub(crate) async fn taken_by_another(cx: &Ctx) -> Result<(), Stop> {
+    let port = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
+    match timeout(std::time::Duration::from_secs(1), TcpStream::connect(port)).await {
+        Ok(Ok(_)) => {
+            cx.trace.event(format_args!(
+                "the closed destination port {port} accepts connections: another program listens on it"
+            ));
+            return Err(Stop::Skip(format!(
+                "the destination port {port} was taken by another program while it was closed, so the proxy's dial did not fail"
+            )));
+        }
+        Ok(Err(e)) => cx.trace.event(format_args!(
+            "connecting to the closed destination port: {e}"
+        )),
+        Err(_) => cx
+            .trace
+            .event("connecting to the closed destination port did not complete within 1 s"),
+    }
+    Ok(())
 }
 
 /// After the refusal the proxy must go on serving: a normal echo must work.

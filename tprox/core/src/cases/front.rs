@@ -19,11 +19,11 @@ use crate::rules::Rule;
 pub static REFUSED: Case = Case {
     id: "front/refused",
     name: "Refused destination answered",
-    requirement: "When the requested destination refuses the connection, a front MUST answer with its protocol's refusal (SOCKS5 reply 0x05; HTTP 502, 503 or 504), then close the client's connection.",
+    requirement: "When the requested destination refuses the connection, a front MUST answer with its protocol's refusal (SOCKS5 reply 0x05; HTTP 502, 503 or 504), then close the client's connection: a SOCKS5 front within 10 s (RFC 1928 §6). An HTTP front MAY instead keep the connection for the client's next request (RFC 9112 §9.3: HTTP/1.1 connections persist, and a failed CONNECT is an ordinary response) when its answer delimits its body (Content-Length or chunked) and does not say Connection: close.",
     rules: &[Rule::R13, Rule::R8],
     level: Level::Must,
     alone: false,
-    assumes: "The answer and the close each come within PROMPT (5 s).",
+    assumes: "The answer comes within PROMPT (5 s); a SOCKS5 front closes within 10 s of it, an HTTP front that must close within PROMPT. A front that answers success, or does not answer, is asked whether another program took the closed port meanwhile (a connection to it succeeds): the case is then skipped, as the front's dial did not fail.",
     body: |cx| Box::pin(refused(cx)),
 };
 
@@ -73,12 +73,12 @@ pub static EARLY_DATA: Case = Case {
 
 pub static MALFORMED: Case = Case {
     id: "front/malformed",
-    name: "Malformed and oversized requests",
-    requirement: "A malformed request (a wrong SOCKS version, an unknown address type, an HTTP request line that is not one) or an oversized one (64 KiB of HTTP headers) MUST get an error answer or a close, and the front MUST go on serving.",
+    name: "Malformed requests",
+    requirement: "A malformed request (a wrong SOCKS version, an unknown address type; an HTTP request line that is not one, a CONNECT target without a port, a version that is not HTTP's, binary garbage) MUST get an error answer or a close, and the front MUST go on serving. Size is not malformation: HTTP sets no limit on a header block (RFC 9112), so a large one that names a live destination is a valid request.",
     rules: &[Rule::R13, Rule::R11],
     level: Level::Must,
     alone: false,
-    assumes: "Each bad client is answered or closed within PROMPT (5 s), then a normal echo works.",
+    assumes: "Each bad client is closed within PROMPT (5 s), or, by an HTTP front, answered with a 4xx or 5xx status within PROMPT (RFC 9112 §2.2 says the server SHOULD then close, not MUST); then a normal echo works.",
     body: |cx| Box::pin(malformed(cx)),
 };
 
@@ -156,11 +156,20 @@ async fn refused(mut cx: Ctx) -> Result<(), Stop> {
     let mut client = cx.connect_only().await?;
     let target = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
     let answer = tokio::time::timeout(PROMPT, front.handshake(&mut client, target)).await;
+    if matches!(answer, Ok(Ok(())) | Err(_)) {
+        // A tunnel, or a dial still going on: the port may have been taken by another program
+        // while it was closed, and then the front's dial did not fail at all.
+        if let Err(skip) = crate::cases::connect::taken_by_another(&cx).await {
+            let _ = cx.dest.reopen().await;
+            return Err(skip);
+        }
+    }
     let expected = if front.is_socks5() {
         "SOCKS5 reply 0x05 (connection refused)"
     } else {
         "HTTP 502, 503 or 504"
     };
+    let mut may_stay_open = false;
     let verdict = match answer {
         Err(_) => Err(Failure::new(
             format!("the front answers {expected} within {} s", PROMPT.as_secs()),
@@ -180,27 +189,85 @@ async fn refused(mut cx: Ctx) -> Result<(), Stop> {
             Err(Failure::new(format!("the front answers {expected}"), text)
                 .hint("the front gives every failure the same code"))
         }
-        Ok(Err(Refused::Answered { text, .. })) => {
+        Ok(Err(Refused::Answered { text, head, .. })) => {
             cx.trace.event(format_args!("the front answered {text}"));
+            may_stay_open = http_may_persist(&head);
             Ok(())
         }
     };
-    // Whatever the answer, the client must then see the end.
-    let closed = wait_end(&mut client, PROMPT).await;
+    // Then the client must see the end, unless an HTTP front keeps its connection for more
+    // requests: see `http_may_persist`.
+    let closed = if may_stay_open {
+        cx.trace.event("the answer delimits its body and does not say close: as HTTP/1.1 allows (RFC 9112 §9.3), the front may keep the connection for another request");
+        None
+    } else {
+        wait_end(&mut client, close_limit(&front)).await
+    };
     let reopened = cx.dest.reopen().await;
     verdict?;
-    if closed.is_none() {
+    if closed.is_none() && !may_stay_open {
         return Err(Failure::new(
             format!(
                 "the client's connection is closed within {} s of the refusal",
-                PROMPT.as_secs()
+                close_limit(&front).as_secs()
             ),
             "it stayed open",
         )
+        .hint(if front.is_socks5() {
+            "RFC 1928 §6: after a failure reply the SOCKS server must close the connection, within 10 s"
+        } else {
+            "an HTTP front that keeps the connection after an error must delimit the answer's body (Content-Length) and not say Connection: close"
+        })
         .into());
     }
     reopened.map_err(|e| Stop::Skip(format!("the destination could not listen again: {e}")))?;
     echo_works(&mut cx, "a refused destination").await
+}
+
+/// How long a front may take to close the client after a failure reply: RFC 1928 §6 gives a
+/// SOCKS server 10 s; an HTTP front closes at once or not at all (`http_may_persist`).
+fn close_limit(front: &Front) -> Duration {
+    if front.is_socks5() {
+        SOCKS5_CLOSE
+    } else {
+        PROMPT
+    }
+}
+
+/// RFC 1928 §6: "the SOCKS server MUST terminate the TCP connection shortly after sending
+/// the reply. This must be no more than 10 seconds after detecting the condition that caused
+/// a failure."
+const SOCKS5_CLOSE: Duration = Duration::from_secs(10);
+
+/// Whether an HTTP front may keep its connection open after this error answer (its head,
+/// status line included). HTTP/1.1 connections persist unless a side says `Connection: close`
+/// (RFC 9112 §9.3), and a failed CONNECT is an ordinary response, not a tunnel (RFC 9110
+/// §9.3.6), so the front may wait for the client's next request. It can only do so if the
+/// client can tell where the answer ends: with a `Content-Length` or a chunked body (RFC 9112
+/// §6.3); otherwise the body runs to the close, and the front must close. An HTTP/1.0 answer
+/// persists only with `Connection: keep-alive`.
+fn http_may_persist(head: &str) -> bool {
+    let mut lines = head.lines();
+    let http11 = lines
+        .next()
+        .is_some_and(|status| status.starts_with("HTTP/1.1"));
+    let (mut close, mut keep_alive, mut delimited) = (false, false, false);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.to_ascii_lowercase());
+        match name.as_str() {
+            "connection" => {
+                close |= value.split(',').any(|v| v.trim() == "close");
+                keep_alive |= value.split(',').any(|v| v.trim() == "keep-alive");
+            }
+            "content-length" => delimited = true,
+            "transfer-encoding" => delimited |= value.trim_end().ends_with("chunked"),
+            _ => {}
+        }
+    }
+    delimited && !close && (http11 || keep_alive)
 }
 
 async fn bad_credentials(mut cx: Ctx) -> Result<(), Stop> {
@@ -449,18 +516,29 @@ async fn malformed(mut cx: Ctx) -> Result<(), Stop> {
             ),
         ]
     } else {
-        let mut huge = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n").into_bytes();
-        while huge.len() < 64 * 1024 {
-            huge.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
-        }
-        huge.extend_from_slice(b"\r\n");
+        let mut garbage = vec![
+            0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03,
+        ];
+        garbage.extend((0u8..=255).rev());
+        garbage.extend_from_slice(b"\r\n\r\n");
         vec![
             Malformed(
                 "a request line that is not one",
                 None,
                 b"HELLO\x00\xff\r\n\r\n".to_vec(),
             ),
-            Malformed("64 KiB of request headers", None, huge),
+            Malformed(
+                "a CONNECT target without a port",
+                None,
+                b"CONNECT 127.0.0.1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(),
+            ),
+            Malformed(
+                "a version that is not HTTP's",
+                None,
+                format!("CONNECT 127.0.0.1:{port} HTXP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+                    .into_bytes(),
+            ),
+            Malformed("binary garbage (a TLS ClientHello's start)", None, garbage),
         ]
     };
     let needs_credentials = front.credentials().is_some() && front.is_socks5();
@@ -481,6 +559,12 @@ async fn malformed(mut cx: Ctx) -> Result<(), Stop> {
         }
         // The front may answer and close before it has read everything: a failed write is fine.
         let _ = client.write_all(&bytes).await;
+        if !front.is_socks5() {
+            if let Some(status) = http_error_answer(&mut client).await {
+                cx.trace.event(format_args!("{what}: answered {status}"));
+                continue;
+            }
+        }
         if wait_end(&mut client, PROMPT).await.is_none() {
             return Err(Failure::new(
                 format!(
@@ -495,6 +579,26 @@ async fn malformed(mut cx: Ctx) -> Result<(), Stop> {
         cx.trace.event(format_args!("{what}: closed"));
     }
     echo_works(&mut cx, "malformed requests").await
+}
+
+/// The status line of an HTTP error answer (4xx or 5xx) that arrives within PROMPT, if one
+/// does; `None` for a close, silence or anything else, which the caller then judges by the
+/// close alone.
+async fn http_error_answer(client: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let reading = async {
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n") && head.len() < 1024 {
+            match client.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(PROMPT, reading).await;
+    let line = String::from_utf8_lossy(&head).trim().to_string();
+    let code: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
+    (line.starts_with("HTTP/1.") && (400..600).contains(&code)).then_some(line)
 }
 
 /// Clients left mid-handshake by [`mid_handshake`].
@@ -579,6 +683,26 @@ async fn mid_handshake(mut cx: Ctx) -> Result<(), Stop> {
 mod tests {
     use super::*;
     use crate::front::socks5_meaning;
+
+    #[test]
+    fn an_http_front_may_keep_a_connection_only_after_a_delimited_answer() {
+        let persist = |head: &str| http_may_persist(&head.replace('\n', "\r\n"));
+        assert!(persist("HTTP/1.1 502 Bad Gateway\nContent-Length: 12\n\n"));
+        assert!(persist(
+            "HTTP/1.1 502 Bad Gateway\nTransfer-Encoding: chunked\n\n"
+        ));
+        assert!(
+            !persist("HTTP/1.1 502 Bad Gateway\n\n"),
+            "the body runs to the close"
+        );
+        assert!(!persist(
+            "HTTP/1.1 502 Bad Gateway\nContent-Length: 0\nConnection: close\n\n"
+        ));
+        assert!(!persist("HTTP/1.0 502 Bad Gateway\nContent-Length: 0\n\n"));
+        assert!(persist(
+            "HTTP/1.0 502 Bad Gateway\nContent-Length: 0\nConnection: Keep-Alive\n\n"
+        ));
+    }
 
     #[test]
     fn refusal_codes_follow_each_protocol() {

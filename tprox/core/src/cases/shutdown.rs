@@ -23,7 +23,7 @@ pub static ONE_WAY: Case = Case {
     rules: &[Rule::R5],
     level: Level::Must,
     alone: false,
-    assumes: "Each EOF and the server's bytes arrive within PROMPT (5 s).",
+    assumes: "Each EOF and the server's bytes arrive within PROMPT (5 s). Once the server has read the EOF, the pair is left alone for 1 s before the server answers (the client's connection must stay open meanwhile), so that a proxy that closes both directions at the first EOF has closed by then, whatever order it closes its sockets in (socat, for one, closes them 0.5 s apart by default).",
     body: |cx| Box::pin(half_close(cx, Side::Client)),
 };
 
@@ -34,7 +34,7 @@ pub static REVERSE: Case = Case {
     rules: &[Rule::R5],
     level: Level::Must,
     alone: false,
-    assumes: "Each EOF and the client's bytes arrive within PROMPT (5 s).",
+    assumes: "Each EOF and the client's bytes arrive within PROMPT (5 s). Once the client has read the EOF, the pair is left alone for 1 s before the client answers (the server's connection must stay open meanwhile), so that a proxy that closes both directions at the first EOF has closed by then, whatever order it closes its sockets in (socat, for one, closes them 0.5 s apart by default).",
     body: |cx| Box::pin(half_close(cx, Side::Server)),
 };
 
@@ -53,6 +53,12 @@ pub static FLUSH: Case = Case {
 /// a proxy's own buffer hold at once, so some are always in flight at the EOF. Not a multiple of
 /// any buffer size, so that the last read before the EOF is a short one.
 const FLUSH_BYTES: usize = 4 * 1024 * 1024 + 1001;
+
+/// How long shutdown/one-way and shutdown/reverse leave a half-closed pair alone before the
+/// other peer answers: a proxy that closes both directions at the first EOF has closed by
+/// then, however it orders its closes (see [`half_close`]). Not a window a correct proxy must
+/// meet: it does nothing in it.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// shutdown/one-way (`closer` the client) and shutdown/reverse (the server): `closer` shuts
 /// down its sending direction; the other peer must read EOF and nothing else, then still be
@@ -93,6 +99,23 @@ async fn half_close(mut cx: Ctx, closer: Side) -> Result<(), Stop> {
     }
     let one_direction =
         "the proxy closed both directions on the first EOF instead of shutting down one";
+    // A proxy that closes everything at the first EOF often passes it on first and closes the
+    // rest a moment later (one socket after the other, or in another thread): answering at
+    // once would race that close and pass such a proxy now and then. So the pair is left
+    // alone for a moment, in which the closer's connection must stay open.
+    if let Some(ended) = wait_end(&mut closing, SETTLE).await {
+        return Err(Failure::new(
+            format!("the {c}'s connection stays open after its shutdown, for the {k}'s data"),
+            format!(
+                "within {} ms of the {k} reading the EOF, the {c} read {} byte(s), then {}",
+                SETTLE.as_millis(),
+                ended.bytes,
+                ended.end
+            ),
+        )
+        .hint(one_direction)
+        .into());
+    }
     let message = cx.text(1024);
     keeping.write_all(&message).await.map_err(|e| {
         Failure::new(
@@ -108,8 +131,11 @@ async fn half_close(mut cx: Ctx, closer: Side) -> Result<(), Stop> {
         .await
         .map_err(|m| {
             // Bytes that arrive altered are a forwarding bug, not a shutdown bug.
+            // The closer's connection stayed open through the settling moment, so an early
+            // end here is the other peer's EOF passed on without the bytes that came with it.
             let hint = match m {
                 Mismatch::Differs { .. } => ALTERED_HINT,
+                Mismatch::Ended { .. } => "the proxy passed the EOF on without the bytes that came with it: on EOF it must first write out everything it read before it",
                 _ => one_direction,
             };
             Failure::new(

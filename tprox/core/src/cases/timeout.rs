@@ -367,6 +367,15 @@ async fn slow_reader_one_way(
         }
     };
     flooding.abort();
+    if progress.bytes() >= UNBOUNDED_CAP {
+        // Not this case's rule: the rules of backpressure (R4) are judged by the cases that
+        // list it. The flood stopped at its bound without an EOF, so nothing here changed
+        // for the proxy but that tprox wrote no more.
+        cx.trace.event(format_args!(
+            "{w} → {r}: the proxy accepted the {w}'s whole flood ({}) without pushing back (R4: the lazy timeout, memory and blocked-mix cases judge that); the {w} then stopped writing, its side left open",
+            mib(progress.bytes())
+        ));
+    }
     match result {
         Ok(()) => {
             cx.trace.event(format_args!(
