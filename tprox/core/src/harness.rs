@@ -92,12 +92,29 @@ impl Destination {
         Ok(listener.accept().await?.0)
     }
 
+    /// Whether the destination listens now (it is not between [`Destination::close`] and
+    /// [`Destination::reopen`]).
+    pub fn is_listening(&self) -> bool {
+        self.current().is_some()
+    }
+
     /// Stops listening: connections to the destination are refused from now on.
+    ///
+    /// The listening socket is shut down before it is dropped. Dropping alone closes this
+    /// process's descriptor, but a process that another thread of tprox is starting at that
+    /// moment (a proxy for another case, between its fork and its exec) holds a copy, and
+    /// the port would go on accepting connections until that process execs: a proxy's dial
+    /// to a "closed" destination then succeeds. A shutdown stops the socket itself listening,
+    /// whoever holds it, and leaves the port free for [`Destination::reopen`].
     pub fn close(&self) {
-        self.listener
+        let listener = self
+            .listener
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        if let Some(listener) = listener {
+            let _ = socket2::SockRef::from(&*listener).shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// Listens again on the same port.
@@ -566,5 +583,33 @@ impl Trace {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_destination_refuses_even_while_another_process_holds_its_socket() {
+        let dest = Destination::bind().await.unwrap();
+        // A copy of the listening descriptor, as a process forked at the wrong moment holds.
+        let copy = {
+            let listener = dest.current().unwrap();
+            socket2::SockRef::from(&*listener).try_clone().unwrap()
+        };
+        dest.close();
+        assert!(!dest.is_listening());
+        let refused = TcpStream::connect((HOST, dest.port())).await;
+        assert!(
+            refused.is_err(),
+            "the closed port accepted a connection while a copy of its socket lived"
+        );
+        dest.reopen()
+            .await
+            .expect("the port can be listened on again while the copy lives");
+        let accepted = tokio::join!(TcpStream::connect((HOST, dest.port())), dest.accept());
+        assert!(accepted.0.is_ok() && accepted.1.is_ok());
+        drop(copy);
     }
 }
