@@ -178,6 +178,14 @@ pub struct Style {
     pub credentials: Option<(String, String)>,
     /// The SOCKS5 command (1 CONNECT, 2 BIND, 3 UDP ASSOCIATE); CONNECT when unset.
     pub command: Option<u8>,
+    /// SOCKS5: the greeting, the credentials and the request in one write, before any answer.
+    pub pipelined: bool,
+    /// Check what the other cases let pass so that one mistake costs only the case about it:
+    /// the version byte of RFC 1929's status reply.
+    pub strict: bool,
+    /// HTTP: the `Proxy-Authorization` header's name written in lower case, which names the
+    /// same field (header names are case-insensitive, RFC 9110 §5.1).
+    pub lowercase_header: bool,
 }
 
 /// Writes `data` as `style` says: at once, or a byte at a time.
@@ -227,40 +235,14 @@ async fn socks5(
     style: &Style,
 ) -> Result<(), Refused> {
     let method = if credentials.is_some() { 2 } else { 0 };
-    send(stream, &[5, 1, method], style).await?;
-    let mut choice = [0u8; 2];
-    stream.read_exact(&mut choice).await.map_err(broken)?;
-    match choice {
-        [5, 0xff] => {
-            return Err(Refused::Answered {
-                code: 0x1ff,
-                text: "SOCKS5: no acceptable authentication method (0xFF)".into(),
-                head: String::new(),
-            })
-        }
-        [5, m] if m == method => {}
-        other => {
-            return Err(Refused::Broken(format!(
-                "SOCKS5: the method choice was {other:02x?}, expected [05, {method:02x}]"
-            )))
-        }
-    }
-    if let Some((user, pass)) = credentials {
+    let greeting = [5, 1, method];
+    let auth = credentials.map(|(user, pass)| {
         let mut auth = vec![1, user.len() as u8];
         auth.extend_from_slice(user.as_bytes());
         auth.push(pass.len() as u8);
         auth.extend_from_slice(pass.as_bytes());
-        send(stream, &auth, style).await?;
-        let mut status = [0u8; 2];
-        stream.read_exact(&mut status).await.map_err(broken)?;
-        if status[1] != 0 {
-            return Err(Refused::Answered {
-                code: 0x100 + u16::from(status[1]),
-                text: format!("SOCKS5: authentication failed (status {:#04x})", status[1]),
-                head: String::new(),
-            });
-        }
-    }
+        auth
+    });
     let mut request = vec![5, style.command.unwrap_or(1), 0];
     match dest {
         SocketAddr::V4(v4) => {
@@ -273,12 +255,32 @@ async fn socks5(
         }
     }
     request.extend_from_slice(&dest.port().to_be_bytes());
-    if style.split {
-        send(stream, &request, style).await?;
-        send(stream, &style.trailing, &Style::default()).await?;
+    if style.pipelined {
+        // Every message in one write, before any answer: what a client that knows the
+        // front's method sends (R13: however the handshake is split into writes).
+        let mut all = greeting.to_vec();
+        all.extend(auth.iter().flatten());
+        all.extend_from_slice(&request);
+        all.extend_from_slice(&style.trailing);
+        send(stream, &all, style).await?;
+        socks5_method_choice(stream, method).await?;
+        if auth.is_some() {
+            socks5_auth_status(stream, style).await?;
+        }
     } else {
-        request.extend_from_slice(&style.trailing);
-        send(stream, &request, style).await?;
+        send(stream, &greeting, style).await?;
+        socks5_method_choice(stream, method).await?;
+        if let Some(auth) = &auth {
+            send(stream, auth, style).await?;
+            socks5_auth_status(stream, style).await?;
+        }
+        if style.split {
+            send(stream, &request, style).await?;
+            send(stream, &style.trailing, &Style::default()).await?;
+        } else {
+            request.extend_from_slice(&style.trailing);
+            send(stream, &request, style).await?;
+        }
     }
     let mut head = [0u8; 4];
     stream.read_exact(&mut head).await.map_err(broken)?;
@@ -326,6 +328,45 @@ async fn socks5(
     Ok(())
 }
 
+/// Reads the front's method choice: `method`, or a refusal (0xFF).
+async fn socks5_method_choice(stream: &mut TcpStream, method: u8) -> Result<(), Refused> {
+    let mut choice = [0u8; 2];
+    stream.read_exact(&mut choice).await.map_err(broken)?;
+    match choice {
+        [5, 0xff] => Err(Refused::Answered {
+            code: 0x1ff,
+            text: "SOCKS5: no acceptable authentication method (0xFF)".into(),
+            head: String::new(),
+        }),
+        [5, m] if m == method => Ok(()),
+        other => Err(Refused::Broken(format!(
+            "SOCKS5: the method choice was {other:02x?}, expected [05, {method:02x}]"
+        ))),
+    }
+}
+
+/// Reads the front's username/password status (RFC 1929). With `style.strict`, its version
+/// byte must be 0x01, as RFC 1929 says; the other cases let a wrong one pass, so that this one
+/// mistake costs the front case that checks it and not every case.
+async fn socks5_auth_status(stream: &mut TcpStream, style: &Style) -> Result<(), Refused> {
+    let mut status = [0u8; 2];
+    stream.read_exact(&mut status).await.map_err(broken)?;
+    if style.strict && status[0] != 1 {
+        return Err(Refused::Broken(format!(
+            "SOCKS5: the username/password status came with version {:#04x}, expected 0x01 (RFC 1929)",
+            status[0]
+        )));
+    }
+    if status[1] != 0 {
+        return Err(Refused::Answered {
+            code: 0x100 + u16::from(status[1]),
+            text: format!("SOCKS5: authentication failed (status {:#04x})", status[1]),
+            head: String::new(),
+        });
+    }
+    Ok(())
+}
+
 /// Longest HTTP response head tprox reads.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -337,8 +378,13 @@ async fn connect(
 ) -> Result<(), Refused> {
     let mut request = format!("CONNECT {dest} HTTP/1.1\r\nHost: {dest}\r\n");
     if let Some((user, pass)) = credentials {
+        let name = if style.lowercase_header {
+            "proxy-authorization"
+        } else {
+            "Proxy-Authorization"
+        };
         request.push_str(&format!(
-            "Proxy-Authorization: Basic {}\r\n",
+            "{name}: Basic {}\r\n",
             base64(format!("{user}:{pass}").as_bytes())
         ));
     }
@@ -440,8 +486,11 @@ mod tests {
             .contains("KIND:USER:PASS"));
     }
 
-    #[tokio::test]
-    async fn interim_answers_are_skipped_and_the_stream_starts_behind_the_final_one() {
+    /// An HTTP front that reads one request head and answers with `answer`; its client
+    /// stream is the task's result, so that it stays open until the test has read.
+    async fn fake_http_front(
+        answer: &'static [u8],
+    ) -> (SocketAddr, tokio::task::JoinHandle<TcpStream>) {
         use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -453,12 +502,15 @@ mod tests {
                 client.read_exact(&mut byte).await.unwrap();
                 request.push(byte[0]);
             }
-            client
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\n\r\nfrom the destination")
-                .await
-                .unwrap();
+            client.write_all(answer).await.unwrap();
             client
         });
+        (addr, front)
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped_and_the_stream_starts_behind_the_final_one() {
+        let (addr, front) = fake_http_front(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\n\r\nfrom the destination").await;
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let connect = Front::Connect { credentials: None };
         connect.handshake(&mut stream, addr).await.unwrap();
@@ -470,17 +522,7 @@ mod tests {
 
     #[tokio::test]
     async fn switching_protocols_is_not_an_answer_to_connect() {
-        use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let front = tokio::spawn(async move {
-            let (mut client, _) = listener.accept().await.unwrap();
-            client
-                .write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
-                .await
-                .unwrap();
-            client
-        });
+        let (addr, front) = fake_http_front(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").await;
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let connect = Front::Connect { credentials: None };
         let answer = connect.handshake(&mut stream, addr).await;

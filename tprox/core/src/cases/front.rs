@@ -29,30 +29,30 @@ pub static REFUSED: Case = Case {
 
 pub static BAD_CREDENTIALS: Case = Case {
     id: "front/bad-credentials",
-    name: "Wrong password rejected",
-    requirement: "A front that requires credentials MUST reject wrong ones (SOCKS5: a username/password status other than 0, then a close; HTTP: 407 with Proxy-Authenticate) and MUST NOT connect such a client anywhere.",
+    name: "Credentials checked",
+    requirement: "A front that requires credentials MUST reject wrong ones (SOCKS5: a username/password status other than 0, then a close; HTTP: 407 with Proxy-Authenticate) and MUST NOT connect such a client anywhere; and the right ones MUST open the tunnel, the SOCKS5 status starting with version 0x01 (RFC 1929), the HTTP header's name matched without regard to case (RFC 9110 §5.1).",
     rules: &[Rule::R13],
     level: Level::Must,
     alone: false,
-    assumes: "Runs when --front gives credentials (KIND:USER:PASS); skipped otherwise. The answer comes within PROMPT (5 s).",
+    assumes: "Runs when --front gives credentials (KIND:USER:PASS); skipped otherwise. Each answer comes within PROMPT (5 s).",
     body: |cx| Box::pin(bad_credentials(cx)),
 };
 
 pub static UNSUPPORTED_COMMAND: Case = Case {
     id: "front/unsupported-command",
     name: "BIND and UDP ASSOCIATE refused",
-    requirement: "A SOCKS5 front that serves only CONNECT MUST answer BIND and UDP ASSOCIATE with reply 0x07 (command not supported), or serve them; it MUST NOT leave the client waiting.",
+    requirement: "A SOCKS5 front that serves only CONNECT MUST answer BIND and UDP ASSOCIATE with reply 0x07 (command not supported), or serve them; it MUST NOT leave the client waiting, and after the failure reply MUST close the connection within 10 s (RFC 1928 §6).",
     rules: &[Rule::R13],
     level: Level::Must,
     alone: false,
-    assumes: "SOCKS5 only (skipped for HTTP CONNECT). The answer comes within PROMPT (5 s).",
+    assumes: "SOCKS5 only (skipped for HTTP CONNECT). The answer comes within PROMPT (5 s), the close within 10 s of it.",
     body: |cx| Box::pin(unsupported_command(cx)),
 };
 
 pub static SPLIT: Case = Case {
     id: "front/split-handshake",
-    name: "Handshake a byte at a time",
-    requirement: "A front MUST accept a handshake split over any number of writes (here every byte in a write of its own), then forward data both ways.",
+    name: "Handshake split into writes",
+    requirement: "A front MUST accept a handshake however it is split into writes, then forward data both ways: every byte in a write of its own, and (SOCKS5) every message in one write, the greeting, credentials and request sent before any answer.",
     rules: &[Rule::R13, Rule::R1],
     level: Level::Must,
     alone: false,
@@ -102,10 +102,19 @@ fn front(cx: &Ctx) -> Result<Front, Stop> {
 /// A normal pair through the front: the echo of a short message, so a case can show the
 /// front still serves.
 async fn echo_works(cx: &mut Ctx, after: &str) -> Result<(), Stop> {
-    let mut client = cx.connect().await.map_err(|f| {
+    let client = cx.connect().await.map_err(|f| {
         Failure::new(format!("after {after}, {}", f.expected), f.observed)
             .hint("the front stopped serving")
     })?;
+    echo_through(cx, client, after).await
+}
+
+/// The echo of a short message through `client`, whose handshake is done.
+async fn echo_through(
+    cx: &mut Ctx,
+    mut client: tokio::net::TcpStream,
+    after: &str,
+) -> Result<(), Stop> {
     let message = cx.text(8);
     client.write_all(&message).await.ok();
     // A front may have dialed for a request it then dropped: the echo's own connection is the
@@ -278,7 +287,8 @@ async fn bad_credentials(mut cx: Ctx) -> Result<(), Stop> {
         ));
     };
     let style = Style {
-        credentials: Some((user, format!("{pass}-wrong"))),
+        credentials: Some((user.clone(), format!("{pass}-wrong"))),
+        strict: true,
         ..Style::default()
     };
     let mut client = cx.connect_only().await?;
@@ -349,7 +359,35 @@ async fn bad_credentials(mut cx: Ctx) -> Result<(), Stop> {
         )
         .into());
     }
-    echo_works(&mut cx, "a wrong password").await
+    // The right credentials still open the tunnel, checked as strictly as the wrong ones
+    // were: RFC 1929's status version, and for HTTP the header's name in lower case, which is
+    // the same field (RFC 9110 §5.1).
+    let control = Style {
+        strict: true,
+        lowercase_header: true,
+        ..Style::default()
+    };
+    let login = if front.is_socks5() {
+        "the right password"
+    } else {
+        "the right password, in a header named proxy-authorization"
+    };
+    let mut client = cx.connect_only().await?;
+    match tokio::time::timeout(PROMPT, front.handshake_with(&mut client, target, &control)).await {
+        Ok(Ok(())) => cx.trace.event(format_args!("{login} opened the tunnel")),
+        Ok(Err(refused)) => return Err(Failure::new(
+            format!("{login} opens the tunnel, answered as RFC 1929 and RFC 9110 say"),
+            refused.to_string(),
+        )
+        .hint(if front.is_socks5() {
+            "the username/password status must start with version 0x01 (RFC 1929), not SOCKS's 0x05"
+        } else {
+            "header names are case-insensitive: proxy-authorization is Proxy-Authorization"
+        })
+        .into()),
+        Err(_) => return Err(Failure::new(format!("{login} is answered"), "no answer").into()),
+    }
+    echo_through(&mut cx, client, &format!("a wrong password and {login}")).await
 }
 
 async fn unsupported_command(mut cx: Ctx) -> Result<(), Stop> {
@@ -377,7 +415,18 @@ async fn unsupported_command(mut cx: Ctx) -> Result<(), Stop> {
             // A front that serves the command answers success: that is its right.
             Ok(Ok(())) => cx.trace.event(format_args!("{name} was served")),
             Ok(Err(Refused::Answered { code: 0x07, .. })) => {
-                cx.trace.event(format_args!("{name}: reply 0x07"))
+                cx.trace.event(format_args!("{name}: reply 0x07"));
+                if wait_end(&mut client, SOCKS5_CLOSE).await.is_none() {
+                    return Err(Failure::new(
+                        format!(
+                            "after reply 0x07 to {name}, the front closes the connection within {} s (RFC 1928 §6)",
+                            SOCKS5_CLOSE.as_secs()
+                        ),
+                        "it stayed open",
+                    )
+                    .hint("every failure reply ends the connection, not only a refused destination's")
+                    .into());
+                }
             }
             Ok(Err(Refused::Answered { text, .. } | Refused::Broken(text))) => {
                 return Err(Failure::new(
@@ -430,18 +479,55 @@ async fn split(mut cx: Ctx) -> Result<(), Stop> {
     let message = cx.text(64);
     client.write_all(&message).await.ok();
     match read_exact_within(&mut client, message.len(), PROMPT).await {
-        Ok(echo) if echo == message => Ok(()),
-        Ok(echo) => Err(Failure::new(
-            "after a split handshake, the echo comes back unchanged",
-            format!("it came back as {}", show(&echo)),
-        )
-        .into()),
-        Err(short) => Err(Failure::new(
-            "after a split handshake, the echo comes back",
-            format!("received {short}"),
-        )
-        .into()),
+        Ok(echo) if echo == message => {}
+        Ok(echo) => {
+            return Err(Failure::new(
+                "after a split handshake, the echo comes back unchanged",
+                format!("it came back as {}", show(&echo)),
+            )
+            .into())
+        }
+        Err(short) => {
+            return Err(Failure::new(
+                "after a split handshake, the echo comes back",
+                format!("received {short}"),
+            )
+            .into())
+        }
     }
+    if !front.is_socks5() {
+        return Ok(()); // an HTTP request is one message, written at once by every other case
+    }
+    // The other way to split it: every message in one write, before any answer.
+    let pipelined = Style {
+        pipelined: true,
+        ..Style::default()
+    };
+    let mut client = cx.connect_only().await?;
+    match tokio::time::timeout(PROMPT, front.handshake_with(&mut client, target, &pipelined))
+        .await
+    {
+        Ok(Ok(())) => cx
+            .trace
+            .event("the greeting, credentials and request in one write were answered"),
+        Ok(Err(refused)) => {
+            return Err(Failure::new(
+                "a greeting and request in one write, sent before the method choice, open the tunnel",
+                refused.to_string(),
+            )
+            .hint("the front drops what a read returns beyond the message it parses: the rest of the handshake came in the same read")
+            .into())
+        }
+        Err(_) => {
+            return Err(Failure::new(
+                "a greeting and request in one write are answered",
+                "no answer",
+            )
+            .hint("the front drops what a read returns beyond the message it parses, then waits for a request it already had")
+            .into())
+        }
+    }
+    echo_through(&mut cx, client, "a pipelined handshake").await
 }
 
 async fn early_data(mut cx: Ctx) -> Result<(), Stop> {
