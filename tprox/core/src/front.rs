@@ -429,6 +429,37 @@ async fn connect(
     }
 }
 
+/// Whether an HTTP front may keep its connection open after this error answer (its head,
+/// status line included). HTTP/1.1 connections persist unless a side says `Connection: close`
+/// (RFC 9112 §9.3), and a failed CONNECT is an ordinary response, not a tunnel (RFC 9110
+/// §9.3.6), so the front may wait for the client's next request. It can only do so if the
+/// client can tell where the answer ends: with a `Content-Length` or a chunked body (RFC 9112
+/// §6.3); otherwise the body runs to the close, and the front must close. An HTTP/1.0 answer
+/// persists only with `Connection: keep-alive`.
+pub(crate) fn http_may_persist(head: &str) -> bool {
+    let mut lines = head.lines();
+    let http11 = lines
+        .next()
+        .is_some_and(|status| status.starts_with("HTTP/1.1"));
+    let (mut close, mut keep_alive, mut delimited) = (false, false, false);
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.to_ascii_lowercase());
+        match name.as_str() {
+            "connection" => {
+                close |= value.split(',').any(|v| v.trim() == "close");
+                keep_alive |= value.split(',').any(|v| v.trim() == "keep-alive");
+            }
+            "content-length" => delimited = true,
+            "transfer-encoding" => delimited |= value.trim_end().ends_with("chunked"),
+            _ => {}
+        }
+    }
+    delimited && !close && (http11 || keep_alive)
+}
+
 /// Reads one HTTP response head, byte by byte, so that nothing behind it (the destination's
 /// first bytes) is taken. A head cut short by the close is returned as it is, for the caller
 /// to judge.

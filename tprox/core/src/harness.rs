@@ -255,8 +255,15 @@ pub enum Asked {
     Nothing,
     /// A primer was sent, or the front answered with success.
     Tunnel,
-    /// The front answered with its protocol's refusal (this text says which).
-    Refused(String),
+    /// The front answered with its protocol's refusal.
+    Refused {
+        /// Which refusal, for people.
+        why: String,
+        /// An HTTP front's answer that lets it keep the connection for another request
+        /// (`Content-Length` or chunked, no `Connection: close`), as HTTP/1.1 allows: the
+        /// client must not wait for a close then.
+        may_stay_open: bool,
+    },
     /// The front closed, reset, went silent or broke its protocol during the handshake.
     Broken(String),
 }
@@ -334,7 +341,7 @@ impl Ctx {
         }
         match self.ask(&mut stream).await {
             Asked::Tunnel | Asked::Nothing => Ok(stream),
-            Asked::Refused(why) => Err(Failure::new(
+            Asked::Refused { why, .. } => Err(Failure::new(
                 format!(
                     "the proxy's {} handshake opens a tunnel to the destination {}",
                     self.front_name(),
@@ -391,10 +398,15 @@ impl Ctx {
                 }
                 Asked::Tunnel
             }
-            Ok(Err(crate::front::Refused::Answered { text: why, .. })) => {
+            Ok(Err(crate::front::Refused::Answered {
+                text: why, head, ..
+            })) => {
                 self.trace
                     .event(format_args!("the {front} handshake was refused: {why}"));
-                Asked::Refused(why)
+                Asked::Refused {
+                    why,
+                    may_stay_open: crate::front::http_may_persist(&head),
+                }
             }
             Ok(Err(crate::front::Refused::Broken(why))) => {
                 self.trace

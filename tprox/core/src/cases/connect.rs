@@ -28,7 +28,7 @@ pub static REFUSED: Case = Case {
     rules: &[Rule::R8, Rule::R11],
     level: Level::Must,
     alone: false,
-    assumes: "The client's connection is closed within PROMPT (5 s). A proxy that dials only once the client speaks is sent a primer first.",
+    assumes: "The client's connection is closed within PROMPT (5 s). A proxy that dials only once the client speaks is sent a primer first. Through an HTTP front, a refusal that delimits its body and does not say Connection: close may leave the connection open for another request, as HTTP/1.1 allows (see front/refused).",
     body: |cx| Box::pin(refused(cx)),
 };
 
@@ -122,8 +122,20 @@ async fn refused(mut cx: Ctx) -> Result<(), Stop> {
             // front is asked for the destination, and its refusal (said in the trace) is
             // followed by the close like any other's.
             let asked = cx.ask(&mut client).await;
+            if let Asked::Refused {
+                may_stay_open: true,
+                ..
+            } = asked
+            {
+                // An HTTP front may keep its connection for another request after a refusal
+                // that delimits its body (RFC 9112 §9.3; front/refused says more): the refusal
+                // is the answer, and the front dialed nothing.
+                cx.trace.event("the front's refusal lets it keep the connection for another request, as HTTP/1.1 allows");
+                let reopened = cx.dest.reopen().await;
+                return serve_after(&mut cx, reopened).await;
+            }
             wait_end(&mut client, PROMPT).await.map(|ended| {
-                if let (Asked::Refused(_), 1..) = (&asked, ended.bytes) {
+                if let (Asked::Refused { .. }, 1..) = (&asked, ended.bytes) {
                     // An HTTP front's refusal comes with an error page: not data of the
                     // destination's. Whether the reply itself is right is front/refused's.
                     cx.trace.event(format_args!(

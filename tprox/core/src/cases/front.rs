@@ -200,7 +200,7 @@ async fn refused(mut cx: Ctx) -> Result<(), Stop> {
         }
         Ok(Err(Refused::Answered { text, head, .. })) => {
             cx.trace.event(format_args!("the front answered {text}"));
-            may_stay_open = http_may_persist(&head);
+            may_stay_open = crate::front::http_may_persist(&head);
             Ok(())
         }
     };
@@ -247,37 +247,6 @@ fn close_limit(front: &Front) -> Duration {
 /// the reply. This must be no more than 10 seconds after detecting the condition that caused
 /// a failure."
 const SOCKS5_CLOSE: Duration = Duration::from_secs(10);
-
-/// Whether an HTTP front may keep its connection open after this error answer (its head,
-/// status line included). HTTP/1.1 connections persist unless a side says `Connection: close`
-/// (RFC 9112 §9.3), and a failed CONNECT is an ordinary response, not a tunnel (RFC 9110
-/// §9.3.6), so the front may wait for the client's next request. It can only do so if the
-/// client can tell where the answer ends: with a `Content-Length` or a chunked body (RFC 9112
-/// §6.3); otherwise the body runs to the close, and the front must close. An HTTP/1.0 answer
-/// persists only with `Connection: keep-alive`.
-fn http_may_persist(head: &str) -> bool {
-    let mut lines = head.lines();
-    let http11 = lines
-        .next()
-        .is_some_and(|status| status.starts_with("HTTP/1.1"));
-    let (mut close, mut keep_alive, mut delimited) = (false, false, false);
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.to_ascii_lowercase());
-        match name.as_str() {
-            "connection" => {
-                close |= value.split(',').any(|v| v.trim() == "close");
-                keep_alive |= value.split(',').any(|v| v.trim() == "keep-alive");
-            }
-            "content-length" => delimited = true,
-            "transfer-encoding" => delimited |= value.trim_end().ends_with("chunked"),
-            _ => {}
-        }
-    }
-    delimited && !close && (http11 || keep_alive)
-}
 
 async fn bad_credentials(mut cx: Ctx) -> Result<(), Stop> {
     let front = front(&cx)?;
@@ -772,7 +741,7 @@ mod tests {
 
     #[test]
     fn an_http_front_may_keep_a_connection_only_after_a_delimited_answer() {
-        let persist = |head: &str| http_may_persist(&head.replace('\n', "\r\n"));
+        let persist = |head: &str| crate::front::http_may_persist(&head.replace('\n', "\r\n"));
         assert!(persist("HTTP/1.1 502 Bad Gateway\nContent-Length: 12\n\n"));
         assert!(persist(
             "HTTP/1.1 502 Bad Gateway\nTransfer-Encoding: chunked\n\n"
