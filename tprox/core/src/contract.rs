@@ -138,7 +138,7 @@ fn timing() -> String {
         (
             "Descriptors that are not sockets (a runtime's pools of pipes or event descriptors): once the first connections have come and gone, the rest may add fewer than",
             format!(
-                "one per {} connections (and at most {})",
+                "one per {} connections ({} are always allowed)",
                 resources::OTHERS_PER_CONNECTION,
                 resources::FD_SLACK
             ),

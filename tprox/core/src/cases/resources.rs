@@ -7,8 +7,8 @@
 //!   refused destination, a failed write; [`FD_STALL_PAIRS`] by the stall timeout), measured
 //!   path by path. Other descriptors (pipes, epoll and event descriptors) are judged only by
 //!   whether they grow with the connections: once the first connections have come and gone,
-//!   the rest may add fewer than one for every [`OTHERS_PER_CONNECTION`] connections (and
-//!   at most [`FD_SLACK`]). A runtime may keep a pool of them that grows to the peak number
+//!   the rest may add fewer than one for every [`OTHERS_PER_CONNECTION`] connections ([`FD_SLACK`]
+//!   are always allowed). A runtime may keep a pool of them that grows to the peak number
 //!   of connections at once and stays (Go splices through pipes it pools until its next
 //!   collection), which is no leak;
 //! * memory: with [`MEMORY_PAIRS`] connections blocked on peers that do not read, resident
@@ -47,7 +47,7 @@ pub static FDS: Case = Case {
     rules: &[Rule::R10, Rule::R6],
     level: Level::Must,
     alone: false,
-    assumes: "Linux /proc. The count of sockets returns to the baseline (plus 2 for descriptors a runtime opens lazily) within PROMPT (5 s) of the last close. Other descriptors (pipes, epoll and event descriptors) may stay as a runtime's pool, but the 110 connections after the first 10 must add fewer than one for every 4 of them (and at most 2).",
+    assumes: "Linux /proc. The count of sockets returns to the baseline (plus 2 for descriptors a runtime opens lazily) within PROMPT (5 s) of the last close. Other descriptors (pipes, epoll and event descriptors) may stay as a runtime's pool, but the 110 connections after the first 10 must add fewer than one for every 4 of them (2 are always allowed).",
     body: |cx| Box::pin(fds(cx)),
 };
 
@@ -58,7 +58,7 @@ pub static FDS_ERRORS: Case = Case {
     rules: &[Rule::R10],
     level: Level::Must,
     alone: false,
-    assumes: "Linux /proc. Each path's pairs end at once; tprox closes its own ends at the latest PROMPT (5 s) after the proxy should have (the stall path: 1.5 T + PROMPT), and the count of sockets must be back within PROMPT after that. Other descriptors may stay as a runtime's pool, but the paths after the first must add fewer than one for every 4 of their pairs (and at most 2).",
+    assumes: "Linux /proc. Each path's pairs end at once; tprox closes its own ends at the latest PROMPT (5 s) after the proxy should have (the stall path: 1.5 T + PROMPT), and the count of sockets must be back within PROMPT after that. Other descriptors may stay as a runtime's pool, but the paths after the first must add fewer than one for every 4 of their pairs (2 are always allowed).",
     body: |cx| Box::pin(fds_errors(cx)),
 };
 
