@@ -149,6 +149,48 @@ async fn echo_through(
     }
 }
 
+/// How a front case's handshake, written in a style of its own, is judged when it does not
+/// open the tunnel: what the handshake is, for the failure, and the usual cause when it is
+/// refused or broken, and when it gets no answer.
+struct Asking<'a> {
+    what: &'a str,
+    refused_hint: Option<&'a str>,
+    silent_hint: Option<&'a str>,
+}
+
+/// A new client whose handshake, written as `style`, opened the tunnel within `limit`; or the
+/// failure, said as `asking` says.
+async fn tunnel_as(
+    cx: &Ctx,
+    front: &Front,
+    style: &Style,
+    limit: Duration,
+    asking: Asking<'_>,
+) -> Result<tokio::net::TcpStream, Stop> {
+    let mut client = cx.connect_only().await?;
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
+    let (failure, hint) =
+        match tokio::time::timeout(limit, front.handshake_with(&mut client, target, style)).await {
+            Ok(Ok(())) => return Ok(client),
+            Ok(Err(refused)) => (
+                Failure::new(
+                    format!("{} opens the tunnel", asking.what),
+                    refused.to_string(),
+                ),
+                asking.refused_hint,
+            ),
+            Err(_) => (
+                Failure::new(format!("{} is answered", asking.what), "no answer"),
+                asking.silent_hint,
+            ),
+        };
+    Err(match hint {
+        Some(hint) => failure.hint(hint),
+        None => failure,
+    }
+    .into())
+}
+
 /// Whether `code` is the refusal `front`'s protocol gives a refused destination.
 fn is_refusal(front: &Front, code: u16) -> bool {
     if front.is_socks5() {
@@ -341,21 +383,19 @@ async fn bad_credentials(mut cx: Ctx) -> Result<(), Stop> {
     } else {
         "the right password, in a header named proxy-authorization"
     };
-    let mut client = cx.connect_only().await?;
-    match tokio::time::timeout(PROMPT, front.handshake_with(&mut client, target, &control)).await {
-        Ok(Ok(())) => cx.trace.event(format_args!("{login} opened the tunnel")),
-        Ok(Err(refused)) => return Err(Failure::new(
-            format!("{login} opens the tunnel, answered as RFC 1929 and RFC 9110 say"),
-            refused.to_string(),
-        )
-        .hint(if front.is_socks5() {
-            "the username/password status must start with version 0x01 (RFC 1929), not SOCKS's 0x05"
-        } else {
-            "header names are case-insensitive: proxy-authorization is Proxy-Authorization"
-        })
-        .into()),
-        Err(_) => return Err(Failure::new(format!("{login} is answered"), "no answer").into()),
-    }
+    let what = format!("{login}, answered as RFC 1929 and RFC 9110 say,");
+    let hint = if front.is_socks5() {
+        "the username/password status must start with version 0x01 (RFC 1929), not SOCKS's 0x05"
+    } else {
+        "header names are case-insensitive: proxy-authorization is Proxy-Authorization"
+    };
+    let asking = Asking {
+        what: &what,
+        refused_hint: Some(hint),
+        silent_hint: None,
+    };
+    let client = tunnel_as(&cx, &front, &control, PROMPT, asking).await?;
+    cx.trace.event(format_args!("{login} opened the tunnel"));
     echo_through(&mut cx, client, &format!("a wrong password and {login}")).await
 }
 
@@ -411,38 +451,18 @@ async fn unsupported_command(mut cx: Ctx) -> Result<(), Stop> {
 
 async fn split(mut cx: Ctx) -> Result<(), Stop> {
     let front = front(&cx)?;
-    let mut client = cx.connect_only().await?;
-    let target = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
     let style = Style {
         split: true,
         ..Style::default()
     };
-    match tokio::time::timeout(
-        PROMPT * 4,
-        front.handshake_with(&mut client, target, &style),
-    )
-    .await
-    {
-        Ok(Ok(())) => cx
-            .trace
-            .event("the handshake, a byte per write, was answered"),
-        Ok(Err(refused)) => {
-            return Err(Failure::new(
-                "a handshake split into one-byte writes opens the tunnel",
-                refused.to_string(),
-            )
-            .hint("the front parses what one read returns, as if each message came whole")
-            .into())
-        }
-        Err(_) => {
-            return Err(Failure::new(
-                "a handshake split into one-byte writes is answered",
-                "no answer",
-            )
-            .hint("the front waits for a message to arrive in one read")
-            .into())
-        }
-    }
+    let asking = Asking {
+        what: "a handshake split into one-byte writes",
+        refused_hint: Some("the front parses what one read returns, as if each message came whole"),
+        silent_hint: Some("the front waits for a message to arrive in one read"),
+    };
+    let mut client = tunnel_as(&cx, &front, &style, PROMPT * 4, asking).await?;
+    cx.trace
+        .event("the handshake, a byte per write, was answered");
     let server = cx.accept().await?;
     spawn_echo(server);
     let message = cx.text(64);
@@ -472,58 +492,30 @@ async fn split(mut cx: Ctx) -> Result<(), Stop> {
         pipelined: true,
         ..Style::default()
     };
-    let mut client = cx.connect_only().await?;
-    match tokio::time::timeout(PROMPT, front.handshake_with(&mut client, target, &pipelined))
-        .await
-    {
-        Ok(Ok(())) => cx
-            .trace
-            .event("the greeting, credentials and request in one write were answered"),
-        Ok(Err(refused)) => {
-            return Err(Failure::new(
-                "a greeting and request in one write, sent before the method choice, open the tunnel",
-                refused.to_string(),
-            )
-            .hint("the front drops what a read returns beyond the message it parses: the rest of the handshake came in the same read")
-            .into())
-        }
-        Err(_) => {
-            return Err(Failure::new(
-                "a greeting and request in one write are answered",
-                "no answer",
-            )
-            .hint("the front drops what a read returns beyond the message it parses, then waits for a request it already had")
-            .into())
-        }
-    }
+    let asking = Asking {
+        what: "a greeting and request in one write, sent before the method choice,",
+        refused_hint: Some("the front drops what a read returns beyond the message it parses: the rest of the handshake came in the same read"),
+        silent_hint: Some("the front drops what a read returns beyond the message it parses, then waits for a request it already had"),
+    };
+    let client = tunnel_as(&cx, &front, &pipelined, PROMPT, asking).await?;
+    cx.trace
+        .event("the greeting, credentials and request in one write were answered");
     echo_through(&mut cx, client, "a pipelined handshake").await
 }
 
 async fn early_data(mut cx: Ctx) -> Result<(), Stop> {
     let front = front(&cx)?;
-    let mut client = cx.connect_only().await?;
-    let target = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
     let early = cx.text(1024);
     let style = Style {
         trailing: early.clone(),
         ..Style::default()
     };
-    let answered = tokio::time::timeout(PROMPT, front.handshake_with(&mut client, target, &style));
-    match answered.await {
-        Ok(Ok(())) => {}
-        Ok(Err(refused)) => {
-            return Err(Failure::new(
-                "a request with data behind it opens the tunnel",
-                refused.to_string(),
-            )
-            .into())
-        }
-        Err(_) => {
-            return Err(
-                Failure::new("a request with data behind it is answered", "no answer").into(),
-            )
-        }
-    }
+    let asking = Asking {
+        what: "a request with data behind it",
+        refused_hint: None,
+        silent_hint: None,
+    };
+    let _client = tunnel_as(&cx, &front, &style, PROMPT, asking).await?;
     cx.trace.event(format_args!(
         "client sent its request and {} bytes in one write",
         early.len()
