@@ -108,15 +108,18 @@ fn descriptors(pid: i32) -> std::io::Result<(usize, usize)> {
     };
     let (mut all, mut sockets) = (0, 0);
     for entry in entries.flatten() {
+        // A descriptor closed between the listing and the link's read is no longer held: not
+        // counted at all. Counting it as "not a socket" made a proxy closing its sockets look,
+        // for one sample, as if it had opened other descriptors.
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
         all += 1;
-        // A descriptor closed between the listing and the link's read counts as what it was
-        // listed as: a descriptor, not a socket.
-        if std::fs::read_link(entry.path()).is_ok_and(|target| {
-            target
-                .as_os_str()
-                .as_encoded_bytes()
-                .starts_with(b"socket:")
-        }) {
+        if target
+            .as_os_str()
+            .as_encoded_bytes()
+            .starts_with(b"socket:")
+        {
             sockets += 1;
         }
     }

@@ -341,7 +341,8 @@ async fn fds(mut cx: Ctx) -> Result<(), Stop> {
 }
 
 /// Waits up to PROMPT for the socket count to reach `target` (0: just let the counts settle)
-/// and returns the lowest counts seen.
+/// and returns the lowest counts seen, over at least two samples: a pair's end closes its
+/// descriptors one by one, so one sample can catch it halfway.
 async fn settled(cx: &Ctx, target: usize) -> Result<Held, Stop> {
     let deadline = Instant::now()
         + if target == 0 {
@@ -354,7 +355,9 @@ async fn settled(cx: &Ctx, target: usize) -> Result<Held, Stop> {
         others: usage.fds - usage.sockets,
     };
     let mut lowest = sample(usage(cx)?);
-    while Instant::now() < deadline && (target == 0 || lowest.sockets > target) {
+    let mut samples = 1;
+    while samples < 2 || (Instant::now() < deadline && (target == 0 || lowest.sockets > target)) {
+        samples += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = sample(usage(cx)?);
         lowest = Held {
