@@ -34,6 +34,16 @@ pub static SMALL_WRITES: Case = Case {
     body: |cx| Box::pin(small_writes(cx)),
 };
 
+/// Takes `socket` out of Linux's quick-ACK mode, so that what it receives next is acknowledged
+/// the ordinary way, with a delayed ACK. Linux acknowledges at once for a while after a
+/// connection opens and whenever it guesses the exchange is not interactive, and which one a
+/// round meets depends on timing: without this, a proxy with Nagle's algorithm on towards one
+/// side passed in some runs and failed in others. TCP_QUICKACK is not permanent (tcp(7)), so
+/// it is cleared after every read.
+fn delay_acks(socket: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_tcp_quickack(false);
+}
+
 async fn small_writes(cx: Ctx) -> Result<(), Stop> {
     let (client, server) = cx.open_pair().await?;
     // Each piece is written only once the previous one has reached the other end, so the
@@ -50,7 +60,9 @@ async fn small_writes(cx: Ctx) -> Result<(), Stop> {
             for _ in 0..REQUEST_PIECES {
                 // The piece's content is checked too, so that a proxy that alters data fails
                 // here every time rather than by the timing its garbage happens to cause.
-                let seen = match read_exact_within(&mut server_rx, PIECE, PROMPT).await {
+                let read = read_exact_within(&mut server_rx, PIECE, PROMPT).await;
+                delay_acks(server_rx.as_ref());
+                let seen = match read {
                     Ok(piece) if piece == REQUEST_PIECE => Ok(()),
                     Ok(piece) => Err(format!(
                         "the server received {} instead of {}",
@@ -109,11 +121,11 @@ async fn small_writes(cx: Ctx) -> Result<(), Stop> {
             }
         }
         for piece in 0..RESPONSE_PIECES {
-            let got = read_exact_within(&mut client_rx, PIECE, PROMPT)
-                .await
-                .map_err(|short| {
-                    failed(format!("response piece {}: received {short}", piece + 1))
-                })?;
+            let got = read_exact_within(&mut client_rx, PIECE, PROMPT).await;
+            delay_acks(client_rx.as_ref());
+            let got = got.map_err(|short| {
+                failed(format!("response piece {}: received {short}", piece + 1))
+            })?;
             if got != RESPONSE_PIECE {
                 return Err(failed(format!(
                     "response piece {}: the client received {} instead of {}",
