@@ -152,10 +152,29 @@ impl Front {
         dest: SocketAddr,
         style: &Style,
     ) -> Result<(), Refused> {
-        let credentials = style.credentials.as_ref().or(self.credentials());
+        self.handshake_reporting(stream, dest, style)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Front::handshake_with`], and the address a SOCKS5 front's success reply reports as
+    /// bound (BND.ADDR and BND.PORT; `None` for a name, or for HTTP, which reports none).
+    pub async fn handshake_reporting(
+        &self,
+        stream: &mut TcpStream,
+        dest: SocketAddr,
+        style: &Style,
+    ) -> Result<Option<SocketAddr>, Refused> {
+        let credentials = style
+            .credentials
+            .as_ref()
+            .or(self.credentials())
+            .filter(|_| !style.anonymous);
         match self {
             Front::Socks5 { .. } => socks5(stream, dest, credentials, style).await,
-            Front::Connect { .. } => connect(stream, dest, credentials, style).await,
+            Front::Connect { .. } => connect(stream, dest, credentials, style)
+                .await
+                .map(|()| None),
         }
     }
 
@@ -186,6 +205,13 @@ pub struct Style {
     /// HTTP: the `Proxy-Authorization` header's name written in lower case, which names the
     /// same field (header names are case-insensitive, RFC 9110 §5.1).
     pub lowercase_header: bool,
+    /// No credentials at all, whatever the front requires (SOCKS5: a greeting that offers
+    /// only "no authentication"; HTTP: no `Proxy-Authorization`): a front that requires them
+    /// must refuse.
+    pub anonymous: bool,
+    /// The destination named by this host name instead of its address (SOCKS5 address type
+    /// 0x03; HTTP `CONNECT name:port`), as clients that leave resolving to the proxy do.
+    pub name: Option<String>,
 }
 
 /// Writes `data` as `style` says: at once, or a byte at a time.
@@ -233,7 +259,7 @@ async fn socks5(
     dest: SocketAddr,
     credentials: Option<&(String, String)>,
     style: &Style,
-) -> Result<(), Refused> {
+) -> Result<Option<SocketAddr>, Refused> {
     let method = if credentials.is_some() { 2 } else { 0 };
     let greeting = [5, 1, method];
     let auth = credentials.map(|(user, pass)| {
@@ -245,6 +271,12 @@ async fn socks5(
     });
     let mut request = vec![5, style.command.unwrap_or(1), 0];
     match dest {
+        _ if style.name.is_some() => {
+            let name = style.name.as_deref().unwrap_or_default();
+            request.push(3);
+            request.push(name.len() as u8);
+            request.extend_from_slice(name.as_bytes());
+        }
         SocketAddr::V4(v4) => {
             request.push(1);
             request.extend_from_slice(&v4.ip().octets());
@@ -325,7 +357,16 @@ async fn socks5(
         return Err(refused());
     }
     read.map_err(broken)?;
-    Ok(())
+    let port = u16::from_be_bytes([bound[address], bound[address + 1]]);
+    Ok(match head[3] {
+        1 => <[u8; 4]>::try_from(&bound[..4])
+            .ok()
+            .map(|ip| SocketAddr::from((ip, port))),
+        4 => <[u8; 16]>::try_from(&bound[..16])
+            .ok()
+            .map(|ip| SocketAddr::from((ip, port))),
+        _ => None,
+    })
 }
 
 /// Reads the front's method choice: `method`, or a refusal (0xFF).
@@ -376,7 +417,11 @@ async fn connect(
     credentials: Option<&(String, String)>,
     style: &Style,
 ) -> Result<(), Refused> {
-    let mut request = format!("CONNECT {dest} HTTP/1.1\r\nHost: {dest}\r\n");
+    let target = match &style.name {
+        Some(name) => format!("{name}:{}", dest.port()),
+        None => dest.to_string(),
+    };
+    let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
     if let Some((user, pass)) = credentials {
         let name = if style.lowercase_header {
             "proxy-authorization"

@@ -134,10 +134,10 @@ async fn reset_mid_stream(mut cx: Ctx, resetter: Resetter) -> Result<(), Stop> {
         .await
         .map_err(|short| {
             Failure::new(
-                format!("the {to} receives the {from}'s data"),
+                format!("the {to} receives all {} KiB the {from} sent before its reset", BEFORE_RESET / 1024),
                 format!("received {short}"),
             )
-            .hint("the proxy does not forward this direction while the other is silent")
+            .hint("the proxy loses bytes, or does not forward this direction while the other is silent")
         })?;
     reset(sender);
     let reset_at = Instant::now();

@@ -55,10 +55,13 @@ pub static CATALOGUE: &[&Case] = &[
 /// (`--front`), after the whole [`CATALOGUE`] run through the handshake.
 pub static FRONT_CASES: &[&Case] = &[
     &front::REFUSED,
+    &front::UNANSWERED_DIAL,
     &front::BAD_CREDENTIALS,
     &front::UNSUPPORTED_COMMAND,
     &front::SPLIT,
     &front::EARLY_DATA,
+    &front::ADDRESS_TYPES,
+    &front::BOUND_ADDRESS,
     &front::MALFORMED,
     &front::MID_HANDSHAKE,
 ];
