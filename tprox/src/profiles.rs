@@ -322,6 +322,7 @@ pub const PROFILES: &[Profile] = &[
              cache_mem 8 MB\nshutdown_lifetime 0 seconds\nnetdb_filename none\n\
              pinger_enable off\n\
              request_start_timeout {stall_timeout} seconds\n\
+             connect_timeout {stall_timeout} seconds\n\
              request_timeout {stall_timeout} seconds\n\
              acl any_port port 1-65535\nhttp_access allow localhost\nhttp_access deny all\n",
         ),
@@ -373,9 +374,10 @@ pub const PROFILES: &[Profile] = &[
                 text: "tinyproxy never sets TCP_NODELAY (no use of it anywhere in src/)",
             },
             Note {
-                cases: &["front/refused"],
-                text: "a failed dial is answered 500 'Unable to connect', not 502 or 504 \
-                       (src/reqs.c, connect failure in process_request)",
+                cases: &["front/refused", "front/unanswered-dial"],
+                text: "a failed dial, refused or timed out, is answered 500 'Unable to \
+                       connect', not 502 or 504 (src/reqs.c, connect failure in \
+                       process_request)",
             },
         ],
         front: Some("connect"),
@@ -405,6 +407,12 @@ pub const PROFILES: &[Profile] = &[
                 text: "microsocks never sets TCP_NODELAY (no use of it in the source)",
             },
             Note {
+                cases: &["front/unanswered-dial"],
+                text: "the destination is dialed with a blocking connect() and no timeout of its \
+                       own, so a dial that gets no answer waits for the system's SYN retries, \
+                       about two minutes (sockssrv.c, connect_socks_target)",
+            },
+            Note {
                 cases: &["front/split-handshake", "front/early-data", "front/mid-handshake"],
                 text: "each handshake message is parsed from one recv() (sockssrv.c, handshake): \
                        a message split across writes is rejected, bytes behind the request are \
@@ -425,6 +433,7 @@ pub const PROFILES: &[Profile] = &[
              external: 127.0.0.1\nclientmethod: none\nsocksmethod: none\n\
              user.privileged: root\nuser.unprivileged: nobody\n\
              timeout.io: 0\ntimeout.negotiate: {stall_timeout}\n\
+             timeout.connect: {stall_timeout}\n\
              client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }\n\
              socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 command: bind connect udpassociate bindreply udpreply }\n",
         ),
@@ -436,6 +445,183 @@ pub const PROFILES: &[Profile] = &[
                    varying times, so the profile leaves it at 0 (none)",
         }],
         front: Some("socks5"),
+    },
+    Profile {
+        name: "v2ray",
+        about: "V2Ray 4's SOCKS5 inbound with a freedom outbound (Go, built against Debian's \
+                golang packages)",
+        install: "apt-get install v2ray",
+        program: "v2ray",
+        program_env: None,
+        args: &["-config", "{config}"],
+        config: Some(
+            "{\"log\": {\"loglevel\": \"none\"},\n \
+             \"policy\": {\"levels\": {\"0\": {\"handshake\": {stall_timeout}}}},\n \
+             \"inbounds\": [{\"listen\": \"127.0.0.1\", \"port\": {listen_port}, \
+             \"protocol\": \"socks\", \"settings\": {\"auth\": \"noauth\", \"udp\": false}}],\n \
+             \"outbounds\": [{\"protocol\": \"freedom\"}]}\n",
+        ),
+        version_args: &["-version"],
+        notes: &[
+            Note {
+                cases: &["shutdown/one-way", "shutdown/reverse", "shutdown/idle-half-closed"],
+                text: "no half-close: when one direction's copy ends, the end is not passed on \
+                       (freedom's request copy returns without closing the destination's write \
+                       side, proxy/freedom/freedom.go, Process), and the whole connection is cut \
+                       once the other direction has been idle for policy uplinkOnly / \
+                       downlinkOnly, 1 s by default (features/policy/policy.go, SessionDefault; \
+                       proxy/socks/server.go, transport)",
+            },
+            Note {
+                cases: &["timeout/lazy-"],
+                text: "no stall timeout: the only timeout of an open connection, policy connIdle \
+                       (300 s by default), is an inactivity timeout that idle connections meet \
+                       too (common/signal/timer.go, ActivityTimer); the profile leaves it alone",
+            },
+            Note {
+                cases: &["close/reset-"],
+                text: "a reset is never seen: the readv reader takes every read error for 'not \
+                       ready yet' (common/buf/readv_unix.go, unixReader.Read returns -1 for any \
+                       error, ECONNRESET included; readv_reader.go, readMulti then waits for the \
+                       socket to be readable again, which it never is)",
+            },
+            Note {
+                cases: &["front/refused", "front/unanswered-dial"],
+                text: "the SOCKS5 reply is success before anything is dialed: the handshake \
+                       writes statusSuccess for every CONNECT (proxy/socks/protocol.go, \
+                       ServerSession.handshake5) and the outbound dials after it \
+                       (proxy/socks/server.go, transport)",
+            },
+        ],
+        front: Some("socks5"),
+    },
+    Profile {
+        name: "pproxy",
+        about: "pproxy 2.7.9's SOCKS5 server with a password (Python asyncio, from PyPI)",
+        install: "python3 -m venv ~/.cache/tprox/pproxy && ~/.cache/tprox/pproxy/bin/pip install \
+                  pproxy==2.7.9 (or set TPROX_PPROXY to its pproxy)",
+        program: "~/.cache/tprox/pproxy/bin/pproxy",
+        program_env: Some("TPROX_PPROXY"),
+        args: &["-l", "socks5://127.0.0.1:{listen_port}#alice:secret"],
+        config: None,
+        version_args: &["--version"],
+        notes: &[
+            Note {
+                cases: &["shutdown/one-way", "shutdown/reverse", "shutdown/idle-half-closed"],
+                text: "no half-close: each direction's copy loop closes the other side's writer \
+                       when it reads EOF, which closes that whole socket (pproxy/proto.py, \
+                       BaseProtocol.channel: writer.close() in its finally)",
+            },
+            Note {
+                cases: &["timeout/lazy-"],
+                text: "no stall timeout: a tunnel's copy loops read without a timeout \
+                       (pproxy/proto.py, BaseProtocol.channel)",
+            },
+            Note {
+                cases: &["front/refused", "front/unanswered-dial"],
+                text: "the SOCKS5 success reply is written before anything is dialed \
+                       (pproxy/proto.py, Socks5.accept writes 05 00 00 and the requested \
+                       address); the dial comes after accept returns, and when it fails the \
+                       client is only closed (pproxy/server.py, stream_handler)",
+            },
+            Note {
+                cases: &["front/bad-credentials"],
+                text: "logins are remembered by the client's IP address, for --auth seconds, 30 \
+                       days by default: a later client from that address that offers only \
+                       'no authentication' is let in (pproxy/server.py, AuthTable; \
+                       pproxy/proto.py, Socks5.accept takes authtable.authed())",
+            },
+            Note {
+                cases: &["front/unsupported-command"],
+                text: "BIND and UDP ASSOCIATE are not answered: Socks5.accept asserts that the \
+                       request starts 05 01 00 (CONNECT), and the failed assertion closes the \
+                       connection without a reply (pproxy/proto.py)",
+            },
+            Note {
+                cases: &["front/mid-handshake"],
+                text: "a silent client is dropped only after SOCKET_TIMEOUT, a fixed 60 s: every \
+                       handshake read is wrapped in asyncio.wait_for(..., \
+                       timeout=SOCKET_TIMEOUT) (pproxy/server.py, read_n and read_w)",
+            },
+        ],
+        front: Some("socks5:alice:secret"),
+    },
+    Profile {
+        name: "node-proxy",
+        about: "the npm package proxy 2.2.0, an HTTP CONNECT front on Node.js's http.Server \
+                (Node.js streams, from npm)",
+        install: "npm ci --prefix ~/.cache/tprox/node with ci/node-proxy's package.json and \
+                  package-lock.json (ci/test does), or set TPROX_NODE_PROXY to the package's \
+                  directory; and Node.js (apt-get install nodejs)",
+        program: "node",
+        program_env: None,
+        // The package's own command listens on every interface; its library, as its README
+        // shows, listens where it is told: on loopback.
+        args: &[
+            "-e",
+            "const dir = process.env.TPROX_NODE_PROXY || \
+             process.env.HOME + '/.cache/tprox/node/node_modules/proxy'; \
+             require(dir).createProxy(require('http').createServer())\
+             .listen(Number(process.argv[1]), '127.0.0.1')",
+            "{listen_port}",
+        ],
+        config: None,
+        version_args: &[
+            "-e",
+            "const dir = process.env.TPROX_NODE_PROXY || \
+             process.env.HOME + '/.cache/tprox/node/node_modules/proxy'; \
+             console.log('proxy ' + require(dir + '/package.json').version + \
+             ' on Node.js ' + process.version)",
+        ],
+        notes: &[
+            Note {
+                cases: &["shutdown/reverse", "shutdown/idle-half-closed", "shutdown/flush"],
+                text: "the destination's EOF ends the tunnel: the destination's socket (net.connect \
+                       with its default allowHalfOpen false) ends its own side too, and its \
+                       'close' handler destroys the client's socket, dropping what is still \
+                       queued for the client (dist/proxy.js, onconnect: ontargetclose calls \
+                       socket.destroy())",
+            },
+            Note {
+                cases: &["close/reset-client"],
+                text: "a reset of the client is only logged (dist/proxy.js, onclienterror), and \
+                       socket.pipe(target) ends the destination on the client's 'end' only, \
+                       never on an error (Node.js stream.pipe)",
+            },
+            Note {
+                cases: &["timeout/lazy-"],
+                text: "no stall timeout: a tunnel has no timeout at all (dist/proxy.js sets none)",
+            },
+            Note {
+                cases: &["latency/small-writes"],
+                text: "the destination's socket keeps Nagle's algorithm on: it is opened with \
+                       net.connect and never given setNoDelay (dist/proxy.js, onconnect)",
+            },
+            Note {
+                cases: &["front/refused"],
+                text: "every failed dial but a name not found (404) is answered 500 Internal \
+                       Server Error (dist/proxy.js, ontargeterror)",
+            },
+            Note {
+                cases: &["front/unanswered-dial"],
+                text: "the destination is dialed with net.connect and no timeout (dist/proxy.js, \
+                       onconnect), so a dial that gets no answer waits for the system's SYN \
+                       retries, about two minutes",
+            },
+            Note {
+                cases: &["front/early-data"],
+                text: "data behind the CONNECT request ends the process: onconnect asserts that \
+                       the request's head is empty ('\"head\" should be empty for proxy \
+                       requests'), and the rejection of the async function is unhandled, which \
+                       ends Node.js (dist/proxy.js, onconnect)",
+            },
+            Note {
+                cases: &["front/mid-handshake"],
+                text: "no handshake timeout of its own: a request head that never ends is dropped \
+                       by Node.js's http.Server after headersTimeout, 60 s by default",
+            },
+        ],
+        front: Some("connect"),
     },
 ];
 

@@ -2,8 +2,9 @@
 //! `docs/compatibility.md`) is measured again against the real proxies, and must match.
 //!
 //! Needs every profile's program: Debian packages socat, haproxy, nginx, libnginx-mod-stream,
-//! rinetd, redir, squid, tinyproxy, microsocks, dante-server, and `cargo install tcpproxy
-//! --version 0.4.1` (`.ci/run` installs them all).
+//! rinetd, redir, squid, tinyproxy, microsocks, dante-server, v2ray and nodejs; `cargo install
+//! tcpproxy --version 0.4.1`; pproxy 2.7.9 from PyPI and the npm package proxy 2.2.0 under
+//! ~/.cache/tprox (`ci/test` installs them all).
 
 use std::path::{Path, PathBuf};
 

@@ -84,7 +84,9 @@ fn a_front_profile_is_tested_through_its_front() {
         .stdout(contains("through its connect front"))
         .stdout(contains("Single echo connection: passed"))
         .stdout(contains("Refused destination answered: failed"))
-        .stdout(contains("proxy note  a failed dial is answered 500"));
+        .stdout(contains(
+            "proxy note  a failed dial, refused or timed out, is answered 500",
+        ));
 }
 
 #[test]
@@ -126,6 +128,9 @@ fn the_list_shows_every_profile_and_what_to_install() {
         "tinyproxy",
         "microsocks",
         "dante",
+        "v2ray",
+        "pproxy",
+        "node-proxy",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(&format!("{name} "))),
