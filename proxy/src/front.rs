@@ -628,7 +628,7 @@ async fn http_connect(reader: &mut Reader<'_>, front: &Front) -> Result<Request,
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
             .and_then(|h| std::str::from_utf8(h.value).ok())
-            .and_then(|value| value.trim().strip_prefix("Basic "))
+            .and_then(basic_token)
             .and_then(|encoded| {
                 base64::engine::general_purpose::STANDARD
                     .decode(encoded.trim())
@@ -670,9 +670,30 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The token of a `Basic` authorization header value. The scheme's name is matched without
+/// regard to case (RFC 9110 §11.1: `basic` and `BASIC` are `Basic`), and any whitespace may
+/// separate it from the token.
+fn basic_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("basic")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_basic_scheme_is_matched_without_regard_to_case() {
+        assert_eq!(basic_token("Basic YWxpY2U6cHc="), Some("YWxpY2U6cHc="));
+        assert_eq!(basic_token("basic  YWxpY2U6cHc= "), Some("YWxpY2U6cHc="));
+        assert_eq!(basic_token("BASIC\tYWxpY2U6cHc="), Some("YWxpY2U6cHc="));
+        assert_eq!(basic_token("Bearer YWxpY2U6cHc="), None);
+        assert_eq!(basic_token("Basic"), None);
+        assert_eq!(basic_token("Basic   "), None);
+    }
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().unwrap()
