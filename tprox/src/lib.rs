@@ -41,11 +41,11 @@ pub fn main() -> std::process::ExitCode {
     }
     if first
         .as_ref()
-        .is_some_and(|first| first == grade::sandbox::CHILD_ARG)
+        .is_some_and(|first| first == grade::CHILD_ARG)
     {
         // tprox is grading one submission inside its sandbox (see `grade::sandbox`).
         let job = args.next().unwrap_or_default();
-        return std::process::ExitCode::from(grade::sandbox::child_main(&job.to_string_lossy()));
+        return std::process::ExitCode::from(grade::child_main(&job.to_string_lossy()));
     }
     std::process::ExitCode::from(cli::main())
 }

@@ -41,10 +41,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::export::{Export, Visibility};
-use super::sandbox::{self, Mode};
+use super::gradebook::{Export, Visibility};
 use crate::case::Case;
 use crate::proxy::Limits;
 use crate::runner::defaults;
@@ -74,7 +73,7 @@ pub struct Grading {
     /// The limits of a build in the sandbox: only its address space (a compiler needs more
     /// than a proxy; it also has the build's timeout and the box's processes and space).
     pub build_limits: Limits,
-    pub sandbox: sandbox::Settings,
+    pub sandbox: SandboxSettings,
     /// The graded cases, in catalogue order, with their points.
     pub cases: Vec<(&'static Case, f64)>,
     pub export: Export,
@@ -249,7 +248,7 @@ struct File {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SandboxSection {
-    mode: Option<Mode>,
+    mode: Option<SandboxMode>,
     build_network: Option<bool>,
     disk_mib: Option<u64>,
     processes: Option<u64>,
@@ -262,9 +261,9 @@ struct SandboxSection {
 fn sandbox_settings(
     section: Option<SandboxSection>,
     file: &Path,
-) -> Result<sandbox::Settings, String> {
+) -> Result<SandboxSettings, String> {
     let section = section.unwrap_or_default();
-    let default = sandbox::Settings::default();
+    let default = SandboxSettings::default();
     let base = file.parent().unwrap_or(Path::new("."));
     let mut share = Vec::new();
     for place in section.share {
@@ -280,13 +279,54 @@ fn sandbox_settings(
         Some(0) => Err(format!("[sandbox] {key} = 0: give a positive number")),
         value => Ok(value.unwrap_or(default)),
     };
-    Ok(sandbox::Settings {
+    Ok(SandboxSettings {
         mode: section.mode.unwrap_or(default.mode),
         build_network: section.build_network.unwrap_or(default.build_network),
         disk_mib: positive(section.disk_mib, "disk_mib", default.disk_mib)?,
         processes: positive(section.processes, "processes", default.processes)?,
         share,
     })
+}
+
+/// `[sandbox] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    /// Namespaces where the machine allows them; otherwise grade without, loudly.
+    #[default]
+    Auto,
+    /// Namespaces or nothing: grading refuses to start without them.
+    Namespaces,
+    /// No sandbox: process groups, rlimits and the orphan sweep only (contain accidents, not
+    /// intent).
+    None,
+}
+
+/// The `[sandbox]` settings of a grading file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSettings {
+    pub mode: SandboxMode,
+    /// Whether the build may use the machine's network (a package registry). The proxy never
+    /// may.
+    pub build_network: bool,
+    /// The size of a submission's writable space, in MiB (its scratch copy, what it builds).
+    pub disk_mib: u64,
+    /// How many processes the submission may run at once (RLIMIT_NPROC under its own uid).
+    pub processes: u64,
+    /// Directories or files (absolute) every submission may read: course files, prebuilt tools.
+    pub share: Vec<PathBuf>,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            mode: SandboxMode::Auto,
+            build_network: false,
+            disk_mib: 1024,
+            processes: 4096,
+            share: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -470,8 +510,11 @@ pub(crate) mod tests {
     #[test]
     fn the_sandbox_section_has_safe_defaults_and_shares_resolve_beside_the_file() {
         let plain = example().sandbox;
-        assert_eq!(plain, sandbox::Settings::default());
-        assert_eq!((plain.mode, plain.build_network), (Mode::Auto, false));
+        assert_eq!(plain, SandboxSettings::default());
+        assert_eq!(
+            (plain.mode, plain.build_network),
+            (SandboxMode::Auto, false)
+        );
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tools")).unwrap();
         let file = dir.path().join("grading.toml");
@@ -480,7 +523,7 @@ pub(crate) mod tests {
              build_network = true\ndisk_mib = 64\nprocesses = 50\nshare = [\"tools\"]\n"
         );
         let settings = Grading::parse(&text, &file, CATALOGUE).unwrap().sandbox;
-        assert_eq!(settings.mode, Mode::Namespaces);
+        assert_eq!(settings.mode, SandboxMode::Namespaces);
         assert!(settings.build_network);
         assert_eq!((settings.disk_mib, settings.processes), (64, 50));
         assert_eq!(

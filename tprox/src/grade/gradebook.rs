@@ -6,7 +6,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::export::Export;
 use crate::verdict::Verdict;
 
 /// The gradebook format's name and version, checked when gradebooks are merged.
@@ -45,6 +44,38 @@ pub struct Gradebook {
     /// with the warning that grading printed.
     #[serde(default)]
     pub sandbox: String,
+}
+
+/// The grading file's `[export]` settings, kept in the gradebook so that a merge exports as
+/// the grading did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    /// The LMS CSV's column of student ids (submission names).
+    pub lms_id_column: String,
+    /// The LMS CSV's column of totals.
+    pub lms_score_column: String,
+    /// When Gradescope shows the tests to the student.
+    pub gradescope_visibility: Visibility,
+}
+
+impl Default for Export {
+    fn default() -> Self {
+        Export {
+            lms_id_column: "SIS Login ID".into(),
+            lms_score_column: "tprox".into(),
+            gradescope_visibility: Visibility::Visible,
+        }
+    }
+}
+
+/// Gradescope's visibility settings for a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Visible,
+    Hidden,
+    AfterDueDate,
+    AfterPublished,
 }
 
 fn one() -> u32 {
@@ -178,11 +209,6 @@ mod not_run {
 }
 
 impl Gradebook {
-    pub fn write_json(&self, path: &Path) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(self).expect("a gradebook serializes") + "\n";
-        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
-    }
-
     pub fn read_json(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -201,55 +227,6 @@ impl Gradebook {
             ));
         }
         Ok(book)
-    }
-
-    /// The CSV form: submission, status, total, max, one column of points per case, and the
-    /// failures in one cell (`case: message | case: message`).
-    pub fn to_csv(&self) -> String {
-        let mut out = csv::Writer::from_writer(Vec::new());
-        let mut header = vec![
-            "submission".to_string(),
-            "status".into(),
-            "total".into(),
-            "max".into(),
-        ];
-        let repeated = self.repeat > 1;
-        if repeated {
-            // Each run's total, and the cases whose verdict changed between runs.
-            header.extend(["run totals".to_string(), "unstable cases".into()]);
-        }
-        header.extend(self.cases.iter().map(|c| c.id.clone()));
-        header.push("failures".into());
-        out.write_record(&header).expect("writing to memory");
-        for s in &self.submissions {
-            let mut row = vec![
-                s.name.clone(),
-                s.status.label().to_string(),
-                number(s.total),
-                number(self.max_total),
-            ];
-            if repeated {
-                let totals: Vec<String> = s.run_totals.iter().map(|t| number(*t)).collect();
-                let unstable: Vec<&str> = s
-                    .results
-                    .iter()
-                    .filter(|r| r.unstable.is_some())
-                    .map(|r| r.case.as_str())
-                    .collect();
-                row.extend([totals.join(" "), unstable.join(" ")]);
-            }
-            row.extend(s.results.iter().map(|r| number(r.points)));
-            let mut failures: Vec<String> = s.error.iter().map(|e| one_line(Some(e))).collect();
-            failures.extend(
-                s.results
-                    .iter()
-                    .filter(|r| r.outcome == Some(Verdict::Fail))
-                    .map(|r| format!("{}: {}", r.case, one_line(r.message.as_deref()))),
-            );
-            row.push(failures.join(" | "));
-            out.write_record(&row).expect("writing to memory");
-        }
-        String::from_utf8(out.into_inner().expect("writing to memory")).expect("CSV of UTF-8")
     }
 
     /// Joins partial gradebooks (from `--partition`) into one. They must come from the same
@@ -319,15 +296,6 @@ impl Gradebook {
 pub fn number(value: f64) -> String {
     let text = format!("{value:.2}");
     text.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-fn one_line(text: Option<&str>) -> String {
-    text.unwrap_or("")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]
@@ -403,31 +371,6 @@ pub(crate) mod tests {
         repeated.repeat = 3;
         let err = Gradebook::merge(vec![book("1/2", &["amy"]), repeated]).unwrap_err();
         assert!(err.contains("--repeat 1 and 3"), "{err}");
-    }
-
-    #[test]
-    fn csv_has_a_column_per_case_and_quotes_messages() {
-        let csv = book("1/1", &["amy"]).to_csv();
-        let mut reader = csv::Reader::from_reader(csv.as_bytes());
-        let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-        assert_eq!(
-            header,
-            [
-                "submission",
-                "status",
-                "total",
-                "max",
-                "echo/single",
-                "failures"
-            ]
-        );
-        let row = reader.records().next().unwrap().unwrap();
-        assert_eq!(&row[0], "amy");
-        assert_eq!(&row[3], "2");
-        assert_eq!(
-            &row[5],
-            "echo/single: expected: an echo; observed: \"nothing\", at all"
-        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! the shell and Rust's runtime, which is how a student would see it too).
 
 use super::config::Grading;
-use super::sandbox::Jail;
+use crate::proxy::jail::Jail;
 
 /// How the build's log says that the build printed more than is kept.
 pub const BUILD_FLOOD: &str = "output: the build printed ";

@@ -2,16 +2,16 @@
 //!
 //! A grading file ([`config`]) says how to build and start a submission, under which limits,
 //! and what each case is worth. Every submission directory is graded in isolation
-//! ([`submission`]), in a kernel sandbox where the machine allows one ([`sandbox`]), several at
-//! once; the results form a [`gradebook::Gradebook`], written as
-//! JSON, CSV and a self-contained HTML page ([`html`]). `--partition K/N` grades a fixed share,
-//! so that a large class splits across machines; [`gradebook::Gradebook::merge`] joins the
-//! shares again.
+//! ([`submission`]), in a kernel sandbox where the machine allows one ([`sandbox`], whose
+//! child grades through [`box_protocol`]), several at once; the results form a
+//! [`gradebook::Gradebook`], written as JSON, CSV and a self-contained HTML page, with the
+//! exports courses import ([`export`]). `--partition K/N` grades a fixed share, so that a large
+//! class splits across machines; [`gradebook::Gradebook::merge`] joins the shares again.
 
+mod box_protocol;
 pub mod config;
 pub mod export;
 pub mod gradebook;
-pub mod html;
 mod limits;
 pub mod repeat;
 pub mod sandbox;
@@ -29,6 +29,9 @@ use crate::event::{Event, Reporter};
 use config::Grading;
 use gradebook::{Gradebook, GradedCase, Submission};
 use submission::{Places, SubmissionDir};
+
+pub use box_protocol::{child_main, CHILD_ARG};
+pub use export::write;
 
 /// A share of the submissions: the K-th of N.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,47 +396,6 @@ fn grading_dir(grading: &Grading) -> PathBuf {
         .unwrap_or_else(|_| grading.path.clone());
     file.parent()
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
-}
-
-/// Writes `gradebook.json`, `gradebook.csv` and `gradebook.html` into `out`, and the exports
-/// ([`export`]): `lms.csv`, `gradescope/NAME/results.json` and `feedback/NAME.md` for every
-/// submission. Returns the paths of the class-wide files and of the two directories.
-pub fn write(book: &Gradebook, out: &Path) -> Result<Vec<PathBuf>, String> {
-    let file = |path: PathBuf, text: String| -> Result<PathBuf, String> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(path)
-    };
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let json = out.join("gradebook.json");
-    book.write_json(&json)?;
-    let mut written = vec![
-        json,
-        file(out.join("gradebook.csv"), book.to_csv())?,
-        file(out.join("gradebook.html"), html::render(book))?,
-        file(out.join("lms.csv"), export::lms_csv(book, &book.export))?,
-    ];
-    for submission in &book.submissions {
-        let results = export::gradescope(book, submission, &book.export);
-        let text = serde_json::to_string_pretty(&results).expect("JSON values serialize") + "\n";
-        file(
-            out.join("gradescope")
-                .join(&submission.name)
-                .join("results.json"),
-            text,
-        )?;
-        file(
-            out.join("feedback").join(format!("{}.md", submission.name)),
-            export::feedback(book, submission),
-        )?;
-    }
-    if !book.submissions.is_empty() {
-        written.extend([out.join("gradescope"), out.join("feedback")]);
-    }
-    Ok(written)
 }
 
 /// Counts one submission's finished cases for the progress display.

@@ -3,7 +3,8 @@
 //! Two boxes, one inside the other, both made by bubblewrap (`bwrap`, Debian's `bubblewrap`):
 //!
 //! - **The outer box** holds tprox's own grading of one submission (a child `tprox` process,
-//!   [`child_main`]): a network namespace with only loopback, so the proxy, tprox's client and
+//!   [`super::box_protocol`]): a network namespace with only loopback, so the proxy, tprox's
+//!   client and
 //!   tprox's destination for that submission share one namespace and the cases run unchanged,
 //!   while no other submission (each has its own namespace) and nothing outside the machine is
 //!   reachable; and the submission's writable space, a tmpfs of `disk_mib`, mounted over
@@ -35,50 +36,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-pub use crate::proxy::jail::Jail;
-
-/// `[sandbox] mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Namespaces where the machine allows them; otherwise grade without, loudly.
-    #[default]
-    Auto,
-    /// Namespaces or nothing: grading refuses to start without them.
-    Namespaces,
-    /// No sandbox: process groups, rlimits and the orphan sweep only (contain accidents, not
-    /// intent).
-    None,
-}
-
-/// The `[sandbox]` settings of a grading file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    pub mode: Mode,
-    /// Whether the build may use the machine's network (a package registry). The proxy never
-    /// may.
-    pub build_network: bool,
-    /// The size of a submission's writable space, in MiB (its scratch copy, what it builds).
-    pub disk_mib: u64,
-    /// How many processes the submission may run at once (RLIMIT_NPROC under its own uid).
-    pub processes: u64,
-    /// Directories or files (absolute) every submission may read: course files, prebuilt tools.
-    pub share: Vec<PathBuf>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            mode: Mode::Auto,
-            build_network: false,
-            disk_mib: 1024,
-            processes: 4096,
-            share: Vec::new(),
-        }
-    }
-}
+use super::box_protocol::{read_child, Job, CHILD_ARG};
+use super::config::{SandboxMode, SandboxSettings};
+use super::gradebook::Submission;
+use super::submission::{self, Run};
+use crate::proxy::jail::Jail;
 
 /// The first of the uids given to submissions when tprox runs as root: one per submission (its
 /// place in the class), so that one's process limit is not another's.
@@ -207,8 +169,8 @@ pub enum Decision {
 impl Decision {
     /// Decides from the settings and what the machine offers; `Err` when `namespaces` was asked
     /// for and cannot be had, or when the settings need root.
-    pub fn make(settings: &Settings) -> Result<Decision, String> {
-        if settings.mode == Mode::None {
+    pub fn make(settings: &SandboxSettings) -> Result<Decision, String> {
+        if settings.mode == SandboxMode::None {
             return Ok(Decision::Unsandboxed { warning: None });
         }
         let support = Support::probe();
@@ -232,7 +194,7 @@ impl Decision {
             (Ok(()), _) => Ok(Decision::Sandboxed {
                 bwrap: support.bwrap.unwrap_or_default(),
             }),
-            (Err(e), Mode::Namespaces) => Err(format!(
+            (Err(e), SandboxMode::Namespaces) => Err(format!(
                 "[sandbox] mode = \"namespaces\", but this machine cannot make the sandbox: {e}\n\
                  (tprox grade --check-sandbox says what is missing)"
             )),
@@ -291,31 +253,6 @@ fn outer_args(root: bool, box_dir: &Path, disk_mib: u64) -> Vec<String> {
     args
 }
 
-/// One submission's grading, handed to the child tprox in the outer box (as JSON, its only
-/// argument).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Job {
-    pub grading: PathBuf,
-    pub name: String,
-    pub path: PathBuf,
-    pub out: PathBuf,
-    pub run: Option<u32>,
-    pub seed: u64,
-    pub keep_scratch: bool,
-    /// Only try the inner box with `true` (`--check-sandbox`).
-    #[serde(default)]
-    pub probe: bool,
-    pub jail: Jail,
-}
-
-/// The hidden argument that makes tprox the child that grades one submission in its box.
-pub const CHILD_ARG: &str = "__grade-one";
-
-/// What the child prints on stdout, one line each: a finished case, and at the end the
-/// submission's row.
-const CASE_LINE: &str = "case-finished";
-const RESULT_PREFIX: &str = "submission ";
-
 /// The places that hide a class's submission directories: a directory that holds nothing but
 /// submissions (its subdirectories all are; files aside) is hidden whole, which for a class of
 /// hundreds is one mount instead of hundreds at every start of a proxy.
@@ -350,7 +287,7 @@ pub fn hidden_tools(path: &std::ffi::OsStr, hidden: &[PathBuf]) -> Vec<PathBuf> 
 /// What the parent knows to build each submission's boxes.
 #[derive(Debug, Clone)]
 pub struct Boxes {
-    pub settings: Settings,
+    pub settings: SandboxSettings,
     /// Where every submission of the class (not only this partition's) is: all are hidden
     /// from each ([`class_places`]).
     pub class: Vec<PathBuf>,
@@ -388,12 +325,12 @@ impl Boxes {
 /// what goes wrong is the row's error.
 pub async fn grade_boxed(
     boxes: &Boxes,
-    job: super::submission::Run<'_>,
+    job: Run<'_>,
     tick: &mut (dyn FnMut() + Send),
-) -> super::gradebook::Submission {
+) -> Submission {
     let name = job.submission.name.clone();
     let box_dir = boxes.box_dir(&name);
-    let failed = |error: String| super::submission::not_graded(job.submission, job.grading, error);
+    let failed = |error: String| submission::not_graded(job.submission, job.grading, error);
     if let Err(e) = std::fs::create_dir_all(&box_dir) {
         return failed(format!("cannot create {}: {e}", box_dir.display()));
     }
@@ -508,124 +445,6 @@ fn spawn_outer(
         });
     }
     crate::proxy::spawn_group(&mut cmd)
-}
-
-/// Reads the child's lines until it closes its output: a tick per finished case, and the row.
-async fn read_child(
-    stdout: tokio::process::ChildStdout,
-    tick: &mut (dyn FnMut() + Send),
-) -> Option<super::gradebook::Submission> {
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(stdout);
-    let mut line = String::new();
-    let mut row = None;
-    loop {
-        line.clear();
-        match lines.read_line(&mut line).await {
-            Ok(0) | Err(_) => return row,
-            Ok(_) => {}
-        }
-        let line = line.trim_end();
-        if line == CASE_LINE {
-            tick();
-        } else if let Some(json) = line.strip_prefix(RESULT_PREFIX) {
-            row = serde_json::from_str(json).ok();
-        }
-    }
-}
-
-/// The child tprox: grades the submission of `job` (JSON) in the outer box, printing a line
-/// per finished case and its row at the end. Returns the exit status.
-pub fn child_main(job: &str) -> u8 {
-    let job: Job = match serde_json::from_str(job) {
-        Ok(job) => job,
-        Err(e) => {
-            eprintln!("tprox {CHILD_ARG}: a bad job ({e}); this argument is for tprox itself");
-            return 2;
-        }
-    };
-    if let Some(fd) = job.jail.host_netns {
-        // For the build's box only, never inherited by what else the child starts.
-        // SAFETY: sets a flag on a descriptor the parent handed down.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    if job.probe {
-        return probe(&job.jail);
-    }
-    let grading = match super::config::Grading::load(&job.grading, crate::CATALOGUE) {
-        Ok(mut grading) => {
-            grading.seed = job.seed;
-            grading
-        }
-        Err(e) => {
-            eprintln!("tprox {CHILD_ARG}: {e}");
-            return 2;
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("tprox {CHILD_ARG}: cannot start the async runtime: {e}");
-            return 2;
-        }
-    };
-    let submission = super::submission::SubmissionDir {
-        name: job.name.clone(),
-        path: job.path.clone(),
-    };
-    let places = super::submission::Places {
-        out: job.out.clone(),
-        keep_scratch: job.keep_scratch,
-        run: job.run,
-    };
-    let row = runtime.block_on(async {
-        let mut lines = CaseLines;
-        super::submission::grade_in(&submission, &grading, &places, Some(&job.jail), &mut lines)
-            .await
-    });
-    drop(runtime);
-    let row = serde_json::to_string(&row).expect("a row serializes");
-    println!("{RESULT_PREFIX}{row}");
-    0
-}
-
-/// `true` in the inner box; its status as the exit status.
-fn probe(jail: &Jail) -> u8 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let status = runtime.block_on(async {
-        jail.command("true", &[], &jail.box_dir, false)
-            .stdin(Stdio::null())
-            .status()
-            .await
-    });
-    match status {
-        Ok(status) if status.success() => 0,
-        Ok(status) => {
-            eprintln!("the inner box failed ({status})");
-            1
-        }
-        Err(e) => {
-            eprintln!("cannot start bwrap for the inner box: {e}");
-            1
-        }
-    }
-}
-
-/// The child's progress: a line per finished case, which the parent counts.
-struct CaseLines;
-
-impl crate::event::Reporter for CaseLines {
-    fn report(&mut self, event: crate::event::Event<'_>) {
-        if let crate::event::Event::CaseFinished(_) = event {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{CASE_LINE}");
-            let _ = out.flush();
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! coloured by outcome, each failure expandable to its diagnostic, rows sortable by total or
 //! name. No external file, script or font: the page is mailed, archived and opened offline.
 
-use super::gradebook::{number, CaseResult, Gradebook, GradedCase, Status, Submission};
+use super::Output;
+use crate::grade::gradebook::{number, CaseResult, Gradebook, GradedCase, Status, Submission};
 use crate::html::escape;
 use crate::verdict::Verdict;
 
@@ -47,6 +48,13 @@ document.querySelectorAll('th[data-sort]').forEach(function (th) {
   });
 });
 "#;
+
+pub(super) fn files(book: &Gradebook) -> Vec<Output> {
+    vec![Output {
+        path: "gradebook.html".into(),
+        text: render(book),
+    }]
+}
 
 /// The gradebook's page: the run's facts, the histogram, one row per submission, the class's
 /// pass rate per case.
