@@ -57,7 +57,9 @@ impl<W: Write> HumanReporter<W> {
         self
     }
 
+    /// Prints `text`, which may quote a proxy's output: its control characters are escaped.
     fn print(&mut self, text: &str) {
+        let text = crate::terminal::printable(text);
         let out = &mut self.out;
         let mut write = || {
             let _ = out.write_all(text.as_bytes());

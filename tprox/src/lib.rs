@@ -24,6 +24,7 @@ pub mod matrix;
 mod peer;
 mod profiles;
 mod progress;
+mod terminal;
 
 pub use error::exit;
 

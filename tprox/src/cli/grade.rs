@@ -28,6 +28,7 @@ The grading file (TOML) says how to build and start a submission and what each c
   address_space_mib = 4096
   open_files = 1024
   cpu_seconds = 120
+  memory_mib = 2048            # all of one submission's processes together
   [points]                     # points per case: the longest matching pattern wins;
   \"*\" = 1                      # cases no pattern matches are not run
   \"shutdown/\" = 3
@@ -36,17 +37,22 @@ The grading file (TOML) says how to build and start a submission and what each c
   build_network = false        # may the build use the network? (the proxy never may)
   disk_mib = 1024              # its writable space
   processes = 4096             # processes and threads at once, under its own uid
-  share = [\"course-tools\"]     # read-only for every submission ($TPROX_SHARE)
+  share = [\"course-tools\"]     # read-only for every submission ($TPROX_SHARE), and
+                               # toolchains outside /usr that builds need
+  io_uring = false             # may its processes use io_uring?
   [export]                     # optional: the LMS CSV's columns, Gradescope's visibility
   lms_id_column = \"SIS Login ID\"
   lms_score_column = \"Proxy lab\"
   gradescope_visibility = \"visible\"   # hidden, after_due_date, after_published
 
 Each submission is copied to a scratch directory and built and run there, in a sandbox made
-of Linux namespaces: it sees / read-only and not at all the other submissions, the gradebook,
-the logs or the grading file's directory; it has only loopback (its proxy, tprox's client and
-destination share its network namespace); its own pid namespace; its own uid when tprox runs as
-root; the limits above. tprox grade --check-sandbox says what this machine allows. A
+of Linux namespaces: it sees /usr, /bin, /lib, a few files of /etc and the shares, read-only,
+and not at all the other submissions, the gradebook, the logs, the grading file's directory,
+/run, /var or /home; it has only loopback (its proxy, tprox's client and destination share its
+network namespace); its own pid namespace and session keyring; a seccomp filter; its own uid
+when tprox runs as root; the limits above, and a memory and process ceiling for all its
+processes together (cgroups). tprox grade --check-sandbox [GRADING_FILE] says what this machine
+allows, and tries a grading file's boxes. A
 submission that does not build, crashes, hangs, forks, floods its output or attacks its
 classmates scores what its proxy earns and disturbs no other.
 
@@ -75,9 +81,11 @@ pub(super) struct GradeArgs {
     submissions: Vec<PathBuf>,
 
     /// Say what sandbox this machine can give the submissions (bubblewrap, namespaces, the
-    /// uid, the limits), by trying it, and exit: 0 if submissions would be sandboxed.
-    #[arg(long, exclusive = true)]
-    check_sandbox: bool,
+    /// files they see, the system calls denied, the uid, the memory and process ceilings), by
+    /// trying it, and exit: 0 if submissions would be sandboxed. With a grading file, try that
+    /// file's boxes: its shares readable, its build's program found, its ceilings set.
+    #[arg(long, value_name = "GRADING_FILE", num_args = 0..=1, conflicts_with = "submissions")]
+    check_sandbox: Option<Option<PathBuf>>,
 
     /// Where to write gradebook.{json,csv,html} and each submission's logs.
     #[arg(long, value_name = "DIR", default_value = "grades")]
@@ -130,14 +138,25 @@ pub(super) fn run(args: GradeArgs) -> error::Result {
     if let Some(GradeCommand::Merge { out, gradebooks }) = args.command {
         return merge_command(&out, &gradebooks);
     }
-    if args.check_sandbox {
-        let support = grade::sandbox::Support::probe();
+    if let Some(file) = args.check_sandbox {
+        let grading = match file.or(args.grading_file) {
+            Some(path) => Some(Grading::load(&path, CATALOGUE).map_err(Error::Usage)?),
+            None => None,
+        };
+        let support = grade::sandbox::Support::probe(grading.as_ref());
         say(support.describe());
         // The description above says what does not work.
-        return support
+        support
             .works
-            .map(|()| Conclusion::Passed)
-            .map_err(|_| Error::Setup("the sandbox cannot be used on this machine".into()));
+            .as_ref()
+            .map_err(|_| Error::Setup("the sandbox cannot be used on this machine".into()))?;
+        return match support.checks_pass() {
+            true => Ok(Conclusion::Passed),
+            false => Err(Error::Setup(
+                "the grading file's boxes lack what its submissions need (the lines with NOT)"
+                    .into(),
+            )),
+        };
     }
     let (Some(grading_file), submissions) = (args.grading_file, args.submissions) else {
         return Err(Error::Usage(

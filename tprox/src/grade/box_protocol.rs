@@ -31,9 +31,10 @@ pub struct Job {
     pub run: Option<u32>,
     pub seed: u64,
     pub keep_scratch: bool,
-    /// Only try the inner box with `true` (`--check-sandbox`).
+    /// Only try the inner box, with this shell script in it (`--check-sandbox`): its output
+    /// becomes the child's.
     #[serde(default)]
-    pub probe: bool,
+    pub probe: Option<String>,
     pub jail: Jail,
 }
 
@@ -84,8 +85,8 @@ pub fn child_main(job: &str) -> u8 {
         // SAFETY: sets a flag on a descriptor the parent handed down.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
-    if job.probe {
-        return probe(&job.jail);
+    if let Some(script) = &job.probe {
+        return probe(&job.jail, script);
     }
     let grading = match Grading::load(&job.grading, crate::CATALOGUE) {
         Ok(mut grading) => {
@@ -123,14 +124,15 @@ pub fn child_main(job: &str) -> u8 {
     0
 }
 
-/// `true` in the inner box; its status as the exit status.
-fn probe(jail: &Jail) -> u8 {
+/// `script` in the inner box, its output passed on; its status as the exit status.
+fn probe(jail: &Jail, script: &str) -> u8 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     let status = runtime.block_on(async {
-        jail.command("true", &[], &jail.box_dir, false)
+        let args = ["-c".to_string(), script.to_string()];
+        jail.command("sh", &args, &jail.box_dir, false)?
             .stdin(Stdio::null())
             .status()
             .await

@@ -18,6 +18,7 @@
 //! address_space_mib = 4096
 //! open_files = 1024
 //! cpu_seconds = 120
+//! memory_mib = 2048             # all of one submission's processes together (cgroups)
 //!
 //! [points]                      # per case; the longest matching pattern wins
 //! "echo/" = 2
@@ -29,7 +30,9 @@
 //! build_network = false         # may the build reach a package registry? (never the proxy)
 //! disk_mib = 1024               # its writable space
 //! processes = 4096              # processes and threads at once, under its own uid
-//! share = ["../course-tools"]   # read-only for every submission ($TPROX_SHARE)
+//! share = ["../course-tools"]   # read-only for every submission ($TPROX_SHARE), and the
+//!                               # toolchains outside /usr that builds need
+//! io_uring = false              # may its processes use io_uring?
 //!
 //! [export]                      # optional: the exports for courses' tools
 //! lms_id_column = "SIS Login ID"   # the LMS CSV's column of submission names
@@ -73,6 +76,9 @@ pub struct Grading {
     /// The limits of a build in the sandbox: only its address space (a compiler needs more
     /// than a proxy; it also has the build's timeout and the box's processes and space).
     pub build_limits: Limits,
+    /// The memory all of one submission's processes may use together, in MiB (a cgroup's
+    /// ceiling, where the machine has cgroups tprox may use).
+    pub memory_mib: u64,
     pub sandbox: SandboxSettings,
     /// The graded cases, in catalogue order, with their points.
     pub cases: Vec<(&'static Case, f64)>,
@@ -174,6 +180,14 @@ impl Grading {
                 address_space: Some(limits.build_address_space_mib.unwrap_or(8192) * 1024 * 1024),
                 ..Limits::default()
             },
+            memory_mib: match limits.memory_mib {
+                Some(0) => {
+                    return Err(problem(
+                        "[limits] memory_mib = 0: give a positive number".into(),
+                    ))
+                }
+                value => value.unwrap_or(2048),
+            },
             sandbox,
             cases,
             export: export(file.export).map_err(problem)?,
@@ -254,6 +268,7 @@ struct SandboxSection {
     processes: Option<u64>,
     #[serde(default)]
     share: Vec<PathBuf>,
+    io_uring: Option<bool>,
 }
 
 /// The `[sandbox]` settings; shared places are taken relative to the grading file and must
@@ -285,6 +300,7 @@ fn sandbox_settings(
         disk_mib: positive(section.disk_mib, "disk_mib", default.disk_mib)?,
         processes: positive(section.processes, "processes", default.processes)?,
         share,
+        io_uring: section.io_uring.unwrap_or(default.io_uring),
     })
 }
 
@@ -313,8 +329,12 @@ pub struct SandboxSettings {
     pub disk_mib: u64,
     /// How many processes the submission may run at once (RLIMIT_NPROC under its own uid).
     pub processes: u64,
-    /// Directories or files (absolute) every submission may read: course files, prebuilt tools.
+    /// Directories or files (absolute) every submission may read: course files, prebuilt tools,
+    /// toolchains outside `/usr`.
     pub share: Vec<PathBuf>,
+    /// Whether the seccomp filter lets io_uring through: a second system call interface that
+    /// the filter cannot inspect, denied unless a course needs it.
+    pub io_uring: bool,
 }
 
 impl Default for SandboxSettings {
@@ -325,6 +345,7 @@ impl Default for SandboxSettings {
             disk_mib: 1024,
             processes: 4096,
             share: Vec::new(),
+            io_uring: false,
         }
     }
 }
@@ -389,6 +410,7 @@ struct LimitsSection {
     open_files: Option<u64>,
     cpu_seconds: Option<u64>,
     build_address_space_mib: Option<u64>,
+    memory_mib: Option<u64>,
 }
 
 /// A command as one shell-like line or as a list of words.

@@ -9,7 +9,9 @@
 //! class splits across machines; [`gradebook::Gradebook::merge`] joins the shares again.
 
 mod box_protocol;
+mod ceiling;
 pub mod config;
+mod copy;
 pub mod export;
 pub mod gradebook;
 mod limits;
@@ -234,7 +236,10 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
     for task in tasks {
         match task.await {
             Ok(graded) => submissions.push(graded),
-            Err(e) => eprintln!("tprox grade: grading a submission failed inside tprox: {e}"),
+            Err(e) => eprintln!(
+                "tprox grade: grading a submission failed inside tprox: {}",
+                crate::terminal::printable(&e.to_string())
+            ),
         }
     }
     progress.done();
@@ -268,6 +273,7 @@ fn boxes(options: &GradeOptions, out: PathBuf) -> Option<sandbox::Boxes> {
             ),
             grading_dir: grading_dir(&options.grading),
             out,
+            ceilings: ceiling::Mechanism::probe(),
         }),
         sandbox::Decision::Unsandboxed { .. } => None,
     };
@@ -279,12 +285,15 @@ fn boxes(options: &GradeOptions, out: PathBuf) -> Option<sandbox::Boxes> {
             .cloned()
             .collect();
         let path = std::env::var_os("PATH").unwrap_or_default();
-        for tools in sandbox::hidden_tools(&path, &hidden) {
+        let mut tools = sandbox::hidden_tools(&path, &boxes.settings.share, &hidden);
+        tools.dedup();
+        if !tools.is_empty() {
+            let tools: Vec<String> = tools.iter().map(|t| t.display().to_string()).collect();
             eprintln!(
-                "tprox grade: warning: {} (on PATH) is inside a place the sandbox hides from the \
-                 submissions, so their builds will not find what is there: keep the grading \
-                 file, the submissions and --out in directories of their own",
-                tools.display()
+                "tprox grade: note: the submissions' boxes show /usr, /bin, /lib, a few files of \
+                 /etc and the grading file's shares, so their builds will not find what is in \
+                 these directories of PATH: {}. Add what they need to [sandbox] share",
+                tools.join(", ")
             );
         }
     }
@@ -522,6 +531,7 @@ impl Progress {
                 ),
             });
         }
+        let line = crate::terminal::one_line(&line);
         match &self.bar {
             Some(bar) => {
                 bar.println(line);
@@ -539,7 +549,10 @@ impl Progress {
                 .iter()
                 .map(|(name, state)| format!("{name} {state}"))
                 .collect();
-            bar.set_message(format!("grading {}", text.join(", ")));
+            bar.set_message(crate::terminal::one_line(&format!(
+                "grading {}",
+                text.join(", ")
+            )));
         }
     }
 

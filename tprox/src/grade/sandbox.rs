@@ -37,10 +37,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::box_protocol::{read_child, Job, CHILD_ARG};
-use super::config::{SandboxMode, SandboxSettings};
+use super::ceiling::{Ceiling, Mechanism};
+use super::config::{Grading, SandboxMode, SandboxSettings};
 use super::gradebook::Submission;
 use super::submission::{self, Run};
-use crate::proxy::jail::Jail;
+use crate::proxy::jail::{self, Jail};
 
 /// The first of the uids given to submissions when tprox runs as root: one per submission (its
 /// place in the class), so that one's process limit is not another's.
@@ -54,11 +55,19 @@ pub struct Support {
     pub root: bool,
     /// Whether the boxes could be made here (both, nested), or what failed.
     pub works: Result<(), String>,
+    /// How memory and process ceilings are held here.
+    pub ceilings: Mechanism,
+    /// What the boxes of a grading file showed when tried (its shares, its build's program,
+    /// the filter), one line each; empty without a grading file.
+    pub checks: Vec<String>,
+    /// The grading file's settings, when one was tried.
+    grading: Option<(SandboxSettings, u64)>,
 }
 
 impl Support {
-    /// Tries the outer and the inner box with `true` inside.
-    pub fn probe() -> Support {
+    /// Tries the outer and the inner box: with `true` inside, or with `grading`, that file's
+    /// boxes (its shares, its ceilings, its filter) with checks of what its builds need.
+    pub fn probe(grading: Option<&Grading>) -> Support {
         let root = nix::unistd::geteuid().is_root();
         let bwrap = std::process::Command::new("bwrap")
             .arg("--version")
@@ -68,11 +77,22 @@ impl Support {
                 true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
                 false => Err(format!("bwrap --version failed ({})", out.status)),
             });
-        let works = match &bwrap {
-            Err(e) => Err(e.clone()),
-            Ok(_) => try_boxes(root),
+        let ceilings = Mechanism::probe();
+        let (works, checks) = match &bwrap {
+            Err(e) => (Err(e.clone()), Vec::new()),
+            Ok(_) => match try_boxes(root, grading, &ceilings) {
+                Ok(checks) => (Ok(()), checks),
+                Err(e) => (Err(e), Vec::new()),
+            },
         };
-        Support { bwrap, root, works }
+        Support {
+            bwrap,
+            root,
+            works,
+            ceilings,
+            checks,
+            grading: grading.map(|g| (g.sandbox.clone(), g.memory_mib)),
+        }
     }
 
     /// What `tprox grade --check-sandbox` prints.
@@ -83,11 +103,33 @@ impl Support {
         }];
         lines.push(match &self.works {
             Ok(()) => format!(
-                "namespaces:        usable: network (loopback only), pid, mount{}",
+                "namespaces:        usable: network (loopback only), pid, mount, ipc, uts{}",
                 if self.root { "" } else { ", user" }
             ),
             Err(e) => format!("namespaces:        NOT usable: {e}"),
         });
+        lines.push(
+            "files:             a minimal root: /usr, /bin, /lib*, a few files of /etc and the \
+             grading file's shares, read-only; the box's own /proc, /dev and /tmp; no /run, \
+             /var, /home, /root or /sys"
+                .into(),
+        );
+        let io_uring = self.grading.as_ref().is_some_and(|(s, _)| s.io_uring);
+        lines.push(format!(
+            "system calls:      a seccomp filter denies keyrings, new namespaces, mount, bpf, \
+             perf_event_open, kernel modules{}",
+            match io_uring {
+                true => " (io_uring allowed by [sandbox] io_uring)",
+                false => ", io_uring",
+            }
+        ));
+        lines.push(format!(
+            "keyrings:          a session keyring of its own for every box{}",
+            match self.root {
+                true => "; each submission uid's user keyrings emptied before and after it",
+                false => "",
+            }
+        ));
         lines.push(match self.root {
             true => format!(
                 "uid:               a uid per submission ({UID_BASE} + its place in the class, \
@@ -97,20 +139,29 @@ impl Support {
                       per submission and process limits)"
                 .into(),
         });
+        let per_submission = match &self.grading {
+            Some((settings, memory_mib)) => format!(
+                ": {memory_mib} MiB of memory and {} processes per submission",
+                settings.processes
+            ),
+            None => String::new(),
+        };
         lines.push(format!(
-            "limits:            memory, CPU, open files by rlimits; processes by RLIMIT_NPROC{}; \
-             writable space by a tmpfs of [sandbox] disk_mib",
+            "ceilings:          {}{per_submission}",
+            self.ceilings.describe()
+        ));
+        lines.push(format!(
+            "limits:            address space, CPU time, open files by rlimits per process; \
+             processes by RLIMIT_NPROC{}; writable space by a tmpfs of [sandbox] disk_mib",
             if self.root {
                 ""
             } else {
                 " (not enforced under your uid)"
             }
         ));
-        let cgroup2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        lines.push(format!(
-            "cgroup v2:         {} (tprox limits by rlimits either way)",
-            if cgroup2 { "mounted" } else { "not mounted" }
-        ));
+        for check in &self.checks {
+            lines.push(format!("grading file:      {check}"));
+        }
         lines.push(match &self.works {
             Ok(()) => "mode = \"auto\":     submissions are sandboxed".into(),
             Err(_) => {
@@ -121,14 +172,83 @@ impl Support {
         });
         lines.join("\n")
     }
+
+    /// Whether every check of the grading file's boxes passed.
+    pub fn checks_pass(&self) -> bool {
+        !self.checks.iter().any(|c| c.contains("NOT"))
+    }
 }
 
-/// Runs `true` in an inner box inside an outer one, made by a child tprox, as grading would.
-fn try_boxes(root: bool) -> Result<(), String> {
+/// The checks a grading file's inner box runs (`sh -c`): its shares are readable, its build's
+/// program is found, the filter denies a new user namespace, `/run` is not there. Each prints
+/// one line; a failed one says NOT.
+fn check_script(grading: &Grading) -> String {
+    let quote = |p: &Path| {
+        shlex::try_quote(&p.to_string_lossy()).map_or_else(|_| "''".into(), |q| q.into_owned())
+    };
+    let mut script = String::new();
+    for share in &grading.sandbox.share {
+        let place = quote(share);
+        script.push_str(&format!(
+            "if [ -r {place} ]; then echo \"share {place}: readable\"; \
+             else echo \"share {place}: NOT readable in the box\"; fi\n"
+        ));
+    }
+    let program = grading
+        .build
+        .as_ref()
+        .and_then(|b| shlex::split(&b.command))
+        .and_then(|words| words.into_iter().next())
+        .filter(|p| !p.contains('/') && !p.contains('='));
+    if let Some(program) = program {
+        let program = shlex::try_quote(&program).map_or_else(|_| "''".into(), |q| q.into_owned());
+        script.push_str(&format!(
+            "if found=$(command -v {program}); then echo \"build program {program}: $found\"; \
+             else echo \"build program {program}: NOT found in the box (add its directory to \
+             [sandbox] share)\"; fi\n"
+        ));
+    }
+    script.push_str(
+        "if [ -e /run ]; then echo \"/run: NOT hidden\"; else echo \"/run: not in the box\"; fi\n\
+         if command -v unshare >/dev/null; then \
+           if unshare -U true 2>/dev/null; then echo \"new user namespace: NOT denied\"; \
+           else echo \"new user namespace: denied\"; fi; fi\n",
+    );
+    script
+}
+
+/// Runs the probe in an inner box inside an outer one, made by a child tprox, as grading
+/// would: `true`, or the checks of `grading`'s boxes. Returns the checks' lines.
+fn try_boxes(
+    root: bool,
+    grading: Option<&Grading>,
+    ceilings: &Mechanism,
+) -> Result<Vec<String>, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
     let box_dir = dir.path().join("box");
     std::fs::create_dir(&box_dir).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find tprox itself: {e}"))?;
+    let mut jail = Jail::new(box_dir.clone(), root.then_some(UID_BASE), 64);
+    let mut ceiling = None;
+    if let Some(grading) = grading {
+        let settings = &grading.sandbox;
+        let hide = [grading_dir_of(grading), dir.path().to_path_buf()]
+            .into_iter()
+            .filter(|p| !settings.share.iter().any(|s| p.starts_with(s)))
+            .collect();
+        jail = Jail::new(
+            box_dir.clone(),
+            root.then_some(UID_BASE),
+            settings.processes,
+        )
+        .hiding(hide, Vec::new(), settings.share.clone())
+        .with_io_uring(settings.io_uring);
+        let name = format!("tprox-{}-check", std::process::id());
+        ceiling = Ceiling::make(ceilings, &name, grading.memory_mib, settings.processes)?;
+        if let Some(ceiling) = &ceiling {
+            jail = jail.in_cgroups(ceiling.procs());
+        }
+    }
     let job = Job {
         grading: PathBuf::new(),
         name: "probe".into(),
@@ -137,11 +257,11 @@ fn try_boxes(root: bool) -> Result<(), String> {
         run: None,
         seed: 0,
         keep_scratch: false,
-        probe: true,
-        jail: Jail::new(box_dir.clone(), root.then_some(UID_BASE), 64),
+        probe: Some(grading.map_or_else(|| "true".into(), check_script)),
+        jail,
     };
     let out = std::process::Command::new("bwrap")
-        .args(outer_args(root, &box_dir, 1))
+        .args(outer_args(root, &box_dir, 16))
         .arg("--")
         .arg(exe)
         .arg(CHILD_ARG)
@@ -149,14 +269,28 @@ fn try_boxes(root: bool) -> Result<(), String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run bwrap: {e}"))?;
+    drop(ceiling);
     match out.status.success() {
-        true => Ok(()),
+        true => Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(crate::terminal::one_line)
+            .collect()),
         false => Err(format!(
             "bwrap could not make the boxes ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )),
     }
+}
+
+/// The directory of the grading file, hidden from every box.
+fn grading_dir_of(grading: &Grading) -> PathBuf {
+    grading
+        .path
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"))
 }
 
 /// How grading goes on this machine under these settings.
@@ -173,7 +307,7 @@ impl Decision {
         if settings.mode == SandboxMode::None {
             return Ok(Decision::Unsandboxed { warning: None });
         }
-        let support = Support::probe();
+        let support = Support::probe(None);
         if support.root && support.works.is_ok() {
             if let Some(closed) = settings.share.iter().find(|p| !open_to_others(p)) {
                 return Err(format!(
@@ -275,12 +409,16 @@ pub fn class_places(class: &[PathBuf]) -> Vec<PathBuf> {
     places
 }
 
-/// The directories of `PATH` that the sandbox would hide: a grading file kept in a home
-/// directory hides the toolchains under it (`~/.cargo/bin`), and every build would fail with
-/// "not found".
-pub fn hidden_tools(path: &std::ffi::OsStr, hidden: &[PathBuf]) -> Vec<PathBuf> {
+/// The directories of `PATH` that the boxes do not show: outside the minimal root and the
+/// shares, or inside a place hidden from every box (a grading file kept in a home directory
+/// hides the toolchains under it, `~/.cargo/bin`). Every build would fail with "not found".
+pub fn hidden_tools(path: &std::ffi::OsStr, share: &[PathBuf], hidden: &[PathBuf]) -> Vec<PathBuf> {
     std::env::split_paths(path)
-        .filter(|dir| hidden.iter().any(|h| dir.starts_with(h)))
+        .filter(|dir| dir.is_dir())
+        .filter(|dir| {
+            let shown = jail::root_shows(dir) || share.iter().any(|s| dir.starts_with(s));
+            !shown || hidden.iter().any(|h| dir.starts_with(h))
+        })
         .collect()
 }
 
@@ -293,6 +431,8 @@ pub struct Boxes {
     pub class: Vec<PathBuf>,
     pub grading_dir: PathBuf,
     pub out: PathBuf,
+    /// How each submission's memory and process ceilings are held.
+    pub ceilings: Mechanism,
 }
 
 impl Boxes {
@@ -313,6 +453,7 @@ impl Boxes {
         Jail::new(self.box_dir(name), uid, self.settings.processes)
             .hiding(hide, hide_files, self.settings.share.clone())
             .with_host_netns(netns)
+            .with_io_uring(self.settings.io_uring)
     }
 
     fn box_dir(&self, name: &str) -> PathBuf {
@@ -344,6 +485,31 @@ pub async fn grade_boxed(
         false => None,
     };
     let netns_fd = netns.as_ref().map(|f| f.as_raw_fd());
+    let cgroup = format!(
+        "tprox-{}-{}-{}",
+        std::process::id(),
+        job.place,
+        job.places.run.unwrap_or(1)
+    );
+    let ceiling = match Ceiling::make(
+        &boxes.ceilings,
+        &cgroup,
+        job.grading.memory_mib,
+        boxes.settings.processes,
+    ) {
+        Ok(ceiling) => ceiling,
+        Err(e) => return failed(format!("cannot set this submission's ceilings: {e}")),
+    };
+    let mut jail = boxes.jail(&name, job.place, netns_fd);
+    if let Some(ceiling) = &ceiling {
+        jail = jail.in_cgroups(ceiling.procs());
+    }
+    let uid = jail.uid();
+    if let Some(uid) = uid {
+        if let Err(e) = clear_user_keyrings(uid).await {
+            return failed(format!("cannot empty the keyrings of uid {uid}: {e}"));
+        }
+    }
     let spec = Job {
         // The child starts in this process's directory, but an absolute path needs no luck.
         grading: job
@@ -357,8 +523,8 @@ pub async fn grade_boxed(
         run: job.places.run,
         seed: job.grading.seed,
         keep_scratch: job.places.keep_scratch,
-        probe: false,
-        jail: boxes.jail(&name, job.place, netns_fd),
+        probe: None,
+        jail,
     };
     let mut child = match spawn_outer(&spec, &box_dir, boxes.settings.disk_mib, netns_fd) {
         Ok(child) => child,
@@ -394,7 +560,13 @@ pub async fn grade_boxed(
     let _ = std::fs::remove_dir(&box_dir);
     let _ = std::fs::remove_dir(box_dir.parent().expect("under .box"));
     let errors = errors.await.unwrap_or_default();
-    match row {
+    if let Some(uid) = uid {
+        // Nothing of this submission's is left for the next one at the same place.
+        let _ = clear_user_keyrings(uid).await;
+    }
+    let reached = ceiling.as_ref().map(Ceiling::reached).unwrap_or_default();
+    drop(ceiling);
+    let mut row = match row {
         Some(row) => row,
         None if timed_out => failed(format!(
             "grading this submission took longer than {} and was stopped",
@@ -408,6 +580,48 @@ pub async fn grade_boxed(
                 text => format!(": {text}"),
             }
         )),
+    };
+    row.limits.extend(reached);
+    row.limits.sort();
+    row.limits.dedup();
+    row
+}
+
+/// `keyctl(KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING)` and the same for the user session keyring.
+const KEYCTL_CLEAR: libc::c_long = 7;
+const KEY_SPEC_USER_KEYRING: libc::c_long = -4;
+const KEY_SPEC_USER_SESSION_KEYRING: libc::c_long = -5;
+
+/// Empties the user keyrings of `uid`: a uid's keyrings outlive its processes, and the next
+/// submission at the same place gets the same uid. Only that uid may clear them, so a
+/// short-lived `true` becomes it and clears them before it runs.
+async fn clear_user_keyrings(uid: u32) -> std::io::Result<()> {
+    let mut cmd = tokio::process::Command::new("true");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: between fork and exec: system calls only, on plain values.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |rc: libc::c_long| match rc {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            };
+            check(libc::setgroups(0, std::ptr::null()) as libc::c_long)?;
+            check(libc::setresgid(uid, uid, uid) as libc::c_long)?;
+            check(libc::setresuid(uid, uid, uid) as libc::c_long)?;
+            for keyring in [KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING] {
+                check(libc::syscall(libc::SYS_keyctl, KEYCTL_CLEAR, keyring))?;
+            }
+            Ok(())
+        });
+    }
+    let status = cmd.status().await?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(std::io::Error::other(format!(
+            "true as uid {uid}: {status}"
+        ))),
     }
 }
 
@@ -438,6 +652,10 @@ fn spawn_outer(
             if let Some(fd) = netns_fd {
                 libc::fcntl(fd, libc::F_SETFD, 0);
             }
+            // A session keyring of its own: the grader's keys stay behind.
+            if libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, std::ptr::null::<u8>()) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             match libc::setsid() {
                 -1 => Err(std::io::Error::last_os_error()),
                 _ => Ok(()),
@@ -452,13 +670,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tools_on_path_inside_a_hidden_place_are_named() {
-        let hidden = [PathBuf::from("/home/ta"), PathBuf::from("/srv/grades")];
-        let path = std::ffi::OsString::from("/usr/bin:/home/ta/.cargo/bin:/home/tab/bin");
-        assert_eq!(
-            hidden_tools(&path, &hidden),
-            [PathBuf::from("/home/ta/.cargo/bin")]
-        );
+    fn tools_on_path_that_the_boxes_do_not_show_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let [shared, course, other] = ["shared", "course", "other"].map(|d| dir.path().join(d));
+        let inside = course.join(".cargo/bin");
+        for d in [&shared, &inside, &other] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let path = std::env::join_paths([
+            Path::new("/usr/bin"),
+            &shared,
+            &inside,
+            &other,
+            Path::new("/no/such/dir"),
+        ])
+        .unwrap();
+        // Shared, but inside a place hidden from every box (the grading file's directory).
+        let share = [shared.clone(), course.clone()];
+        assert_eq!(hidden_tools(&path, &share, &[course]), [inside, other]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use super::config::Grading;
+use super::copy::copy_tree;
 use super::gradebook::{BuildResult, CaseResult, Status, Submission};
 use super::limits;
 use crate::event::Reporter;
@@ -135,9 +136,12 @@ pub async fn grade_in(
     let scratch = jail.map_or_else(|| kept.clone(), |jail| jail.box_dir.clone());
     let mut result = empty_row(submission);
     let prepared = prepare(&submission.path, &scratch, &logs, jail).await;
+    if let Ok(refused) = &prepared {
+        result.limits.extend(refused.iter().cloned());
+    }
     let reports = match prepared {
         Err(e) => Err((Status::DidNotStart, e)),
-        Ok(()) => match &grading.build {
+        Ok(_) => match &grading.build {
             Some(build) => {
                 let outcome = run_build(build, grading, submission, &scratch, &logs, jail).await;
                 let ok = outcome.is_ok();
@@ -248,7 +252,7 @@ async fn prepare(
     scratch: &Path,
     logs: &Path,
     jail: Option<&Jail>,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let (source, scratch, logs) = (source.to_owned(), scratch.to_owned(), logs.to_owned());
     let jail = jail.cloned();
     tokio::task::spawn_blocking(move || {
@@ -264,44 +268,21 @@ async fn prepare(
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        copy_tree(&source, &scratch).map_err(|e| {
+        let refused = copy_tree(&source, &scratch).map_err(|e| {
             format!(
                 "cannot copy the submission {} to its scratch directory {}: {e}",
                 source.display(),
                 scratch.display()
             )
         })?;
-        match jail {
-            Some(jail) => jail
-                .give_box()
-                .map_err(|e| format!("cannot hand the sandbox's box to its uid: {e}")),
-            None => Ok(()),
+        if let Some(jail) = jail {
+            jail.give_box()
+                .map_err(|e| format!("cannot hand the sandbox's box to its uid: {e}"))?;
         }
+        Ok(refused)
     })
     .await
     .map_err(|e| format!("preparing the scratch directory failed: {e}"))?
-}
-
-/// Copies a directory tree; symbolic links are copied as links (never followed, so a link to
-/// elsewhere cannot pull outside files in), `.git` is left out.
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let target = to.join(entry.file_name());
-        if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
-        } else if kind.is_dir() {
-            if entry.file_name() == ".git" {
-                continue;
-            }
-            std::fs::create_dir(&target)?;
-            copy_tree(&entry.path(), &target)?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
 }
 
 /// How much of the build's output is kept for its log, in bytes.
@@ -319,7 +300,9 @@ async fn run_build(
     let script = ["-c".to_string(), build.command.clone()];
     let mut cmd = match jail {
         Some(jail) => {
-            let mut cmd = jail.command("sh", &script, scratch, grading.sandbox.build_network);
+            let mut cmd = jail
+                .command("sh", &script, scratch, grading.sandbox.build_network)
+                .map_err(|e| format!("cannot prepare the sandbox for the build: {e}"))?;
             grading.build_limits.install(&mut cmd);
             cmd
         }

@@ -188,6 +188,10 @@ impl RunningProxy {
             Some(jail) => {
                 let dir = command.dir.clone().unwrap_or_else(|| jail.box_dir.clone());
                 jail.command(&command.program, &args, &dir, false)
+                    .map_err(|e| StartError::Spawn {
+                        command: shown.clone(),
+                        error: format!("cannot prepare the sandbox for it: {e}"),
+                    })?
             }
             None => {
                 let mut cmd = Command::new(&command.program);

@@ -1,6 +1,6 @@
 //! The gradebook as CSV, `gradebook.csv`: for spreadsheets and the course's own tools.
 
-use super::Output;
+use super::{cell, Output};
 use crate::grade::gradebook::{number, Gradebook};
 use crate::verdict::Verdict;
 
@@ -31,7 +31,7 @@ pub fn render(book: &Gradebook) -> String {
     out.write_record(&header).expect("writing to memory");
     for s in &book.submissions {
         let mut row = vec![
-            s.name.clone(),
+            cell(&s.name),
             s.status.label().to_string(),
             number(s.total),
             number(book.max_total),
@@ -54,7 +54,7 @@ pub fn render(book: &Gradebook) -> String {
                 .filter(|r| r.outcome == Some(Verdict::Fail))
                 .map(|r| format!("{}: {}", r.case, one_line(r.message.as_deref()))),
         );
-        row.push(failures.join(" | "));
+        row.push(cell(&failures.join(" | ")));
         out.write_record(&row).expect("writing to memory");
     }
     String::from_utf8(out.into_inner().expect("writing to memory")).expect("CSV of UTF-8")

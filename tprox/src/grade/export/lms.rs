@@ -4,7 +4,7 @@
 //! identifies the user and which holds the grade. Both names are set in the grading file's
 //! `[export]` section; the submission directory's name is the student's id.
 
-use super::Output;
+use super::{cell, Output};
 use crate::grade::gradebook::{number, Export, Gradebook};
 
 pub(super) fn files(book: &Gradebook) -> Vec<Output> {
@@ -20,7 +20,7 @@ pub fn lms_csv(book: &Gradebook, export: &Export) -> String {
     out.write_record([&export.lms_id_column, &export.lms_score_column])
         .expect("writing to memory");
     for s in &book.submissions {
-        out.write_record([s.name.clone(), number(s.total)])
+        out.write_record([cell(&s.name), number(s.total)])
             .expect("writing to memory");
     }
     String::from_utf8(out.into_inner().expect("writing to memory")).expect("CSV of UTF-8")

@@ -68,6 +68,17 @@ const FORMATS: [Format; 6] = [
     },
 ];
 
+/// A CSV cell that a spreadsheet shows as text, never evaluates: a cell that starts with `=`,
+/// `+`, `-` or `@` is a formula to Excel, LibreOffice and Google Sheets (and a tab or carriage
+/// return lets one through), and a submission's name or a proxy's message is the student's to
+/// choose. Such a cell is prefixed with `'`, as OWASP's advice on CSV injection says.
+pub(super) fn cell(text: &str) -> String {
+    match text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        true => format!("'{text}"),
+        false => text.to_string(),
+    }
+}
+
 /// Writes every format into `out`. Returns the paths of the class-wide files and of the
 /// per-submission directories.
 pub fn write(book: &Gradebook, out: &Path) -> Result<Vec<PathBuf>, String> {
@@ -95,6 +106,22 @@ pub(crate) mod tests {
     use super::*;
     use crate::grade::gradebook::{tests, CaseResult, GradedCase};
     use crate::verdict::Verdict;
+
+    #[test]
+    fn cells_a_spreadsheet_would_evaluate_are_made_text() {
+        for formula in [
+            "=HYPERLINK(\"http://localhost/\",\"x\")",
+            "+1",
+            "-1+2",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+        ] {
+            assert_eq!(cell(formula), format!("'{formula}"));
+        }
+        assert_eq!(cell("alice"), "alice");
+        assert_eq!(cell("a=b"), "a=b");
+    }
 
     /// A gradebook whose submissions fail `echo/single` and pass `echo/chain-2`.
     pub(crate) fn book(partition: &str, names: &[&str]) -> Gradebook {

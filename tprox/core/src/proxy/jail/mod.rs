@@ -7,15 +7,29 @@
 //! (`mktemp -d` makes them 0700), so the box is mounted where its uid can reach it. Paths
 //! into the box are translated on the way in.
 //!
+//! The box sees a minimal root ([`root`]), runs under a seccomp filter ([`seccomp`]), joins
+//! the submission's cgroups (its memory and process ceilings, made by the grading tprox), and
+//! starts with a session keyring of its own, so that the keys of whoever runs tprox are not
+//! in reach. bwrap reads its arguments from a descriptor (`--args`), so that they (the places
+//! hidden, the shares) are not on show in the box's `/proc/1/cmdline`.
+//!
 //! When tprox is root, bwrap runs as root (the mounts need to reach every place, whatever its
 //! permissions), and `setpriv` turns the process it starts into the submission's own uid with
 //! no capabilities left, before the submission's program runs; bwrap sets no-new-privileges,
 //! so no setuid program gives them back. Otherwise bwrap makes a user namespace and the box
 //! runs under the teacher's uid.
 
+mod root;
+pub mod seccomp;
+
+use std::io::{Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
+
+pub use root::shows as root_shows;
 
 /// Where the box is inside.
 pub const INSIDE: &str = "/tmp/box";
@@ -42,6 +56,14 @@ pub struct Jail {
     processes: u64,
     /// A descriptor of the machine's network namespace, for a build allowed the network.
     pub host_netns: Option<i32>,
+    /// The `cgroup.procs` files of the submission's cgroups: every process of the box joins
+    /// them before bwrap starts, so that its ceilings count the build and every proxy start
+    /// together. Empty where the machine has no cgroups tprox may use.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
+    /// Whether the seccomp filter lets io_uring through (`[sandbox] io_uring`).
+    #[serde(default)]
+    pub io_uring: bool,
 }
 
 /// The environment variables a submission's processes get from tprox's: what a build needs
@@ -70,7 +92,26 @@ impl Jail {
             uid,
             processes,
             host_netns: None,
+            cgroups: Vec::new(),
+            io_uring: false,
         }
+    }
+
+    /// The uid the box runs as, when tprox is root.
+    pub fn uid(&self) -> Option<u32> {
+        self.uid
+    }
+
+    /// The same, in these cgroups (their `cgroup.procs` files).
+    pub fn in_cgroups(mut self, procs: Vec<PathBuf>) -> Self {
+        self.cgroups = procs;
+        self
+    }
+
+    /// The same, with io_uring allowed or not.
+    pub fn with_io_uring(mut self, allowed: bool) -> Self {
+        self.io_uring = allowed;
+        self
     }
 
     /// The same, hiding these places and sharing those.
@@ -115,19 +156,14 @@ impl Jail {
                 "--unshare-uts",
                 "--unshare-cgroup-try",
                 "--die-with-parent",
-                "--ro-bind",
-                "/",
-                "/",
-                "--dev",
-                "/dev",
-                "--proc",
-                "/proc",
-                "--perms",
-                "1777",
-                "--size",
-                "67108864",
-                "--tmpfs",
-                "/tmp",
+            ]
+            .map(String::from),
+        );
+        argv.extend(root::args());
+        argv.extend(
+            [
+                "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", "67108864",
+                "--tmpfs", "/tmp",
             ]
             .map(String::from),
         );
@@ -139,10 +175,33 @@ impl Jail {
             .iter()
             .filter(|p| !self.hide.iter().any(|q| q != *p && p.starts_with(q)))
             .filter(|p| !p.starts_with("/tmp"))
+            .filter(|p| self.shows(p))
             .collect();
         hide.sort();
         hide.dedup();
+        // The root is bwrap's own tmpfs: the directories on the way to a hidden place or a
+        // share are made there, open to the box's uid (bwrap makes missing ones 0700, for root
+        // alone). Those of a share inside a hidden place or /tmp are made in it, after it.
+        let mut made: Vec<PathBuf> = Vec::new();
+        let mut make_dirs = |argv: &mut Vec<String>, place: &Path, top: &Path| {
+            let mut dirs: Vec<&Path> = place
+                .ancestors()
+                .skip(1)
+                .take_while(|a| *a != top && !root::shows(a))
+                .collect();
+            dirs.reverse();
+            for dir in dirs {
+                if !made.iter().any(|m| m == dir) {
+                    argv.extend(["--perms".into(), "0755".into(), "--dir".into(), path(dir)]);
+                    made.push(dir.to_path_buf());
+                }
+            }
+        };
+        let in_share = |p: &Path| self.share.iter().any(|s| p.starts_with(s));
         for place in &hide {
+            if !in_share(place) {
+                make_dirs(&mut argv, place, Path::new("/"));
+            }
             argv.extend([
                 "--perms".into(),
                 "0555".into(),
@@ -150,32 +209,21 @@ impl Jail {
                 path(place),
             ]);
         }
-        for file in self.hide_files.iter().filter(|f| !f.starts_with("/tmp")) {
+        for file in self
+            .hide_files
+            .iter()
+            .filter(|f| !f.starts_with("/tmp") && self.shows(f))
+        {
             argv.extend(["--ro-bind".into(), "/dev/null".into(), path(file)]);
         }
-        // A share inside /tmp or a hidden place needs its directories made there first, open to
-        // the box's uid (bwrap makes missing ones 0700, for root alone).
-        let covered: Vec<&Path> = hide
-            .iter()
-            .map(|p| p.as_path())
-            .chain([Path::new("/tmp")])
-            .collect();
-        let mut made: Vec<PathBuf> = Vec::new();
         for shared in &self.share {
-            if let Some(top) = covered.iter().find(|c| shared.starts_with(c)) {
-                let mut dirs: Vec<&Path> = shared
-                    .ancestors()
-                    .skip(1)
-                    .take_while(|a| a != top)
-                    .collect();
-                dirs.reverse();
-                for dir in dirs {
-                    if !made.iter().any(|m| m == dir) {
-                        argv.extend(["--perms".into(), "0755".into(), "--dir".into(), path(dir)]);
-                        made.push(dir.to_path_buf());
-                    }
-                }
-            }
+            let top = hide
+                .iter()
+                .map(|p| p.as_path())
+                .chain([Path::new("/tmp")])
+                .find(|c| shared.starts_with(c))
+                .unwrap_or(Path::new("/"));
+            make_dirs(&mut argv, shared, top);
             argv.extend(["--ro-bind".into(), path(shared), path(shared)]);
         }
         for place in &hide {
@@ -212,33 +260,90 @@ impl Jail {
         argv
     }
 
+    /// Whether the box would show `place` but for hiding it: it is in the minimal root, in
+    /// a share, or holds a share.
+    fn shows(&self, place: &Path) -> bool {
+        root::shows(place)
+            || self
+                .share
+                .iter()
+                .any(|s| place.starts_with(s) || s.starts_with(place))
+    }
+
     /// A command that runs `program args…` in the box, in `dir` (a path outside; into the
     /// box), with the short environment, as the box's uid. `network`: the machine's network (a
-    /// build that `build_network` allows); otherwise the outer box's loopback.
+    /// build that `build_network` allows); otherwise the outer box's loopback. Fails only when
+    /// the descriptors that carry bwrap's arguments and filters cannot be made.
     pub fn command(
         &self,
         program: &str,
         args: &[String],
         dir: &Path,
         network: bool,
-    ) -> tokio::process::Command {
-        let argv = self.argv(program, args, dir, network);
+    ) -> std::io::Result<tokio::process::Command> {
+        let mut argv = self.argv(program, args, dir, network);
+        let [deny, absent] = filters(self.io_uring)?;
+        let deny = memfd("tprox-seccomp", deny)?;
+        let absent = memfd("tprox-seccomp", absent)?;
+        let mut words = vec![
+            "--add-seccomp-fd".to_string(),
+            deny.as_raw_fd().to_string(),
+            "--add-seccomp-fd".into(),
+            absent.as_raw_fd().to_string(),
+        ];
+        // The options go through the descriptor; bwrap wants the command itself on its
+        // command line (from the `--` on).
+        let command_at = argv
+            .iter()
+            .position(|w| w == "--")
+            .expect("argv has a command");
+        let command = argv.split_off(command_at);
+        words.extend(argv.drain(1..));
+        let mut text = Vec::new();
+        for word in &words {
+            text.extend(word.as_bytes());
+            text.push(0);
+        }
+        let words = memfd("tprox-bwrap-args", &text)?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..]).env_clear().current_dir("/");
+        cmd.arg("--args")
+            .arg(words.as_raw_fd().to_string())
+            .args(command)
+            .env_clear()
+            .current_dir("/");
         for (key, value) in std::env::vars_os() {
             let name = key.to_string_lossy();
             if ENV_KEPT.contains(&name.as_ref()) || name.starts_with("TPROX_") {
                 cmd.env(&key, value);
             }
         }
+        // The teacher's home is not in the box; a build that writes to its home writes to the
+        // box's own /tmp.
+        cmd.env("HOME", "/tmp");
         let (uid, processes) = (self.uid, self.processes);
         let netns = if network { self.host_netns } else { None };
+        let cgroups = self
+            .cgroups
+            .iter()
+            .map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| std::io::Error::other("a cgroup path with a NUL byte"))?;
+        let handed = [deny, absent, words];
         // SAFETY: the closure runs between fork and exec and makes only raw system calls
-        // (setns, setrlimit), which are async-signal-safe; it allocates nothing.
+        // (fcntl, keyctl, open, write, close, setns, setrlimit), which are async-signal-safe;
+        // it allocates nothing. It owns the descriptors it hands to bwrap, which live as long
+        // as the command.
         unsafe {
-            cmd.pre_exec(move || enter_box(uid.is_some(), processes, netns));
+            cmd.pre_exec(move || {
+                for fd in &handed {
+                    if libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                enter_box(uid.is_some(), processes, netns, &cgroups)
+            });
         }
-        cmd
+        Ok(cmd)
     }
 
     /// Hands the box over to its uid (the copy of the submission was made by tprox).
@@ -250,15 +355,70 @@ impl Jail {
     }
 }
 
-/// In the forked child: join the machine's network (a build allowed it), and take the
-/// process limit, which counts once setpriv has turned the box's process into its uid.
-fn enter_box(own_uid: bool, processes: u64, netns: Option<i32>) -> std::io::Result<()> {
+/// The compiled seccomp filters, made once per process for each io_uring setting.
+fn filters(io_uring: bool) -> std::io::Result<[Vec<u8>; 2]> {
+    static COMPILED: [OnceLock<Result<[Vec<u8>; 2], String>>; 2] =
+        [OnceLock::new(), OnceLock::new()];
+    COMPILED[io_uring as usize]
+        .get_or_init(|| seccomp::filters(io_uring))
+        .clone()
+        .map_err(std::io::Error::other)
+}
+
+/// An in-memory file holding `bytes`, read from its start, closed on exec unless
+/// handed over.
+fn memfd(name: &str, bytes: impl AsRef<[u8]>) -> std::io::Result<OwnedFd> {
+    let name = std::ffi::CString::new(name).expect("a name without NUL");
+    // SAFETY: a system call with a valid C string; the descriptor is owned from here on.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(bytes.as_ref())?;
+    file.rewind()?;
+    Ok(file.into())
+}
+
+/// `keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`: a new anonymous session keyring.
+const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+
+/// In the forked child: a session keyring of its own (the grader's keys stay behind), the
+/// submission's cgroups, the machine's network (a build allowed it), and the process limit,
+/// which counts once setpriv has turned the box's process into its uid.
+fn enter_box(
+    own_uid: bool,
+    processes: u64,
+    netns: Option<i32>,
+    cgroups: &[std::ffi::CString],
+) -> std::io::Result<()> {
     let check = |rc: libc::c_int| match rc {
         0 => Ok(()),
         _ => Err(std::io::Error::last_os_error()),
     };
     // SAFETY: plain system calls on values owned by this closure.
     unsafe {
+        if libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        ) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        for procs in cgroups {
+            // "0": the writing process itself, in both cgroup versions.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
         if let Some(fd) = netns {
             check(libc::setns(fd, libc::CLONE_NEWNET))?;
         }

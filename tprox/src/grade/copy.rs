@@ -1,0 +1,119 @@
+//! The scratch copy of a submission, made so that the submission cannot steer it.
+//!
+//! tprox copies as root when it grades as root, from a directory that its owner may still be
+//! changing (grading in place on a shared server). So nothing is decided from a name and then
+//! done to the name again: every entry is opened relative to its directory's open descriptor
+//! without following a link (`openat` with `O_NOFOLLOW`), and its type and owner are read from
+//! that descriptor (`fstat`). An entry swapped for a link between the listing and the open is
+//! found to be a link and copied as one; the copy never reads through it. Links stay links in
+//! the box, where they resolve in the box's own view of the machine.
+//!
+//! A file whose owner is not the submission's owner, and that is either linked from elsewhere
+//! too (a hard link) or closed to other users, is not copied: it can only have come from a
+//! hard link to a file the submitter could not read, and copying it would hand it over. The
+//! row says which.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, readlinkat, OFlag, AT_FDCWD};
+use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
+
+/// Copies the directory tree at `from` into the existing directory `to`; `.git` is left out.
+/// Returns a line for each file refused.
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<Vec<String>> {
+    let root = openat(
+        AT_FDCWD,
+        from,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let owner = fstat(&root)?.st_uid;
+    let mut refused = Vec::new();
+    copy_dir(root, Path::new(""), to, owner, &mut refused)?;
+    Ok(refused)
+}
+
+fn copy_dir(
+    dir: OwnedFd,
+    inside: &Path,
+    to: &Path,
+    owner: u32,
+    refused: &mut Vec<String>,
+) -> std::io::Result<()> {
+    // The listing of the open directory itself, not of whatever its name now points to.
+    let listing = std::fs::read_dir(format!("/proc/self/fd/{}", raw(&dir)))?;
+    for entry in listing {
+        let name = entry?.file_name();
+        let target = to.join(&name);
+        let shown = inside.join(&name);
+        let opened = openat(
+            &dir,
+            name.as_os_str(),
+            OFlag::O_RDONLY
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        );
+        let fd = match opened {
+            Ok(fd) => fd,
+            // O_NOFOLLOW on a link: it is a link now, whatever the listing said.
+            Err(Errno::ELOOP) => {
+                let link = readlinkat(&dir, name.as_os_str())?;
+                std::os::unix::fs::symlink(link, &target)?;
+                continue;
+            }
+            // Gone since the listing, or a socket (which cannot be opened): nothing to copy.
+            Err(Errno::ENOENT | Errno::ENXIO) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let stat = fstat(&fd)?;
+        match SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFDIR if name.as_bytes() == b".git" => {}
+            SFlag::S_IFDIR => {
+                std::fs::create_dir(&target)?;
+                copy_dir(fd, &shown, &target, owner, refused)?;
+            }
+            SFlag::S_IFREG => match foreign(&stat, owner) {
+                Some(why) => refused.push(format!("{} not copied: {why}", shown.display())),
+                None => {
+                    let mut file = File::from(fd);
+                    let mut copy = File::create(&target)?;
+                    std::io::copy(&mut file, &mut copy)?;
+                    let mode = stat.st_mode & 0o777;
+                    std::fs::set_permissions(
+                        &target,
+                        std::os::unix::fs::PermissionsExt::from_mode(mode),
+                    )?;
+                }
+            },
+            // Devices, pipes: a submission has no use for them.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Why a regular file is not the submitter's to hand over, if it is not.
+fn foreign(stat: &FileStat, owner: u32) -> Option<&'static str> {
+    if stat.st_uid == owner {
+        return None;
+    }
+    if stat.st_nlink > 1 {
+        Some("a hard link to a file its submitter does not own")
+    } else if stat.st_mode & 0o004 == 0 {
+        Some("a file its submitter does not own and other users may not read")
+    } else {
+        None
+    }
+}
+
+fn raw(fd: &impl AsFd) -> i32 {
+    use std::os::fd::AsRawFd;
+    fd.as_fd().as_raw_fd()
+}
