@@ -1,8 +1,9 @@
 //! `tprox grade`'s sandbox against a hostile class (`fixtures/grading/hostile`): two honest
-//! submissions and seven that attack their classmates, tprox and the machine, graded together
-//! in one run. Every attack must fail or stay inside its box, each attacker is graded on what
-//! its proxy does, the honest grades are what they are without the attackers, nothing is left
-//! running, and the machine is unchanged outside the output directory.
+//! submissions and attackers in two waves (classmates, tprox and the machine; then what the
+//! boxes share with the machine), each wave graded together in one run. Every attack must fail
+//! or stay inside its box, each attacker is graded on what its proxy does, the honest grades
+//! are what they are without the attackers, nothing is left running, and the machine is
+//! unchanged outside the output directory.
 //!
 //! The class is graded in a copy, so that an attack that got through would damage the copy,
 //! never the repository. The grading file asks for `mode = "namespaces"`: where the machine
@@ -114,6 +115,56 @@ impl Class {
             output.status
         );
         serde_json::from_str(&std::fs::read_to_string(out.join("gradebook.json")).unwrap()).unwrap()
+    }
+
+    /// Grades as [`Class::grade`] does, with a key in tprox's session keyring (a login
+    /// session holds one) whose payload is `secret`; also returns what tprox printed.
+    fn grade_holding_a_key(&self, names: &[&str], out: &str, secret: &str) -> (Value, String) {
+        let out = self.dir.path().join(out);
+        let mut cmd = std::process::Command::new(TPROX);
+        cmd.arg("grade")
+            .arg(self.dir.path().join("class/grading.toml"))
+            .args(names.iter().map(|name| self.submission(name)))
+            .arg("--out")
+            .arg(&out)
+            .args(["-j", "3"])
+            .env_remove("TPROX_PARTITION")
+            .env(TAG, &self.token);
+        let payload = std::ffi::CString::new(secret).unwrap();
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec: system calls on values made before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                // A session keyring of tprox's own (this test's is left alone), and the key.
+                libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, std::ptr::null::<u8>());
+                let added = libc::syscall(
+                    libc::SYS_add_key,
+                    c"user".as_ptr(),
+                    c"tprox-test-secret".as_ptr(),
+                    payload.as_ptr(),
+                    payload.as_bytes().len(),
+                    -3 as libc::c_long,
+                );
+                match added {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    _ => Ok(()),
+                }
+            });
+        }
+        let output = Command::from_std(cmd)
+            .timeout(Duration::from_secs(400))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            output.status.success(),
+            "grading failed ({}):\n{stderr}",
+            output.status
+        );
+        let book =
+            serde_json::from_str(&std::fs::read_to_string(out.join("gradebook.json")).unwrap())
+                .unwrap();
+        (book, stderr)
     }
 
     /// Every file of the class (the grading file and the submissions) with its content.
@@ -514,4 +565,299 @@ fn a_share_closed_to_the_submissions_is_refused_up_front() {
     } else {
         assert.success();
     }
+}
+
+/// The second wave: attackers that reach for what the boxes share with the machine rather than
+/// for their classmates. Graded as root, as CI runners and shared grading servers grade, with
+/// what each attack aims at set up by the test: a key in the grading process's session
+/// keyring, sockets that are files under /run and /var/tmp, a file only root may read (swapped
+/// in as a link during the copy, and handed in as a hard link), a memory ceiling below what the
+/// swarm asks for, and submission names made for spreadsheets and terminals.
+const SECOND_WAVE: [&str; 5] = ["keyring", "sockets", "swapper", "linker", "swarm"];
+
+/// Submission names that are attacks: a spreadsheet formula, and a forged progress line.
+const NAMED: [&str; 2] = [
+    "=HYPERLINK(\"x\",\"y\")",
+    "mallory\r\x1b[2K[3 of 3] alice: 9 of 9 points\x1b]0;owned\x07",
+];
+
+/// A unix socket the test listens on, removed when dropped.
+struct Socket {
+    path: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl Socket {
+    fn new(path: PathBuf) -> Socket {
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        // Open to every uid: only the sandbox stands between a submission and it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        Socket { path, listener }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The keys in `uid`'s user keyring, read as that uid.
+fn user_keys(uid: u32) -> String {
+    let script = "import ctypes, platform\n\
+                  libc = ctypes.CDLL(None)\n\
+                  keyctl = {'x86_64': 250, 'aarch64': 219}[platform.machine()]\n\
+                  buf = ctypes.create_string_buffer(4096)\n\
+                  n = libc.syscall(keyctl, 11, ctypes.c_long(-4), buf, ctypes.c_long(4096))\n\
+                  print(max(n, 0) // 4)\n";
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", &uid.to_string(), "--regid", &uid.to_string()])
+        .args(["--clear-groups", "--", "python3", "-c", script])
+        // The system's python3, which any uid may run (not a toolchain manager's shim).
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_second_wave_reaching_for_the_machine_is_contained() {
+    tprox_suite::require("bwrap", "bubblewrap");
+    tprox_suite::require("python3", "python3");
+    tprox_suite::require("setpriv", "util-linux");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test grades as root, as CI runners and shared grading servers do: run it as \
+         root (ci/test does)"
+    );
+    let _alone = one_at_a_time();
+    let class = Class::new();
+    let dir = class.dir.path();
+    let grading = dir.join("class/grading.toml");
+    let text = std::fs::read_to_string(&grading).unwrap();
+    std::fs::write(
+        &grading,
+        text.replace("[limits]\n", "[limits]\nmemory_mib = 256\n"),
+    )
+    .unwrap();
+
+    // A file only root may read, on the class's file system.
+    let root_secret = format!("ROOTSECRET-{}", class.token);
+    let secret = dir.join("root-only.txt");
+    std::fs::write(&secret, &root_secret).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // linker's student owns their directory and hands in a hard link to it.
+    let linker = class.submission("linker");
+    std::fs::hard_link(&secret, linker.join("linked.txt")).unwrap();
+    for place in [linker.clone(), linker.join("build.sh")] {
+        std::os::unix::fs::lchown(&place, Some(61999), Some(61999)).unwrap();
+    }
+    // swapper's files, swapped for links to it while the class is graded.
+    let swapper = class.submission("swapper");
+    let names: Vec<PathBuf> = (0..100).map(|i| swapper.join(format!("f{i:02}"))).collect();
+    for name in &names {
+        std::fs::write(name, "plain\n").unwrap();
+    }
+    // Sockets of the machine, under /run and /var/tmp.
+    let mut sockets = vec![Socket::new(
+        PathBuf::from("/var/tmp").join(format!("tprox-test-{}.sock", class.token)),
+    )];
+    if Path::new("/run").is_dir() {
+        sockets.push(Socket::new(
+            PathBuf::from("/run").join(format!("tprox-test-{}.sock", class.token)),
+        ));
+    }
+    let listed: Vec<String> = sockets
+        .iter()
+        .map(|s| s.path.display().to_string())
+        .collect();
+    class.write("sockets", "sockets.txt", &listed.join("\n"));
+    // Names made for spreadsheets and terminals: honest submissions under them.
+    for name in NAMED {
+        copy_tree(&class.submission("honest-a"), &class.submission(name));
+    }
+
+    let alone = class.grade(&HONEST, "alone");
+    let before: BTreeMap<PathBuf, Vec<u8>> = class
+        .snapshot()
+        .into_iter()
+        .filter(|(path, _)| !path.starts_with(&swapper))
+        .collect();
+
+    // The swapping, for as long as the grading lasts.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapping = {
+        let (stop, names, secret) = (stop.clone(), names.clone(), secret.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for name in &names {
+                    let link = name.with_extension("link");
+                    let plain = name.with_extension("plain");
+                    let _ = std::os::unix::fs::symlink(&secret, &link);
+                    let _ = std::fs::rename(&link, name);
+                    let _ = std::fs::write(&plain, "plain\n");
+                    let _ = std::fs::rename(&plain, name);
+                    swaps += 2;
+                }
+            }
+            swaps
+        })
+    };
+    let key_secret = format!("KEYSECRET-{}", class.token);
+    let all: Vec<&str> = HONEST
+        .iter()
+        .chain(&SECOND_WAVE)
+        .chain(&NAMED)
+        .copied()
+        .collect();
+    let (book, stderr) = class.grade_holding_a_key(&all, "grades", &key_secret);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapping.join().unwrap();
+    let out = dir.join("grades");
+    let max = book["max_total"].as_f64().unwrap();
+
+    // Honest totals are what they are without the attackers, under every name.
+    for name in HONEST {
+        let (cases, total) = verdicts(row(&book, name));
+        assert_eq!(
+            (cases, total),
+            verdicts(row(&alone, name)),
+            "{name}'s grade changed"
+        );
+        assert_eq!(total, max, "{name}: {:#}", row(&book, name));
+    }
+    for name in NAMED
+        .iter()
+        .chain(&["sockets", "swapper", "linker", "swarm"])
+    {
+        let row = row(&book, name);
+        assert_eq!(
+            row["total"].as_f64(),
+            Some(max),
+            "{name:?}: {row:#}\n{}",
+            log(&out, name)
+        );
+    }
+
+    // Each attack that got through is one line here; all are shown at once.
+    let mut escapes: Vec<String> = Vec::new();
+    let mut contained = |held: bool, escape: String| {
+        if !held {
+            escapes.push(escape);
+        }
+    };
+
+    // 1. keyring read no key of the grader's and left none for the next student.
+    let keyring = log(&out, "keyring");
+    assert!(
+        keyring.contains("session keyring"),
+        "keyring did not run:\n{keyring}"
+    );
+    let feedback = std::fs::read_to_string(out.join("feedback/keyring.md")).unwrap();
+    let results = std::fs::read_to_string(out.join("gradescope/keyring/results.json")).unwrap();
+    for (what, text) in [
+        ("build log", &keyring),
+        ("feedback", &feedback),
+        ("results", &results),
+    ] {
+        contained(
+            !text.contains(&key_secret),
+            format!("keyring: the grader's key is in its {what}"),
+        );
+    }
+    contained(
+        !keyring.contains(": planted"),
+        format!("keyring planted a key:\n{keyring}"),
+    );
+    for uid in 61000..61000 + all.len() as u32 {
+        let keys = user_keys(uid);
+        contained(
+            keys == "0",
+            format!("keyring: {keys} key(s) left in uid {uid}'s user keyring"),
+        );
+    }
+
+    // 2. sockets reached neither socket, from its build or from its proxy.
+    for socket in &sockets {
+        let reached =
+            !matches!(socket.listener.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock);
+        contained(
+            !reached,
+            format!(
+                "sockets reached {}:\n{}",
+                socket.path.display(),
+                log(&out, "sockets")
+            ),
+        );
+    }
+
+    // 3 and 4. Neither the swapped links nor the hard link put root's file in a box.
+    assert!(swaps > 1000, "the test swapped only {swaps} times");
+    for name in ["swapper", "linker"] {
+        let text = log(&out, name);
+        contained(
+            !text.contains(&root_secret),
+            format!("{name} read root's file:\n{text}"),
+        );
+    }
+    let linker_row = limits(row(&book, "linker"));
+    contained(
+        linker_row.contains("linked.txt not copied: a hard link"),
+        format!("linker's row does not say its hard link was refused: {linker_row:?}"),
+    );
+
+    // 5. swarm's processes together stopped at the ceiling.
+    let swarm = limits(row(&book, "swarm"));
+    let peak: Option<u64> = swarm
+        .split("used at most ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok());
+    contained(
+        swarm.contains("memory ceiling reached") && peak.is_some_and(|p| p <= 256),
+        format!(
+            "swarm's memory was not stopped at the ceiling of 256 MiB: {swarm:?}\n{}",
+            log(&out, "swarm")
+        ),
+    );
+
+    // 6. Names: text in the CSVs, escaped on the terminal and in the page.
+    for file in ["gradebook.csv", "lms.csv"] {
+        let text = std::fs::read_to_string(out.join(file)).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let cells: Vec<String> = reader
+            .records()
+            .map(|r| r.unwrap()[0].to_string())
+            .collect();
+        contained(
+            cells.contains(&format!("'{}", NAMED[0])) && !cells.iter().any(|c| c.starts_with('=')),
+            format!("{file} holds a formula: {cells:?}"),
+        );
+    }
+    contained(
+        !stderr.contains('\x1b') && !stderr.contains('\r') && stderr.contains("mallory\\r\\x1b[2K"),
+        format!("control characters reached the terminal: {stderr:?}"),
+    );
+    let page = std::fs::read_to_string(out.join("gradebook.html")).unwrap();
+    contained(
+        page.contains("=HYPERLINK(&quot;x&quot;") && !page.contains("HYPERLINK(\"x\""),
+        "the page shows a name unescaped".into(),
+    );
+    assert!(escapes.is_empty(), "got through:\n{}", escapes.join("\n"));
+
+    // The class's files are what they were (swapper's are the test's own doing).
+    let after: BTreeMap<PathBuf, Vec<u8>> = class
+        .snapshot()
+        .into_iter()
+        .filter(|(path, _)| !path.starts_with(&swapper))
+        .collect();
+    assert_eq!(after, before, "the class's files changed");
+    let left = leftovers(&class);
+    assert!(left.is_empty(), "left running: {left:#?}");
 }

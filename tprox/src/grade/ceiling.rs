@@ -206,11 +206,20 @@ impl Ceiling {
                     event(read(dir, "pids.events"), "max").unwrap_or(0) > 0,
                 )
             }
-            _ => (
-                number(read(&self.dirs[0], "memory.failcnt")).unwrap_or(0) > 0,
-                number(read(&self.dirs[0], "memory.max_usage_in_bytes")),
-                event(read(&self.dirs[1], "pids.events"), "max").unwrap_or(0) > 0,
-            ),
+            _ => {
+                // The kernel's count of failed charges (memory.failcnt) stays 0 on some
+                // kernels while the OOM killer acts; its kills and the peak at the ceiling
+                // say it either way.
+                let dir = &self.dirs[0];
+                let peak = number(read(dir, "memory.max_usage_in_bytes"));
+                (
+                    number(read(dir, "memory.failcnt")).unwrap_or(0) > 0
+                        || event(read(dir, "memory.oom_control"), "oom_kill").unwrap_or(0) > 0
+                        || peak.is_some_and(|p| p >= self.memory_mib * 1024 * 1024),
+                    peak,
+                    event(read(&self.dirs[1], "pids.events"), "max").unwrap_or(0) > 0,
+                )
+            }
         };
         let mut lines = Vec::new();
         if memory_hit {
