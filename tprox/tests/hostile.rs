@@ -861,3 +861,52 @@ fn a_second_wave_reaching_for_the_machine_is_contained() {
     let left = leftovers(&class);
     assert!(left.is_empty(), "left running: {left:#?}");
 }
+
+/// `--check-sandbox GRADING_FILE` tries that file's boxes: its shares are readable there, its
+/// build's program is found, /run is not there and the filter denies a new user namespace; a
+/// build program the boxes do not have is named, and the check fails.
+#[test]
+fn checking_the_sandbox_tries_the_grading_files_boxes() {
+    tprox_suite::require("bwrap", "bubblewrap");
+    let _alone = one_at_a_time();
+    let class = Class::new();
+    let grading = class.dir.path().join("class/grading.toml");
+    let check = |file: &Path| {
+        let out = std::process::Command::new(TPROX)
+            .args(["grade", "--check-sandbox"])
+            .arg(file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = check(&grading);
+    assert_eq!(code, Some(0), "{text}");
+    for line in [
+        format!("grading file:      share {TPROX}: readable"),
+        "grading file:      build program sh: /".into(),
+        "grading file:      /run: not in the box".into(),
+        "grading file:      new user namespace: denied".into(),
+        "300 processes per submission".into(),
+    ] {
+        assert!(text.contains(&line), "no {line:?} in:\n{text}");
+    }
+    if nix::unistd::geteuid().is_root() {
+        assert!(text.contains("ceilings:          cgroup v"), "{text}");
+    }
+    let text = std::fs::read_to_string(&grading).unwrap();
+    let elsewhere = class.dir.path().join("class/elsewhere.toml");
+    std::fs::write(
+        &elsewhere,
+        text.replace("sh build.sh", "tprox-no-such-compiler build.sh"),
+    )
+    .unwrap();
+    let (code, text) = check(&elsewhere);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("build program tprox-no-such-compiler: NOT found in the box"),
+        "{text}"
+    );
+}

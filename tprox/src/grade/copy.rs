@@ -117,3 +117,65 @@ fn raw(fd: &impl AsFd) -> i32 {
     use std::os::fd::AsRawFd;
     fd.as_fd().as_raw_fd()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_stay_links_and_pipes_git_and_modes_are_handled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        std::fs::create_dir_all(from.join("src/.git")).unwrap();
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::write(from.join("src/main.c"), "int main;").unwrap();
+        std::fs::write(from.join("src/.git/HEAD"), "ref").unwrap();
+        std::fs::write(from.join("run.sh"), "#!/bin/sh").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(from.join("run.sh"), PermissionsExt::from_mode(0o4755)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", from.join("away")).unwrap();
+        nix::unistd::mkfifo(&from.join("pipe"), Mode::from_bits_truncate(0o644)).unwrap();
+        let refused = copy_tree(&from, &to).unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(
+            std::fs::read_to_string(to.join("src/main.c")).unwrap(),
+            "int main;"
+        );
+        assert!(!to.join("src/.git").exists());
+        assert_eq!(
+            std::fs::read_link(to.join("away")).unwrap(),
+            Path::new("/etc/hostname")
+        );
+        // Executable still; setuid never.
+        let mode = std::fs::metadata(to.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        assert!(
+            !to.join("pipe").exists(),
+            "a pipe was copied (or the copy hung on it)"
+        );
+    }
+
+    #[test]
+    fn a_file_of_someone_else_linked_or_closed_is_foreign() {
+        let stat = |uid: u32, nlink: u64, mode: u32| {
+            // SAFETY: a plain C struct; every field a number.
+            let mut stat: FileStat = unsafe { std::mem::zeroed() };
+            stat.st_uid = uid;
+            stat.st_nlink = nlink as _;
+            stat.st_mode = libc::S_IFREG | mode;
+            stat
+        };
+        let student = 61999;
+        assert_eq!(foreign(&stat(student, 2, 0o600), student), None);
+        assert_eq!(foreign(&stat(0, 1, 0o644), student), None);
+        assert!(foreign(&stat(0, 2, 0o644), student)
+            .unwrap()
+            .contains("hard link"));
+        assert!(foreign(&stat(0, 1, 0o600), student)
+            .unwrap()
+            .contains("may not read"));
+    }
+}
