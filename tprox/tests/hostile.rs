@@ -95,31 +95,12 @@ impl Class {
     /// Grades these submissions into `out` (under the temporary directory) and returns the
     /// gradebook.
     fn grade(&self, names: &[&str], out: &str) -> Value {
-        let out = self.dir.path().join(out);
-        let mut cmd = Command::new(TPROX);
-        cmd.arg("grade")
-            .arg(self.dir.path().join("class/grading.toml"))
-            .args(names.iter().map(|name| self.submission(name)))
-            .arg("--out")
-            .arg(&out)
-            .args(["-j", "3"])
-            .env_remove("TPROX_PARTITION")
-            .env(TAG, &self.token)
-            .timeout(Duration::from_secs(400));
-        let assert = cmd.assert();
-        let output = assert.get_output();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "grading failed ({}):\n{stderr}",
-            output.status
-        );
-        serde_json::from_str(&std::fs::read_to_string(out.join("gradebook.json")).unwrap()).unwrap()
+        self.grade_and_output(names, out, None).0
     }
 
-    /// Grades as [`Class::grade`] does, with a key in tprox's session keyring (a login
-    /// session holds one) whose payload is `secret`; also returns what tprox printed.
-    fn grade_holding_a_key(&self, names: &[&str], out: &str, secret: &str) -> (Value, String) {
+    /// Grades as [`Class::grade`] does; with `key`, a key in tprox's session keyring (a login
+    /// session holds one) with that payload. Also returns what tprox printed.
+    fn grade_and_output(&self, names: &[&str], out: &str, key: Option<&str>) -> (Value, String) {
         let out = self.dir.path().join(out);
         let mut cmd = std::process::Command::new(TPROX);
         cmd.arg("grade")
@@ -130,26 +111,8 @@ impl Class {
             .args(["-j", "3"])
             .env_remove("TPROX_PARTITION")
             .env(TAG, &self.token);
-        let payload = std::ffi::CString::new(secret).unwrap();
-        use std::os::unix::process::CommandExt;
-        // SAFETY: between fork and exec: system calls on values made before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                // A session keyring of tprox's own (this test's is left alone), and the key.
-                libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, std::ptr::null::<u8>());
-                let added = libc::syscall(
-                    libc::SYS_add_key,
-                    c"user".as_ptr(),
-                    c"tprox-test-secret".as_ptr(),
-                    payload.as_ptr(),
-                    payload.as_bytes().len(),
-                    -3 as libc::c_long,
-                );
-                match added {
-                    -1 => Err(std::io::Error::last_os_error()),
-                    _ => Ok(()),
-                }
-            });
+        if let Some(key) = key {
+            hold_key(&mut cmd, key);
         }
         let output = Command::from_std(cmd)
             .timeout(Duration::from_secs(400))
@@ -179,6 +142,34 @@ impl Drop for Class {
     fn drop(&mut self) {
         let _ = self.decoy.kill();
         let _ = self.decoy.wait();
+    }
+}
+
+/// Starts `cmd` with a session keyring of its own (the test's is left alone) holding a user
+/// key whose payload is `secret`.
+fn hold_key(cmd: &mut std::process::Command, secret: &str) {
+    let payload = std::ffi::CString::new(secret).unwrap();
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec: system calls on values made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // A session keyring of tprox's own (this test's is left alone), and the key.
+            if libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, std::ptr::null::<u8>()) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let added = libc::syscall(
+                libc::SYS_add_key,
+                c"user".as_ptr(),
+                c"tprox-test-secret".as_ptr(),
+                payload.as_ptr(),
+                payload.as_bytes().len(),
+                -3 as libc::c_long,
+            );
+            match added {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
     }
 }
 
@@ -229,6 +220,20 @@ fn verdicts(row: &Value) -> (Vec<(String, String)>, f64) {
         })
         .collect();
     (cases, row["total"].as_f64().unwrap())
+}
+
+/// The honest submissions earn full marks, case by case what they earn graded alone.
+fn assert_honest_grades_unchanged(book: &Value, alone: &Value) {
+    let max = book["max_total"].as_f64().unwrap();
+    for name in HONEST {
+        let (cases, total) = verdicts(row(book, name));
+        assert_eq!(
+            (cases, total),
+            verdicts(row(alone, name)),
+            "{name}'s grade changed with the attackers in the class"
+        );
+        assert_eq!(total, max, "{name}: {:#}", row(book, name));
+    }
 }
 
 fn limits(row: &Value) -> String {
@@ -317,15 +322,7 @@ fn a_hostile_class_is_contained_and_the_honest_grades_do_not_change() {
     );
     let max = book["max_total"].as_f64().unwrap();
 
-    for name in HONEST {
-        let (cases, total) = verdicts(row(&book, name));
-        assert_eq!(
-            (cases, total),
-            verdicts(row(&alone, name)),
-            "{name}'s grade changed with the attackers in the class"
-        );
-        assert_eq!(total, max, "{name}: {:#}", row(&book, name));
-    }
+    assert_honest_grades_unchanged(&book, &alone);
 
     // Each attacker that handed in a correct proxy is graded on it: full marks.
     for name in ["snoop", "vandal", "killer", "netcat", "hog", "daemon"] {
@@ -716,22 +713,13 @@ fn a_second_wave_reaching_for_the_machine_is_contained() {
         .chain(&NAMED)
         .copied()
         .collect();
-    let (book, stderr) = class.grade_holding_a_key(&all, "grades", &key_secret);
+    let (book, stderr) = class.grade_and_output(&all, "grades", Some(&key_secret));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let swaps = swapping.join().unwrap();
     let out = dir.join("grades");
     let max = book["max_total"].as_f64().unwrap();
 
-    // Honest totals are what they are without the attackers, under every name.
-    for name in HONEST {
-        let (cases, total) = verdicts(row(&book, name));
-        assert_eq!(
-            (cases, total),
-            verdicts(row(&alone, name)),
-            "{name}'s grade changed"
-        );
-        assert_eq!(total, max, "{name}: {:#}", row(&book, name));
-    }
+    assert_honest_grades_unchanged(&book, &alone);
     for name in NAMED
         .iter()
         .chain(&["sockets", "swapper", "linker", "swarm"])

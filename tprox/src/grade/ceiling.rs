@@ -291,3 +291,86 @@ fn enable_v2(parent: &Path) -> Result<(), String> {
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The files of both cgroup versions, as the kernel's documentation gives them, in plain
+    /// directories: what tprox writes, and what it reads back into the row. (The kernel's own
+    /// enforcement is tried by `tests/hostile.rs`, on the version the machine has.)
+    #[test]
+    fn ceilings_are_written_and_read_back_in_each_versions_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let v2 = Mechanism::V2 {
+            parent: dir.path().to_path_buf(),
+        };
+        let ceiling = Ceiling::make(&v2, "ann", 256, 300).unwrap().unwrap();
+        let cg = dir.path().join("ann");
+        let read = |file: &str| std::fs::read_to_string(cg.join(file)).unwrap();
+        assert_eq!(read("memory.max"), (256u64 << 20).to_string());
+        assert_eq!(read("pids.max"), "300");
+        assert!(
+            std::fs::read_to_string(dir.path().join("cgroup.subtree_control"))
+                .unwrap()
+                .contains("+memory +pids")
+        );
+        assert_eq!(ceiling.procs(), [cg.join("cgroup.procs")]);
+        assert!(ceiling.reached().is_empty());
+        std::fs::write(
+            cg.join("memory.events"),
+            "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        std::fs::write(cg.join("memory.peak"), (256u64 << 20).to_string()).unwrap();
+        std::fs::write(cg.join("pids.events"), "max 3\n").unwrap();
+        assert_eq!(
+            ceiling.reached(),
+            [
+                "memory ceiling reached: all its processes together used at most 256 MiB \
+                 ([limits] memory_mib = 256)",
+                "process ceiling reached: a fork failed ([sandbox] processes = 300)"
+            ]
+        );
+        std::mem::forget(ceiling);
+
+        let (memory, pids) = (dir.path().join("memory"), dir.path().join("pids"));
+        std::fs::create_dir_all(&memory).unwrap();
+        std::fs::create_dir_all(&pids).unwrap();
+        let v1 = Mechanism::V1 {
+            memory: memory.clone(),
+            pids: pids.clone(),
+        };
+        let ceiling = Ceiling::make(&v1, "ben", 128, 50).unwrap().unwrap();
+        let (m, p) = (memory.join("ben"), pids.join("ben"));
+        assert_eq!(
+            std::fs::read_to_string(m.join("memory.limit_in_bytes")).unwrap(),
+            (128u64 << 20).to_string()
+        );
+        assert_eq!(std::fs::read_to_string(p.join("pids.max")).unwrap(), "50");
+        assert_eq!(
+            ceiling.procs(),
+            [m.join("cgroup.procs"), p.join("cgroup.procs")]
+        );
+        // memory.failcnt stays 0 on some kernels: the OOM killer's count tells.
+        std::fs::write(m.join("memory.failcnt"), "0").unwrap();
+        std::fs::write(
+            m.join("memory.max_usage_in_bytes"),
+            (100u64 << 20).to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            m.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ceiling.reached(),
+            [
+                "memory ceiling reached: all its processes together used at most 100 MiB \
+              ([limits] memory_mib = 128)"
+            ]
+        );
+        std::mem::forget(ceiling);
+    }
+}
