@@ -1,35 +1,34 @@
-//! The kernel sandbox around each submission (`[sandbox]` in the grading file).
+//! The kernel sandbox around each submission (`[sandbox]` in the grading file): the parent's
+//! side, which decides, probes, and starts one outer box per submission.
 //!
 //! Two boxes, one inside the other, both made by bubblewrap (`bwrap`, Debian's `bubblewrap`):
 //!
 //! - **The outer box** holds tprox's own grading of one submission (a child `tprox` process,
-//!   [`super::box_protocol`]): a network namespace with only loopback, so the proxy, tprox's
-//!   client and
-//!   tprox's destination for that submission share one namespace and the cases run unchanged,
-//!   while no other submission (each has its own namespace) and nothing outside the machine is
-//!   reachable; and the submission's writable space, a tmpfs of `disk_mib`, mounted over
-//!   `OUT/.box/NAME`. It keeps the machine's pid namespace: a new one would need a fresh
-//!   `/proc`, which bwrap partly covers, and the kernel lets a nested user namespace mount
-//!   `/proc` only where one is fully visible (the inner box needs that). What a dead child
-//!   leaves is re-parented to the grading tprox (a subreaper) and swept.
+//!   spoken to through [`super::box_protocol`]): a network namespace with only loopback, so the
+//!   proxy, tprox's client and tprox's destination for that submission share one namespace and
+//!   the cases run unchanged, while no other submission (each has its own namespace) and
+//!   nothing outside the machine is reachable; and the submission's writable space, a tmpfs of
+//!   `disk_mib`, mounted over `OUT/.box/NAME`. It keeps the machine's pid namespace: a new one
+//!   would need a fresh `/proc`, which bwrap partly covers, and the kernel lets a nested user
+//!   namespace mount `/proc` only where one is fully visible (the inner box needs that). What a
+//!   dead child leaves is re-parented to the grading tprox (a subreaper) and swept.
 //! - **The inner box** holds every process of the submission: its build and each start of its
-//!   proxy ([`Jail::command`]). A mount namespace where `/` is read-only, `/tmp` is private and
-//!   small, the box is the only writable place, and the class's submission directories, the
-//!   output directory (gradebook, logs, the other boxes), the grading file's directory and
-//!   tprox's executable are covered by empty read-only mounts; its own pid namespace (it sees
-//!   and signals only its own processes; a daemon dies with the proxy it came from); a
-//!   uid of its own when tprox runs as root (61000 + its place in the class, set by `setpriv`
-//!   after bwrap made the mounts as root), so that it is not root, cannot read what only root
-//!   may, and meets its process limit (RLIMIT_NPROC) alone; otherwise a user namespace under
-//!   the teacher's uid. The environment is emptied but for a short list.
+//!   proxy ([`Jail::command`], which says how it is made): a minimal read-only root, a private
+//!   `/tmp`, the box as the only writable place, the class, the output directory and the
+//!   grading file's directory covered; its own pid namespace, session keyring and seccomp
+//!   filter; a uid of its own when tprox runs as root (61000 + its place in the class, set by
+//!   `setpriv` after bwrap made the mounts as root), so that it is not root, cannot read what
+//!   only root may, and meets its process limit (RLIMIT_NPROC) alone; otherwise a user
+//!   namespace under the teacher's uid. The environment is emptied but for a short list.
+//!
+//! Around both: the submission's memory and process ceilings ([`super::ceiling`]), made here
+//! before its outer box starts and removed after, and its uid's user keyrings, emptied before
+//! and after it.
 //!
 //! Why bubblewrap rather than namespaces set up by tprox itself: it is small, audited, packaged
 //! everywhere, and does the fiddly parts right (mount propagation, `/proc` and `/dev` for a new
 //! pid namespace, bringing up loopback, dying with its parent); tprox only composes its
-//! arguments, and a teacher can read them (`--check-sandbox` shows them).
-//!
-//! Memory and process counts are limited with rlimits: this machine's kind (no cgroup v2
-//! hierarchy that tprox may write to) is the common one on CI runners and shared servers.
+//! arguments.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
