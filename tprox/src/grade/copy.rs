@@ -3,9 +3,10 @@
 //! tprox copies as root when it grades as root, from a directory that its owner may still be
 //! changing (grading in place on a shared server). So nothing is decided from a name and then
 //! done to the name again: every entry is opened relative to its directory's open descriptor
-//! without following a link (`openat` with `O_NOFOLLOW`), and its type and owner are read from
-//! that descriptor (`fstat`). An entry swapped for a link between the listing and the open is
-//! found to be a link and copied as one; the copy never reads through it. Links stay links in
+//! in one lookup that follows nothing (`openat` with `O_PATH | O_NOFOLLOW`), and its type,
+//! owner, link target and content are all read from that descriptor. An entry swapped for a
+//! link at any moment is found to be one or the other, and copied as what it was when it was
+//! opened; the copy never reads through a link. Links stay links in
 //! the box, where they resolve in the box's own view of the machine.
 //!
 //! A file whose owner is not the submission's owner, and that is either linked from elsewhere
@@ -50,39 +51,35 @@ fn copy_dir(
         let name = entry?.file_name();
         let target = to.join(&name);
         let shown = inside.join(&name);
-        let opened = openat(
+        // The entry itself, whatever it is now, in one lookup that follows nothing: from here
+        // on, its type and content come from this descriptor, not from its name.
+        let entry = match openat(
             &dir,
             name.as_os_str(),
-            OFlag::O_RDONLY
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_NONBLOCK
-                | OFlag::O_NOCTTY
-                | OFlag::O_CLOEXEC,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
-        );
-        let fd = match opened {
+        ) {
             Ok(fd) => fd,
-            // O_NOFOLLOW on a link: it is a link now, whatever the listing said.
-            Err(Errno::ELOOP) => {
-                let link = readlinkat(&dir, name.as_os_str())?;
-                std::os::unix::fs::symlink(link, &target)?;
-                continue;
-            }
-            // Gone since the listing, or a socket (which cannot be opened): nothing to copy.
-            Err(Errno::ENOENT | Errno::ENXIO) => continue,
+            // Gone since the listing: nothing to copy.
+            Err(Errno::ENOENT) => continue,
             Err(e) => return Err(e.into()),
         };
-        let stat = fstat(&fd)?;
+        let stat = fstat(&entry)?;
         match SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFLNK => {
+                let link = readlinkat(&entry, "")?;
+                std::os::unix::fs::symlink(link, &target)?;
+            }
             SFlag::S_IFDIR if name.as_bytes() == b".git" => {}
             SFlag::S_IFDIR => {
+                let opened = reopen(&entry, OFlag::O_DIRECTORY)?;
                 std::fs::create_dir(&target)?;
-                copy_dir(fd, &shown, &target, owner, refused)?;
+                copy_dir(opened, &shown, &target, owner, refused)?;
             }
             SFlag::S_IFREG => match foreign(&stat, owner) {
                 Some(why) => refused.push(format!("{} not copied: {why}", shown.display())),
                 None => {
-                    let mut file = File::from(fd);
+                    let mut file = File::from(reopen(&entry, OFlag::empty())?);
                     let mut copy = File::create(&target)?;
                     std::io::copy(&mut file, &mut copy)?;
                     let mode = stat.st_mode & 0o777;
@@ -92,7 +89,7 @@ fn copy_dir(
                     )?;
                 }
             },
-            // Devices, pipes: a submission has no use for them.
+            // Devices, pipes, sockets: a submission has no use for them.
             _ => {}
         }
     }
@@ -111,6 +108,18 @@ fn foreign(stat: &FileStat, owner: u32) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// The file `entry` (an `O_PATH` descriptor) refers to, opened for reading: through its
+/// `/proc/self/fd` link, which names the very file the descriptor holds, never a path again.
+fn reopen(entry: &OwnedFd, flags: OFlag) -> std::io::Result<OwnedFd> {
+    let link = format!("/proc/self/fd/{}", raw(entry));
+    Ok(openat(
+        AT_FDCWD,
+        link.as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | flags,
+        Mode::empty(),
+    )?)
 }
 
 fn raw(fd: &impl AsFd) -> i32 {
