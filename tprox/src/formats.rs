@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
+use crate::expect::{Expectations, Finding};
 use crate::outcome::Outcome;
 use crate::report::{CaseReport, SurvivalCheck};
 use crate::rules;
@@ -25,6 +26,28 @@ pub struct RunInfo {
     pub started: SystemTime,
     /// Whether failed SHOULD cases count as failures.
     pub strict: bool,
+    /// What the run was judged against (`--expect`): a known deviation is then marked as
+    /// expected, and an unexpected pass as a failure.
+    pub expect: Option<std::sync::Arc<Expectations>>,
+}
+
+impl RunInfo {
+    /// A case's finding against the expectations, when there are some.
+    fn finding(&self, report: &CaseReport) -> Option<Finding> {
+        let verdict = Verdict::of(report, self.strict);
+        self.expect
+            .as_ref()
+            .map(|e| e.finding(report.case.id, verdict))
+    }
+
+    /// Whether a case fails the run: a failure that is not a known deviation, or an
+    /// unexpected pass.
+    fn counts_as_failure(&self, report: &CaseReport) -> bool {
+        match self.finding(report) {
+            Some(finding) => !finding.is_success(),
+            None => counts_as_failure(report, self.strict),
+        }
+    }
 }
 
 /// A report format.
@@ -115,7 +138,14 @@ pub fn json_value(info: &RunInfo, reports: &[CaseReport]) -> Value {
                 "level": r.case.level.to_string(),
                 "rules": r.case.rules.iter().map(|rule| rule.to_string()).collect::<Vec<_>>(),
                 "outcome": r.outcome.label(),
-                "counts_as_failure": counts_as_failure(r, info.strict),
+                "counts_as_failure": info.counts_as_failure(r),
+                "expected": info.finding(r).map(|finding| match finding {
+                    Finding::AsExpected => json!({ "finding": "as-expected" }),
+                    Finding::KnownDeviation(reason) => json!({ "finding": "known-deviation", "reason": reason }),
+                    Finding::KnownSkip(reason) => json!({ "finding": "known-skip", "reason": reason }),
+                    Finding::Regression => json!({ "finding": "regression" }),
+                    Finding::UnexpectedPass(reason) => json!({ "finding": "unexpected-pass", "reason": reason }),
+                }),
                 "duration_s": r.duration.as_secs_f64(),
                 "attempts": r.attempts,
                 "survival": r.survival.map(|check| match check {
@@ -147,6 +177,14 @@ pub fn json_value(info: &RunInfo, reports: &[CaseReport]) -> Value {
             "warnings": summary.warnings,
             "flaky": summary.flaky,
             "survival": summary.survival,
+            "expectations": info.expect.as_ref().map(|e| {
+                let judged = e.judge(reports, info.strict);
+                json!({
+                    "known_deviations": judged.count(|f| matches!(f, Finding::KnownDeviation(_))),
+                    "regressions": judged.regressions(),
+                    "unexpected_passes": judged.unexpected_passes(),
+                })
+            }),
         },
     })
 }
@@ -179,14 +217,30 @@ fn junit(info: &RunInfo, reports: &[CaseReport]) -> String {
     use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
     let mut suite = TestSuite::new("tprox");
     for r in reports {
-        let status = match &r.outcome {
-            Outcome::Pass => TestCaseStatus::success(),
-            Outcome::Skip(reason) => {
+        let status = match (info.finding(r), &r.outcome) {
+            // What JUnit's readers understand as "not run, and not a failure", with why.
+            (Some(Finding::KnownDeviation(reason)), _) => {
+                let mut status = TestCaseStatus::skipped();
+                status.set_message(format!("expected failure: {reason}"));
+                status
+            }
+            (Some(Finding::UnexpectedPass(reason)), _) => {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status
+                    .set_message(format!(
+                        "unexpected pass: expected to fail ({reason}); remove its entry from \
+                         the expectations file"
+                    ))
+                    .set_type("unexpected-pass");
+                status
+            }
+            (_, Outcome::Pass) => TestCaseStatus::success(),
+            (_, Outcome::Skip(reason)) => {
                 let mut status = TestCaseStatus::skipped();
                 status.set_message(reason.clone());
                 status
             }
-            Outcome::Fail(f) if counts_as_failure(r, info.strict) => {
+            (_, Outcome::Fail(f)) if counts_as_failure(r, info.strict) => {
                 let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 status
                     .set_message(f.expected.clone())
@@ -195,7 +249,7 @@ fn junit(info: &RunInfo, reports: &[CaseReport]) -> String {
                 status
             }
             // A SHOULD failure without --strict: reported, but not a failure.
-            Outcome::Fail(_) => TestCaseStatus::success(),
+            (_, Outcome::Fail(_)) => TestCaseStatus::success(),
         };
         let mut case = TestCase::new(r.case.id, status);
         case.set_classname(r.case.id.split('/').next().unwrap_or("tprox"));
@@ -230,18 +284,29 @@ fn tap(info: &RunInfo, reports: &[CaseReport]) -> String {
     for (i, r) in reports.iter().enumerate() {
         let n = i + 1;
         let title = format!("{} - {}", r.case.id, r.case.name);
-        match &r.outcome {
-            Outcome::Pass if r.flaky.is_some() => out.push_str(&format!(
+        match (info.finding(r), &r.outcome) {
+            (Some(Finding::UnexpectedPass(reason)), _) => out.push_str(&format!(
+                "not ok {n} {title}\n  ---\n  unexpected_pass: {}\n  ...\n",
+                quote(&format!(
+                    "expected to fail ({reason}); remove its entry from the expectations file"
+                ))
+            )),
+            (_, Outcome::Pass) if r.flaky.is_some() => out.push_str(&format!(
                 "ok {n} {title} (flaky: passed on attempt {})\n",
                 r.attempts
             )),
-            Outcome::Pass => out.push_str(&format!("ok {n} {title}\n")),
-            Outcome::Skip(reason) => out.push_str(&format!("ok {n} {title} # SKIP {reason}\n")),
-            Outcome::Fail(f) => {
-                let directive = if counts_as_failure(r, info.strict) {
-                    ""
-                } else {
-                    " # TODO SHOULD case: a warning, not a failure"
+            (_, Outcome::Pass) => out.push_str(&format!("ok {n} {title}\n")),
+            (_, Outcome::Skip(reason)) => {
+                out.push_str(&format!("ok {n} {title} # SKIP {reason}\n"))
+            }
+            (finding, Outcome::Fail(f)) => {
+                // TAP's TODO: a failure its consumers expect, not counted against the run.
+                let directive = match finding {
+                    Some(Finding::KnownDeviation(reason)) => {
+                        format!(" # TODO expected failure: {reason}")
+                    }
+                    _ if counts_as_failure(r, info.strict) => String::new(),
+                    _ => " # TODO SHOULD case: a warning, not a failure".into(),
                 };
                 out.push_str(&format!("not ok {n} {title}{directive}\n  ---\n"));
                 out.push_str(&format!("  rules: {}\n", quote(&rules::list(r.case.rules))));

@@ -8,12 +8,14 @@
 
 // The engine's modules, under the names the command's modules have always used for them.
 use tprox_core::{
-    case, contract, event, harness, outcome, proxy, report, rules, runner, select, summary, verdict,
+    case, contract, event, expect, harness, outcome, proxy, report, rules, runner, select, summary,
+    verdict,
 };
 use tprox_core::{Case, CATALOGUE};
 
 mod bench;
 mod cli;
+mod diff;
 mod error;
 mod formats;
 pub mod fuzz;

@@ -3,38 +3,15 @@
 
 use assert_cmd::Command;
 
+mod common;
+
 const TPROX: &str = env!("CARGO_BIN_EXE_tprox");
 
 /// A run of two passing cases against the reference, or of failing ones against the reference
 /// pointed at a port where nothing listens.
 fn run(failing: bool, extra: &[&str]) -> (i32, String) {
-    let mut cmd = Command::new(TPROX);
-    cmd.args([
-        "--seed",
-        "7",
-        "--only",
-        "echo/single",
-        "--only",
-        "shutdown/one-way",
-    ])
-    .args(extra);
-    if failing {
-        cmd.args([
-            "--",
-            TPROX,
-            "__reference-proxy",
-            "{dest_host}",
-            "1",
-            "{listen_port}",
-        ]);
-    } else {
-        cmd.arg("--reference");
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-    )
+    let (code, stdout, _) = common::two_cases(TPROX, failing, extra);
+    (code, stdout)
 }
 
 fn schema() -> serde_json::Value {

@@ -13,6 +13,8 @@
 //! * [`Verdict`]: what a report means (pass, warn, fail, flaky, skip), the one judgement every
 //!   reporter shows; [`Summary`] counts them.
 //! * [`select`]: `--only` / `--skip` patterns.
+//! * [`expect`]: expected results (`tprox-expect.toml`): a run judged against the cases a
+//!   proxy is known not to pass.
 
 #![warn(missing_docs)]
 
@@ -21,6 +23,7 @@ pub mod cases;
 mod clock;
 pub mod contract;
 pub mod event;
+pub mod expect;
 pub mod front;
 pub mod harness;
 mod heartbeat;

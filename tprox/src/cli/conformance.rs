@@ -5,6 +5,9 @@ use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use std::sync::Arc;
+
+use crate::expect::{entry_toml, Expectations, Finding, Judgement};
 use crate::formats::{self, RunInfo};
 use crate::harness::Dialing;
 use crate::human::HumanReporter;
@@ -77,7 +80,21 @@ pub(super) fn run_suite(cli: &Cli) -> error::Result {
     };
     let only = parse(&cli.only).map_err(Error::Usage)?;
     let skip = parse(&cli.skip).map_err(Error::Usage)?;
-    let (cases, unmatched) = select::select(&catalogue(front.is_some()), &only, &skip);
+    let catalogue = catalogue(front.is_some());
+    let expect = match &cli.expect {
+        // A file that is to be written from this run may not exist yet.
+        Some(path) if cli.update_expect && !path.exists() => Some(Expectations::default()),
+        Some(path) => {
+            let ids: Vec<&str> = catalogue.iter().map(|c| c.id).collect();
+            Some(Expectations::load(path, &ids).map_err(Error::Usage)?)
+        }
+        None => None,
+    };
+    let (mut cases, unmatched) = select::select(&catalogue, &only, &skip);
+    if let Some(expect) = &expect {
+        let skipped: Vec<&str> = expect.skipped().collect();
+        cases.retain(|case| !skipped.contains(&case.id));
+    }
     for pattern in &unmatched {
         eprintln!("tprox: warning: pattern '{pattern}' matches no case (see tprox --list)");
     }
@@ -100,7 +117,8 @@ pub(super) fn run_suite(cli: &Cli) -> error::Result {
         front: front.clone().map(std::sync::Arc::new),
         ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
     };
-    run_interruptible("tprox", "", run_repeatedly(&cases, &options, cli))?
+    let expect = expect.map(std::sync::Arc::new);
+    run_interruptible("tprox", "", run_repeatedly(&cases, &options, cli, expect))?
 }
 
 /// Runs the selection `--repeat` times (once by default) and, when repeated, sums up each
@@ -109,9 +127,12 @@ async fn run_repeatedly(
     cases: &[&'static crate::Case],
     options: &RunOptions,
     cli: &Cli,
+    expect: Option<Arc<Expectations>>,
 ) -> error::Result {
     if cli.repeat == 1 {
-        return run(cases, options, cli).await.map(|(summary, _)| summary);
+        return run(cases, options, cli, expect)
+            .await
+            .map(|(summary, _)| summary);
     }
     let mut failures = vec![0u32; cases.len()];
     let mut worst = Conclusion::Passed;
@@ -123,7 +144,7 @@ async fn run_repeatedly(
         if cli.format == Format::Human {
             say(format_args!("\n# run {} of {}", i + 1, cli.repeat));
         }
-        let (conclusion, reports) = run(cases, &options, cli).await?;
+        let (conclusion, reports) = run(cases, &options, cli, expect.clone()).await?;
         if conclusion == Conclusion::Failed {
             worst = Conclusion::Failed;
         }
@@ -153,6 +174,7 @@ async fn run(
     cases: &[&'static crate::Case],
     options: &RunOptions,
     cli: &Cli,
+    expect: Option<Arc<Expectations>>,
 ) -> error::Result<(Conclusion, Vec<crate::report::CaseReport>)> {
     let rerun = rerun_template(cli, options.seed);
     let human = cli.format == Format::Human;
@@ -206,6 +228,7 @@ async fn run(
         seed: options.seed,
         started,
         strict: cli.strict,
+        expect: expect.clone(),
     };
     if !human {
         let _ =
@@ -215,7 +238,59 @@ async fn run(
         std::fs::write(path, formats::render(*format, &info, &reports))
             .map_err(|e| Error::output("the report", path, e))?;
     }
-    Ok((Conclusion::failed_if(!summary.is_success()), reports))
+    let conclusion = match (&expect, &cli.expect) {
+        (Some(expect), Some(path)) if cli.update_expect => {
+            let updated = expect.updated(&reports, cli.strict);
+            std::fs::write(path, updated.to_toml())
+                .map_err(|e| Error::output("the expectations file", path, e))?;
+            eprintln!(
+                "tprox: wrote {}: {} case(s) expected not to pass",
+                path.display(),
+                updated.entries.len()
+            );
+            Conclusion::Passed
+        }
+        (Some(expect), Some(path)) => {
+            let judged = expect.judge(&reports, cli.strict);
+            eprint!("{}", judgement_text(expect, &judged, path));
+            Conclusion::failed_if(!judged.is_success())
+        }
+        _ => Conclusion::failed_if(!summary.is_success()),
+    };
+    Ok((conclusion, reports))
+}
+
+/// What a run judged against its expectations file says: how many known deviations it saw,
+/// and every regression and unexpected pass with what to do about it.
+fn judgement_text(expect: &Expectations, judged: &Judgement, path: &std::path::Path) -> String {
+    let known = judged.count(|f| matches!(f, Finding::KnownDeviation(_) | Finding::KnownSkip(_)));
+    let mut text = format!(
+        "tprox: judged against {}: {known} known deviation(s) as expected",
+        path.display()
+    );
+    let regressions = judged.regressions();
+    let unexpected = judged.unexpected_passes();
+    if regressions.is_empty() && unexpected.is_empty() {
+        text.push_str(", nothing else failed\n");
+        return text;
+    }
+    text.push('\n');
+    for id in regressions {
+        text.push_str(&format!(
+            "tprox: REGRESSION: {id} was expected to pass and failed (its report says why)\n"
+        ));
+    }
+    for id in unexpected {
+        let entry = expect.get(id).expect("an unexpected pass has an entry");
+        text.push_str(&format!(
+            "tprox: UNEXPECTED PASS: {id} was expected to fail ({}) and passed: remove these \
+             lines from {} (or run with --update-expect):\n{}",
+            entry.reason,
+            path.display(),
+            entry_toml(id, entry)
+        ));
+    }
+    text
 }
 
 /// The command line that reruns one case (`{id}`) with the same seed and settings.

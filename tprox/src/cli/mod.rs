@@ -5,6 +5,7 @@
 
 mod bench;
 mod conformance;
+mod diff;
 mod fuzz;
 mod grade;
 mod matrix;
@@ -21,6 +22,7 @@ use crate::proxy;
 use crate::runner::defaults;
 
 use bench::BenchArgs;
+use diff::DiffArgs;
 use fuzz::FuzzArgs;
 use grade::GradeArgs;
 use matrix::MatrixArgs;
@@ -37,10 +39,12 @@ Examples:
   tprox fuzz --reference                  generated scenarios, shrunk on failure (tprox fuzz --help)
   tprox --profile nginx                   a known proxy with a generated configuration
   tprox matrix                            every known proxy through the catalogue, as a matrix
+  tprox --expect tprox-expect.toml ./tcpproxy   known deviations green, regressions red
+  tprox diff main.json branch.json        the cases whose verdict changed between two reports
 
 Exit status:
-  0  every selected case passed
-  1  at least one case failed
+  0  every selected case passed (with --expect: the run matched the expectations file)
+  1  at least one case failed (with --expect: a regression or an unexpected pass)
   2  bad usage, or the proxy could not be started (it exited, or never listened)
   3  the filters selected no case
   4  the run finished, but a report, gradebook or table could not be written
@@ -139,6 +143,18 @@ struct Cli {
     #[arg(long)]
     strict: bool,
 
+    /// Judge the run against FILE (tprox-expect.toml, kept in the proxy's repository): the
+    /// cases the proxy is known not to pass, each with its reason. Known deviations leave the
+    /// run green; a case expected to pass that fails (a regression) or expected to fail that
+    /// passes (the file needs updating) fails it, and the output says what to change.
+    #[arg(long, value_name = "FILE")]
+    expect: Option<PathBuf>,
+
+    /// With --expect FILE: write FILE from this run (an entry for every case that failed,
+    /// reasons already written kept; none for a case that passed) and exit 0.
+    #[arg(long, requires = "expect")]
+    update_expect: bool,
+
     /// Connections open at once in concurrency/many. Each needs two descriptors in tprox and
     /// two in the proxy: mind the open-file limit (ulimit -n).
     #[arg(long, value_name = "N", default_value_t = Scale::default().connections as u32, value_parser = clap::value_parser!(u32).range(1..=20000))]
@@ -193,6 +209,9 @@ enum Command {
     /// Run the catalogue against every known proxy and write the compatibility matrix as JSON,
     /// Markdown and HTML (see tprox matrix --help).
     Matrix(MatrixArgs),
+    /// Compare two runs' JSON reports: the cases whose verdict changed, and the regressions
+    /// (see tprox diff --help).
+    Diff(DiffArgs),
 }
 
 fn parse_format(text: &str) -> Result<Format, String> {
@@ -216,6 +235,7 @@ pub fn main() -> u8 {
         Some(Command::Bench(_)) => "tprox bench",
         Some(Command::Peer(_)) => "tprox peer",
         Some(Command::Matrix(_)) => "tprox matrix",
+        Some(Command::Diff(_)) => "tprox diff",
         None => "tprox",
     };
     exit_status(command, dispatch(cli))
@@ -228,6 +248,7 @@ fn dispatch(cli: Cli) -> error::Result {
         Some(Command::Bench(args)) => return bench::run(args),
         Some(Command::Peer(args)) => return peer::run(args),
         Some(Command::Matrix(args)) => return matrix::run(args),
+        Some(Command::Diff(args)) => return diff::run(args),
         None => {}
     }
     if cli.list {

@@ -432,6 +432,7 @@ async fn run_cases(
         seed: options.seed,
         started: SystemTime::now(),
         strict: true,
+        expect: None,
     };
     runner::preflight(&options)
         .await

@@ -27,6 +27,7 @@ use std::time::Duration;
 use libtest::Ending;
 use tprox_core::case::Case;
 use tprox_core::event::Silent;
+use tprox_core::expect::{Expectations, Finding};
 use tprox_core::outcome::Outcome;
 use tprox_core::proxy::{ProxyCommand, REFERENCE_ARG};
 use tprox_core::report::CaseReport;
@@ -42,6 +43,8 @@ pub struct Suite {
     only: Vec<Pattern>,
     skip: Vec<Pattern>,
     strict: bool,
+    /// The expectations file's entries and its path, when one was given ([`Suite::expect`]).
+    expect: Option<(std::sync::Arc<Expectations>, String)>,
 }
 
 impl Suite {
@@ -65,6 +68,7 @@ impl Suite {
             only: Vec::new(),
             skip: Vec::new(),
             strict: false,
+            expect: None,
         }
     }
 
@@ -95,6 +99,7 @@ impl Suite {
             only: Vec::new(),
             skip: Vec::new(),
             strict: false,
+            expect: None,
         }
     }
 
@@ -151,14 +156,35 @@ impl Suite {
         self
     }
 
+    /// Judges the run against the expectations file at `path` (`tprox-expect.toml`, as
+    /// `tprox --expect` reads it): a case known not to pass shows as ignored, with its reason;
+    /// one that passes though its entry says it fails is a failure (the file needs updating),
+    /// and an entry's `skip` leaves its case out.
+    ///
+    /// # Panics
+    /// If the file cannot be read or names no case of the catalogue.
+    pub fn expect(mut self, path: &str) -> Self {
+        let catalogue = tprox_core::cases::catalogue(self.options.front.is_some());
+        let ids: Vec<&str> = catalogue.iter().map(|c| c.id).collect();
+        let expect = Expectations::load(std::path::Path::new(path), &ids)
+            .unwrap_or_else(|e| panic!("Suite::expect: {e}"));
+        self.expect = Some((std::sync::Arc::new(expect), path.to_string()));
+        self
+    }
+
     /// The cases this suite selects.
     pub fn cases(&self) -> Vec<&'static Case> {
-        select::select(
+        let mut cases = select::select(
             &tprox_core::cases::catalogue(self.options.front.is_some()),
             &self.only,
             &self.skip,
         )
-        .0
+        .0;
+        if let Some((expect, _)) = &self.expect {
+            let skipped: Vec<&str> = expect.skipped().collect();
+            cases.retain(|case| !skipped.contains(&case.id));
+        }
+        cases
     }
 
     /// Runs the selected cases and returns their reports. Blocks; builds its own runtime.
@@ -177,11 +203,13 @@ impl Suite {
                 cases,
                 setup_error: None,
                 strict: self.strict,
+                expect: self.expect.clone(),
             },
             Err(e) => SuiteReport {
                 cases: Vec::new(),
                 setup_error: Some(e.to_string()),
                 strict: self.strict,
+                expect: self.expect.clone(),
             },
         }
     }
@@ -205,6 +233,7 @@ impl Suite {
                 cases: Vec::new(),
                 setup_error: None,
                 strict: self.strict,
+                expect: self.expect.clone(),
             }
         } else {
             self.run_cases(&chosen)
@@ -213,15 +242,25 @@ impl Suite {
             .cases()
             .into_iter()
             .map(|case| {
-                let ending = match report.verdict(case) {
-                    Ok((Verdict::Pass | Verdict::Flaky, _)) => Ending::Passed,
-                    Ok((Verdict::Skip, _)) => Ending::Ignored,
-                    Ok((Verdict::Warn, details)) => {
-                        eprintln!("{}: warning (SHOULD case):\n{details}", case.id);
-                        Ending::Passed
+                let ending = match (report.finding(case), report.verdict(case)) {
+                    (Some(Finding::KnownDeviation(reason)), _) => {
+                        eprintln!("{}: known deviation ({reason})", case.id);
+                        Ending::Ignored
                     }
-                    Ok((Verdict::Fail, details)) => Ending::Failed(details),
-                    Err(why) => Ending::Failed(why),
+                    (Some(Finding::UnexpectedPass(reason)), _) => Ending::Failed(format!(
+                        "unexpected pass: expected to fail ({reason}); remove its entry from {}",
+                        self.expect.as_ref().map_or("", |(_, path)| path.as_str())
+                    )),
+                    (_, verdict) => match verdict {
+                        Ok((Verdict::Pass | Verdict::Flaky, _)) => Ending::Passed,
+                        Ok((Verdict::Skip, _)) => Ending::Ignored,
+                        Ok((Verdict::Warn, details)) => {
+                            eprintln!("{}: warning (SHOULD case):\n{details}", case.id);
+                            Ending::Passed
+                        }
+                        Ok((Verdict::Fail, details)) => Ending::Failed(details),
+                        Err(why) => Ending::Failed(why),
+                    },
                 };
                 (case.id, ending)
             })
@@ -238,6 +277,7 @@ pub struct SuiteReport {
     /// Set when the proxy could not be started: no case ran.
     pub setup_error: Option<String>,
     strict: bool,
+    expect: Option<(std::sync::Arc<Expectations>, String)>,
 }
 
 impl SuiteReport {
@@ -246,12 +286,23 @@ impl SuiteReport {
         Summary::of(&self.cases, self.strict)
     }
 
-    /// The reports of the cases that failed (SHOULD cases only when strict).
+    /// The reports of the cases that failed (SHOULD cases only when strict); with
+    /// expectations, those that are not known deviations, and the unexpected passes.
     pub fn failures(&self) -> Vec<&CaseReport> {
         self.cases
             .iter()
-            .filter(|r| !Verdict::of(r, self.strict).is_success())
+            .filter(|r| match self.finding(r.case) {
+                Some(finding) => !finding.is_success(),
+                None => !Verdict::of(r, self.strict).is_success(),
+            })
             .collect()
+    }
+
+    /// A case's finding against the expectations, when there are some and it ran.
+    fn finding(&self, case: &Case) -> Option<Finding> {
+        let (expect, _) = self.expect.as_ref()?;
+        let report = self.cases.iter().find(|r| r.case.id == case.id)?;
+        Some(expect.finding(case.id, Verdict::of(report, self.strict)))
     }
 
     /// True when the proxy was set up and no selected case failed.

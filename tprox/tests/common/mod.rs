@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests. Each test crate uses some of them.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -55,4 +56,37 @@ pub fn interrupt_when_started(
     )
     .unwrap();
     child.wait().unwrap().code()
+}
+
+/// Runs `tprox` (at `tprox`) on echo/single and shutdown/one-way with seed 7 and these options,
+/// against the reference proxy, or (`broken`) against the reference pointed at a destination
+/// port where nothing listens, which fails both. Returns the exit status, stdout and stderr.
+pub fn two_cases(tprox: &str, broken: bool, options: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(tprox);
+    cmd.args([
+        "--seed",
+        "7",
+        "--only",
+        "echo/single",
+        "--only",
+        "shutdown/one-way",
+    ])
+    .args(options);
+    match broken {
+        true => cmd.args([
+            "--",
+            tprox,
+            "__reference-proxy",
+            "{dest_host}",
+            "1",
+            "{listen_port}",
+        ]),
+        false => cmd.arg("--reference"),
+    };
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
