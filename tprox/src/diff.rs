@@ -1,6 +1,12 @@
 //! `tprox diff OLD.json NEW.json`: what changed between two runs' JSON reports, for a pull
 //! request's check against the main branch's last run: the cases whose verdict changed, and
-//! which of those are regressions (a case that did not count as a failure and now does).
+//! which of those are regressions (a case that did not count as a failure and now does); the
+//! figures the cases measured that moved beyond their spread; and the settings the two runs
+//! differ in, since a verdict that changed with them may not be the proxy's doing.
+//!
+//! Only verdicts decide the exit status. A figure that moved is reported, better or worse,
+//! but fails nothing: on a shared CI machine latency and CPU move with the load, and the
+//! bounds that matter are already the verdicts' (a proxy over them fails its case).
 //!
 //! A verdict is read from each case's `outcome`, `counts_as_failure` and `flaky`, so a report
 //! judged against an expectations file (`--expect`) compares as it was judged: a known
@@ -32,6 +38,47 @@ pub struct Change {
     pub regression: bool,
 }
 
+/// A figure of one case that moved beyond the two runs' spreads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moved {
+    /// The case id.
+    pub id: String,
+    /// The figure's name, as the case records it.
+    pub name: String,
+    pub unit: String,
+    pub before: f64,
+    pub after: f64,
+    /// The two runs' spreads together: the move exceeded it.
+    pub spread: f64,
+}
+
+impl Moved {
+    /// Whether it moved the wrong way (every figure is better lower).
+    pub fn is_worse(&self) -> bool {
+        self.after > self.before
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} {}: {} → {} {} (spread {})",
+            self.id,
+            self.name,
+            number(self.before),
+            number(self.after),
+            self.unit,
+            number(self.spread)
+        )
+    }
+}
+
+/// A setting the two runs differ in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    pub name: String,
+    pub before: Value,
+    pub after: Value,
+}
+
 /// The two reports compared.
 #[derive(Debug, Clone)]
 pub struct Diff {
@@ -40,6 +87,10 @@ pub struct Diff {
     new: Value,
     /// The cases that changed, in the new report's order, then those only in the old one.
     pub changes: Vec<Change>,
+    /// The figures that moved beyond their spread, in the new report's order.
+    pub moved: Vec<Moved>,
+    /// The settings the runs differ in (the seed included: payloads differ with it).
+    pub settings: Vec<Setting>,
 }
 
 impl Diff {
@@ -78,7 +129,15 @@ impl Diff {
                 });
             }
         }
-        Diff { old, new, changes }
+        let moved = moved(&old, &new);
+        let settings = settings(&old, &new);
+        Diff {
+            old,
+            new,
+            changes,
+            moved,
+            settings,
+        }
     }
 
     fn regressions(&self) -> usize {
@@ -94,6 +153,9 @@ impl Diff {
             self.changes.len(),
             self.regressions()
         );
+        if !self.settings.is_empty() {
+            text.push_str(&format!("  the runs differ in: {}\n", self.settings_line()));
+        }
         for c in &self.changes {
             text.push_str(&format!(
                 "  {:<10} {:<28} {} → {}\n",
@@ -103,7 +165,22 @@ impl Diff {
                 c.after.as_deref().unwrap_or("(not run)")
             ));
         }
+        for m in &self.moved {
+            text.push_str(&format!(
+                "  {:<10} {}\n",
+                if m.is_worse() { "worse" } else { "better" },
+                m.describe()
+            ));
+        }
         text
+    }
+
+    fn settings_line(&self) -> String {
+        self.settings
+            .iter()
+            .map(|s| format!("{} {} → {}", s.name, s.before, s.after))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// For a pull request comment or `$GITHUB_STEP_SUMMARY`: a heading and a table.
@@ -115,19 +192,45 @@ impl Diff {
             escape(&describe(&self.old)),
             escape(&describe(&self.new))
         );
+        if !self.settings.is_empty() {
+            text.push_str(&format!(
+                "The runs differ in: {}\n\n",
+                escape(&self.settings_line())
+            ));
+        }
         if self.changes.is_empty() {
             text.push_str("No case changed its verdict.\n");
-            return text;
+        } else {
+            text.push_str("| case | before | after | |\n|---|---|---|---|\n");
+            for c in &self.changes {
+                text.push_str(&format!(
+                    "| `{}` | {} | {} | {} |\n",
+                    c.id,
+                    c.before.as_deref().unwrap_or("not run"),
+                    c.after.as_deref().unwrap_or("not run"),
+                    if c.regression { "**regression**" } else { "" }
+                ));
+            }
         }
-        text.push_str("| case | before | after | |\n|---|---|---|---|\n");
-        for c in &self.changes {
-            text.push_str(&format!(
-                "| `{}` | {} | {} | {} |\n",
-                c.id,
-                c.before.as_deref().unwrap_or("not run"),
-                c.after.as_deref().unwrap_or("not run"),
-                if c.regression { "**regression**" } else { "" }
-            ));
+        if !self.moved.is_empty() {
+            text.push_str(
+                "\nFigures that moved beyond their spread (they fail nothing; lower is \
+                 better):\n\n| case | figure | before | after | spread | |\n\
+                 |---|---|---|---|---|---|\n",
+            );
+            for m in &self.moved {
+                text.push_str(&format!(
+                    "| `{}` | {} | {} {} | {} {} | {} | {} |\n",
+                    m.id,
+                    escape(&m.name),
+                    number(m.before),
+                    escape(&m.unit),
+                    number(m.after),
+                    escape(&m.unit),
+                    number(m.spread),
+                    if m.is_worse() { "worse" } else { "better" }
+                ));
+            }
         }
         text
     }
@@ -149,6 +252,13 @@ impl Diff {
             "old": side(&self.old),
             "new": side(&self.new),
             "regressions": self.regressions(),
+            "settings": self.settings.iter().map(|s| json!({
+                "name": s.name, "before": s.before, "after": s.after,
+            })).collect::<Vec<_>>(),
+            "moved": self.moved.iter().map(|m| json!({
+                "id": m.id, "name": m.name, "unit": m.unit, "before": m.before,
+                "after": m.after, "spread": m.spread, "worse": m.is_worse(),
+            })).collect::<Vec<_>>(),
             "changes": self.changes.iter().map(|c| json!({
                 "id": c.id,
                 "before": c.before,
@@ -208,6 +318,95 @@ fn cases(report: &Value) -> Vec<(String, Seen)> {
             ))
         })
         .collect()
+}
+
+/// The figures of the cases both runs have that moved beyond the two spreads together.
+fn moved(old: &Value, new: &Value) -> Vec<Moved> {
+    let figures = |report: &Value| -> Vec<(String, String, String, f64, f64)> {
+        let empty = Vec::new();
+        let cases = report["cases"].as_array().unwrap_or(&empty);
+        cases
+            .iter()
+            .flat_map(|case| {
+                let id = case["id"].as_str().unwrap_or_default().to_string();
+                let figures = case["figures"].as_array().cloned().unwrap_or_default();
+                figures.into_iter().filter_map(move |f| {
+                    Some((
+                        id.clone(),
+                        f["name"].as_str()?.to_string(),
+                        f["unit"].as_str()?.to_string(),
+                        f["value"].as_f64()?,
+                        f["spread"].as_f64()?,
+                    ))
+                })
+            })
+            .collect()
+    };
+    let before = figures(old);
+    figures(new)
+        .into_iter()
+        .filter_map(|(id, name, unit, after, after_spread)| {
+            let (.., was, was_spread) = before
+                .iter()
+                .find(|(i, n, u, ..)| *i == id && *n == name && *u == unit)?;
+            let spread = was_spread + after_spread;
+            ((after - was).abs() > spread).then_some(Moved {
+                id,
+                name,
+                unit,
+                before: *was,
+                after,
+                spread,
+            })
+        })
+        .collect()
+}
+
+/// The settings the two runs differ in: the top-level ones and each of `settings`.
+fn settings(old: &Value, new: &Value) -> Vec<Setting> {
+    let mut names: Vec<(String, Value, Value)> =
+        ["tprox", "proxy", "seed", "stall_timeout_s", "strict"]
+            .iter()
+            .map(|name| (name.to_string(), old[name].clone(), new[name].clone()))
+            .collect();
+    let empty = serde_json::Map::new();
+    let (was, is) = (
+        old["settings"].as_object().unwrap_or(&empty),
+        new["settings"].as_object().unwrap_or(&empty),
+    );
+    for name in was
+        .keys()
+        .chain(is.keys().filter(|k| !was.contains_key(*k)))
+    {
+        let get =
+            |side: &serde_json::Map<String, Value>| side.get(name).cloned().unwrap_or(Value::Null);
+        names.push((name.clone(), get(was), get(is)));
+    }
+    names
+        .into_iter()
+        .filter(|(_, before, after)| before != after)
+        .map(|(name, before, after)| Setting {
+            name,
+            before,
+            after,
+        })
+        .collect()
+}
+
+/// A figure as people read it: three significant digits at most, no trailing zeros.
+fn number(value: f64) -> String {
+    let text = if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    };
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
 }
 
 fn describe(report: &Value) -> String {
@@ -290,5 +489,42 @@ mod tests {
         );
         assert!(same.is_success() && same.changes.is_empty());
         assert!(same.markdown().contains("No case changed its verdict."));
+    }
+
+    /// A figure moves only beyond the two spreads together; settings that differ are named.
+    #[test]
+    fn figures_that_moved_beyond_their_spread_and_settings_that_differ_are_told() {
+        let with = |median: f64, spread: f64, jobs: u32| {
+            let mut report = report(&[("latency/small-writes", "pass", false)]);
+            report["cases"][0]["figures"] = json!([
+                { "name": "median round trip", "unit": "ms", "value": median, "spread": spread },
+            ]);
+            report["settings"] = json!({ "jobs": jobs });
+            report
+        };
+        let within = Diff::of(with(0.2, 0.1, 4), with(0.35, 0.1, 4));
+        assert!(within.moved.is_empty() && within.settings.is_empty());
+        let worse = Diff::of(with(0.2, 0.1, 4), with(44.0, 0.5, 2));
+        assert_eq!(worse.moved.len(), 1);
+        assert!(worse.moved[0].is_worse());
+        // Figures fail nothing: only verdicts decide the exit status.
+        assert!(worse.is_success());
+        assert!(
+            worse.human().contains(
+                "worse      latency/small-writes median round trip: 0.2 → 44 ms (spread 0.6)"
+            ),
+            "{}",
+            worse.human()
+        );
+        assert!(worse.human().contains("the runs differ in: jobs 4 → 2"));
+        assert!(
+            worse.markdown().contains(
+                "| `latency/small-writes` | median round trip | 0.2 ms | 44 ms | 0.6 | worse |"
+            ),
+            "{}",
+            worse.markdown()
+        );
+        assert_eq!(worse.json()["moved"][0]["worse"], true);
+        assert_eq!(worse.json()["settings"][0]["name"], "jobs");
     }
 }

@@ -29,9 +29,39 @@ pub struct RunInfo {
     /// What the run was judged against (`--expect`): a known deviation is then marked as
     /// expected, and an unexpected pass as a failure.
     pub expect: Option<std::sync::Arc<Expectations>>,
+    /// The run's other settings, as the report states them: a diff of two runs says which
+    /// differ, since a verdict that changed with them may not be the proxy's doing.
+    pub settings: Value,
 }
 
 impl RunInfo {
+    /// What a report says about a run made with `options`.
+    pub fn of(
+        options: &crate::runner::RunOptions,
+        started: SystemTime,
+        strict: bool,
+        expect: Option<std::sync::Arc<Expectations>>,
+    ) -> Self {
+        RunInfo {
+            proxy: options.proxy.label.clone(),
+            stall: options.stall,
+            seed: options.seed,
+            started,
+            strict,
+            expect,
+            settings: json!({
+                "jobs": options.jobs,
+                "retries": options.retries,
+                "shared": options.shared,
+                "front": options.front.as_ref().map(|front| front.to_string()),
+                "startup_timeout_s": options.startup_timeout.as_secs_f64(),
+                "bulk_bytes": options.scale.bulk_bytes,
+                "chain_length": options.scale.chain_length,
+                "connections": options.scale.connections,
+            }),
+        }
+    }
+
     /// A case's finding against the expectations, when there are some.
     fn finding(&self, report: &CaseReport) -> Option<Finding> {
         let verdict = Verdict::of(report, self.strict);
@@ -147,6 +177,7 @@ pub fn json_value(info: &RunInfo, reports: &[CaseReport]) -> Value {
                     Finding::UnexpectedPass(reason) => json!({ "finding": "unexpected-pass", "reason": reason }),
                 }),
                 "duration_s": r.duration.as_secs_f64(),
+                "figures": r.figures,
                 "attempts": r.attempts,
                 "survival": r.survival.map(|check| match check {
                     SurvivalCheck::Before => "before",
@@ -168,6 +199,7 @@ pub fn json_value(info: &RunInfo, reports: &[CaseReport]) -> Value {
         "seed": info.seed,
         "started": humantime::format_rfc3339_seconds(info.started).to_string(),
         "strict": info.strict,
+        "settings": info.settings,
         "cases": cases,
         "summary": {
             "total": reports.len(),

@@ -2,11 +2,13 @@
 //! under each failure, with a live status line where a person watches.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
 
 use crate::event::{Event, Reporter};
+use crate::expect::{Expectations, Finding};
 use crate::outcome::Outcome;
 use crate::report::CaseReport;
 use crate::summary::{failure_details, Summary};
@@ -21,8 +23,12 @@ pub struct HumanReporter<W: Write> {
     rerun: Option<String>,
     progress: Option<ProgressBar>,
     running: Vec<&'static str>,
-    /// The profile's notes on where the proxy's documented behaviour differs.
-    notes: &'static [crate::profiles::Note],
+    /// The profile's known deviations: each reason is shown under the failure it explains.
+    notes: Option<Arc<Expectations>>,
+    /// The expectations the run is judged against (`--expect`): each case's line then says
+    /// whether its result was expected, so a reader sees the regression among the known
+    /// failures where it happens.
+    judged: Option<Arc<Expectations>>,
 }
 
 impl<W: Write> HumanReporter<W> {
@@ -41,13 +47,20 @@ impl<W: Write> HumanReporter<W> {
             rerun: None,
             progress,
             running: Vec::new(),
-            notes: &[],
+            notes: None,
+            judged: None,
         }
     }
 
-    /// Shows, under each failure a note explains, that note.
-    pub fn with_notes(mut self, notes: &'static [crate::profiles::Note]) -> Self {
+    /// Shows, under each failure a profile's file explains, its reason.
+    pub fn with_notes(mut self, notes: Option<Arc<Expectations>>) -> Self {
         self.notes = notes;
+        self
+    }
+
+    /// Marks each case's result against the expectations the run is judged by.
+    pub fn judged_by(mut self, expect: Option<Arc<Expectations>>) -> Self {
+        self.judged = expect;
         self
     }
 
@@ -130,16 +143,33 @@ impl<W: Write> HumanReporter<W> {
             (Verdict::Warn, _) => "warning (SHOULD)".to_string(),
             (Verdict::Fail, _) => "failed".to_string(),
         };
-        text.push_str(&format!("{}: {verdict}\n", case.name));
+        let finding = self
+            .judged
+            .as_ref()
+            .map(|expect| expect.finding(case.id, Verdict::of(report, self.strict)));
+        let mark = match &finding {
+            Some(Finding::KnownDeviation(_)) => " (known deviation)",
+            Some(Finding::Regression) => " (REGRESSION: expected to pass)",
+            Some(Finding::UnexpectedPass(_)) => " (UNEXPECTED PASS: expected to fail)",
+            _ => "",
+        };
+        text.push_str(&format!("{}: {verdict}{mark}\n", case.name));
         if let Some(first) = &report.flaky {
             text.push_str(&format!("    first failure: expected {}\n", first.expected));
             text.push_str(&format!("                   observed {}\n", first.observed));
         }
+        // The profile's reason, or the expectations file's: one of them, said once.
+        let note = self.notes.as_ref().and_then(|notes| notes.get(case.id));
         if let Outcome::Fail(_) = &report.outcome {
             let rerun = self.rerun.as_ref().map(|r| r.replace("{id}", case.id));
             text.push_str(&failure_details(report, rerun.as_deref(), !self.verbose));
-            for note in self.notes.iter().filter(|note| note.explains(case.id)) {
-                text.push_str(&format!("    {:<12}{}\n", "proxy note", note.text));
+            if let Some(entry) = note {
+                text.push_str(&format!("    {:<12}{}\n", "proxy note", entry.reason));
+            }
+        }
+        if let Some(Finding::KnownDeviation(reason) | Finding::UnexpectedPass(reason)) = &finding {
+            if note.is_none() || !matches!(report.outcome, Outcome::Fail(_)) {
+                text.push_str(&format!("    {:<12}{reason}\n", "expected"));
             }
         }
         if self.verbose {

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::expect::Expectations;
 use crate::proxy::{ConfigFile, ProxyCommand, REFERENCE_ARG, REFERENCE_ARGS};
 
 /// One known proxy.
@@ -29,31 +30,18 @@ pub struct Profile {
     pub config: Option<&'static str>,
     /// Arguments that make the program print its version.
     pub version_args: &'static [&'static str],
-    /// Where the proxy's documented behaviour differs from the contract's meaning: shown under
-    /// the failures of the cases each note explains.
-    pub notes: &'static [Note],
+    /// The cases the proxy is known not to pass, each with the reason read in its
+    /// documentation or source: an expectations file (`tprox/expect/NAME.toml`, the format
+    /// of `tprox --expect`), so that a real proxy's known deviations and a user's are one
+    /// format. Shown under the failures they explain; the matrix explains its cells with them.
+    pub expect: &'static str,
     /// The handshake its clients speak (`socks5`, `connect`), for a front: it is then started
     /// with `{listen_port}` only and tested through the front, the front cases included.
     pub front: Option<&'static str>,
 }
 
-/// One documented difference, and the cases (id prefixes or globs) whose verdicts it explains.
-#[derive(Debug)]
-pub struct Note {
-    pub cases: &'static [&'static str],
-    pub text: &'static str,
-}
-
-const NO_NOTES: &[Note] = &[];
-
-impl Note {
-    /// Whether the note explains case `id` (an id prefix or a glob of the note matches it).
-    pub fn explains(&self, id: &str) -> bool {
-        self.cases
-            .iter()
-            .any(|pattern| crate::select::Pattern::parse(pattern).is_ok_and(|p| p.matches(id)))
-    }
-}
+/// A profile's expectations when it has no known deviation.
+const NOTHING_KNOWN: &str = "";
 
 /// The program name that stands for the tprox executable itself.
 pub const TPROX_ITSELF: &str = "{tprox}";
@@ -69,7 +57,7 @@ pub const PROFILES: &[Profile] = &[
         args: REFERENCE_ARGS,
         config: None,
         version_args: &[REFERENCE_ARG, "--version"],
-        notes: NO_NOTES,
+        expect: NOTHING_KNOWN,
         front: None,
     },
     Profile {
@@ -90,7 +78,7 @@ pub const PROFILES: &[Profile] = &[
         ],
         config: None,
         version_args: &[REFERENCE_ARG, "--version"],
-        notes: NO_NOTES,
+        expect: NOTHING_KNOWN,
         front: None,
     },
     Profile {
@@ -108,7 +96,7 @@ pub const PROFILES: &[Profile] = &[
         ],
         config: None,
         version_args: &[REFERENCE_ARG, "--version"],
-        notes: NO_NOTES,
+        expect: NOTHING_KNOWN,
         front: Some("socks5"),
     },
     Profile {
@@ -126,7 +114,7 @@ pub const PROFILES: &[Profile] = &[
         ],
         config: None,
         version_args: &[REFERENCE_ARG, "--version"],
-        notes: NO_NOTES,
+        expect: NOTHING_KNOWN,
         front: Some("connect"),
     },
     Profile {
@@ -141,23 +129,7 @@ pub const PROFILES: &[Profile] = &[
         ],
         config: None,
         version_args: &["-V"],
-        notes: &[
-            Note {
-                cases: &["shutdown/", "bulk/duplex"],
-                text: "socat ends both directions at most -t seconds (0.5 by default) after one \
-                       side's EOF (man socat, 'closing phase')",
-            },
-            Note {
-                cases: &["timeout/lazy-", "timeout/slow-reader"],
-                text: "no stall timeout: socat's only timeout, -T, is an inactivity timeout \
-                       (it would close idle connections too), so the profile leaves it off",
-            },
-            Note {
-                cases: &["latency/small-writes"],
-                text: "socat sets TCP_NODELAY only when given its nodelay address option (man \
-                       socat, TCP options); the profile runs socat's defaults",
-            },
-        ],
+        expect: include_str!("../expect/socat.toml"),
         front: None,
     },
     Profile {
@@ -175,18 +147,7 @@ pub const PROFILES: &[Profile] = &[
              backend back\n  server destination {dest_host}:{dest_port}\n",
         ),
         version_args: &["-v"],
-        notes: &[Note {
-            cases: &[
-                "timeout/idle",
-                "timeout/slow-reader",
-                "timeout/active",
-                "shutdown/idle-half-closed",
-            ],
-            text: "the stall timeout is mapped to timeout client and timeout server, which are \
-                   inactivity timeouts: an idle connection is closed after it too, half-closed \
-                   or not (timeout client-fin and timeout server-fin default to them)",
-        }],
-
+        expect: include_str!("../expect/haproxy.toml"),
         front: None,
     },
     Profile {
@@ -205,18 +166,7 @@ pub const PROFILES: &[Profile] = &[
              proxy_pass {dest_host}:{dest_port};\n    proxy_timeout {stall_timeout}s;\n  }\n}\n",
         ),
         version_args: &["-v"],
-        notes: &[
-            Note {
-                cases: &["shutdown/", "bulk/duplex"],
-                text: "proxy_half_close is off by default: an EOF from one side closes both \
-                       (nginx stream proxy module)",
-            },
-            Note {
-                cases: &["timeout/idle", "timeout/slow-reader", "timeout/active"],
-                text: "the stall timeout is mapped to proxy_timeout, the time allowed between two \
-                       reads or writes: an idle connection is closed after it too",
-            },
-        ],
+        expect: include_str!("../expect/nginx.toml"),
         front: None,
     },
     Profile {
@@ -228,22 +178,7 @@ pub const PROFILES: &[Profile] = &[
         args: &["-f", "-c", "{config}"],
         config: Some("{dest_host} {listen_port} {dest_host} {dest_port}\n"),
         version_args: &["-v"],
-        notes: &[
-            Note {
-                cases: &["shutdown/", "bulk/duplex"],
-                text: "no half-close: an EOF from either side closes that connection and then the \
-                       other once its pending data is written (src/rinetd.c, handleClose: 'one end \
-                       fizzled out')",
-            },
-            Note {
-                cases: &["timeout/lazy-", "timeout/slow-reader"],
-                text: "no stall timeout: rinetd's only timeout is for UDP forwarding (man rinetd)",
-            },
-            Note {
-                cases: &["latency/small-writes"],
-                text: "rinetd never sets TCP_NODELAY and has no option for it (man rinetd)",
-            },
-        ],
+        expect: include_str!("../expect/rinetd.toml"),
         front: None,
     },
     Profile {
@@ -255,22 +190,7 @@ pub const PROFILES: &[Profile] = &[
         args: &["-n", "{dest_host}:{listen_port}", "{dest_host}:{dest_port}"],
         config: None,
         version_args: &["-v"],
-        notes: &[
-            Note {
-                cases: &["shutdown/", "bulk/duplex"],
-                text: "no half-close: redir's copy loop ends the session at the first EOF from \
-                       either side and shuts down both sockets (redir.c, copyloop)",
-            },
-            Note {
-                cases: &["timeout/lazy-", "timeout/slow-reader"],
-                text: "no stall timeout: redir's only timeout, --timeout, closes idle \
-                       connections, so the profile leaves it off",
-            },
-            Note {
-                cases: &["latency/small-writes"],
-                text: "redir never sets TCP_NODELAY and has no option for it (redir --help)",
-            },
-        ],
+        expect: include_str!("../expect/redir.toml"),
         front: None,
     },
     Profile {
@@ -289,23 +209,7 @@ pub const PROFILES: &[Profile] = &[
         ],
         config: None,
         version_args: &["--version"],
-        notes: &[
-            Note {
-                cases: &["shutdown/", "bulk/duplex"],
-                text: "no half-close, by design: when one direction ends the crate cancels the \
-                       other, to 'correlate the lifetimes of the two tcp read/write loops' \
-                       (src/main.rs, copy_with_abort)",
-            },
-            Note {
-                cases: &["timeout/lazy-", "timeout/slow-reader"],
-                text: "no stall timeout: the crate has no timeout option (tcpproxy --help)",
-            },
-            Note {
-                cases: &["latency/small-writes"],
-                text: "the crate never sets TCP_NODELAY on its sockets and has no option for it \
-                       (tcpproxy --help)",
-            },
-        ],
+        expect: include_str!("../expect/tcpproxy.toml"),
         front: None,
     },
     Profile {
@@ -327,22 +231,7 @@ pub const PROFILES: &[Profile] = &[
              acl any_port port 1-65535\nhttp_access allow localhost\nhttp_access deny all\n",
         ),
         version_args: &["-v"],
-        notes: &[
-            Note {
-                cases: &["shutdown/one-way", "shutdown/reverse", "shutdown/idle-half-closed"],
-                text: "no half-close in a CONNECT tunnel: an EOF closes that side's connection, \
-                       and its close handler closes the other once nothing is left to write \
-                       (src/tunnel.cc, keepGoingAfterRead and tunnelClientClosed)",
-            },
-            Note {
-                cases: &["timeout/lazy-"],
-                text: "no stall timeout at this scale: squid compares its timeouts with a clock \
-                       of whole seconds (src/comm.cc, checkTimeouts and squid_curtime), so mapped \
-                       to a 2 s stall timeout they fire up to a second late, outside the window; \
-                       the profile leaves read_timeout and write_timeout at their 15-minute \
-                       defaults",
-            },
-        ],
+        expect: include_str!("../expect/squid.toml"),
         front: Some("connect"),
     },
     Profile {
@@ -357,29 +246,7 @@ pub const PROFILES: &[Profile] = &[
              MaxClients 2000\nAllow 127.0.0.1\nLogLevel Critical\n",
         ),
         version_args: &["-v"],
-        notes: &[
-            Note {
-                cases: &["shutdown/one-way", "shutdown/reverse", "shutdown/idle-half-closed"],
-                text: "no half-close: the relay loop ends at the first EOF from either side, \
-                       then writes out both buffers and shuts both sockets down (src/reqs.c, \
-                       relay_connection)",
-            },
-            Note {
-                cases: &["timeout/idle"],
-                text: "the stall timeout is mapped to Timeout, the relay loop's poll timeout: an \
-                       idle connection is closed after it too (src/reqs.c, relay_connection)",
-            },
-            Note {
-                cases: &["latency/small-writes"],
-                text: "tinyproxy never sets TCP_NODELAY (no use of it anywhere in src/)",
-            },
-            Note {
-                cases: &["front/refused", "front/unanswered-dial"],
-                text: "a failed dial, refused or timed out, is answered 500 'Unable to \
-                       connect', not 502 or 504 (src/reqs.c, connect failure in \
-                       process_request)",
-            },
-        ],
+        expect: include_str!("../expect/tinyproxy.toml"),
         front: Some("connect"),
     },
     Profile {
@@ -391,34 +258,7 @@ pub const PROFILES: &[Profile] = &[
         args: &["-i", "127.0.0.1", "-p", "{listen_port}"],
         config: None,
         version_args: &["-h"],
-        notes: &[
-            Note {
-                cases: &["shutdown/one-way", "shutdown/reverse", "shutdown/idle-half-closed"],
-                text: "no half-close: the copy loop returns at the first read that gets EOF, \
-                       and both sockets are closed (sockssrv.c, copyloop)",
-            },
-            Note {
-                cases: &["timeout/lazy-"],
-                text: "no stall timeout: the only timeout reaps connections idle for 15 minutes \
-                       (sockssrv.c, copyloop)",
-            },
-            Note {
-                cases: &["latency/small-writes"],
-                text: "microsocks never sets TCP_NODELAY (no use of it in the source)",
-            },
-            Note {
-                cases: &["front/unanswered-dial"],
-                text: "the destination is dialed with a blocking connect() and no timeout of its \
-                       own, so a dial that gets no answer waits for the system's SYN retries, \
-                       about two minutes (sockssrv.c, connect_socks_target)",
-            },
-            Note {
-                cases: &["front/split-handshake", "front/early-data", "front/mid-handshake"],
-                text: "each handshake message is parsed from one recv() (sockssrv.c, handshake): \
-                       a message split across writes is rejected, bytes behind the request are \
-                       dropped, and a partial greeting is refused and closed at once",
-            },
-        ],
+        expect: include_str!("../expect/microsocks.toml"),
         front: Some("socks5"),
     },
     Profile {
@@ -438,12 +278,7 @@ pub const PROFILES: &[Profile] = &[
              socks pass { from: 127.0.0.0/8 to: 127.0.0.0/8 command: bind connect udpassociate bindreply udpreply }\n",
         ),
         version_args: &["-v"],
-        notes: &[Note {
-            cases: &["timeout/lazy-"],
-            text: "no stall timeout: dante's i/o timeout, timeout.io, is an idle timeout \
-                   (danted.conf(5)); mapped to the stall timeout it closed idle connections at \
-                   varying times, so the profile leaves it at 0 (none)",
-        }],
+        expect: include_str!("../expect/dante.toml"),
         front: Some("socks5"),
     },
     Profile {
@@ -462,37 +297,7 @@ pub const PROFILES: &[Profile] = &[
              \"outbounds\": [{\"protocol\": \"freedom\"}]}\n",
         ),
         version_args: &["-version"],
-        notes: &[
-            Note {
-                cases: &["shutdown/one-way", "shutdown/reverse", "shutdown/idle-half-closed"],
-                text: "no half-close: when one direction's copy ends, the end is not passed on \
-                       (freedom's request copy returns without closing the destination's write \
-                       side, proxy/freedom/freedom.go, Process), and the whole connection is cut \
-                       once the other direction has been idle for policy uplinkOnly / \
-                       downlinkOnly, 1 s by default (features/policy/policy.go, SessionDefault; \
-                       proxy/socks/server.go, transport)",
-            },
-            Note {
-                cases: &["timeout/lazy-"],
-                text: "no stall timeout: the only timeout of an open connection, policy connIdle \
-                       (300 s by default), is an inactivity timeout that idle connections meet \
-                       too (common/signal/timer.go, ActivityTimer); the profile leaves it alone",
-            },
-            Note {
-                cases: &["close/reset-"],
-                text: "a reset is never seen: the readv reader takes every read error for 'not \
-                       ready yet' (common/buf/readv_unix.go, unixReader.Read returns -1 for any \
-                       error, ECONNRESET included; readv_reader.go, readMulti then waits for the \
-                       socket to be readable again, which it never is)",
-            },
-            Note {
-                cases: &["front/refused", "front/unanswered-dial"],
-                text: "the SOCKS5 reply is success before anything is dialed: the handshake \
-                       writes statusSuccess for every CONNECT (proxy/socks/protocol.go, \
-                       ServerSession.handshake5) and the outbound dials after it \
-                       (proxy/socks/server.go, transport)",
-            },
-        ],
+        expect: include_str!("../expect/v2ray.toml"),
         front: Some("socks5"),
     },
     Profile {
@@ -505,45 +310,7 @@ pub const PROFILES: &[Profile] = &[
         args: &["-l", "socks5://127.0.0.1:{listen_port}#alice:secret"],
         config: None,
         version_args: &["--version"],
-        notes: &[
-            Note {
-                cases: &["shutdown/one-way", "shutdown/reverse", "shutdown/idle-half-closed"],
-                text: "no half-close: each direction's copy loop closes the other side's writer \
-                       when it reads EOF, which closes that whole socket (pproxy/proto.py, \
-                       BaseProtocol.channel: writer.close() in its finally)",
-            },
-            Note {
-                cases: &["timeout/lazy-"],
-                text: "no stall timeout: a tunnel's copy loops read without a timeout \
-                       (pproxy/proto.py, BaseProtocol.channel)",
-            },
-            Note {
-                cases: &["front/refused", "front/unanswered-dial"],
-                text: "the SOCKS5 success reply is written before anything is dialed \
-                       (pproxy/proto.py, Socks5.accept writes 05 00 00 and the requested \
-                       address); the dial comes after accept returns, and when it fails the \
-                       client is only closed (pproxy/server.py, stream_handler)",
-            },
-            Note {
-                cases: &["front/bad-credentials"],
-                text: "logins are remembered by the client's IP address, for --auth seconds, 30 \
-                       days by default: a later client from that address that offers only \
-                       'no authentication' is let in (pproxy/server.py, AuthTable; \
-                       pproxy/proto.py, Socks5.accept takes authtable.authed())",
-            },
-            Note {
-                cases: &["front/unsupported-command"],
-                text: "BIND and UDP ASSOCIATE are not answered: Socks5.accept asserts that the \
-                       request starts 05 01 00 (CONNECT), and the failed assertion closes the \
-                       connection without a reply (pproxy/proto.py)",
-            },
-            Note {
-                cases: &["front/mid-handshake"],
-                text: "a silent client is dropped only after SOCKET_TIMEOUT, a fixed 60 s: every \
-                       handshake read is wrapped in asyncio.wait_for(..., \
-                       timeout=SOCKET_TIMEOUT) (pproxy/server.py, read_n and read_w)",
-            },
-        ],
+        expect: include_str!("../expect/pproxy.toml"),
         front: Some("socks5:alice:secret"),
     },
     Profile {
@@ -573,54 +340,7 @@ pub const PROFILES: &[Profile] = &[
              console.log('proxy ' + require(dir + '/package.json').version + \
              ' on Node.js ' + process.version)",
         ],
-        notes: &[
-            Note {
-                cases: &["shutdown/reverse", "shutdown/idle-half-closed", "shutdown/flush"],
-                text: "the destination's EOF ends the tunnel: the destination's socket (net.connect \
-                       with its default allowHalfOpen false) ends its own side too, and its \
-                       'close' handler destroys the client's socket, dropping what is still \
-                       queued for the client (dist/proxy.js, onconnect: ontargetclose calls \
-                       socket.destroy())",
-            },
-            Note {
-                cases: &["close/reset-client"],
-                text: "a reset of the client is only logged (dist/proxy.js, onclienterror), and \
-                       socket.pipe(target) ends the destination on the client's 'end' only, \
-                       never on an error (Node.js stream.pipe)",
-            },
-            Note {
-                cases: &["timeout/lazy-"],
-                text: "no stall timeout: a tunnel has no timeout at all (dist/proxy.js sets none)",
-            },
-            Note {
-                cases: &["latency/small-writes"],
-                text: "the destination's socket keeps Nagle's algorithm on: it is opened with \
-                       net.connect and never given setNoDelay (dist/proxy.js, onconnect)",
-            },
-            Note {
-                cases: &["front/refused"],
-                text: "every failed dial but a name not found (404) is answered 500 Internal \
-                       Server Error (dist/proxy.js, ontargeterror)",
-            },
-            Note {
-                cases: &["front/unanswered-dial"],
-                text: "the destination is dialed with net.connect and no timeout (dist/proxy.js, \
-                       onconnect), so a dial that gets no answer waits for the system's SYN \
-                       retries, about two minutes",
-            },
-            Note {
-                cases: &["front/early-data"],
-                text: "data behind the CONNECT request ends the process: onconnect asserts that \
-                       the request's head is empty ('\"head\" should be empty for proxy \
-                       requests'), and the rejection of the async function is unhandled, which \
-                       ends Node.js (dist/proxy.js, onconnect)",
-            },
-            Note {
-                cases: &["front/mid-handshake"],
-                text: "no handshake timeout of its own: a request head that never ends is dropped \
-                       by Node.js's http.Server after headersTimeout, 60 s by default",
-            },
-        ],
+        expect: include_str!("../expect/node-proxy.toml"),
         front: Some("connect"),
     },
 ];
@@ -691,6 +411,17 @@ impl Profile {
         Ok(command.in_dir(scratch.to_path_buf()))
     }
 
+    /// The cases it is known not to pass, from its expectations file. Every id is checked
+    /// against the whole catalogue by a test, so this cannot fail for a built tprox.
+    pub fn expectations(&self) -> Expectations {
+        let ids: Vec<&str> = tprox_core::cases::catalogue(true)
+            .iter()
+            .map(|case| case.id)
+            .collect();
+        Expectations::parse(self.expect, &ids)
+            .unwrap_or_else(|e| panic!("tprox/expect/{}.toml: {e}", self.name))
+    }
+
     /// The front its clients must speak, if it is one.
     pub fn front(&self) -> Option<tprox_core::front::Front> {
         self.front
@@ -738,7 +469,7 @@ pub fn scratch_dir() -> Result<tempfile::TempDir, String> {
 }
 
 /// `--list-profiles`: each profile, whether it is installed (and its version), how it is run,
-/// and its notes.
+/// and the cases it is known not to pass.
 pub fn describe_all() -> String {
     let mut out = String::new();
     for profile in PROFILES {
@@ -754,13 +485,8 @@ pub fn describe_all() -> String {
             profile.program,
             profile.args.join(" ")
         ));
-        for note in profile.notes {
-            out.push_str(&format!(
-                "{:<13} note ({}): {}\n",
-                "",
-                note.cases.join(", "),
-                note.text
-            ));
+        for (id, entry) in &profile.expectations().entries {
+            out.push_str(&format!("{:<13} known ({id}): {}\n", "", entry.reason));
         }
     }
     out.trim_end().to_string()
@@ -814,13 +540,25 @@ mod tests {
         }
     }
 
+    /// Each profile's file parses, names only cases of the catalogue, and expects only
+    /// failures (a real proxy's cases are never skipped: the matrix shows them all).
     #[test]
-    fn notes_explain_the_cases_their_patterns_match() {
-        let nginx = find("nginx").unwrap();
-        let explained = |id| nginx.notes.iter().filter(|n| n.explains(id)).count();
-        assert_eq!(explained("shutdown/one-way"), 1);
-        assert_eq!(explained("timeout/idle"), 1);
-        assert_eq!(explained("echo/single"), 0);
+    fn every_profiles_expectations_file_is_valid() {
+        for profile in PROFILES {
+            let expected = profile.expectations();
+            assert!(
+                expected
+                    .entries
+                    .values()
+                    .all(|e| e.expect == tprox_core::expect::Expected::Fail),
+                "{}",
+                profile.name
+            );
+        }
+        let nginx = find("nginx").unwrap().expectations();
+        assert!(nginx.get("shutdown/one-way").is_some());
+        assert!(nginx.get("echo/single").is_none());
+        assert!(find("ref").unwrap().expectations().entries.is_empty());
     }
 
     #[test]
@@ -834,7 +572,7 @@ mod tests {
             args: &[],
             config: None,
             version_args: &[],
-            notes: NO_NOTES,
+            expect: NOTHING_KNOWN,
             front: None,
         };
         let err = profile.program().unwrap_err();

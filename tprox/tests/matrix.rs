@@ -43,6 +43,8 @@ fn the_committed_page_is_the_committed_data_rendered() {
 fn every_cell_of_the_committed_matrix_that_is_not_a_pass_is_explained() {
     let matrix = committed();
     assert_eq!(matrix.unexplained(), Vec::<(String, String)>::new());
+    // The notes are the profiles' expectations files, which agree with every cell.
+    assert_eq!(tprox::matrix::disagreements(&matrix), Vec::<String>::new());
     for name in ["ref", "ref-buffered"] {
         let reference = matrix.proxy(name).expect("the reference is in the matrix");
         assert_eq!(reference.cells.len(), tprox_core::CATALOGUE.len());

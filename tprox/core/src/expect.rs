@@ -134,6 +134,17 @@ impl Expectations {
                 "{e}(each entry: [\"case/id\"] with expect = \"fail\" or \"skip\" and a reason)"
             )
         })?;
+        Expectations::from_entries(entries, known)
+    }
+
+    /// Checks entries read from elsewhere (a grading file's `[expect]` table) as [`parse`]
+    /// checks a file's.
+    ///
+    /// [`parse`]: Expectations::parse
+    pub fn from_entries(
+        entries: BTreeMap<String, Expectation>,
+        known: &[&str],
+    ) -> Result<Expectations, String> {
         if let Some(unknown) = entries.keys().find(|id| !known.contains(&id.as_str())) {
             return Err(format!(
                 "an entry for \"{unknown}\", which is no case of this catalogue (renamed or \
@@ -169,19 +180,23 @@ impl Expectations {
             .map(|(id, _)| id.as_str())
     }
 
-    /// One case's finding, from its verdict.
+    /// One case's finding, from its verdict. A warning (a SHOULD case failed, not strict)
+    /// matches an entry that expects the failure, and needs none.
     pub fn finding(&self, id: &str, verdict: Verdict) -> Finding {
-        let failed = !verdict.is_success();
-        match (self.get(id), failed) {
-            (None, false) => Finding::AsExpected,
-            (None, true) => Finding::Regression,
-            (Some(e), _) if e.expect == Expected::Skip => Finding::KnownSkip(e.reason.clone()),
-            (Some(e), true) => Finding::KnownDeviation(e.reason.clone()),
+        let Some(entry) = self.get(id) else {
+            return match verdict.is_success() {
+                true => Finding::AsExpected,
+                false => Finding::Regression,
+            };
+        };
+        let reason = entry.reason.clone();
+        match verdict {
+            _ if entry.expect == Expected::Skip => Finding::KnownSkip(reason),
+            Verdict::Fail | Verdict::Warn => Finding::KnownDeviation(reason),
             // A case that could not run here, or passed only on a retry, did not pass.
-            (Some(e), false) if e.flaky || matches!(verdict, Verdict::Skip | Verdict::Flaky) => {
-                Finding::KnownDeviation(e.reason.clone())
-            }
-            (Some(e), false) => Finding::UnexpectedPass(e.reason.clone()),
+            Verdict::Skip | Verdict::Flaky => Finding::KnownDeviation(reason),
+            Verdict::Pass if entry.flaky => Finding::KnownDeviation(reason),
+            Verdict::Pass => Finding::UnexpectedPass(reason),
         }
     }
 
@@ -195,19 +210,24 @@ impl Expectations {
         }
     }
 
-    /// The expectations a run shows: an entry for each case that failed (its reason kept
-    /// when it had one, otherwise what was expected of it), none for a case that passed;
-    /// entries of cases the run did not include are kept as they are.
+    /// The expectations a run shows: an entry for each case that failed or warned (its
+    /// reason kept when it had one, otherwise what was expected of it), none for a case that
+    /// passed; entries of cases the run skipped or did not include are kept as they are.
     pub fn updated(&self, reports: &[CaseReport], strict: bool) -> Expectations {
         let mut entries = self.entries.clone();
         for report in reports {
             let verdict = Verdict::of(report, strict);
             let id = report.case.id;
-            if verdict.is_success() && verdict != Verdict::Flaky {
-                if !self.get(id).is_some_and(|e| e.flaky) {
-                    entries.remove(id);
+            match verdict {
+                Verdict::Pass => {
+                    if !self.get(id).is_some_and(|e| e.flaky) {
+                        entries.remove(id);
+                    }
+                    continue;
                 }
-                continue;
+                // Not judged here: what the file says stands.
+                Verdict::Skip => continue,
+                Verdict::Fail | Verdict::Warn | Verdict::Flaky => {}
             }
             let kept = self.get(id).filter(|e| e.expect == Expected::Fail);
             let reason = match (kept, &report.outcome) {
@@ -273,6 +293,7 @@ mod tests {
             flaky: None,
             attempts: 1,
             survival: None,
+            figures: Vec::new(),
         }
     }
 

@@ -559,6 +559,9 @@ fn peer(stream: &TcpStream) -> String {
 pub struct Trace {
     start: Instant,
     events: Arc<Mutex<Vec<String>>>,
+    /// What the case measured, for the report (kept with the trace because both are handed
+    /// out of the case body the same way: the body owns the context, the runner a clone).
+    figures: Arc<Mutex<Vec<crate::figure::Figure>>>,
 }
 
 impl Default for Trace {
@@ -572,6 +575,7 @@ impl Trace {
         Trace {
             start: Instant::now(),
             events: Arc::default(),
+            figures: Arc::default(),
         }
     }
 
@@ -587,6 +591,22 @@ impl Trace {
     /// Time since the case began.
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    /// Records a figure the case measured, for its report.
+    pub fn figure(&self, figure: crate::figure::Figure) {
+        self.figures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(figure);
+    }
+
+    /// The figures recorded, in order.
+    pub fn figures(&self) -> Vec<crate::figure::Figure> {
+        self.figures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The recorded steps, in order.

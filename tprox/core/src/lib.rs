@@ -13,6 +13,8 @@
 //! * [`Verdict`]: what a report means (pass, warn, fail, flaky, skip), the one judgement every
 //!   reporter shows; [`Summary`] counts them.
 //! * [`select`]: `--only` / `--skip` patterns.
+//! * [`figure`]: what a case measured (round trips, memory, CPU, descriptors), for comparing
+//!   two runs.
 //! * [`expect`]: expected results (`tprox-expect.toml`): a run judged against the cases a
 //!   proxy is known not to pass.
 
@@ -24,6 +26,7 @@ mod clock;
 pub mod contract;
 pub mod event;
 pub mod expect;
+pub mod figure;
 pub mod front;
 pub mod harness;
 mod heartbeat;

@@ -28,6 +28,8 @@ pub struct CaseReport {
     /// its body found): which one. Kept apart from the body's verdict so that reports can say
     /// how many failures are the proxy's death or silence rather than the case's own rules.
     pub survival: Option<SurvivalCheck>,
+    /// What the case measured on its way to the verdict, for comparing runs.
+    pub figures: Vec<crate::figure::Figure>,
 }
 
 /// tprox's survival check: a plain echo through the proxy before every case body, and after

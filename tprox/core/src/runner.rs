@@ -263,6 +263,7 @@ impl CaseReport {
             flaky: None,
             attempts: 1,
             survival: None,
+            figures: Vec::new(),
         }
     }
 }
@@ -440,6 +441,7 @@ async fn run_case(
         flaky: None,
         attempts: 1,
         survival,
+        figures: trace.figures(),
     }
 }
 

@@ -170,6 +170,7 @@ mod tests {
             flaky: None,
             attempts: 1,
             survival,
+            figures: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! `--repeat` times, reported as the options ask.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use super::*;
@@ -19,14 +20,47 @@ use crate::summary::Summary;
 use crate::verdict::Verdict;
 use tprox_core::cases::catalogue;
 
+/// Everything a run of the suite needs, made from the command line once: the runs below
+/// never see the raw options.
+struct Settings {
+    cases: Vec<&'static crate::Case>,
+    /// The first run's options; a repeated run changes only the seed.
+    options: RunOptions,
+    /// The profile the proxy was started from: its known deviations are shown under the
+    /// failures they explain.
+    profile: Option<&'static crate::profiles::Profile>,
+    /// What the run is judged against (`--expect`), with its file.
+    expect: Option<(Arc<Expectations>, PathBuf)>,
+    /// `--update-expect`: the file is written from the run instead.
+    update_expect: bool,
+    strict: bool,
+    verbose: bool,
+    format: Format,
+    outputs: Vec<(Format, PathBuf)>,
+    repeat: u32,
+    /// The command that reruns one case, `{id}` and `{seed}` standing for its id and the
+    /// run's seed.
+    rerun: String,
+}
+
 /// Runs the suite as `cli` says.
 pub(super) fn run_suite(cli: &Cli) -> error::Result {
     // A profile's configuration is written to a scratch directory that lives as long as the run.
-    let mut _scratch = None;
+    let mut scratch = None;
+    let settings = settings(cli, &mut scratch)?;
+    run_interruptible("tprox", "", run_repeatedly(&settings))?
+}
+
+/// The settings of `cli`'s run, checked; the profile's scratch directory goes into `scratch`.
+fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result<Settings> {
+    let profile = match &cli.profile {
+        Some(name) => Some(crate::profiles::find(name).map_err(Error::Usage)?),
+        None => None,
+    };
     // A front profile brings its front; any other profile is a plain forwarder.
-    let front = match (&cli.profile, &cli.front) {
-        (Some(name), given) => {
-            let profile = crate::profiles::find(name).map_err(Error::Usage)?;
+    let front = match (profile, &cli.front) {
+        (Some(profile), given) => {
+            let name = profile.name;
             match (profile.front(), given) {
                 (None, Some(_)) => {
                     return Err(Error::Usage(format!(
@@ -45,24 +79,19 @@ pub(super) fn run_suite(cli: &Cli) -> error::Result {
         }
         (None, given) => given.clone(),
     };
-    let proxy = match (&cli.profile, cli.reference, cli.proxy.is_empty()) {
-        (None, true, _) if cli.front.is_some() => {
-            let scratch = crate::profiles::scratch_dir().map_err(Error::Setup)?;
-            let command = ProxyCommand::reference_front(
-                cli.front.as_ref().expect("checked above"),
-                scratch.path(),
-            );
-            _scratch = Some(scratch);
-            command
-        }
+    let mut scratch_dir = || {
+        let dir = crate::profiles::scratch_dir().map_err(Error::Setup)?;
+        let path = dir.path().to_path_buf();
+        *scratch = Some(dir);
+        Ok::<_, Error>(path)
+    };
+    let proxy = match (profile, cli.reference, cli.proxy.is_empty()) {
+        (None, true, _) if cli.front.is_some() => ProxyCommand::reference_front(
+            cli.front.as_ref().expect("checked above"),
+            &scratch_dir()?,
+        ),
         (None, false, false) if cli.front.is_some() => ProxyCommand::new_front(&cli.proxy),
-        (Some(name), _, _) => {
-            let profile = crate::profiles::find(name).map_err(Error::Usage)?;
-            let scratch = crate::profiles::scratch_dir().map_err(Error::Setup)?;
-            let command = profile.command(scratch.path());
-            _scratch = Some(scratch);
-            command
-        }
+        (Some(profile), _, _) => profile.command(&scratch_dir()?),
         (None, true, _) => ProxyCommand::reference(),
         (None, false, false) => ProxyCommand::new(&cli.proxy),
         (None, false, true) => Err(
@@ -101,11 +130,10 @@ pub(super) fn run_suite(cli: &Cli) -> error::Result {
     if cases.is_empty() {
         return Err(Error::NothingSelected);
     }
-    let seed = cli.seed.unwrap_or_else(|| fastrand::u64(..1_000_000_000));
     let options = RunOptions {
         startup_timeout: Duration::from_secs_f64(cli.startup_timeout),
         jobs: cli.jobs.into(),
-        seed,
+        seed: cli.seed.unwrap_or_else(|| fastrand::u64(..1_000_000_000)),
         scale: Scale {
             connections: cli.connections as usize,
             bulk_bytes: cli.bulk_kib as usize * 1024,
@@ -114,53 +142,60 @@ pub(super) fn run_suite(cli: &Cli) -> error::Result {
         echo_proxy_output: cli.verbose,
         shared: cli.shared,
         retries: cli.retries,
-        front: front.clone().map(std::sync::Arc::new),
+        front: front.map(Arc::new),
         ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
     };
-    let expect = expect.map(std::sync::Arc::new);
-    run_interruptible("tprox", "", run_repeatedly(&cases, &options, cli, expect))?
+    Ok(Settings {
+        cases,
+        rerun: rerun_template(cli, &options),
+        options,
+        profile,
+        expect: expect.map(Arc::new).zip(cli.expect.clone()),
+        update_expect: cli.update_expect,
+        strict: cli.strict,
+        verbose: cli.verbose,
+        format: cli.format,
+        outputs: cli.output.clone(),
+        repeat: cli.repeat,
+    })
 }
 
 /// Runs the selection `--repeat` times (once by default) and, when repeated, sums up each
 /// case's failure rate.
-async fn run_repeatedly(
-    cases: &[&'static crate::Case],
-    options: &RunOptions,
-    cli: &Cli,
-    expect: Option<Arc<Expectations>>,
-) -> error::Result {
-    if cli.repeat == 1 {
-        return run(cases, options, cli, expect)
+async fn run_repeatedly(settings: &Settings) -> error::Result {
+    let repeat = settings.repeat;
+    if repeat == 1 {
+        return run(settings, &settings.options)
             .await
             .map(|(summary, _)| summary);
     }
+    let cases = &settings.cases;
     let mut failures = vec![0u32; cases.len()];
     let mut worst = Conclusion::Passed;
-    for i in 0..cli.repeat {
+    for i in 0..repeat {
         let options = RunOptions {
-            seed: options.seed.wrapping_add(u64::from(i)),
-            ..options.clone()
+            seed: settings.options.seed.wrapping_add(u64::from(i)),
+            ..settings.options.clone()
         };
-        if cli.format == Format::Human {
-            say(format_args!("\n# run {} of {}", i + 1, cli.repeat));
+        if settings.format == Format::Human {
+            say(format_args!("\n# run {} of {repeat}", i + 1));
         }
-        let (conclusion, reports) = run(cases, &options, cli, expect.clone()).await?;
+        let (conclusion, reports) = run(settings, &options).await?;
         if conclusion == Conclusion::Failed {
             worst = Conclusion::Failed;
         }
         for (count, report) in failures.iter_mut().zip(&reports) {
-            if !Verdict::of(report, cli.strict).is_success() {
+            if !Verdict::of(report, settings.strict).is_success() {
                 *count += 1;
             }
         }
     }
-    let mut text = format!("\nFailure rate per case over {} runs:\n", cli.repeat);
+    let mut text = format!("\nFailure rate per case over {repeat} runs:\n");
     for (case, count) in cases.iter().zip(&failures).filter(|(_, &count)| count > 0) {
         text.push_str(&format!(
-            "  {:<24} failed {count} of {} runs ({:.0}%)\n",
+            "  {:<24} failed {count} of {repeat} runs ({:.0}%)\n",
             case.id,
-            cli.repeat,
-            f64::from(*count) * 100.0 / f64::from(cli.repeat)
+            f64::from(*count) * 100.0 / f64::from(repeat)
         ));
     }
     if failures.iter().all(|&count| count == 0) {
@@ -170,14 +205,14 @@ async fn run_repeatedly(
     Ok(worst)
 }
 
+/// One run of the selection with `options` (the settings' own, or a repeat's).
 async fn run(
-    cases: &[&'static crate::Case],
+    settings: &Settings,
     options: &RunOptions,
-    cli: &Cli,
-    expect: Option<Arc<Expectations>>,
 ) -> error::Result<(Conclusion, Vec<crate::report::CaseReport>)> {
-    let rerun = rerun_template(cli, options.seed);
-    let human = cli.format == Format::Human;
+    let cases = &settings.cases;
+    let strict = settings.strict;
+    let human = settings.format == Format::Human;
     if human {
         say(format_args!(
             "tprox {}: testing {}{} (stall timeout {} s, seed {}, {} case(s))",
@@ -210,37 +245,28 @@ async fn run(
     } else {
         Box::new(std::io::sink())
     };
-    let notes = match &cli.profile {
-        Some(name) => crate::profiles::find(name).map_or(&[][..], |p| p.notes),
-        None => &[],
-    };
-    let mut reporter = HumanReporter::new(sink, cli.verbose, cli.strict, cases.len())
-        .with_rerun(rerun)
-        .with_notes(notes);
+    let expect = settings.expect.as_ref().map(|(expect, _)| expect.clone());
+    let mut reporter = HumanReporter::new(sink, settings.verbose, strict, cases.len())
+        .with_rerun(settings.rerun.replace("{seed}", &options.seed.to_string()))
+        .with_notes(settings.profile.map(|p| Arc::new(p.expectations())))
+        .judged_by(expect.clone().filter(|_| !settings.update_expect));
     let reports = runner::run(cases, options, &mut reporter)
         .await
         .map_err(|e| Error::Setup(format!("setup failed: {e}")))?;
-    let summary = Summary::of(&reports, cli.strict);
+    let summary = Summary::of(&reports, strict);
     reporter.finish(&summary);
-    let info = RunInfo {
-        proxy: options.proxy.label.clone(),
-        stall: options.stall,
-        seed: options.seed,
-        started,
-        strict: cli.strict,
-        expect: expect.clone(),
-    };
+    let info = RunInfo::of(options, started, strict, expect);
     if !human {
-        let _ =
-            std::io::stdout().write_all(formats::render(cli.format, &info, &reports).as_bytes());
+        let _ = std::io::stdout()
+            .write_all(formats::render(settings.format, &info, &reports).as_bytes());
     }
-    for (format, path) in &cli.output {
+    for (format, path) in &settings.outputs {
         std::fs::write(path, formats::render(*format, &info, &reports))
             .map_err(|e| Error::output("the report", path, e))?;
     }
-    let conclusion = match (&expect, &cli.expect) {
-        (Some(expect), Some(path)) if cli.update_expect => {
-            let updated = expect.updated(&reports, cli.strict);
+    let conclusion = match &settings.expect {
+        Some((expect, path)) if settings.update_expect => {
+            let updated = expect.updated(&reports, strict);
             std::fs::write(path, updated.to_toml())
                 .map_err(|e| Error::output("the expectations file", path, e))?;
             eprintln!(
@@ -250,12 +276,12 @@ async fn run(
             );
             Conclusion::Passed
         }
-        (Some(expect), Some(path)) => {
-            let judged = expect.judge(&reports, cli.strict);
+        Some((expect, path)) => {
+            let judged = expect.judge(&reports, strict);
             eprint!("{}", judgement_text(expect, &judged, path));
             Conclusion::failed_if(!judged.is_success())
         }
-        _ => Conclusion::failed_if(!summary.is_success()),
+        None => Conclusion::failed_if(!summary.is_success()),
     };
     Ok((conclusion, reports))
 }
@@ -293,28 +319,39 @@ fn judgement_text(expect: &Expectations, judged: &Judgement, path: &std::path::P
     text
 }
 
-/// The command line that reruns one case (`{id}`) with the same seed and settings.
-fn rerun_template(cli: &Cli, seed: u64) -> String {
+/// The command line that reruns one case with the same settings: `{id}` and `{seed}` stand
+/// for the case's id and the run's seed. Only what differs from the defaults is spelt out.
+fn rerun_template(cli: &Cli, options: &RunOptions) -> String {
     let mut parts = vec![
         "tprox".to_string(),
         "--only".into(),
         "{id}".into(),
         "--seed".into(),
-        seed.to_string(),
+        "{seed}".into(),
     ];
-    if cli.stall_timeout != defaults::STALL.as_secs_f64() {
-        parts.extend(["--stall-timeout".into(), cli.stall_timeout.to_string()]);
+    if options.stall != defaults::STALL {
+        parts.extend([
+            "--stall-timeout".into(),
+            options.stall.as_secs_f64().to_string(),
+        ]);
     }
-    if cli.connections != 200 {
-        parts.extend(["--connections".into(), cli.connections.to_string()]);
+    let scale = Scale::default();
+    if options.scale.connections != scale.connections {
+        parts.extend([
+            "--connections".into(),
+            options.scale.connections.to_string(),
+        ]);
     }
-    if cli.bulk_kib != 2048 {
-        parts.extend(["--bulk-kib".into(), cli.bulk_kib.to_string()]);
+    if options.scale.bulk_bytes != scale.bulk_bytes {
+        parts.extend([
+            "--bulk-kib".into(),
+            (options.scale.bulk_bytes / 1024).to_string(),
+        ]);
     }
     if cli.strict {
         parts.push("--strict".into());
     }
-    if cli.shared {
+    if options.shared {
         parts.push("--shared".into());
     }
     if let Some(front) = &cli.front {

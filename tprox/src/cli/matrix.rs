@@ -19,7 +19,9 @@ Examples:
 Each proxy is started by its profile (tprox --list-profiles) and run through the whole
 catalogue, every case with a fresh instance, one proxy after the other. DIR receives
 matrix.json (the data), matrix.md (a table, and why each cell that is not a pass is what it
-is, from the profile's notes) and matrix.html (one self-contained page; click a failure for
+is, from the profile's expectations file, tprox/expect/NAME.toml, the format of tprox
+--expect; a cell the file does not explain, or an entry whose case passed, is warned of) and
+matrix.html (one self-contained page; click a failure for
 its diagnostic). Each proxy's version is what the proxy itself reports.
 
 With --check, the measured verdicts are compared with FILE (a matrix.json) for the proxies
@@ -93,11 +95,8 @@ pub(super) fn run(args: MatrixArgs) -> error::Result {
     for path in matrix::write(&measured, &args.out).map_err(Error::Output)? {
         say(format_args!("wrote {}", path.display()));
     }
-    for (profile, case) in measured.unexplained() {
-        eprintln!(
-            "tprox matrix: warning: {profile} × {case} is not a pass and no note of the profile \
-             explains it"
-        );
+    for disagreement in matrix::disagreements(&measured) {
+        eprintln!("tprox matrix: warning: {disagreement}");
     }
     let Some(committed) = committed else {
         return Ok(Conclusion::Passed);

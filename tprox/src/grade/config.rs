@@ -34,6 +34,10 @@
 //!                               # toolchains outside /usr that builds need
 //! io_uring = false              # may its processes use io_uring?
 //!
+//! ["expect"."timeout/idle"]      # optional: a deviation the course accepts, in the format
+//! expect = "fail"               # of tprox --expect (tprox-expect.toml): "fail" earns the
+//! reason = "not taught this year"  # case's points either way, "skip" neither runs nor grades
+//!
 //! [export]                      # optional: the exports for courses' tools
 //! lms_id_column = "SIS Login ID"   # the LMS CSV's column of submission names
 //! lms_score_column = "Proxy lab"   # and of totals
@@ -48,6 +52,7 @@ use serde::{Deserialize, Serialize};
 
 use super::gradebook::{Export, Visibility};
 use crate::case::Case;
+use crate::expect::Expectations;
 use crate::proxy::Limits;
 use crate::runner::defaults;
 use crate::select::Pattern;
@@ -82,6 +87,9 @@ pub struct Grading {
     pub sandbox: SandboxSettings,
     /// The graded cases, in catalogue order, with their points.
     pub cases: Vec<(&'static Case, f64)>,
+    /// The deviations the course accepts (`[expect]`, the format of `tprox --expect`): a
+    /// case expected to fail earns its points failed or not; one to skip is not graded.
+    pub accepted: Expectations,
     pub export: Export,
 }
 
@@ -142,7 +150,12 @@ impl Grading {
         if front.is_some() {
             catalogue.extend_from_slice(tprox_core::cases::FRONT_CASES);
         }
-        let cases = points(&file.points, &catalogue).map_err(problem)?;
+        let ids: Vec<&str> = catalogue.iter().map(|case| case.id).collect();
+        let accepted = Expectations::from_entries(file.expect, &ids)
+            .map_err(|e| problem(format!("[expect] {e}")))?;
+        let mut cases = points(&file.points, &catalogue).map_err(problem)?;
+        let skipped: Vec<&str> = accepted.skipped().collect();
+        cases.retain(|(case, _)| !skipped.contains(&case.id));
         let limits = file.limits.unwrap_or_default();
         let sandbox = sandbox_settings(file.sandbox, path).map_err(problem)?;
         Ok(Grading {
@@ -190,6 +203,7 @@ impl Grading {
             },
             sandbox,
             cases,
+            accepted,
             export: export(file.export).map_err(problem)?,
         })
     }
@@ -255,6 +269,8 @@ struct File {
     limits: Option<LimitsSection>,
     #[serde(default)]
     points: BTreeMap<String, f64>,
+    #[serde(default)]
+    expect: BTreeMap<String, tprox_core::expect::Expectation>,
     export: Option<ExportSection>,
     sandbox: Option<SandboxSection>,
 }
@@ -505,6 +521,36 @@ pub(crate) mod tests {
         // Without a front, a front pattern matches nothing, and says so.
         let error = parse(&format!("{MINIMAL}[points]\n\"front/\" = 1\n")).unwrap_err();
         assert!(error.contains("matches no case"), "{error}");
+    }
+
+    /// `[expect]` takes tprox --expect's entries: "skip" removes a case from the grading, an
+    /// entry for no case is refused by name.
+    #[test]
+    fn a_course_accepts_deviations_in_the_expectations_format() {
+        let grading = parse(&format!(
+            "{MINIMAL}[points]\n\"*\" = 1\n\
+             [expect.\"timeout/idle\"]\nexpect = \"fail\"\nreason = \"not taught this year\"\n\
+             [expect.\"bulk/chain-20\"]\nexpect = \"skip\"\nreason = \"too slow for the lab machines\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            grading
+                .accepted
+                .get("timeout/idle")
+                .map(|e| e.reason.as_str()),
+            Some("not taught this year")
+        );
+        assert!(grading.cases.iter().any(|(c, _)| c.id == "timeout/idle"));
+        assert!(!grading.cases.iter().any(|(c, _)| c.id == "bulk/chain-20"));
+        let wrong = parse(&format!(
+            "{MINIMAL}[points]\n\"*\" = 1\n\
+             [expect.\"timeout/idel\"]\nexpect = \"fail\"\nreason = \"x\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            wrong.contains("[expect]") && wrong.contains("\"timeout/idel\""),
+            "{wrong}"
+        );
     }
 
     #[test]

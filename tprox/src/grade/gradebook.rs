@@ -161,13 +161,19 @@ pub struct CaseResult {
     /// ("passed 2 of 3 runs"). The outcome and points are then the majority's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unstable: Option<String>,
+    /// Set when the grading file accepts this case's failure (`[expect]`): the reason. The
+    /// case then earns its points whatever its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<String>,
 }
 
 impl CaseResult {
-    /// Whether the case earned its points: a pass, a flaky pass, or a skip (which means tprox
-    /// could not check the case on this machine, the same for every submission).
+    /// Whether the case earned its points: a pass, a flaky pass, a skip (which means tprox
+    /// could not check the case on this machine, the same for every submission), or any
+    /// outcome of a case the course accepts failing.
     pub fn earns(&self) -> bool {
-        self.outcome.is_some_and(Verdict::is_success)
+        self.outcome
+            .is_some_and(|v| v.is_success() || self.accepted.is_some())
     }
 
     /// The outcome's name, as the JSON writes it.
@@ -336,6 +342,7 @@ pub(crate) mod tests {
                         points: 0.0,
                         message: Some("expected: an echo\nobserved: \"nothing\", at all".into()),
                         unstable: None,
+                        accepted: None,
                     }],
                     run_totals: Vec::new(),
                     limits: Vec::new(),

@@ -58,6 +58,7 @@ mod tests {
                 points: if *outcome == "fail" { 0.0 } else { 2.0 },
                 message: (*outcome == "fail").then(|| format!("failed case/{i}")),
                 unstable: None,
+                accepted: None,
             })
             .collect();
         Submission {

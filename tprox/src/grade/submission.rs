@@ -117,6 +117,7 @@ fn not_run(grading: &Grading) -> Vec<CaseResult> {
             points: 0.0,
             message: None,
             unstable: None,
+            accepted: None,
         })
         .collect()
 }
@@ -176,7 +177,10 @@ pub async fn grade_in(
             result.results = reports
                 .iter()
                 .zip(&grading.cases)
-                .map(|(report, (_, points))| score(report, *points))
+                .map(|(report, (case, points))| {
+                    let accepted = grading.accepted.get(case.id);
+                    score(report, *points, accepted.map(|e| e.reason.as_str()))
+                })
                 .collect();
         }
         Err((status, error)) => {
@@ -215,8 +219,9 @@ pub async fn grade_in(
 
 /// The points and message of one case. Grading is strict: a failed SHOULD case loses its
 /// points. A case whose verdict is a success (a pass, a flaky pass, a skip: tprox could not
-/// check the case on this machine, the same for every submission) earns them.
-fn score(report: &CaseReport, points: f64) -> CaseResult {
+/// check the case on this machine, the same for every submission) earns them, as does a
+/// case whose failure the course accepts (`accepted`: the grading file's reason).
+fn score(report: &CaseReport, points: f64, accepted: Option<&str>) -> CaseResult {
     let verdict = Verdict::of(report, true);
     let message = match (&report.outcome, &report.flaky) {
         (Outcome::Pass, Some(first)) => Some(format!(
@@ -236,12 +241,23 @@ fn score(report: &CaseReport, points: f64) -> CaseResult {
             Some(message)
         }
     };
-    CaseResult {
+    let message = match (accepted, message) {
+        (Some(reason), Some(message)) if !verdict.is_success() => Some(format!(
+            "accepted by the course ({reason}), so its points are kept:\n{message}"
+        )),
+        (_, message) => message,
+    };
+    let result = CaseResult {
         case: report.case.id.to_string(),
         outcome: Some(verdict),
-        points: if verdict.is_success() { points } else { 0.0 },
+        points: 0.0,
         message,
         unstable: None,
+        accepted: accepted.map(String::from),
+    };
+    CaseResult {
+        points: if result.earns() { points } else { 0.0 },
+        ..result
     }
 }
 
@@ -426,14 +442,7 @@ async fn run_cases(
         front: grading.front.clone().map(std::sync::Arc::new),
         ..RunOptions::new(proxy, grading.stall)
     };
-    let info = RunInfo {
-        proxy: options.proxy.label.clone(),
-        stall: options.stall,
-        seed: options.seed,
-        started: SystemTime::now(),
-        strict: true,
-        expect: None,
-    };
+    let info = RunInfo::of(&options, SystemTime::now(), true, None);
     runner::preflight(&options)
         .await
         .map_err(|e| (Status::DidNotStart, e.to_string()))?;
@@ -459,4 +468,47 @@ fn share_var(grading: &Grading) -> String {
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     shared.join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Failure;
+
+    fn report(pass: bool) -> CaseReport {
+        CaseReport {
+            case: crate::CATALOGUE
+                .iter()
+                .find(|c| c.id == "timeout/idle")
+                .unwrap(),
+            outcome: match pass {
+                true => Outcome::Pass,
+                false => Outcome::Fail(Failure::new("an idle pair stays open", "EOF")),
+            },
+            duration: std::time::Duration::ZERO,
+            trace: Vec::new(),
+            proxy_output: String::new(),
+            flaky: None,
+            attempts: 1,
+            survival: None,
+            figures: Vec::new(),
+        }
+    }
+
+    /// A failure the course accepts keeps its points and says why; without the entry it loses
+    /// them; a pass earns them either way.
+    #[test]
+    fn an_accepted_failure_keeps_its_points_and_says_why() {
+        let accepted = score(&report(false), 2.0, Some("not taught this year"));
+        assert_eq!(accepted.points, 2.0);
+        assert_eq!(accepted.outcome, Some(Verdict::Fail));
+        let message = accepted.message.unwrap();
+        assert!(
+            message.starts_with("accepted by the course (not taught this year)"),
+            "{message}"
+        );
+        assert_eq!(score(&report(false), 2.0, None).points, 0.0);
+        assert_eq!(score(&report(true), 2.0, Some("x")).points, 2.0);
+        assert_eq!(score(&report(true), 2.0, Some("x")).message, None);
+    }
 }

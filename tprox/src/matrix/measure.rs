@@ -11,6 +11,7 @@ use crate::profiles::{self, Profile};
 use crate::report::CaseReport;
 use crate::rules;
 use crate::runner::{self, RunOptions};
+use crate::verdict::Verdict;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -47,12 +48,12 @@ pub async fn measure(options: &MatrixOptions, progress: &mut dyn Progress) -> Ma
         };
         match run_profile(profile, options, progress).await {
             Ok(reports) => {
+                let expected = profile.expectations();
                 for report in &reports {
-                    let notes = profile
-                        .notes
-                        .iter()
-                        .filter(|note| note.explains(report.case.id))
-                        .map(|note| note.text.to_string())
+                    let notes = expected
+                        .get(report.case.id)
+                        .map(|entry| entry.reason.clone())
+                        .into_iter()
                         .collect();
                     column
                         .cells
@@ -83,6 +84,42 @@ pub async fn measure(options: &MatrixOptions, progress: &mut dyn Progress) -> Ma
             .collect(),
         proxies,
     }
+}
+
+/// Where a matrix and the profiles' expectations files disagree, one line each: a cell that
+/// is not a pass with no entry to explain it, an entry whose case passed (the file is then
+/// out of date), a cell whose note is not its entry's reason (the matrix was measured with an
+/// older file). Columns of proxies with no profile here are left alone.
+pub fn disagreements(matrix: &Matrix) -> Vec<String> {
+    let mut out = Vec::new();
+    for column in &matrix.proxies {
+        let Ok(profile) = profiles::find(&column.profile) else {
+            continue;
+        };
+        let expected = profile.expectations();
+        let file = format!("tprox/expect/{}.toml", profile.name);
+        for (id, cell) in &column.cells {
+            let entry = expected.get(id);
+            let name = &column.profile;
+            match (cell.verdict, entry) {
+                (Verdict::Pass, Some(_)) => out.push(format!(
+                    "{name} × {id} passed, but {file} expects it to fail: remove the entry"
+                )),
+                (Verdict::Fail | Verdict::Warn | Verdict::Flaky, None) => out.push(format!(
+                    "{name} × {id} is not a pass and no entry of {file} explains it"
+                )),
+                (Verdict::Fail | Verdict::Warn | Verdict::Flaky, Some(entry))
+                    if cell.notes != [entry.reason.clone()] =>
+                {
+                    out.push(format!(
+                        "{name} × {id}: the matrix's note is not the reason {file} gives"
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 async fn run_profile(

@@ -13,7 +13,7 @@ pub mod render;
 use std::path::{Path, PathBuf};
 
 pub use crate::verdict::Verdict;
-pub use measure::{measure, MatrixOptions, Progress};
+pub use measure::{disagreements, measure, MatrixOptions, Progress};
 pub use model::{Cell, Difference, Matrix, ProxyColumn, Shown};
 
 /// Writes `matrix.json`, `matrix.md` and `matrix.html` into `out`; returns their paths.

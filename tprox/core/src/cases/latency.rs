@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 
 use crate::case::{Case, Level};
+use crate::figure::Figure;
 use crate::harness::{Ctx, PROMPT};
 use crate::net::{read_exact_within, show};
 use crate::outcome::{Failure, Stop};
@@ -143,6 +144,14 @@ async fn small_writes(cx: Ctx) -> Result<(), Stop> {
     rounds.sort();
     let median = rounds[ROUNDS / 2];
     let worst = rounds[ROUNDS - 1];
+    // The middle half of the rounds: how much a median of this many moves by itself.
+    let spread = rounds[ROUNDS * 3 / 4].saturating_sub(rounds[ROUNDS / 4]);
+    cx.trace.figure(Figure::new(
+        "median round trip",
+        "ms",
+        median.as_secs_f64() * 1e3,
+        spread.as_secs_f64() * 1e3,
+    ));
     cx.trace.event(format_args!(
         "{ROUNDS} round trips: median {:.1} ms, worst {:.1} ms",
         median.as_secs_f64() * 1e3,

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 
 use crate::case::{Case, Level};
 use crate::cases::bulk::{BLOCKED_QUIET, UNBOUNDED_CAP};
+use crate::figure::Figure;
 use crate::harness::{Ctx, PROMPT};
 use crate::net::{flood, mib, read_exact_within, spawn_echo, wait_end, Progress};
 use crate::outcome::{Failure, Stop};
@@ -320,6 +321,12 @@ async fn fds(mut cx: Ctx) -> Result<(), Stop> {
     let after = settled(&cx, target).await?;
     cx.trace
         .event(format_args!("after {FD_CYCLES} connections: {after}"));
+    cx.trace.figure(Figure::new(
+        "sockets held after the connections closed",
+        "sockets",
+        after.sockets as f64 - baseline.sockets as f64,
+        FD_SLACK as f64,
+    ));
     if after.sockets > target {
         return Err(Failure::new(
             format!("after {FD_CYCLES} connections have closed, the proxy's sockets return to the baseline of {}", baseline.sockets),
@@ -404,6 +411,14 @@ async fn memory(cx: Ctx) -> Result<(), Stop> {
         task.abort();
     }
     let growth = after.rss.saturating_sub(before.rss);
+    // How much is accepted before the floods block depends on the socket buffers the kernel
+    // gave, and resident memory moves by allocator arenas: a MiB either way is not a change.
+    cx.trace.figure(Figure::new(
+        "memory grown with blocked connections",
+        "MiB",
+        growth as f64 / (1024.0 * 1024.0),
+        1.0,
+    ));
     cx.trace.event(format_args!(
         "{MEMORY_PAIRS} blocked connections accepted {}; resident memory {} → {}",
         mib(pushed),
@@ -457,6 +472,14 @@ async fn cpu(cx: Ctx) -> Result<(), Stop> {
     }
     let used = end.cpu.saturating_sub(start.cpu);
     let share = used.as_secs_f64() / elapsed.as_secs_f64();
+    // CPU time is counted in clock ticks: each of the two samples may be a tick off.
+    let tick = 1.0 / procfs::ticks_per_second() as f64;
+    cx.trace.figure(Figure::new(
+        "CPU with idle and blocked connections",
+        "% of a core",
+        share * 100.0,
+        2.0 * tick / elapsed.as_secs_f64() * 100.0,
+    ));
     cx.trace.event(format_args!(
         "CPU time over {:.2} s with 5 idle and 2 blocked connections: {:.3} s ({:.0}% of a core)",
         elapsed.as_secs_f64(),

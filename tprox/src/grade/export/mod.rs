@@ -139,6 +139,7 @@ pub(crate) mod tests {
                 points: 3.0,
                 message: None,
                 unstable: None,
+                accepted: None,
             });
             s.total += 3.0;
         }
