@@ -4,13 +4,13 @@
 //! A peer either listens (the destination) or connects (clients, several at once), and does
 //! one thing with every connection: echo, sink, source, greet, reset; or, listening, refuse.
 //! Modifiers stop reading, close or reset after a number of bytes. Every connection's byte
-//! counts are printed when it ends, and the totals when the peer stops.
+//! counts are told when it ends, and the totals when the peer stops (the command line prints
+//! them).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::error::{self, Conclusion, Error};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,16 +108,28 @@ struct Counts {
     sent: AtomicU64,
 }
 
-/// Every connection's counts, for the summary: also those still open when Ctrl-C comes.
-#[derive(Default)]
-struct Totals {
+/// Every connection's counts, for the summary (also those still open when the peer is
+/// stopped), and where the peer's lines go: the command line prints them.
+pub struct Totals {
     connections: std::sync::Mutex<Vec<Arc<Counts>>>,
     /// Connections that ended in an error (not a reset, which a peer may do on purpose).
     failed: AtomicU64,
+    /// Takes each line the peer has to tell: listening, a connection's end, an accept failed.
+    tell: Box<dyn Fn(String) + Send + Sync>,
 }
 
 impl Totals {
-    fn summary(&self) -> String {
+    /// Totals that tell their lines to `tell`.
+    pub fn new(tell: impl Fn(String) + Send + Sync + 'static) -> Self {
+        Totals {
+            connections: Default::default(),
+            failed: AtomicU64::new(0),
+            tell: Box::new(tell),
+        }
+    }
+
+    /// The connections, and the bytes received and sent in all.
+    pub fn summary(&self) -> String {
         let all = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         let sum = |get: fn(&Counts) -> u64| all.iter().map(|c| get(c)).sum::<u64>();
         format!(
@@ -127,33 +139,20 @@ impl Totals {
             sum(|c| c.sent.load(Relaxed))
         )
     }
+
+    /// Whether a connection failed (a write into a closed connection, say).
+    pub fn any_failed(&self) -> bool {
+        self.failed.load(Relaxed) > 0
+    }
 }
 
-/// Runs the peer until Ctrl-C (listening) or until every connection has ended (connecting).
-/// Failed when a connection failed (a write into a closed connection, say); a setup error is a
-/// port in use or nothing to connect to.
-pub fn main(options: PeerOptions) -> error::Result {
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| Error::Setup(format!("cannot start the async runtime: {e}")))?;
-    let totals = Arc::new(Totals::default());
-    let code = runtime.block_on(async {
-        let options = Arc::new(options);
-        let work = run(options.clone(), totals.clone());
-        tokio::select! {
-            result = work => match result {
-                Ok(()) => Ok(Conclusion::failed_if(totals.failed.load(Relaxed) > 0)),
-                Err(message) => Err(Error::Setup(message)),
-            },
-            _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
-        }
-    });
-    // Connections cut short by Ctrl-C are counted with what they had moved.
-    runtime.shutdown_timeout(Duration::from_millis(200));
-    eprintln!("tprox peer: {}", totals.summary());
-    code
+/// Runs the peer until it is stopped (listening) or until every connection has ended
+/// (connecting). An error is a port in use or nothing to connect to.
+pub async fn run(options: PeerOptions, totals: Arc<Totals>) -> Result<(), String> {
+    serve_all(Arc::new(options), totals).await
 }
 
-async fn run(options: Arc<PeerOptions>, totals: Arc<Totals>) -> Result<(), String> {
+async fn serve_all(options: Arc<PeerOptions>, totals: Arc<Totals>) -> Result<(), String> {
     match &options.place {
         Place::Listen(addrs) => listen(addrs, options.clone(), totals).await,
         Place::Connect(target, count) => {
@@ -194,17 +193,19 @@ async fn listen(
             .map_err(|e| format!("cannot bind {addr}: {e}"))?;
         if options.mode == Mode::Refuse {
             // Bound but not listening: the port is held, and connecting to it is refused.
-            eprintln!("tprox peer: holding {addr} without listening: connections are refused");
+            (totals.tell)(format!(
+                "holding {addr} without listening: connections are refused"
+            ));
             listeners.push(Err(socket));
             continue;
         }
         let listener = socket
             .listen(1024)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        eprintln!(
-            "tprox peer: {} listening on {addr}",
+        (totals.tell)(format!(
+            "{} listening on {addr}",
             format!("{:?}", options.mode).to_lowercase()
-        );
+        ));
         listeners.push(Ok(listener));
     }
     let mut accepts = Vec::new();
@@ -237,7 +238,7 @@ async fn accept_loop(
                 tokio::spawn(async move { serve(n, stream, &options, &totals).await });
             }
             Err(e) => {
-                eprintln!("tprox peer: accept failed: {e}");
+                (totals.tell)(format!("accept failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -283,11 +284,10 @@ async fn serve(n: u64, stream: TcpStream, options: &PeerOptions, totals: &Totals
         totals.failed.fetch_add(1, Relaxed);
     }
     let (received, sent) = (counts.received.load(Relaxed), counts.sent.load(Relaxed));
-    let line = format!(
-        "tprox peer: connection {n} ({peer}): {received} B received, {sent} B sent, {:.3} s, {end}",
+    (totals.tell)(format!(
+        "connection {n} ({peer}): {received} B received, {sent} B sent, {:.3} s, {end}",
         started.elapsed().as_secs_f64()
-    );
-    eprintln!("{line}");
+    ));
 }
 
 /// Bytes read at a time.

@@ -16,7 +16,7 @@ mod scale;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::{self, Conclusion, Error};
+use crate::error::Error;
 use crate::profiles::{self, Profile};
 use crate::proxy::{Launch, Limits, ProxyCommand, RunningProxy};
 use load::{Behaviour, Server};
@@ -285,48 +285,40 @@ fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, Error> {
 }
 
 /// `tprox bench --scale N`: the scale check through each selected proxy in turn.
-fn scale_main(options: &BenchOptions, count: usize, scratch: &std::path::Path) -> error::Result {
+fn scale_main(
+    options: &BenchOptions,
+    count: usize,
+    scratch: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<Measured, Error> {
     raise_own_descriptor_limit();
     let count = count.min(idle_capacity());
     let targets = targets(options, scratch).map_err(Error::Setup)?;
     // The direct connection first: the load generator's own limit on this machine, which the
     // proxies' round trips are read against.
-    let proxies: Vec<_> = targets.iter().collect();
+    progress.start(targets.len() as u64);
     let runtime = output_runtime()?;
-    let bar = crate::progress::bar(
-        proxies.len() as u64,
-        "{spinner} {pos}/{len} {msg} [{elapsed}]",
-    )
-    .unwrap_or_else(indicatif::ProgressBar::hidden);
-    bar.enable_steady_tick(Duration::from_millis(200));
     let mut all = Vec::new();
-    for (name, _, target) in proxies {
+    for (name, _, target) in &targets {
         let f = scale::measure(&runtime, name, target, count, options.scale_secs, &|step| {
-            bar.set_message(step.to_string())
+            progress.step(step)
         });
-        bar.inc(1);
-        bar.suspend(|| print!("{}", scale::lines(&f, options.scale_secs)));
+        progress.advance();
+        progress.measured(&scale::lines(&f, options.scale_secs));
         all.push(f);
     }
-    bar.finish_and_clear();
-    if let Some(path) = &options.json {
-        let report = serde_json::json!({
-            "settings": {
-                "connections": count,
-                "secs": options.scale_secs.as_secs_f64(),
-                "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            },
-            "scale": all.iter().map(scale::json).collect::<Vec<_>>(),
-        });
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-        std::fs::write(path, text + "\n").map_err(|e| Error::output("the figures", path, e))?;
-    }
-    match all.iter().all(|f| f.error.is_none()) {
-        true => Ok(Conclusion::Passed),
-        false => Err(Error::Setup(
-            "the scale check could not run through every proxy (see above)".into(),
-        )),
-    }
+    let json = serde_json::json!({
+        "settings": {
+            "connections": count,
+            "secs": options.scale_secs.as_secs_f64(),
+            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        },
+        "scale": all.iter().map(scale::json).collect::<Vec<_>>(),
+    });
+    Ok(Measured::Scale {
+        json,
+        complete: all.iter().all(|f| f.error.is_none()),
+    })
 }
 
 /// The runtime that starts the proxies and drains their output. One worker thread of its own:
@@ -451,9 +443,35 @@ fn raise_own_descriptor_limit() {
     }
 }
 
-/// `tprox bench`: checks the selection, runs with a progress line, prints the table, writes
-/// JSON. Fails to set up when nothing could be measured or the input is bad.
-pub fn main(mut options: BenchOptions) -> error::Result {
+/// What `tprox bench` measured, for the command line to print and write.
+pub enum Measured {
+    /// Proxies side by side: the table for people and the JSON report (`--json`).
+    Table {
+        text: String,
+        json: serde_json::Value,
+    },
+    /// The scale check: each proxy's lines went out through [`Progress::measured`] as it
+    /// finished; the JSON report, and whether every proxy could be measured.
+    Scale {
+        json: serde_json::Value,
+        complete: bool,
+    },
+}
+
+/// What a measurement tells as it goes (the command line shows it).
+pub trait Progress: Sync {
+    /// The number of steps to come.
+    fn start(&self, steps: u64);
+    /// A step began (a round of one proxy, a stage of the scale check).
+    fn step(&self, what: &str);
+    /// One of the steps counted in `start` is done.
+    fn advance(&self);
+    /// The scale check's lines for one proxy, once it is measured.
+    fn measured(&self, lines: &str);
+}
+
+/// `tprox bench`: checks the selection and measures it.
+pub fn main(mut options: BenchOptions, progress: &dyn Progress) -> Result<Measured, Error> {
     if options.profiles.is_empty() && options.scale.is_some() {
         // A minute or more per proxy: only the reference unless others are asked for.
         options.profiles = vec!["ref".into()];
@@ -472,18 +490,15 @@ pub fn main(mut options: BenchOptions) -> error::Result {
     }
     let scratch = scratch_dir("tprox-bench-")?;
     if let Some(count) = options.scale {
-        return scale_main(&options, count, scratch.path());
+        return scale_main(&options, count, scratch.path(), progress);
     }
     let targets = options.profiles.len() + 1 + usize::from(options.command.is_some());
-    let steps = (targets * options.rounds.max(options.rtt_rounds)) as u64;
-    let bar = crate::progress::bar(steps, "{bar:30} {pos}/{len} {msg} [{elapsed}]")
-        .unwrap_or_else(indicatif::ProgressBar::hidden);
+    progress.start((targets * options.rounds.max(options.rtt_rounds)) as u64);
     let figures = run(&options, scratch.path(), &|step| {
-        bar.set_message(step.to_string());
-        bar.inc(1);
-    });
-    bar.finish_and_clear();
-    let figures = figures.map_err(Error::Setup)?;
+        progress.advance();
+        progress.step(step)
+    })
+    .map_err(Error::Setup)?;
     let settings = format!(
         "tprox bench: {} s per measurement, {} round(s), round trips in {}, {} streams, {} connection workers, {} cores",
         options.duration.as_secs_f64(),
@@ -493,28 +508,29 @@ pub fn main(mut options: BenchOptions) -> error::Result {
         options.workers,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    print!("{}", report::table(&figures, "ref", &settings));
-    if let Some(path) = &options.json {
-        let settings = serde_json::json!({
-            "duration_secs": options.duration.as_secs_f64(),
-            "rounds": options.rounds,
-            "rtt_rounds": options.rounds.max(options.rtt_rounds),
-            "streams": options.streams,
-            "workers": options.workers,
-            "idle_connections": options.idle,
-            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        });
-        let text = serde_json::to_string_pretty(&report::json(&figures, "ref", settings))
-            .unwrap_or_default();
-        std::fs::write(path, text + "\n").map_err(|e| Error::output("the figures", path, e))?;
-    }
-    Ok(Conclusion::Passed)
+    let json_settings = serde_json::json!({
+        "duration_secs": options.duration.as_secs_f64(),
+        "rounds": options.rounds,
+        "rtt_rounds": options.rounds.max(options.rtt_rounds),
+        "streams": options.streams,
+        "workers": options.workers,
+        "idle_connections": options.idle,
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+    });
+    Ok(Measured::Table {
+        text: report::table(&figures, "ref", &settings),
+        json: report::json(&figures, "ref", json_settings),
+    })
 }
 
 /// `tprox bench --markdown-from FILE [--update PAGE]`: the figures of a saved `--json` report
 /// as Markdown, printed or written into PAGE between its markers, so that a page's table is
-/// made from a measurement by a command, never by hand.
-pub fn markdown_main(report: &std::path::Path, page: Option<&std::path::Path>) -> error::Result {
+/// made from a measurement by a command, never by hand. Returns the Markdown when it is to be
+/// printed (no PAGE).
+pub fn markdown_main(
+    report: &std::path::Path,
+    page: Option<&std::path::Path>,
+) -> Result<Option<String>, Error> {
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path)
             .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))
@@ -544,18 +560,12 @@ pub fn markdown_main(report: &std::path::Path, page: Option<&std::path::Path>) -
     let subject = value["subject"].as_str().unwrap_or("ref");
     let generated = report::markdown(&figures, subject, &line);
     let Some(page) = page else {
-        print!("{generated}");
-        return Ok(Conclusion::Passed);
+        return Ok(Some(generated));
     };
     let updated = report::replace_generated(&read(page)?, &generated)
         .map_err(|why| Error::Usage(format!("cannot update {}: {why}", page.display())))?;
     std::fs::write(page, updated).map_err(|e| Error::output("the page", page, e))?;
-    eprintln!(
-        "tprox bench: {} updated from {}",
-        page.display(),
-        report.display()
-    );
-    Ok(Conclusion::Passed)
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! `tprox bench`: proxies measured side by side (the work is in [`crate::bench`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
+use crate::bench::{Measured, Progress};
 use crate::proxy::ProxyCommand;
 
 const BENCH_EXAMPLES: &str = "\
@@ -108,13 +109,21 @@ pub(super) struct BenchArgs {
 }
 
 pub(super) fn run(args: BenchArgs) -> error::Result {
-    if let (Some(name), Some(port)) = (&args.hold, args.dest) {
-        proxy::become_subreaper();
-        stop_everything_on_interrupt();
-        return crate::bench::hold::main(name, port);
+    if let (Some(name), Some(port)) = (args.hold.clone(), args.dest) {
+        return run_blocking_interruptible("tprox bench", "", move || {
+            crate::bench::hold::main(&name, port)
+        })?;
     }
     if let Some(report) = &args.markdown_from {
-        return crate::bench::markdown_main(report, args.update.as_deref());
+        match crate::bench::markdown_main(report, args.update.as_deref())? {
+            Some(markdown) => print!("{markdown}"),
+            None => eprintln!(
+                "tprox bench: {} updated from {}",
+                args.update.as_deref().unwrap_or(Path::new("")).display(),
+                report.display()
+            ),
+        }
+        return Ok(Conclusion::Passed);
     }
     let command = match args.proxy.is_empty() {
         true => None,
@@ -137,7 +146,68 @@ pub(super) fn run(args: BenchArgs) -> error::Result {
         scale_secs: Duration::from_secs(args.scale_secs.into()),
         json: args.json,
     };
-    proxy::become_subreaper();
-    stop_everything_on_interrupt();
-    crate::bench::main(options)
+    let json = options.json.clone();
+    let measured = run_blocking_interruptible("tprox bench", "; no figures written", move || {
+        crate::bench::main(options, &Bar::default())
+    })??;
+    let (report, conclusion) = match measured {
+        Measured::Table { text, json } => {
+            print!("{text}");
+            (json, Ok(Conclusion::Passed))
+        }
+        Measured::Scale { json, complete } => (
+            json,
+            match complete {
+                true => Ok(Conclusion::Passed),
+                false => Err(Error::Setup(
+                    "the scale check could not run through every proxy (see above)".into(),
+                )),
+            },
+        ),
+    };
+    if let Some(path) = &json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(path, text + "\n").map_err(|e| Error::output("the figures", path, e))?;
+    }
+    conclusion
+}
+
+/// The progress line of a measurement, on stderr where a person watches; the scale check's
+/// lines printed above it as each proxy is done.
+#[derive(Default)]
+struct Bar(std::sync::OnceLock<indicatif::ProgressBar>);
+
+impl Bar {
+    fn bar(&self) -> &indicatif::ProgressBar {
+        self.0.get_or_init(indicatif::ProgressBar::hidden)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, steps: u64) {
+        let bar = crate::progress::bar(steps, "{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .unwrap_or_else(indicatif::ProgressBar::hidden);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let _ = self.0.set(bar);
+    }
+
+    fn step(&self, what: &str) {
+        self.bar().set_message(what.to_string());
+    }
+
+    fn advance(&self) {
+        self.bar().inc(1);
+    }
+
+    fn measured(&self, lines: &str) {
+        self.bar().suspend(|| print!("{lines}"));
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(bar) = self.0.get() {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -114,8 +114,6 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
     if let Some(front) = &args.front {
         target.push_str(&format!(" through its {front} front"));
     }
-    proxy::become_subreaper();
-    stop_everything_on_interrupt();
     let mut replay_line = vec![
         "tprox fuzz --replay".to_string(),
         shell_quote(&args.save.to_string_lossy()),
@@ -134,12 +132,10 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
         replay_line.push("--".into());
         replay_line.extend(args.proxy.iter().map(|a| shell_quote(a)));
     }
-    let conclusion = match &args.replay {
+    run_blocking_interruptible("tprox fuzz", "", move || match &args.replay {
         Some(path) => fuzz_replay(path, &run, &target),
         None => fuzz_generate(&args, run, &target, &replay_line.join(" ")),
-    };
-    proxy::sweep_orphans();
-    conclusion
+    })?
 }
 
 fn fuzz_replay(path: &std::path::Path, run: &RunOptions, target: &str) -> error::Result {

@@ -277,50 +277,61 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
-/// Runs `work` on a runtime of its own until it ends or tprox is asked to stop, then stops every
-/// proxy tprox started (the runtime's end drops whatever still runs) and sweeps the orphans.
-/// Fails when the runtime could not start, or tprox was interrupted (`lost` says what was not
-/// done then, as `; no gradebook written`).
+/// Runs `work` on a runtime of its own until it ends or tprox is asked to stop (Ctrl-C,
+/// SIGTERM, SIGHUP): the one way every command is interrupted. On a signal, every process
+/// tprox started is stopped, the command says so (`lost` adds what was not done then, as `; no
+/// gradebook written`), and it fails with [`Error::Interrupted`]. A daemon that a proxy leaves
+/// behind is re-parented to tprox while the work runs and swept at the end.
 fn run_interruptible<F: std::future::Future>(
     command: &str,
     lost: &str,
     work: F,
 ) -> error::Result<F::Output> {
+    interruptible(command, lost, work, false)
+}
+
+/// [`run_interruptible`] for work that blocks its thread (load generators and scenarios that
+/// drive runtimes of their own): it runs on a thread of the runtime's blocking pool.
+fn run_blocking_interruptible<T: Send + 'static>(
+    command: &str,
+    lost: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> error::Result<T> {
+    // Spawned once the runtime runs: spawning needs one.
+    let work = async move { tokio::task::spawn_blocking(work).await };
+    let joined = interruptible(command, lost, work, true)?;
+    // A panic in the work is a bug of tprox's: shown as one, not turned into a verdict.
+    Ok(joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())))
+}
+
+fn interruptible<F: std::future::Future>(
+    command: &str,
+    lost: &str,
+    work: F,
+    blocking: bool,
+) -> error::Result<F::Output> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| Error::Setup(format!("cannot start the async runtime: {e}")))?;
-    // A daemon that a proxy leaves behind is re-parented to tprox and stopped at the end.
     proxy::become_subreaper();
     let outcome = runtime.block_on(async {
         tokio::select! {
             output = work => Ok(output),
             signal = interrupted() => {
                 proxy::kill_all();
-                eprintln!("\n{command}: interrupted by {signal}; every proxy tprox started has been stopped{lost}");
+                eprintln!("\n{command}: interrupted by {signal}; every process tprox started has been stopped{lost}");
                 Err(Error::Interrupted)
             }
         }
     });
-    drop(runtime);
+    match (&outcome, blocking) {
+        // Work that blocks a thread cannot be cancelled: interrupted, it is left to end with
+        // the process rather than waited for (its proxies are stopped already).
+        (Err(Error::Interrupted), true) => runtime.shutdown_background(),
+        // Dropping the runtime drops its tasks, and with them the proxies they still hold.
+        _ => drop(runtime),
+    }
     proxy::sweep_orphans();
     outcome
-}
-
-/// On Ctrl-C (or SIGTERM, SIGHUP), stops every proxy tprox started and exits with 130. For
-/// commands that run outside an async runtime of their own.
-fn stop_everything_on_interrupt() {
-    std::thread::spawn(|| {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        let signal = runtime.block_on(interrupted());
-        proxy::kill_all();
-        proxy::sweep_orphans();
-        eprintln!("\ntprox: interrupted by {signal}; every proxy tprox started has been stopped");
-        std::process::exit(exit_status("tprox", Err(Error::Interrupted)).into());
-    });
 }
 
 /// Prints a line on stdout. A closed stdout (`tprox --list | head`) is not an error worth a

@@ -67,7 +67,8 @@ pub(super) struct PeerArgs {
 }
 
 pub(super) fn run(args: PeerArgs) -> error::Result {
-    use crate::peer::{Mode, PeerOptions, Place};
+    use crate::peer::{Mode, PeerOptions, Place, Totals};
+    use std::sync::Arc;
     let place = match (args.listen, args.connect) {
         (Some(text), _) => match crate::peer::parse_listen(&text) {
             Ok(addrs) => Place::Listen(addrs),
@@ -85,7 +86,7 @@ pub(super) fn run(args: PeerArgs) -> error::Result {
             "refuse is for a listening peer: tprox peer refuse --listen PORT".into(),
         ));
     }
-    crate::peer::main(PeerOptions {
+    let options = PeerOptions {
         mode: args.mode,
         place,
         bytes: args.bytes,
@@ -95,5 +96,13 @@ pub(super) fn run(args: PeerArgs) -> error::Result {
         stop_reading_after: args.stop_reading_after,
         close_after: args.close_after,
         reset_after: args.reset_after,
-    })
+    };
+    let totals = Arc::new(Totals::new(|line| eprintln!("tprox peer: {line}")));
+    let result = run_interruptible("tprox peer", "", crate::peer::run(options, totals.clone()));
+    // Connections cut short by an interrupt are counted with what they had moved.
+    eprintln!("tprox peer: {}", totals.summary());
+    match result? {
+        Ok(()) => Ok(Conclusion::failed_if(totals.any_failed())),
+        Err(message) => Err(Error::Setup(message)),
+    }
 }
