@@ -275,26 +275,16 @@ pub fn entry_toml(id: &str, entry: &Expectation) -> String {
 mod tests {
     use super::*;
     use crate::outcome::{Failure, Outcome};
-    use std::time::Duration;
 
     const IDS: [&str; 3] = ["echo/single", "timeout/idle", "shutdown/one-way"];
 
     fn report(id: &str, pass: bool) -> CaseReport {
         let case = crate::CATALOGUE.iter().find(|c| c.id == id).unwrap();
-        CaseReport {
-            case,
-            outcome: match pass {
-                true => Outcome::Pass,
-                false => Outcome::Fail(Failure::new("a stall timeout", "none")),
-            },
-            duration: Duration::ZERO,
-            trace: Vec::new(),
-            proxy_output: String::new(),
-            flaky: None,
-            attempts: 1,
-            survival: None,
-            figures: Vec::new(),
-        }
+        let outcome = match pass {
+            true => Outcome::Pass,
+            false => Outcome::Fail(Failure::new("a stall timeout", "none")),
+        };
+        CaseReport::of(case, outcome)
     }
 
     #[test]

@@ -57,6 +57,23 @@ impl SurvivalCheck {
 }
 
 impl CaseReport {
+    /// A report of `case` that ended with `outcome` and nothing else to tell: no time taken,
+    /// no trace, one attempt. The report of a case that never ran (its proxy did not start,
+    /// the time ran out), and a report for a test to judge.
+    pub fn of(case: &'static crate::Case, outcome: Outcome) -> Self {
+        CaseReport {
+            case,
+            outcome,
+            duration: std::time::Duration::ZERO,
+            trace: Vec::new(),
+            proxy_output: String::new(),
+            flaky: None,
+            attempts: 1,
+            survival: None,
+            figures: Vec::new(),
+        }
+    }
+
     /// The rules this report's failure is charged to: the survival check's rule when that
     /// check failed (with the case's own rules too when the body failed as well), else the
     /// case's rules. Empty when the case did not fail.

@@ -227,45 +227,25 @@ async fn next_progress(
 
 /// The report of a case the deadline cut short.
 fn unfinished(case: &'static Case, options: &RunOptions) -> CaseReport {
-    CaseReport::failed(
-        case,
-        Failure::new(
-            "the case finishes within the run's time limit",
-            "the time limit was reached before the case finished (or started); it was stopped",
-        )
-        .hint(if options.jobs > 1 {
-            "a proxy that makes cases wait for their timeouts uses up the time limit"
-        } else {
-            "a proxy that makes cases wait for their timeouts uses up the time limit; more jobs may help"
-        }),
+    let failure = Failure::new(
+        "the case finishes within the run's time limit",
+        "the time limit was reached before the case finished (or started); it was stopped",
     )
+    .hint(if options.jobs > 1 {
+        "a proxy that makes cases wait for their timeouts uses up the time limit"
+    } else {
+        "a proxy that makes cases wait for their timeouts uses up the time limit; more jobs may help"
+    });
+    CaseReport::of(case, Outcome::Fail(failure))
 }
 
 /// The report of a case whose proxy did not start (with `keep_going`).
 fn start_failure(case: &'static Case, error: StartError) -> CaseReport {
-    CaseReport::failed(
-        case,
-        Failure::new(
-            "a fresh proxy starts and listens for the case",
-            error.to_string(),
-        ),
-    )
-}
-
-impl CaseReport {
-    fn failed(case: &'static Case, failure: Failure) -> Self {
-        CaseReport {
-            case,
-            outcome: Outcome::Fail(failure),
-            duration: Duration::ZERO,
-            trace: Vec::new(),
-            proxy_output: String::new(),
-            flaky: None,
-            attempts: 1,
-            survival: None,
-            figures: Vec::new(),
-        }
-    }
+    let failure = Failure::new(
+        "a fresh proxy starts and listens for the case",
+        error.to_string(),
+    );
+    CaseReport::of(case, Outcome::Fail(failure))
 }
 
 async fn run_shared<R: Reporter + ?Sized>(

@@ -157,20 +157,14 @@ mod tests {
         failed: bool,
         survival: Option<crate::report::SurvivalCheck>,
     ) -> CaseReport {
+        let outcome = if failed {
+            Outcome::Fail(crate::Failure::new("x", "y"))
+        } else {
+            Outcome::Pass
+        };
         CaseReport {
-            case,
-            outcome: if failed {
-                Outcome::Fail(crate::Failure::new("x", "y"))
-            } else {
-                Outcome::Pass
-            },
-            duration: std::time::Duration::ZERO,
-            trace: Vec::new(),
-            proxy_output: String::new(),
-            flaky: None,
-            attempts: 1,
             survival,
-            figures: Vec::new(),
+            ..CaseReport::of(case, outcome)
         }
     }
 

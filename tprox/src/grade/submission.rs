@@ -476,23 +476,15 @@ mod tests {
     use crate::outcome::Failure;
 
     fn report(pass: bool) -> CaseReport {
-        CaseReport {
-            case: crate::CATALOGUE
-                .iter()
-                .find(|c| c.id == "timeout/idle")
-                .unwrap(),
-            outcome: match pass {
-                true => Outcome::Pass,
-                false => Outcome::Fail(Failure::new("an idle pair stays open", "EOF")),
-            },
-            duration: std::time::Duration::ZERO,
-            trace: Vec::new(),
-            proxy_output: String::new(),
-            flaky: None,
-            attempts: 1,
-            survival: None,
-            figures: Vec::new(),
-        }
+        let case = crate::CATALOGUE
+            .iter()
+            .find(|c| c.id == "timeout/idle")
+            .unwrap();
+        let outcome = match pass {
+            true => Outcome::Pass,
+            false => Outcome::Fail(Failure::new("an idle pair stays open", "EOF")),
+        };
+        CaseReport::of(case, outcome)
     }
 
     /// A failure the course accepts keeps its points and says why; without the entry it loses
