@@ -414,7 +414,7 @@ impl Profile {
     /// The cases it is known not to pass, from its expectations file. Every id is checked
     /// against the whole catalogue by a test, so this cannot fail for a built tprox.
     pub fn expectations(&self) -> Expectations {
-        let ids: Vec<&str> = tprox_core::cases::catalogue(true)
+        let ids: Vec<&str> = tprox_core::cases::all()
             .iter()
             .map(|case| case.id)
             .collect();

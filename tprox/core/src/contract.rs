@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use crate::case::Level;
-use crate::cases::{bulk, catalogue, resources, shutdown, timeout, CATALOGUE, FRONT_CASES};
+use crate::cases::{all, bulk, resources, shutdown, timeout, CATALOGUE, FRONT_CASES};
 use crate::clock;
 use crate::harness::PROMPT;
 use crate::rules::{self, Rule};
@@ -18,7 +18,7 @@ pub fn markdown() -> String {
     out.push_str(HEADER);
     out.push_str("\n## The rules\n\n");
     for rule in Rule::ALL {
-        let cases: Vec<String> = catalogue(true)
+        let cases: Vec<String> = all()
             .iter()
             .filter(|c| c.rules.contains(&rule))
             .map(|c| format!("`{}`", c.id))
@@ -70,7 +70,7 @@ fn case_section(out: &mut String, case: &crate::Case) {
 
 /// A rule's level: SHOULD when every case that checks it is a SHOULD case.
 fn rule_level(rule: Rule) -> Level {
-    let cases = catalogue(true);
+    let cases = all();
     let checking = cases.iter().filter(|c| c.rules.contains(&rule));
     if checking.clone().count() > 0 && checking.clone().all(|c| c.level == Level::Should) {
         Level::Should
@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn every_case_and_rule_is_in_the_document() {
         let text = markdown();
-        for case in catalogue(true) {
+        for case in all() {
             assert!(text.contains(&format!("### `{}`", case.id)), "{}", case.id);
             assert!(!case.assumes.is_empty(), "{} assumes nothing", case.id);
         }

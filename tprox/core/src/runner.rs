@@ -71,6 +71,11 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// The cases that apply to a run with these options (see [`crate::cases::applicable`]).
+    pub fn cases(&self) -> Vec<&'static Case> {
+        crate::cases::applicable(self.front.as_deref())
+    }
+
     /// The options `tprox` uses by default, for `proxy` with stall timeout `stall`.
     pub fn new(proxy: ProxyCommand, stall: Duration) -> Self {
         RunOptions {

@@ -18,7 +18,6 @@ use crate::runner::{self, RunOptions};
 use crate::select::{self, Pattern};
 use crate::summary::Summary;
 use crate::verdict::Verdict;
-use tprox_core::cases::catalogue;
 
 /// Everything a run of the suite needs, made from the command line once: the runs below
 /// never see the raw options.
@@ -109,7 +108,22 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
     };
     let only = parse(&cli.only).map_err(Error::Usage)?;
     let skip = parse(&cli.skip).map_err(Error::Usage)?;
-    let catalogue = catalogue(front.is_some());
+    let options = RunOptions {
+        startup_timeout: Duration::from_secs_f64(cli.startup_timeout),
+        jobs: cli.jobs.into(),
+        seed: cli.seed.unwrap_or_else(|| fastrand::u64(..1_000_000_000)),
+        scale: Scale {
+            connections: cli.connections as usize,
+            bulk_bytes: cli.bulk_kib as usize * 1024,
+            ..Scale::default()
+        },
+        echo_proxy_output: cli.verbose,
+        shared: cli.shared,
+        retries: cli.retries,
+        front: front.map(Arc::new),
+        ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
+    };
+    let catalogue = options.cases();
     let expect = match &cli.expect {
         // A file that is to be written from this run may not exist yet.
         Some(path) if cli.update_expect && !path.exists() => Some(Expectations::default()),
@@ -130,21 +144,6 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
     if cases.is_empty() {
         return Err(Error::NothingSelected);
     }
-    let options = RunOptions {
-        startup_timeout: Duration::from_secs_f64(cli.startup_timeout),
-        jobs: cli.jobs.into(),
-        seed: cli.seed.unwrap_or_else(|| fastrand::u64(..1_000_000_000)),
-        scale: Scale {
-            connections: cli.connections as usize,
-            bulk_bytes: cli.bulk_kib as usize * 1024,
-            ..Scale::default()
-        },
-        echo_proxy_output: cli.verbose,
-        shared: cli.shared,
-        retries: cli.retries,
-        front: front.map(Arc::new),
-        ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
-    };
     Ok(Settings {
         cases,
         rerun: rerun_template(cli, &options),
@@ -370,7 +369,7 @@ fn rerun_template(cli: &Cli, options: &RunOptions) -> String {
 }
 
 pub(super) fn list() {
-    for case in catalogue(true) {
+    for case in tprox_core::cases::all() {
         let front = if case.rules.contains(&rules::Rule::R13) {
             " (with --front)"
         } else {
@@ -388,7 +387,7 @@ pub(super) fn list() {
 
 pub(super) fn print_rules() {
     for rule in rules::Rule::ALL {
-        let cases: Vec<&str> = catalogue(true)
+        let cases: Vec<&str> = tprox_core::cases::all()
             .iter()
             .filter(|c| c.rules.contains(&rule))
             .map(|c| c.id)

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::grade::{self, config::Grading, gradebook::Gradebook, GradeOptions, Partition};
-use crate::CATALOGUE;
 
 const GRADE_EXAMPLES: &str = "\
 Examples:
@@ -140,7 +139,7 @@ pub(super) fn run(args: GradeArgs) -> error::Result {
     }
     if let Some(file) = args.check_sandbox {
         let grading = match file.or(args.grading_file) {
-            Some(path) => Some(Grading::load(&path, CATALOGUE).map_err(Error::Usage)?),
+            Some(path) => Some(Grading::load(&path).map_err(Error::Usage)?),
             None => None,
         };
         let support = grade::sandbox::Support::probe(grading.as_ref());
@@ -163,7 +162,7 @@ pub(super) fn run(args: GradeArgs) -> error::Result {
             "give the grading file and the submission directories".into(),
         ));
     };
-    let grading = Grading::load(&grading_file, CATALOGUE).map_err(Error::Usage)?;
+    let grading = Grading::load(&grading_file).map_err(Error::Usage)?;
     let submissions = grade::submission_dirs(&submissions).map_err(Error::Usage)?;
     let jobs = args.jobs.map_or_else(
         || std::thread::available_parallelism().map_or(2, usize::from),

@@ -66,8 +66,17 @@ pub(super) fn run(args: MatrixArgs) -> error::Result {
         None => None,
     };
     let options = MatrixOptions {
-        // The front cases join when a front is measured; other proxies leave them blank.
-        cases: tprox_core::cases::catalogue(chosen.iter().any(|p| p.front.is_some())),
+        // A row for every case that applies to one of the proxies; the others leave it blank.
+        cases: tprox_core::cases::all()
+            .into_iter()
+            .filter(|case| {
+                chosen.iter().any(|p| {
+                    let front = p.front();
+                    let applicable = tprox_core::cases::applicable(front.as_ref());
+                    applicable.iter().any(|c| c.id == case.id)
+                })
+            })
+            .collect(),
         profiles: chosen,
         stall: Duration::from_secs_f64(args.stall_timeout),
         seed: args.seed.unwrap_or_else(|| fastrand::u64(..1_000_000_000)),

@@ -88,7 +88,7 @@ pub fn child_main(job: &str) -> u8 {
     if let Some(script) = &job.probe {
         return probe(&job.jail, script);
     }
-    let grading = match Grading::load(&job.grading, crate::CATALOGUE) {
+    let grading = match Grading::load(&job.grading) {
         Ok(mut grading) => {
             grading.seed = job.seed;
             grading

@@ -102,13 +102,13 @@ pub struct Build {
 
 impl Grading {
     /// Reads and checks the grading file at `path`. Errors say what is wrong and where.
-    pub fn load(path: &Path, catalogue: &[&'static Case]) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the grading file {}: {e}", path.display()))?;
-        Self::parse(&text, path, catalogue)
+        Self::parse(&text, path)
     }
 
-    pub fn parse(text: &str, path: &Path, catalogue: &[&'static Case]) -> Result<Self, String> {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, String> {
         let file: File =
             toml::from_str(text).map_err(|e| format!("grading file {}: {e}", path.display()))?;
         let problem = |what: String| format!("grading file {}: {what}", path.display());
@@ -146,10 +146,7 @@ impl Grading {
             None => None,
         };
         // A front's class is graded on the front cases too.
-        let mut catalogue = catalogue.to_vec();
-        if front.is_some() {
-            catalogue.extend_from_slice(tprox_core::cases::FRONT_CASES);
-        }
+        let catalogue = tprox_core::cases::applicable(front.as_ref());
         let ids: Vec<&str> = catalogue.iter().map(|case| case.id).collect();
         let accepted = Expectations::from_entries(file.expect, &ids)
             .map_err(|e| problem(format!("[expect] {e}")))?;
@@ -468,7 +465,7 @@ pub(crate) mod tests {
     use crate::CATALOGUE;
 
     fn parse(text: &str) -> Result<Grading, String> {
-        Grading::parse(text, Path::new("grading.toml"), CATALOGUE)
+        Grading::parse(text, Path::new("grading.toml"))
     }
 
     /// A valid grading file, for tests elsewhere.
@@ -590,7 +587,7 @@ pub(crate) mod tests {
             "{MINIMAL}[points]\n\"*\" = 1\n[sandbox]\nmode = \"namespaces\"\n\
              build_network = true\ndisk_mib = 64\nprocesses = 50\nshare = [\"tools\"]\n"
         );
-        let settings = Grading::parse(&text, &file, CATALOGUE).unwrap().sandbox;
+        let settings = Grading::parse(&text, &file).unwrap().sandbox;
         assert_eq!(settings.mode, SandboxMode::Namespaces);
         assert!(settings.build_network);
         assert_eq!((settings.disk_mib, settings.processes), (64, 50));
@@ -603,7 +600,7 @@ pub(crate) mod tests {
     #[test]
     fn the_shipped_example_grading_file_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/grading/grading.toml");
-        let grading = Grading::load(&path, CATALOGUE).unwrap();
+        let grading = Grading::load(&path).unwrap();
         assert_eq!(grading.cases.len(), CATALOGUE.len());
         assert!(grading.build.is_some());
     }

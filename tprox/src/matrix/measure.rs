@@ -130,25 +130,21 @@ async fn run_profile(
     // The profile's configuration files live as long as its cases run.
     let scratch = profiles::scratch_dir()?;
     let command = profile.command(scratch.path())?;
-    let front = profile.front();
-    // A plain forwarder has no handshake for the front cases to judge.
+    let run = RunOptions {
+        seed: options.seed,
+        jobs: options.jobs,
+        front: profile.front().map(std::sync::Arc::new),
+        ..RunOptions::new(command, options.stall)
+    };
+    // Of the matrix's rows, those that apply to this proxy (a plain forwarder has no
+    // handshake for the front cases to judge).
+    let applicable = run.cases();
     let cases: Vec<&'static Case> = options
         .cases
         .iter()
         .copied()
-        .filter(|case| {
-            front.is_some()
-                || !tprox_core::cases::FRONT_CASES
-                    .iter()
-                    .any(|f| f.id == case.id)
-        })
+        .filter(|case| applicable.iter().any(|c| c.id == case.id))
         .collect();
-    let run = RunOptions {
-        seed: options.seed,
-        jobs: options.jobs,
-        front: front.map(std::sync::Arc::new),
-        ..RunOptions::new(command, options.stall)
-    };
     runner::preflight(&run).await.map_err(|e| e.to_string())?;
     let mut forward = Forward(progress);
     runner::run(&cases, &run, &mut forward)

@@ -164,8 +164,7 @@ impl Suite {
     /// # Panics
     /// If the file cannot be read or names no case of the catalogue.
     pub fn expect(mut self, path: &str) -> Self {
-        let catalogue = tprox_core::cases::catalogue(self.options.front.is_some());
-        let ids: Vec<&str> = catalogue.iter().map(|c| c.id).collect();
+        let ids: Vec<&str> = self.options.cases().iter().map(|c| c.id).collect();
         let expect = Expectations::load(std::path::Path::new(path), &ids)
             .unwrap_or_else(|e| panic!("Suite::expect: {e}"));
         self.expect = Some((std::sync::Arc::new(expect), path.to_string()));
@@ -174,12 +173,7 @@ impl Suite {
 
     /// The cases this suite selects.
     pub fn cases(&self) -> Vec<&'static Case> {
-        let mut cases = select::select(
-            &tprox_core::cases::catalogue(self.options.front.is_some()),
-            &self.only,
-            &self.skip,
-        )
-        .0;
+        let mut cases = select::select(&self.options.cases(), &self.only, &self.skip).0;
         if let Some((expect, _)) = &self.expect {
             let skipped: Vec<&str> = expect.skipped().collect();
             cases.retain(|case| !skipped.contains(&case.id));

@@ -66,13 +66,22 @@ pub static FRONT_CASES: &[&Case] = &[
     &front::MID_HANDSHAKE,
 ];
 
-/// The cases a run can select from: the catalogue, and for a front its own cases too.
-pub fn catalogue(front: bool) -> Vec<&'static Case> {
+/// The cases that apply to a run: the catalogue, and the cases of the run's mode (a front's
+/// handshake cases). The one place that decides it: every front end (the command, the matrix,
+/// grading, the suite) asks here, through [`crate::RunOptions::cases`] where it has a run's
+/// options, so that a new mode adds its cases here alone.
+pub fn applicable(front: Option<&crate::front::Front>) -> Vec<&'static Case> {
     let mut cases = CATALOGUE.to_vec();
-    if front {
+    if front.is_some() {
         cases.extend_from_slice(FRONT_CASES);
     }
     cases
+}
+
+/// Every case of every mode, in the order runs report them: for listings, the contract, and
+/// checking that an id names a case at all.
+pub fn all() -> Vec<&'static Case> {
+    CATALOGUE.iter().chain(FRONT_CASES).copied().collect()
 }
 
 /// Looks a case up by its exact id, front cases included.
@@ -121,7 +130,7 @@ mod tests {
     fn every_rule_is_checked_by_a_case() {
         for rule in crate::Rule::ALL {
             assert!(
-                catalogue(true).iter().any(|c| c.rules.contains(&rule)),
+                all().iter().any(|c| c.rules.contains(&rule)),
                 "no case checks {rule}"
             );
         }
