@@ -3,7 +3,8 @@
 //! place where errors become exit statuses is `error`.
 //!
 //! This crate is a program; its library exists for the binary and for the tests of the
-//! workspace. Only [`fuzz`] and [`matrix`] are public, for the tests that drive them directly.
+//! workspace. Only [`matrix`] is public, for the tests that drive it directly (fuzzing is the
+//! `tprox-fuzz` crate).
 //! To test a proxy from `cargo test`, use the `tprox-suite` crate instead.
 
 // The engine's modules, under the names the command's modules have always used for them.
@@ -18,7 +19,6 @@ mod cli;
 mod diff;
 mod error;
 mod formats;
-pub mod fuzz;
 mod grade;
 mod html;
 mod human;

@@ -1,10 +1,11 @@
-//! `tprox fuzz`: generated scenarios and their shrinking (the work is in [`crate::fuzz`]).
+//! `tprox fuzz`: generated scenarios and their shrinking (the work is in the `tprox-fuzz`
+//! crate).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::fuzz;
+use tprox_fuzz as fuzz;
 use crate::proxy::ProxyCommand;
 use crate::runner::RunOptions;
 

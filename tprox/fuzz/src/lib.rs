@@ -1,4 +1,6 @@
-//! `tprox fuzz`: generated scenarios with shrinking, on proptest.
+//! Generated scenarios against a TCP proxy, judged by the tprox contract and shrunk on
+//! failure, on proptest: the work of `tprox fuzz`, as a library of its own so that a test
+//! (the fixtures' own) reaches it without the command's crate.
 //!
 //! The catalogue checks scenarios someone thought of; fuzzing checks the ones nobody did.
 //! proptest generates [`Scenario`]s (writes of random sizes from either side, pauses, reads
@@ -24,9 +26,9 @@ use proptest::test_runner::{
 pub use execute::Violation;
 pub use scenario::{Scenario, Step};
 
-use crate::harness::Destination;
-use crate::proxy::{RunningProxy, StartError};
-use crate::runner::{self, RunOptions};
+use tprox_core::harness::Destination;
+use tprox_core::proxy::{RunningProxy, StartError};
+use tprox_core::runner::{self, RunOptions};
 
 /// Whether each scenario gets a proxy of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +268,7 @@ async fn play(run: &RunOptions, target: &mut Target, scenario: &Scenario) -> Res
     .await;
     if let Some(status) = target.proxy.exit_status() {
         return Err(Violation {
-            rule: crate::rules::Rule::R11,
+            rule: tprox_core::rules::Rule::R11,
             conn: 0,
             expected: "the proxy keeps running, whatever its peers do".into(),
             observed: format!(

@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
 
 use super::scenario::{write_bytes, Scenario, Side, Step};
-use crate::harness::Destination;
-use crate::rules::Rule;
+use tprox_core::harness::Destination;
+use tprox_core::rules::Rule;
 use tprox_core::front::Front;
 use tprox_core::held::{Direction, FillError, SETTLE};
 
