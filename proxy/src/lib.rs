@@ -11,7 +11,8 @@
 //! * [`server`] listens, accepts, dials the destination (directly or through [`via`]), keeps
 //!   serving whatever a single pair does (R2, R8, R11), and stops gracefully; [`sni`] picks the
 //!   destination of a TLS client by the server name it asks for; [`front`] lets each client
-//!   name its destination itself, with a SOCKS5 or HTTP CONNECT handshake.
+//!   name its destination itself, with a SOCKS5 or HTTP CONNECT handshake; [`proxy_header`]
+//!   tells the destination who the client was (the PROXY protocol, `--send-proxy`).
 //! * [`mapping`] says what is forwarded where; `cli` (the `cli` feature, on by default) turns the command line into mappings, and
 //!   bad input into one clear line on stderr.
 
@@ -21,6 +22,7 @@
 pub mod cli;
 pub mod front;
 pub mod mapping;
+pub mod proxy_header;
 pub mod relay;
 pub mod server;
 pub mod sni;

@@ -12,6 +12,7 @@
 //! direct_fallback = true         # dial directly when that proxy cannot be reached
 //! max_connections = 100
 //! stall_timeout = 30             # seconds
+//! send_proxy = "v2"              # a PROXY protocol header first on each connection ("v1", "v2")
 //!
 //! [[mapping]]
 //! listen = "[::]:443"
@@ -34,6 +35,7 @@ use serde::Deserialize;
 
 use crate::front::{Allow, Credentials, Front, Kind};
 use crate::host_port;
+use crate::proxy_header::SendProxy;
 use crate::sni::Routes;
 use crate::via::HttpProxy;
 
@@ -65,6 +67,9 @@ pub struct Mapping {
     /// A SOCKS5 or HTTP CONNECT front: each client names its own destination, and
     /// `dest_host:dest_port` is unused. Shared by the event loops, never changed.
     pub front: Option<std::sync::Arc<Front>>,
+    /// The PROXY protocol header written first on each connection to the destination, so
+    /// that it learns who the client was; none by default.
+    pub send_proxy: Option<SendProxy>,
 }
 
 /// Settings a mapping takes from the command line unless its TOML entry says otherwise.
@@ -84,6 +89,8 @@ pub struct Defaults {
     pub credentials: Option<Credentials>,
     /// Where a front's clients may go (`--allow`).
     pub allow: Allow,
+    /// The PROXY protocol header to send (`--send-proxy`).
+    pub send_proxy: Option<SendProxy>,
 }
 
 impl Defaults {
@@ -106,6 +113,7 @@ impl Defaults {
             stall_timeout: self.stall_timeout,
             sni: self.sni.clone(),
             front: None,
+            send_proxy: self.send_proxy,
         }
     }
 
@@ -254,6 +262,8 @@ struct Entry {
     sni: Option<std::collections::BTreeMap<String, String>>,
     /// Close clients whose server name has no route.
     sni_only: Option<bool>,
+    /// `v1` or `v2`: a PROXY protocol header first on each connection to the destination.
+    send_proxy: Option<SendProxy>,
 }
 
 /// Reads the mappings of a TOML file; each missing setting comes from `defaults`.
@@ -341,6 +351,9 @@ impl Entry {
         if let Some(secs) = self.stall_timeout {
             mapping.stall_timeout = seconds(secs)?;
         }
+        if let Some(send) = self.send_proxy {
+            mapping.send_proxy = Some(send);
+        }
         if let Some(names) = self.sni {
             mapping.sni.names.clear();
             for (name, dest) in names {
@@ -399,6 +412,7 @@ mod tests {
             stall_timeout: Duration::from_secs(10),
             credentials: None,
             allow: Allow::default(),
+            send_proxy: None,
         }
     }
 

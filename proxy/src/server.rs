@@ -583,6 +583,14 @@ async fn open(
             }
         };
         site.limit.shortage.end(&site.name);
+        // The PROXY protocol header goes before any byte of the client's.
+        if let Some(send) = mapping.send_proxy {
+            let listener = client.local_addr().unwrap_or(peer);
+            let header = send.header(peer, listener);
+            if let Err(e) = crate::write_early(&server, &header).await {
+                break 'pair Err(Ending::Failed(Side::Server, e));
+            }
+        }
         // The ClientHello read to choose the destination, or what a front's client sent behind
         // its request, goes to the destination first.
         if !hello.is_empty() {
@@ -771,6 +779,7 @@ mod tests {
                 stall_timeout: Duration::from_secs(1),
                 sni: Default::default(),
                 front: None,
+                send_proxy: None,
             };
             let site = Site {
                 mapping: Arc::new(mapping),

@@ -1,14 +1,14 @@
 //! The catalogue against the reference proxy in its other modes: the buffered copy (the default
 //! is splice on Linux), one mapping of a process that serves several, one event loop or four
-//! (the default is one per core), and its SOCKS5 and HTTP CONNECT fronts, with and without
-//! credentials.
+//! (the default is one per core), its SOCKS5 and HTTP CONNECT fronts, with and without
+//! credentials, and sending the PROXY protocol in each version, as a forwarder and as a front.
 
 use std::time::Duration;
 
 const STALL: Duration = Duration::from_secs(2);
 
-/// The lab form with `options` before it passes the whole catalogue.
-fn passes_every_case(options: &[&str]) {
+/// The lab form with `options` before it.
+fn lab_form<'a>(options: &[&'a str]) -> Vec<&'a str> {
     let mut command = vec![env!("CARGO_BIN_EXE_tprox-relay")];
     command.extend_from_slice(options);
     command.extend([
@@ -18,7 +18,12 @@ fn passes_every_case(options: &[&str]) {
         "{dest_port}",
         "{listen_port}",
     ]);
-    tprox_suite::Suite::new(command)
+    command
+}
+
+/// The lab form with `options` before it passes the whole catalogue.
+fn passes_every_case(options: &[&str]) {
+    tprox_suite::Suite::new(lab_form(options))
         .stall_timeout(STALL)
         .run()
         .assert_conforms();
@@ -102,4 +107,51 @@ fn the_http_connect_front_passes_every_case() {
 #[test]
 fn the_http_connect_front_with_a_password_passes_every_case() {
     front_passes_every_case("--http-connect", "connect:bob:s3cret");
+}
+
+/// With `--send-proxy VERSION`, the catalogue runs behind the header, and the header cases
+/// pass too.
+fn sends_the_proxy_protocol(version: &str, front: Option<(&str, &str)>) {
+    let suite = match front {
+        Some((flag, front)) => tprox_suite::Suite::new_front(
+            [
+                env!("CARGO_BIN_EXE_tprox-relay"),
+                "--send-proxy",
+                version,
+                flag,
+                "{listen_port}",
+                "--stall-timeout",
+                "{stall_timeout}",
+            ],
+            front,
+        ),
+        None => tprox_suite::Suite::new(lab_form(&["--send-proxy", version])),
+    };
+    let report = suite
+        .proxy_protocol(&format!("send:{version}"))
+        .stall_timeout(STALL)
+        .run();
+    let header_cases = report
+        .cases
+        .iter()
+        .filter(|r| r.case.id.starts_with("proxy-protocol/"))
+        .count();
+    assert_eq!(header_cases, 2, "the header cases ran");
+    report.assert_conforms();
+}
+
+#[test]
+fn sending_the_proxy_protocol_v1_passes_every_case() {
+    sends_the_proxy_protocol("v1", None);
+}
+
+#[test]
+fn sending_the_proxy_protocol_v2_passes_every_case() {
+    sends_the_proxy_protocol("v2", None);
+}
+
+/// A front's header carries the front's client, as the forwarder's does.
+#[test]
+fn the_socks5_front_sending_the_proxy_protocol_v2_passes_every_case() {
+    sends_the_proxy_protocol("v2", Some(("--socks5", "socks5")));
 }

@@ -54,6 +54,7 @@ impl RunInfo {
                 "retries": options.retries,
                 "shared": options.shared,
                 "front": options.front.as_ref().map(|front| front.to_string()),
+                "proxy_protocol": options.proxy_protocol.map(|send| send.to_string()),
                 "startup_timeout_s": options.startup_timeout.as_secs_f64(),
                 "bulk_bytes": options.scale.bulk_bytes,
                 "chain_length": options.scale.chain_length,

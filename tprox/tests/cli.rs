@@ -95,6 +95,8 @@ fn help_teaches_placeholders_and_exit_codes() {
 #[case::a_bad_stall_timeout(&["--stall-timeout", "0", "--reference"], 2, "between 0 and 3600")]
 #[case::an_unknown_option(&["--nonsense"], 2, "unexpected argument '--nonsense'")]
 #[case::an_unknown_option_before_the_proxy(&["--profil", "x"], 2, "unexpected argument '--profil'")]
+#[case::a_proxy_protocol_mode_that_is_none(&["--proxy-protocol", "send:v3", "--reference"], 2, "give send:v1 or send:v2")]
+#[case::a_proxy_protocol_for_a_profile(&["--proxy-protocol", "send:v1", "--profile", "socat"], 2, "configured to send it")]
 fn bad_input_is_explained_with_its_exit_code(
     #[case] args: &[&str],
     #[case] code: i32,
@@ -376,4 +378,41 @@ fn the_exit_status_tables_agree() {
         .collect();
     assert_eq!(from_help, code, "--help:\n{block}");
     assert_eq!(from_readme, code, "README:\n{table}");
+}
+
+/// `--proxy-protocol send:VERSION`: the reference started with `--send-proxy` passes the
+/// header cases; a proxy that sends no header stops the run before the cases, saying why.
+#[test]
+fn the_proxy_protocol_is_checked_and_a_proxy_that_sends_none_is_told() {
+    for version in ["v1", "v2"] {
+        tprox()
+            .args([
+                "--reference",
+                "--proxy-protocol",
+                &format!("send:{version}"),
+            ])
+            .args(["--only", "proxy-protocol/", "--only", "echo/single"])
+            .assert()
+            .code(0)
+            .stdout(predicates::str::contains(format!(
+                "which sends PROXY protocol {version} headers"
+            )))
+            .stdout(predicates::str::contains(
+                "One well-formed header first: passed",
+            ))
+            .stdout(predicates::str::contains("3 passed, 0 failed"));
+    }
+    tprox()
+        .args([
+            "--proxy-protocol",
+            "send:v1",
+            "--",
+            TPROX,
+            "__reference-proxy",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "sent no PROXY protocol header on it",
+        ));
 }

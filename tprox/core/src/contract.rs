@@ -7,7 +7,9 @@
 use std::fmt::Write;
 
 use crate::case::Level;
-use crate::cases::{all, bulk, resources, shutdown, timeout, CATALOGUE, FRONT_CASES};
+use crate::cases::{
+    all, bulk, resources, shutdown, timeout, CATALOGUE, FRONT_CASES, PROXY_PROTOCOL_CASES,
+};
 use crate::clock;
 use crate::harness::PROMPT;
 use crate::rules::{self, Rule};
@@ -49,6 +51,19 @@ pub fn markdown() -> String {
          these cases too. The handshake happens before any case starts a clock.\n",
     );
     for case in FRONT_CASES {
+        case_section(&mut out, case);
+    }
+    out.push_str(
+        "\n## The PROXY protocol cases\n\n\
+         A proxy may be configured to send the PROXY protocol (haproxy's \
+         `doc/proxy-protocol.txt`) to the destination, to tell it who the client was. With \
+         `tprox --proxy-protocol send:v1` (or `send:v2`), tprox's destination reads the header \
+         off every connection it accepts, every case above runs on the stream behind it, and \
+         these cases judge the headers themselves. A connection that starts with no header \
+         keeps its bytes, so a proxy that sends none fails these cases and whatever its stream \
+         then breaks.\n",
+    );
+    for case in PROXY_PROTOCOL_CASES {
         case_section(&mut out, case);
     }
     out.push_str(&timing());

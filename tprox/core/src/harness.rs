@@ -50,6 +50,11 @@ pub struct Destination {
     /// Keeps the port reserved for this run while it is closed and reopened.
     _lease: crate::proxy::PortLease,
     listener: RwLock<Option<Arc<TcpListener>>>,
+    /// In a run where the proxy sends the PROXY protocol (`--proxy-protocol send:VERSION`):
+    /// its version. Every accepted connection's header is then read off first, so that each
+    /// case runs on the stream as it would without one (the mirror, on the destination's
+    /// side, of a front's handshake on the client's).
+    headers: Option<crate::proxy_protocol::Version>,
 }
 
 impl Destination {
@@ -66,6 +71,7 @@ impl Destination {
                         port,
                         _lease: lease,
                         listener: RwLock::new(Some(Arc::new(listener))),
+                        headers: None,
                     })
                 }
                 Err(e) => last = Some(e),
@@ -86,10 +92,51 @@ impl Destination {
             .clone()
     }
 
-    /// Accepts the next connection the proxy makes.
-    pub async fn accept(&self) -> io::Result<TcpStream> {
+    /// The same destination, reading a PROXY protocol header of `version` off every
+    /// connection it accepts (none: plain connections).
+    pub fn expecting_headers(mut self, version: Option<crate::proxy_protocol::Version>) -> Self {
+        self.headers = version;
+        self
+    }
+
+    /// Accepts the next connection, its header (if any) left in it.
+    pub(crate) async fn accept_plain(&self) -> io::Result<TcpStream> {
         let listener = self.current().ok_or(io::ErrorKind::NotConnected)?;
         Ok(listener.accept().await?.0)
+    }
+
+    /// The version of the PROXY protocol header the proxy sends, in a run where it does.
+    pub fn headers(&self) -> Option<crate::proxy_protocol::Version> {
+        self.headers
+    }
+
+    /// Accepts the next connection the proxy makes; in a PROXY protocol run, with its header
+    /// read off (a connection that starts with no header keeps its bytes).
+    pub async fn accept(&self) -> io::Result<TcpStream> {
+        Ok(self.accept_with_header().await?.0)
+    }
+
+    /// Accepts the next connection the proxy makes and, in a PROXY protocol run, reads its
+    /// header: what was found (`None` in other runs), for the cases that judge the headers.
+    /// The header is read within [`PROMPT`]; a proxy writes it as soon as it has connected.
+    pub async fn accept_with_header(
+        &self,
+    ) -> io::Result<(TcpStream, Option<crate::proxy_protocol::Found>)> {
+        let mut stream = self.accept_plain().await?;
+        let found = self.read_header(&mut stream).await;
+        Ok((stream, found))
+    }
+
+    /// In a PROXY protocol run, reads the header off a connection the proxy made to another
+    /// listener of the case's own (an IPv6 destination), as [`Destination::accept`] does.
+    pub async fn read_header(
+        &self,
+        stream: &mut TcpStream,
+    ) -> Option<crate::proxy_protocol::Found> {
+        match self.headers {
+            Some(_) => Some(crate::proxy_protocol::read(stream, PROMPT).await),
+            None => None,
+        }
     }
 
     /// Whether the destination listens now (it is not between [`Destination::close`] and

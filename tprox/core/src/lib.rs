@@ -35,6 +35,7 @@ mod net;
 pub mod outcome;
 pub mod probe;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod report;
 pub mod rules;
 pub mod runner;

@@ -31,11 +31,13 @@ pub enum Rule {
     R12,
     /// Front handshake: SOCKS5 and HTTP CONNECT proxies only.
     R13,
+    /// PROXY protocol: proxies configured to send it only.
+    R14,
 }
 
 impl Rule {
     /// Every rule, in order.
-    pub const ALL: [Rule; 13] = [
+    pub const ALL: [Rule; 14] = [
         Rule::R1,
         Rule::R2,
         Rule::R3,
@@ -49,6 +51,7 @@ impl Rule {
         Rule::R11,
         Rule::R12,
         Rule::R13,
+        Rule::R14,
     ];
 
     /// The rule's short title, as the contract names it.
@@ -67,6 +70,7 @@ impl Rule {
             Rule::R11 => "Survival",
             Rule::R12 => "Low latency",
             Rule::R13 => "Front handshake",
+            Rule::R14 => "PROXY protocol header",
         }
     }
 
@@ -86,6 +90,7 @@ impl Rule {
             Rule::R11 => "No peer behaviour (resets, early closes, writes to a closed socket/SIGPIPE, refusing to read) crashes the proxy or stops it accepting.",
             Rule::R12 => "The proxy adds no artificial delay to small messages: it forwards a write as soon as it reads it (TCP_NODELAY on both sockets, or equivalent).",
             Rule::R13 => "A front (a SOCKS5 or HTTP CONNECT proxy, whose clients name the destination in a handshake) reads the handshake however it is split into writes; answers success only once the destination is connected, and otherwise its protocol's refusal (SOCKS5: 0x05 for a refused destination, 0x04 for an unreachable or unknown one, 0x07 for an unsupported command; HTTP: 502, 503 or 504; wrong credentials: a failed SOCKS5 status or HTTP 407), then closes; forwards the bytes a client sends behind its request; rejects malformed requests; and closes a client that stops mid-handshake after about the stall timeout, without delaying any other client. Rules R1 to R12 apply to the stream after the handshake.",
+            Rule::R14 => "A proxy configured to send the PROXY protocol (haproxy's doc/proxy-protocol.txt) writes exactly one header first on every connection it opens to the destination, before any byte of the client's. Version 1 (section 2.1): one line `PROXY TCP4` or `PROXY TCP6` (or `PROXY UNKNOWN`), two addresses in their usual form and two decimal ports from 0 to 65535, single spaces, at most 107 bytes with the CRLF that ends it. Version 2 (section 2.2): the 12-byte signature, version 2, the PROXY command, TCP over IPv4 or IPv6, a length that counts the addresses and any TLVs exactly, TLVs that fill it, and a CRC32c TLV that matches when there is one. The source is the client's address and port as the client opened the connection, the destination the address and port the client connected to. Rules R1 to R12 apply to the stream after the header.",
         }
     }
 }

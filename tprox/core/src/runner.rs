@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::case::Case;
 use crate::clock::Lateness;
 use crate::event::{Event, Reporter};
-use crate::harness::{survival_echo, Ctx, Destination, Dialing, Scale};
+use crate::harness::{survival_echo, Ctx, Destination, Dialing, Scale, PROMPT};
 use crate::outcome::{Failure, Outcome};
 use crate::proxy::{Launch, Limits, ProxyCommand, RunningProxy, StartError};
 use crate::report::{CaseReport, SurvivalCheck};
@@ -68,12 +68,16 @@ pub struct RunOptions {
     /// The handshake every client does first, when the proxy is a SOCKS5 or HTTP CONNECT
     /// front rather than a forwarder to one destination.
     pub front: Option<std::sync::Arc<crate::front::Front>>,
+    /// The PROXY protocol header the proxy sends first on every connection to the
+    /// destination, when it is configured to: the destination reads it off, and the
+    /// `proxy-protocol/` cases judge it.
+    pub proxy_protocol: Option<crate::proxy_protocol::Send>,
 }
 
 impl RunOptions {
     /// The cases that apply to a run with these options (see [`crate::cases::applicable`]).
     pub fn cases(&self) -> Vec<&'static Case> {
-        crate::cases::applicable(self.front.as_deref())
+        crate::cases::applicable(self.front.as_deref(), self.proxy_protocol)
     }
 
     /// The options `tprox` uses by default, for `proxy` with stall timeout `stall`.
@@ -92,6 +96,7 @@ impl RunOptions {
             deadline: None,
             keep_going: false,
             front: None,
+            proxy_protocol: None,
         }
     }
 }
@@ -304,10 +309,13 @@ pub async fn start(
     options: &RunOptions,
     echo_tag: Option<String>,
 ) -> Result<(RunningProxy, Arc<Destination>, Dialing), StartError> {
-    let dest = Destination::bind().await.map_err(|e| StartError::Spawn {
-        command: "(destination server)".into(),
-        error: format!("cannot listen on loopback: {e}"),
-    })?;
+    let dest = Destination::bind()
+        .await
+        .map_err(|e| StartError::Spawn {
+            command: "(destination server)".into(),
+            error: format!("cannot listen on loopback: {e}"),
+        })?
+        .expecting_headers(options.proxy_protocol.map(|send| send.0));
     let launch = Launch {
         dest_port: dest.port(),
         stall: options.stall,
@@ -323,7 +331,7 @@ pub async fn start(
     let dialing = if options.front.is_some() {
         Dialing::OnAccept
     } else {
-        match tokio::time::timeout(PROBE_FORWARD_WAIT, dest.accept()).await {
+        match tokio::time::timeout(PROBE_FORWARD_WAIT, dest.accept_plain()).await {
             Ok(Ok(forwarded)) => {
                 drop(forwarded);
                 Dialing::OnAccept
@@ -331,7 +339,36 @@ pub async fn start(
             _ => Dialing::OnClientData,
         }
     };
+    if dialing == Dialing::OnAccept && options.front.is_none() && dest.headers().is_some() {
+        if let Err(found) = header_sent(&proxy, &dest).await {
+            let command = options.proxy.label.clone();
+            proxy.stop().await;
+            return Err(StartError::NoHeader { command, found });
+        }
+    }
     Ok((proxy, Arc::new(dest), dialing))
+}
+
+/// Whether a PROXY protocol sender writes a header for a client that holds its connection open
+/// and sends nothing: a sender writes it as soon as it has connected, and one that writes none
+/// would make every case's accept wait for it, so the run ends before the cases, saying why.
+/// What came instead, if no header did.
+async fn header_sent(proxy: &RunningProxy, dest: &Destination) -> Result<(), String> {
+    use crate::proxy_protocol::{read, Found};
+    let Ok(client) = tokio::net::TcpStream::connect(proxy.listen).await else {
+        // Not this check's business: the cases say what is wrong with connecting.
+        return Ok(());
+    };
+    let accepted = tokio::time::timeout(PROBE_FORWARD_WAIT, dest.accept_plain()).await;
+    let Ok(Ok(mut forwarded)) = accepted else {
+        return Ok(());
+    };
+    let found = read(&mut forwarded, PROMPT).await;
+    drop(client);
+    match found {
+        Found::Missing(why) => Err(why),
+        Found::Header(_) | Found::Malformed(_) => Ok(()),
+    }
 }
 
 /// Extra time a case may take beyond its own limits before tprox stops it regardless.

@@ -25,10 +25,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
 
 use super::scenario::{write_bytes, Scenario, Side, Step};
-use tprox_core::harness::Destination;
-use tprox_core::rules::Rule;
 use tprox_core::front::Front;
+use tprox_core::harness::Destination;
 use tprox_core::held::{Direction, FillError, SETTLE};
+use tprox_core::rules::Rule;
 
 /// How long "promptly" may take in a scenario: a correct proxy needs milliseconds; a broken one
 /// never gets there. Shorter than the cases' 5 s, as shrinking replays failures many times and

@@ -56,6 +56,13 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
         Some(name) => Some(crate::profiles::find(name).map_err(Error::Usage)?),
         None => None,
     };
+    if let (Some(profile), Some(_)) = (profile, cli.proxy_protocol) {
+        return Err(Error::Usage(format!(
+            "--proxy-protocol with --profile {}: the profiles start their proxies without the \
+             PROXY protocol; give the proxy's command, configured to send it",
+            profile.name
+        )));
+    }
     // A front profile brings its front; any other profile is a plain forwarder.
     let front = match (profile, &cli.front) {
         (Some(profile), given) => {
@@ -99,7 +106,10 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
                 .into(),
         ),
     };
-    let proxy = proxy.map_err(Error::Usage)?;
+    let mut proxy = proxy.map_err(Error::Usage)?;
+    if let (Some(send), true) = (cli.proxy_protocol, cli.reference) {
+        proxy = proxy.arg("--send-proxy").arg(&send.0.to_string());
+    }
     let parse = |patterns: &[String]| {
         patterns
             .iter()
@@ -121,6 +131,7 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
         shared: cli.shared,
         retries: cli.retries,
         front: front.map(Arc::new),
+        proxy_protocol: cli.proxy_protocol,
         ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
     };
     let catalogue = options.cases();
@@ -214,13 +225,17 @@ async fn run(
     let human = settings.format == Format::Human;
     if human {
         say(format_args!(
-            "tprox {}: testing {}{} (stall timeout {} s, seed {}, {} case(s))",
+            "tprox {}: testing {}{}{} (stall timeout {} s, seed {}, {} case(s))",
             env!("CARGO_PKG_VERSION"),
             options.proxy.label,
             options
                 .front
                 .as_ref()
                 .map(|front| format!(" through its {front} front"))
+                .unwrap_or_default(),
+            options
+                .proxy_protocol
+                .map(|send| format!(", which sends PROXY protocol {} headers", send.0))
                 .unwrap_or_default(),
             options.stall.as_secs_f64(),
             options.seed,
@@ -356,6 +371,9 @@ fn rerun_template(cli: &Cli, options: &RunOptions) -> String {
     if let Some(front) = &cli.front {
         // Shown with the password masked: a report is no place for it.
         parts.extend(["--front".into(), shell_quote(&front.to_string())]);
+    }
+    if let Some(send) = &options.proxy_protocol {
+        parts.extend(["--proxy-protocol".into(), send.to_string()]);
     }
     if let Some(name) = &cli.profile {
         parts.extend(["--profile".into(), shell_quote(name)]);

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use tprox_fuzz as fuzz;
 use crate::proxy::ProxyCommand;
 use crate::runner::RunOptions;
+use tprox_fuzz as fuzz;
 
 const FUZZ_EXAMPLES: &str = "\
 Examples:

@@ -38,6 +38,7 @@ Examples:
   tprox grade grading.toml submissions/*  grade a class of proxies (see tprox grade --help)
   tprox fuzz --reference                  generated scenarios, shrunk on failure (tprox fuzz --help)
   tprox --profile nginx                   a known proxy with a generated configuration
+  tprox --proxy-protocol send:v2 -- haproxy -f haproxy.cfg   a proxy that sends PROXY v2 headers
   tprox matrix                            every known proxy through the catalogue, as a matrix
   tprox --expect tprox-expect.toml ./tcpproxy   known deviations green, regressions red
   tprox diff main.json branch.json        the cases whose verdict changed between two reports
@@ -89,6 +90,14 @@ struct Cli {
     /// reference proxy's own front (tprox-relay --socks5 or --http-connect) is tested.
     #[arg(long, value_name = "KIND[:USER:PASS]", value_parser = parse_front)]
     front: Option<tprox_core::front::Front>,
+
+    /// The proxy sends the PROXY protocol to the destination: send:v1 (text) or send:v2
+    /// (binary), as haproxy's send-proxy and send-proxy-v2 or nginx's `proxy_protocol on` do.
+    /// tprox's destination reads the header off every connection, every case runs behind it,
+    /// and the proxy-protocol/ cases judge it (R14). With --reference, the reference proxy is
+    /// started with --send-proxy VERSION.
+    #[arg(long, value_name = "send:VERSION", value_parser = parse_proxy_protocol)]
+    proxy_protocol: Option<tprox_core::proxy_protocol::Send>,
 
     /// Test a known proxy (socat, haproxy, nginx, rinetd, redir, tcpproxy, ref; the fronts
     /// squid, tinyproxy, microsocks, dante, ref-socks5, ref-connect, tested through their
@@ -364,5 +373,10 @@ async fn interrupted() -> &'static str {
 
 /// `--front`'s value.
 pub(super) fn parse_front(text: &str) -> Result<tprox_core::front::Front, String> {
+    text.parse()
+}
+
+/// `--proxy-protocol`'s value.
+fn parse_proxy_protocol(text: &str) -> Result<tprox_core::proxy_protocol::Send, String> {
     text.parse()
 }

@@ -146,7 +146,7 @@ impl Grading {
             None => None,
         };
         // A front's class is graded on the front cases too.
-        let catalogue = tprox_core::cases::applicable(front.as_ref());
+        let catalogue = tprox_core::cases::applicable(front.as_ref(), None);
         let ids: Vec<&str> = catalogue.iter().map(|case| case.id).collect();
         let accepted = Expectations::from_entries(file.expect, &ids)
             .map_err(|e| problem(format!("[expect] {e}")))?;

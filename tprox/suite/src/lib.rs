@@ -117,6 +117,19 @@ impl Suite {
         ])
     }
 
+    /// The proxy sends the PROXY protocol to the destination: `send:v1` or `send:v2`. Every
+    /// case runs behind the header, and the `proxy-protocol/` cases judge it.
+    ///
+    /// # Panics
+    /// If `mode` is not one of those.
+    pub fn proxy_protocol(mut self, mode: &str) -> Self {
+        let send = mode
+            .parse()
+            .unwrap_or_else(|e| panic!("Suite::proxy_protocol: {e}"));
+        self.options.proxy_protocol = Some(send);
+        self
+    }
+
     /// The stall timeout the proxy uses (default 10 s). Pass it to the proxy with the
     /// `{stall_timeout}` placeholder.
     pub fn stall_timeout(mut self, stall: Duration) -> Self {

@@ -8,6 +8,7 @@ mod data;
 mod echo;
 mod front;
 mod latency;
+mod proxy_protocol;
 pub(crate) mod resources;
 pub(crate) mod shutdown;
 pub(crate) mod timeout;
@@ -66,14 +67,25 @@ pub static FRONT_CASES: &[&Case] = &[
     &front::MID_HANDSHAKE,
 ];
 
-/// The cases that apply to a run: the catalogue, and the cases of the run's mode (a front's
-/// handshake cases). The one place that decides it: every front end (the command, the matrix,
-/// grading, the suite) asks here, through [`crate::RunOptions::cases`] where it has a run's
-/// options, so that a new mode adds its cases here alone.
-pub fn applicable(front: Option<&crate::front::Front>) -> Vec<&'static Case> {
+/// The cases of a proxy that sends the PROXY protocol (R14), run only with
+/// `--proxy-protocol send:VERSION`, after the [`CATALOGUE`] run on the stream behind the headers.
+pub static PROXY_PROTOCOL_CASES: &[&Case] = &[&proxy_protocol::HEADER, &proxy_protocol::ADDRESSES];
+
+/// The cases that apply to a run: the catalogue, and the cases of the run's modes (a front's
+/// handshake cases, a PROXY protocol sender's header cases). The one place that decides it:
+/// every front end (the command, the matrix, grading, the suite) asks here, through
+/// [`crate::RunOptions::cases`] where it has a run's options, so that a new mode adds its cases
+/// here alone.
+pub fn applicable(
+    front: Option<&crate::front::Front>,
+    proxy_protocol: Option<crate::proxy_protocol::Send>,
+) -> Vec<&'static Case> {
     let mut cases = CATALOGUE.to_vec();
     if front.is_some() {
         cases.extend_from_slice(FRONT_CASES);
+    }
+    if proxy_protocol.is_some() {
+        cases.extend_from_slice(PROXY_PROTOCOL_CASES);
     }
     cases
 }
@@ -81,16 +93,17 @@ pub fn applicable(front: Option<&crate::front::Front>) -> Vec<&'static Case> {
 /// Every case of every mode, in the order runs report them: for listings, the contract, and
 /// checking that an id names a case at all.
 pub fn all() -> Vec<&'static Case> {
-    CATALOGUE.iter().chain(FRONT_CASES).copied().collect()
+    CATALOGUE
+        .iter()
+        .chain(FRONT_CASES)
+        .chain(PROXY_PROTOCOL_CASES)
+        .copied()
+        .collect()
 }
 
 /// Looks a case up by its exact id, front cases included.
 pub fn find(id: &str) -> Option<&'static Case> {
-    CATALOGUE
-        .iter()
-        .chain(FRONT_CASES)
-        .copied()
-        .find(|case| case.id == id)
+    all().into_iter().find(|case| case.id == id)
 }
 
 #[cfg(test)]
@@ -102,7 +115,7 @@ mod tests {
     #[test]
     fn ids_are_unique_and_hierarchical() {
         let mut seen = HashSet::new();
-        for case in CATALOGUE.iter().chain(FRONT_CASES) {
+        for case in all() {
             assert!(seen.insert(case.id), "duplicate id {}", case.id);
             let (group, name) = case.id.split_once('/').expect("ids are group/name");
             assert!(!group.is_empty() && !name.is_empty(), "{}", case.id);
@@ -112,7 +125,7 @@ mod tests {
 
     #[test]
     fn every_case_states_its_requirement_at_its_level_and_names_its_rules() {
-        for case in CATALOGUE.iter().chain(FRONT_CASES) {
+        for case in all() {
             assert!(!case.rules.is_empty(), "{} names no rule", case.id);
             let keyword = match case.level {
                 Level::Must => "MUST",

@@ -91,6 +91,13 @@ impl ProxyCommand {
         })
     }
 
+    /// The same command with `arg` appended (and shown).
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self.label = format!("{} {arg}", self.label);
+        self
+    }
+
     /// The same command, run in `dir`. A relative program path (`./tcpproxy`) is taken
     /// relative to `dir`, as a shell started there would.
     pub fn in_dir(mut self, dir: PathBuf) -> Self {

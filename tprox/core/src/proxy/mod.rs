@@ -68,6 +68,15 @@ pub enum StartError {
         /// Its last lines of output.
         output: String,
     },
+    /// In a PROXY protocol run: the proxy opened its connection to the destination for a
+    /// client, and wrote no header on it. Said once, before any case, rather than as every
+    /// case's failure.
+    NoHeader {
+        /// The command, as shown to the user.
+        command: String,
+        /// What came instead.
+        found: String,
+    },
 }
 
 impl std::fmt::Display for StartError {
@@ -100,6 +109,12 @@ impl std::fmt::Display for StartError {
                 )?;
                 write_output(f, output)
             }
+            StartError::NoHeader { command, found } => write!(
+                f,
+                "the proxy opened its connection to the destination and sent no PROXY protocol \
+                 header on it ({found}): is it configured to send one, as --proxy-protocol \
+                 says?\n  command: {command}"
+            ),
         }
     }
 }

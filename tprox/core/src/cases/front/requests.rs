@@ -219,7 +219,13 @@ async fn address_types(mut cx: Ctx) -> Result<(), Stop> {
             match &v6 {
                 Some(v6) => tokio::select! {
                     s = cx.dest.accept() => s.ok(),
-                    s = v6.accept() => s.ok().map(|(s, _)| s),
+                    s = v6.accept() => match s {
+                        Ok((mut s, _)) => {
+                            cx.dest.read_header(&mut s).await;
+                            Some(s)
+                        }
+                        Err(_) => None,
+                    },
                 },
                 None => cx.dest.accept().await.ok(),
             }
