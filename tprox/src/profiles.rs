@@ -38,6 +38,9 @@ pub struct Profile {
     /// The handshake its clients speak (`socks5`, `connect`), for a front: it is then started
     /// with `{listen_port}` only and tested through the front, the front cases included.
     pub front: Option<&'static str>,
+    /// The PROXY protocol header it is configured to send (`send:v1`, `send:v2`): it is then
+    /// tested with `--proxy-protocol`, the header cases included.
+    pub proxy_protocol: Option<&'static str>,
 }
 
 /// A profile's expectations when it has no known deviation.
@@ -59,6 +62,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &[REFERENCE_ARG, "--version"],
         expect: NOTHING_KNOWN,
         front: None,
+        proxy_protocol: None,
     },
     Profile {
         name: "ref-buffered",
@@ -80,6 +84,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &[REFERENCE_ARG, "--version"],
         expect: NOTHING_KNOWN,
         front: None,
+        proxy_protocol: None,
     },
     Profile {
         name: "ref-socks5",
@@ -98,6 +103,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &[REFERENCE_ARG, "--version"],
         expect: NOTHING_KNOWN,
         front: Some("socks5"),
+        proxy_protocol: None,
     },
     Profile {
         name: "ref-connect",
@@ -116,6 +122,29 @@ pub const PROFILES: &[Profile] = &[
         version_args: &[REFERENCE_ARG, "--version"],
         expect: NOTHING_KNOWN,
         front: Some("connect"),
+        proxy_protocol: None,
+    },
+    Profile {
+        name: "ref-send-proxy",
+        about: "the reference proxy sending a PROXY protocol v2 header (--send-proxy v2)",
+        install: "nothing: it is built in",
+        program: TPROX_ITSELF,
+        program_env: None,
+        args: &[
+            REFERENCE_ARG,
+            "{dest_host}",
+            "{dest_port}",
+            "{listen_port}",
+            "--stall-timeout",
+            "{stall_timeout}",
+            "--send-proxy",
+            "v2",
+        ],
+        config: None,
+        version_args: &[REFERENCE_ARG, "--version"],
+        expect: NOTHING_KNOWN,
+        front: None,
+        proxy_protocol: Some("send:v2"),
     },
     Profile {
         name: "socat",
@@ -131,6 +160,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["-V"],
         expect: include_str!("../expect/socat.toml"),
         front: None,
+        proxy_protocol: None,
     },
     Profile {
         name: "haproxy",
@@ -149,6 +179,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["-v"],
         expect: include_str!("../expect/haproxy.toml"),
         front: None,
+        proxy_protocol: None,
     },
     Profile {
         name: "nginx",
@@ -168,6 +199,66 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["-v"],
         expect: include_str!("../expect/nginx.toml"),
         front: None,
+        proxy_protocol: None,
+    },
+    Profile {
+        name: "haproxy-send-proxy",
+        about: "haproxy in TCP mode sending a PROXY protocol v1 header (server ... send-proxy)",
+        install: "apt-get install haproxy",
+        program: "haproxy",
+        program_env: None,
+        args: &["-db", "-f", "{config}"],
+        config: Some(
+            "global\n  maxconn 9000\n  pidfile {dir}/haproxy.pid\n\
+             defaults\n  mode tcp\n  timeout connect 10s\n  timeout client {stall_timeout}s\n  \
+             timeout server {stall_timeout}s\n\
+             frontend front\n  bind {dest_host}:{listen_port}\n  default_backend back\n\
+             backend back\n  server destination {dest_host}:{dest_port} send-proxy\n",
+        ),
+        version_args: &["-v"],
+        expect: include_str!("../expect/haproxy-send-proxy.toml"),
+        front: None,
+        proxy_protocol: Some("send:v1"),
+    },
+    Profile {
+        name: "haproxy-send-proxy-v2",
+        about: "haproxy in TCP mode sending a PROXY protocol v2 header (server ... send-proxy-v2)",
+        install: "apt-get install haproxy",
+        program: "haproxy",
+        program_env: None,
+        args: &["-db", "-f", "{config}"],
+        config: Some(
+            "global\n  maxconn 9000\n  pidfile {dir}/haproxy.pid\n\
+             defaults\n  mode tcp\n  timeout connect 10s\n  timeout client {stall_timeout}s\n  \
+             timeout server {stall_timeout}s\n\
+             frontend front\n  bind {dest_host}:{listen_port}\n  default_backend back\n\
+             backend back\n  server destination {dest_host}:{dest_port} send-proxy-v2\n",
+        ),
+        version_args: &["-v"],
+        expect: include_str!("../expect/haproxy-send-proxy-v2.toml"),
+        front: None,
+        proxy_protocol: Some("send:v2"),
+    },
+    Profile {
+        name: "nginx-proxy-protocol",
+        about: "nginx's stream module sending a PROXY protocol v1 header (proxy_protocol on)",
+        install: "apt-get install nginx libnginx-mod-stream",
+        program: "nginx",
+        program_env: None,
+        args: &["-p", "{dir}", "-c", "{config}", "-e", "{dir}/error.log"],
+        config: Some(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
+             daemon off;\nworker_processes auto;\nworker_rlimit_nofile 65536;\n\
+             pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+             events { worker_connections 32768; }\n\
+             stream {\n  server {\n    listen {dest_host}:{listen_port};\n    \
+             proxy_pass {dest_host}:{dest_port};\n    proxy_timeout {stall_timeout}s;\n    \
+             proxy_protocol on;\n  }\n}\n",
+        ),
+        version_args: &["-v"],
+        expect: include_str!("../expect/nginx-proxy-protocol.toml"),
+        front: None,
+        proxy_protocol: Some("send:v1"),
     },
     Profile {
         name: "rinetd",
@@ -180,6 +271,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["-v"],
         expect: include_str!("../expect/rinetd.toml"),
         front: None,
+        proxy_protocol: None,
     },
     Profile {
         name: "redir",
@@ -192,6 +284,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["-v"],
         expect: include_str!("../expect/redir.toml"),
         front: None,
+        proxy_protocol: None,
     },
     Profile {
         name: "tcpproxy",
@@ -211,6 +304,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["--version"],
         expect: include_str!("../expect/tcpproxy.toml"),
         front: None,
+        proxy_protocol: None,
     },
     Profile {
         name: "squid",
@@ -233,6 +327,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["-v"],
         expect: include_str!("../expect/squid.toml"),
         front: Some("connect"),
+        proxy_protocol: None,
     },
     Profile {
         name: "tinyproxy",
@@ -248,6 +343,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["-v"],
         expect: include_str!("../expect/tinyproxy.toml"),
         front: Some("connect"),
+        proxy_protocol: None,
     },
     Profile {
         name: "microsocks",
@@ -260,6 +356,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["-h"],
         expect: include_str!("../expect/microsocks.toml"),
         front: Some("socks5"),
+        proxy_protocol: None,
     },
     Profile {
         name: "dante",
@@ -280,6 +377,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["-v"],
         expect: include_str!("../expect/dante.toml"),
         front: Some("socks5"),
+        proxy_protocol: None,
     },
     Profile {
         name: "v2ray",
@@ -299,6 +397,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["-version"],
         expect: include_str!("../expect/v2ray.toml"),
         front: Some("socks5"),
+        proxy_protocol: None,
     },
     Profile {
         name: "pproxy",
@@ -312,6 +411,7 @@ pub const PROFILES: &[Profile] = &[
         version_args: &["--version"],
         expect: include_str!("../expect/pproxy.toml"),
         front: Some("socks5:alice:secret"),
+        proxy_protocol: None,
     },
     Profile {
         name: "node-proxy",
@@ -342,6 +442,7 @@ pub const PROFILES: &[Profile] = &[
         ],
         expect: include_str!("../expect/node-proxy.toml"),
         front: Some("connect"),
+        proxy_protocol: None,
     },
 ];
 
@@ -420,6 +521,14 @@ impl Profile {
             .collect();
         Expectations::parse(self.expect, &ids)
             .unwrap_or_else(|e| panic!("tprox/expect/{}.toml: {e}", self.name))
+    }
+
+    /// The PROXY protocol header it sends, if it is configured to.
+    pub fn proxy_protocol(&self) -> Option<tprox_core::proxy_protocol::Send> {
+        self.proxy_protocol.map(|mode| {
+            mode.parse()
+                .expect("a profile's proxy_protocol is a valid --proxy-protocol")
+        })
     }
 
     /// The front its clients must speak, if it is one.
@@ -574,6 +683,7 @@ mod tests {
             version_args: &[],
             expect: NOTHING_KNOWN,
             front: None,
+            proxy_protocol: None,
         };
         let err = profile.program().unwrap_err();
         assert!(err.contains("apt-get install nothing-at-all"), "{err}");

@@ -59,7 +59,10 @@ fn every_cell_of_the_committed_matrix_that_is_not_a_pass_is_explained() {
         let reference = matrix
             .proxy(name)
             .expect("the reference's fronts are in the matrix");
-        assert_eq!(reference.cells.len(), matrix.cases.len());
+        assert_eq!(
+            reference.cells.len(),
+            tprox_core::CATALOGUE.len() + tprox_core::cases::FRONT_CASES.len()
+        );
         assert!(
             reference
                 .cells
@@ -68,6 +71,15 @@ fn every_cell_of_the_committed_matrix_that_is_not_a_pass_is_explained() {
             "{name} must pass every case it runs"
         );
     }
+    // Sending the PROXY protocol, it passes the header cases too.
+    let sender = matrix
+        .proxy("ref-send-proxy")
+        .expect("the reference sending the PROXY protocol is in the matrix");
+    assert_eq!(
+        sender.cells.len(),
+        tprox_core::CATALOGUE.len() + tprox_core::cases::PROXY_PROTOCOL_CASES.len()
+    );
+    assert!(sender.cells.values().all(|c| c.verdict == Verdict::Pass));
     assert_eq!(
         matrix.cases.len(),
         tprox_core::cases::all().len(),

@@ -15,6 +15,12 @@ use crate::profiles;
 pub fn main(name: &str, dest_port: u16) -> error::Result {
     let profile = profiles::find(name).map_err(Error::Setup)?;
     profile.program().map_err(Error::Setup)?;
+    if let Some(mode) = profile.proxy_protocol {
+        return Err(Error::Usage(format!(
+            "--hold {name}: {name} sends PROXY protocol headers ({mode}), which the \
+             cross-check's servers do not read"
+        )));
+    }
     if let Some(front) = profile.front {
         return Err(Error::Usage(format!(
             "--hold {name}: {name} is a {front} front, whose clients must do its handshake; \

@@ -477,16 +477,23 @@ pub fn main(mut options: BenchOptions, progress: &dyn Progress) -> Result<Measur
         options.profiles = vec!["ref".into()];
     }
     if options.profiles.is_empty() {
+        // A proxy that sends the PROXY protocol would send its header to the bench's servers,
+        // which do not read one: it is the same forwarder as its plain profile.
         options.profiles = profiles::PROFILES
             .iter()
-            .filter(|p| p.program().is_ok())
+            .filter(|p| p.program().is_ok() && p.proxy_protocol.is_none())
             .map(|p| p.name.to_string())
             .collect();
     }
     for name in &options.profiles {
-        profiles::find(name)
-            .and_then(|p| p.program().map(|_| ()))
-            .map_err(Error::Setup)?;
+        let profile = profiles::find(name).map_err(Error::Setup)?;
+        profile.program().map_err(Error::Setup)?;
+        if let Some(mode) = profile.proxy_protocol {
+            return Err(Error::Usage(format!(
+                "--profiles {name}: {name} sends PROXY protocol headers ({mode}), which the \
+                 bench's servers do not read; measure the plain profile instead"
+            )));
+        }
     }
     let scratch = scratch_dir("tprox-bench-")?;
     if let Some(count) = options.scale {

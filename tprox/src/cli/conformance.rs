@@ -56,13 +56,30 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
         Some(name) => Some(crate::profiles::find(name).map_err(Error::Usage)?),
         None => None,
     };
-    if let (Some(profile), Some(_)) = (profile, cli.proxy_protocol) {
-        return Err(Error::Usage(format!(
-            "--proxy-protocol with --profile {}: the profiles start their proxies without the \
-             PROXY protocol; give the proxy's command, configured to send it",
-            profile.name
-        )));
-    }
+    // A profile that sends the PROXY protocol brings its mode; the others send none.
+    let proxy_protocol = match (profile, cli.proxy_protocol) {
+        (Some(profile), given) => match (profile.proxy_protocol(), given) {
+            (own, None) => own,
+            (Some(own), Some(given)) if own == given => Some(own),
+            (own, Some(given)) => {
+                return Err(Error::Usage(format!(
+                    "--proxy-protocol {given} with --profile {}: that profile sends {}; the \
+                     profiles that send it: {}",
+                    profile.name,
+                    own.map_or("no PROXY protocol header".to_string(), |own| format!(
+                        "{own} headers"
+                    )),
+                    crate::profiles::PROFILES
+                        .iter()
+                        .filter(|p| p.proxy_protocol.is_some())
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+        },
+        (None, given) => given,
+    };
     // A front profile brings its front; any other profile is a plain forwarder.
     let front = match (profile, &cli.front) {
         (Some(profile), given) => {
@@ -107,7 +124,7 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
         ),
     };
     let mut proxy = proxy.map_err(Error::Usage)?;
-    if let (Some(send), true) = (cli.proxy_protocol, cli.reference) {
+    if let (Some(send), true) = (proxy_protocol, cli.reference) {
         proxy = proxy.arg("--send-proxy").arg(&send.0.to_string());
     }
     let parse = |patterns: &[String]| {
@@ -131,7 +148,7 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
         shared: cli.shared,
         retries: cli.retries,
         front: front.map(Arc::new),
-        proxy_protocol: cli.proxy_protocol,
+        proxy_protocol,
         ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
     };
     let catalogue = options.cases();

@@ -72,7 +72,8 @@ pub(super) fn run(args: MatrixArgs) -> error::Result {
             .filter(|case| {
                 chosen.iter().any(|p| {
                     let front = p.front();
-                    let applicable = tprox_core::cases::applicable(front.as_ref(), None);
+                    let applicable =
+                        tprox_core::cases::applicable(front.as_ref(), p.proxy_protocol());
                     applicable.iter().any(|c| c.id == case.id)
                 })
             })

@@ -101,7 +101,9 @@ struct Cli {
 
     /// Test a known proxy (socat, haproxy, nginx, rinetd, redir, tcpproxy, ref; the fronts
     /// squid, tinyproxy, microsocks, dante, ref-socks5, ref-connect, tested through their
-    /// handshake), started with a generated configuration; see --list-profiles.
+    /// handshake; the PROXY protocol senders haproxy-send-proxy, haproxy-send-proxy-v2,
+    /// nginx-proxy-protocol, ref-send-proxy, tested with their header), started with a
+    /// generated configuration; see --list-profiles.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["proxy", "reference"])]
     profile: Option<String>,
 

@@ -134,6 +134,7 @@ async fn run_profile(
         seed: options.seed,
         jobs: options.jobs,
         front: profile.front().map(std::sync::Arc::new),
+        proxy_protocol: profile.proxy_protocol(),
         ..RunOptions::new(command, options.stall)
     };
     // Of the matrix's rows, those that apply to this proxy (a plain forwarder has no
