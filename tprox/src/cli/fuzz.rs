@@ -49,6 +49,11 @@ pub(super) struct FuzzArgs {
     #[arg(long, value_name = "KIND[:USER:PASS]", value_parser = super::parse_front)]
     front: Option<tprox_core::front::Front>,
 
+    /// The proxy sends the PROXY protocol to the destination (send:v1 or send:v2): every
+    /// scenario runs behind the header. With --reference, the reference sends it.
+    #[arg(long, value_name = "send:VERSION", value_parser = super::parse_proxy_protocol)]
+    proxy_protocol: Option<tprox_core::proxy_protocol::Send>,
+
     /// Scenarios to generate.
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     cases: u32,
@@ -101,10 +106,14 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
                 .into(),
         ),
     };
-    let proxy = proxy.map_err(Error::Usage)?;
+    let mut proxy = proxy.map_err(Error::Usage)?;
+    if let (Some(send), true) = (args.proxy_protocol, args.reference) {
+        proxy = proxy.arg("--send-proxy").arg(&send.0.to_string());
+    }
     let run = RunOptions {
         startup_timeout: Duration::from_secs_f64(args.startup_timeout),
         front: args.front.clone().map(std::sync::Arc::new),
+        proxy_protocol: args.proxy_protocol,
         ..RunOptions::new(proxy, Duration::from_secs_f64(args.stall_timeout))
     };
     let mut target = if args.reference {
@@ -115,12 +124,18 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
     if let Some(front) = &args.front {
         target.push_str(&format!(" through its {front} front"));
     }
+    if let Some(send) = &args.proxy_protocol {
+        target.push_str(&format!(", which sends PROXY protocol {} headers", send.0));
+    }
     let mut replay_line = vec![
         "tprox fuzz --replay".to_string(),
         shell_quote(&args.save.to_string_lossy()),
     ];
     if args.stall_timeout != defaults::STALL.as_secs_f64() {
         replay_line.push(format!("--stall-timeout {}", args.stall_timeout));
+    }
+    if let Some(send) = &args.proxy_protocol {
+        replay_line.push(format!("--proxy-protocol {send}"));
     }
     if let Some(front) = &args.front {
         // The password is in the replay line on purpose: it is the user's own, and the line

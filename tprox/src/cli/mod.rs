@@ -379,6 +379,6 @@ pub(super) fn parse_front(text: &str) -> Result<tprox_core::front::Front, String
 }
 
 /// `--proxy-protocol`'s value.
-fn parse_proxy_protocol(text: &str) -> Result<tprox_core::proxy_protocol::Send, String> {
+pub(super) fn parse_proxy_protocol(text: &str) -> Result<tprox_core::proxy_protocol::Send, String> {
     text.parse()
 }

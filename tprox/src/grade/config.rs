@@ -13,6 +13,8 @@
 //! time_limit = "3m"             # wall clock for all of one submission's cases
 //! # front = "socks5"            # a SOCKS5 or HTTP CONNECT lab: socks5[:USER:PASS],
 //! #                             # connect[:USER:PASS]; adds the front/ cases
+//! # proxy_protocol = "send:v2"  # the proxies send a PROXY protocol header to the
+//! #                             # destination (send:v1, send:v2); adds the header cases
 //!
 //! [limits]                      # per proxy process
 //! address_space_mib = 4096
@@ -69,6 +71,8 @@ pub struct Grading {
     pub start: Vec<String>,
     /// The handshake every client does first, for a class of SOCKS5 or HTTP CONNECT proxies.
     pub front: Option<tprox_core::front::Front>,
+    /// `[run] proxy_protocol`: the submissions send a PROXY protocol header to the destination.
+    pub proxy_protocol: Option<tprox_core::proxy_protocol::Send>,
     pub stall: Duration,
     pub startup_timeout: Duration,
     pub time_limit: Duration,
@@ -145,8 +149,15 @@ impl Grading {
             ),
             None => None,
         };
-        // A front's class is graded on the front cases too.
-        let catalogue = tprox_core::cases::applicable(front.as_ref(), None);
+        let proxy_protocol = match &file.run.proxy_protocol {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|e| problem(format!("[run] proxy_protocol: {e}")))?,
+            ),
+            None => None,
+        };
+        // A front's class is graded on the front cases too, a sender's on the header cases.
+        let catalogue = tprox_core::cases::applicable(front.as_ref(), proxy_protocol);
         let ids: Vec<&str> = catalogue.iter().map(|case| case.id).collect();
         let accepted = Expectations::from_entries(file.expect, &ids)
             .map_err(|e| problem(format!("[expect] {e}")))?;
@@ -161,6 +172,7 @@ impl Grading {
             build,
             start,
             front,
+            proxy_protocol,
             stall: seconds(
                 file.run.stall_timeout,
                 "[run] stall_timeout",
@@ -406,6 +418,7 @@ struct BuildSection {
 struct RunSection {
     start: Words,
     front: Option<String>,
+    proxy_protocol: Option<String>,
     stall_timeout: Option<Seconds>,
     startup_timeout: Option<Seconds>,
     time_limit: Option<Seconds>,
@@ -546,6 +559,32 @@ pub(crate) mod tests {
         .unwrap_err();
         assert!(
             wrong.contains("[expect]") && wrong.contains("\"timeout/idel\""),
+            "{wrong}"
+        );
+    }
+
+    /// A class of PROXY protocol senders is graded on the header cases too; a mode that is
+    /// none is refused with the ones that are.
+    #[test]
+    fn a_class_of_proxy_protocol_senders_is_graded_on_the_header_cases_too() {
+        let senders = parse(&format!(
+            "[run]\nstart = \"./p\"\nproxy_protocol = \"send:v2\"\n[points]\n\"*\" = 1\n"
+        ))
+        .unwrap();
+        assert!(senders.proxy_protocol.is_some());
+        assert!(senders
+            .cases
+            .iter()
+            .any(|(case, _)| case.id == "proxy-protocol/header"));
+        assert!(!example()
+            .cases
+            .iter()
+            .any(|(case, _)| case.id.starts_with("proxy-protocol/")));
+        let wrong =
+            parse("[run]\nstart = \"./p\"\nproxy_protocol = \"accept:v9\"\n[points]\n\"*\" = 1\n")
+                .unwrap_err();
+        assert!(
+            wrong.contains("[run] proxy_protocol") && wrong.contains("send:v1"),
             "{wrong}"
         );
     }

@@ -440,6 +440,7 @@ async fn run_cases(
         deadline: Some(Instant::now() + grading.time_limit),
         keep_going: true,
         front: grading.front.clone().map(std::sync::Arc::new),
+        proxy_protocol: grading.proxy_protocol,
         ..RunOptions::new(proxy, grading.stall)
     };
     let info = RunInfo::of(&options, SystemTime::now(), true, None);
