@@ -113,7 +113,8 @@ const POLL: Duration = Duration::from_millis(5);
 /// than the run expects costs the header case only, not every case's stream.
 pub async fn read(stream: &mut TcpStream, limit: Duration) -> Found {
     let deadline = Instant::now() + limit;
-    let first = peek_until(stream, deadline, 1, |seen| match seen.first() {
+    // Up to 16 bytes are looked at, so that a connection that starts otherwise is shown.
+    let first = peek_until(stream, deadline, 16, |seen| match seen.first() {
         Some(b'P') | Some(b'\r') => Some(Ok(1)),
         Some(_) => Some(Err(format!(
             "the connection starts {}, neither \"PROXY \" nor the v2 signature",

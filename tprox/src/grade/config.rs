@@ -567,10 +567,9 @@ pub(crate) mod tests {
     /// none is refused with the ones that are.
     #[test]
     fn a_class_of_proxy_protocol_senders_is_graded_on_the_header_cases_too() {
-        let senders = parse(&format!(
-            "[run]\nstart = \"./p\"\nproxy_protocol = \"send:v2\"\n[points]\n\"*\" = 1\n"
-        ))
-        .unwrap();
+        let senders =
+            parse("[run]\nstart = \"./p\"\nproxy_protocol = \"send:v2\"\n[points]\n\"*\" = 1\n")
+                .unwrap();
         assert!(senders.proxy_protocol.is_some());
         assert!(senders
             .cases
