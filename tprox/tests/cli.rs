@@ -96,7 +96,7 @@ fn help_teaches_placeholders_and_exit_codes() {
 #[case::an_unknown_option(&["--nonsense"], 2, "unexpected argument '--nonsense'")]
 #[case::an_unknown_option_before_the_proxy(&["--profil", "x"], 2, "unexpected argument '--profil'")]
 #[case::a_proxy_protocol_mode_that_is_none(&["--proxy-protocol", "send:v3", "--reference"], 2, "give send:v1 or send:v2")]
-#[case::a_proxy_protocol_for_a_profile(&["--proxy-protocol", "send:v1", "--profile", "socat"], 2, "configured to send it")]
+#[case::a_proxy_protocol_for_a_profile(&["--proxy-protocol", "send:v1", "--profile", "socat"], 2, "that profile sends no PROXY protocol header")]
 fn bad_input_is_explained_with_its_exit_code(
     #[case] args: &[&str],
     #[case] code: i32,
