@@ -16,7 +16,8 @@ pub struct Rendered {
     pub dom: String,
     /// Console messages and uncaught errors, one per line.
     pub console: Vec<String>,
-    /// The screenshot's pixels (1400 × 1000), `channels` bytes each (RGB or RGBA).
+    /// The screenshot's pixels (1400 × 1000 unless asked otherwise), `channels` bytes each (RGB
+    /// or RGBA).
     pub pixels: Vec<u8>,
     pub channels: usize,
 }
@@ -31,8 +32,15 @@ impl Rendered {
     }
 }
 
-/// Opens `page` in headless Chromium twice (once for the DOM, once for a screenshot).
+/// Opens `page` in headless Chromium twice (once for the DOM, once for a 1400 × 1000
+/// screenshot).
 pub fn render(page: &Path) -> Rendered {
+    render_at(page, 1400, 1000)
+}
+
+/// [`render`] with a screenshot of `width` × `height`: for a page whose parts to look at lie
+/// further down than one screen.
+pub fn render_at(page: &Path, width: u32, height: u32) -> Rendered {
     // The page is opened in a real browser.
     tprox_suite::require(CHROMIUM, "chromium");
     let profile = tempfile::tempdir().unwrap();
@@ -43,7 +51,7 @@ pub fn render(page: &Path) -> Rendered {
         profile.path(),
         &[
             &format!("--screenshot={}", shot.display()),
-            "--window-size=1400,1000",
+            &format!("--window-size={width},{height}"),
             &url,
         ],
     );
