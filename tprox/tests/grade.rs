@@ -519,7 +519,7 @@ fn repeated_grading_marks_changing_verdicts_and_the_page_renders_in_a_browser() 
         "{csv}"
     );
 
-    let page = browser::render(&out.join("gradebook.html"));
+    let page = browser::render(&out.join("gradebook.html"), 1000);
     assert!(
         page.console.is_empty(),
         "the page logged: {:?}",

@@ -134,7 +134,7 @@ fn the_measured_matrix_matches_the_committed_one() {
     // In a real browser: no script error, and the cells drawn in their colours (pass green
     // #c8e6c9, fail red #ffcdd2). The screen is tall enough for the grid's first failures
     // below the summary table, a row per proxy.
-    let page = browser::render_at(&out.path().join("matrix.html"), 1400, 2400);
+    let page = browser::render(&out.path().join("matrix.html"), 2400);
     assert!(
         page.console.is_empty(),
         "the page logged: {:?}",

@@ -16,8 +16,7 @@ pub struct Rendered {
     pub dom: String,
     /// Console messages and uncaught errors, one per line.
     pub console: Vec<String>,
-    /// The screenshot's pixels (1400 × 1000 unless asked otherwise), `channels` bytes each (RGB
-    /// or RGBA).
+    /// The screenshot's pixels (1400 × the height asked), `channels` bytes each (RGB or RGBA).
     pub pixels: Vec<u8>,
     pub channels: usize,
 }
@@ -32,15 +31,9 @@ impl Rendered {
     }
 }
 
-/// Opens `page` in headless Chromium twice (once for the DOM, once for a 1400 × 1000
-/// screenshot).
-pub fn render(page: &Path) -> Rendered {
-    render_at(page, 1400, 1000)
-}
-
-/// [`render`] with a screenshot of `width` × `height`: for a page whose parts to look at lie
-/// further down than one screen.
-pub fn render_at(page: &Path, width: u32, height: u32) -> Rendered {
+/// Opens `page` in headless Chromium twice: once for the DOM, once for a screenshot 1400
+/// pixels wide and `height` high (taller for a page whose parts to look at lie further down).
+pub fn render(page: &Path, height: u32) -> Rendered {
     // The page is opened in a real browser.
     tprox_suite::require(CHROMIUM, "chromium");
     let profile = tempfile::tempdir().unwrap();
@@ -51,7 +44,7 @@ pub fn render_at(page: &Path, width: u32, height: u32) -> Rendered {
         profile.path(),
         &[
             &format!("--screenshot={}", shot.display()),
-            &format!("--window-size={width},{height}"),
+            &format!("--window-size=1400,{height}"),
             &url,
         ],
     );
