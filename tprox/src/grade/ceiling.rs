@@ -243,21 +243,23 @@ impl Ceiling {
 }
 
 impl Drop for Ceiling {
-    /// Removes the cgroups. The box's processes are gone by now (their pid namespace ended
-    /// with the box); any that are not are killed, by pid, as tprox's own.
+    /// Removes the cgroups. The box's processes are gone by now, or going (their pid namespace
+    /// ended with the box); any still listed are killed as tprox's own, each only while it is
+    /// still a member (see [`kill_member`]).
     fn drop(&mut self) {
         for dir in self.dirs.iter().rev() {
             let deadline = Instant::now() + Duration::from_secs(2);
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             loop {
                 if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
                     break;
                 }
                 let pids = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
                 for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    kill_member(pid, &name);
                 }
                 if Instant::now() > deadline {
                     break;
@@ -266,6 +268,42 @@ impl Drop for Ceiling {
             }
         }
     }
+}
+
+/// Kills process `pid` if it is still in the cgroup called `name`. A pid read from
+/// `cgroup.procs` may belong to a process that has ended since, and on a machine whose pids
+/// wrap (32768 of them, with a fork bomb in the class) be another's by now: killing it by
+/// number once killed the next submission's helper. A pidfd holds the process itself, so the
+/// membership checked after opening it is that process's or a newcomer's, and the signal
+/// goes to the pidfd's process only.
+fn kill_member(pid: i32, name: &str) {
+    // SAFETY: plain system calls on integers; the descriptor is owned and closed below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return;
+    }
+    let pidfd = pidfd as i32;
+    let member = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|groups| {
+            groups
+                .lines()
+                .any(|line| line.ends_with(&format!("/{name}")))
+        })
+        .unwrap_or(false);
+    if member {
+        // SAFETY: as above; a null siginfo, no flags.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd,
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+    // SAFETY: the descriptor was opened above and is not used after.
+    unsafe { libc::close(pidfd) };
 }
 
 /// Lets the children of `parent` have the memory and pids controllers. A cgroup v2 with
@@ -294,6 +332,41 @@ fn enable_v2(parent: &Path) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    /// A process is killed only while it is in the named cgroup: a pid that now belongs to a
+    /// process elsewhere is left alone.
+    #[test]
+    fn only_a_member_of_the_cgroup_is_killed() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        kill_member(pid, "tprox-no-such-cgroup");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "a non-member was killed"
+        );
+        // Its own cgroup, as /proc names it (the root's "/" has no name: then nothing to show).
+        let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let own = groups
+            .lines()
+            .filter_map(|line| line.rsplit('/').next())
+            .find(|name| !name.is_empty())
+            .map(String::from);
+        match own {
+            Some(name) => {
+                kill_member(pid, &name);
+                let status = child.wait().unwrap();
+                assert!(!status.success(), "the member was not killed");
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
     use super::*;
 
     /// The files of both cgroup versions, as the kernel's documentation gives them, in plain
