@@ -615,7 +615,15 @@ async fn clear_user_keyrings(uid: u32) -> std::io::Result<()> {
             Ok(())
         });
     }
-    let status = cmd.status().await?;
+    // A group of its own, registered like a box: the orphan sweep that follows every other
+    // submission's end kills each child of tprox it does not know, and once killed this one.
+    cmd.process_group(0);
+    let mut child = crate::proxy::spawn_group(&mut cmd)?;
+    let pgid =
+        nix::unistd::Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
+    let status = child.wait().await;
+    crate::proxy::unregister(pgid);
+    let status = status?;
     match status.success() {
         true => Ok(()),
         false => Err(std::io::Error::other(format!(
