@@ -329,7 +329,13 @@ fn interruptible<F: std::future::Future>(
             output = work => Ok(output),
             signal = interrupted() => {
                 proxy::kill_all();
-                eprintln!("\n{command}: interrupted by {signal}; every process tprox started has been stopped{lost}");
+                // Not eprintln!: stderr may be gone with whoever stopped tprox, and a panic
+                // here would unwind into waiting for the work instead of leaving it.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n{command}: interrupted by {signal}; every process tprox started has been stopped{lost}"
+                );
                 Err(Error::Interrupted)
             }
         }
