@@ -283,24 +283,37 @@ async fn bound_address(cx: Ctx) -> Result<(), Stop> {
             "SOCKS5 only: an HTTP front reports no address".into(),
         ));
     }
-    let mut client = cx.connect_only().await?;
-    let target = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
-    let reported = match tokio::time::timeout(
-        PROMPT,
-        front.handshake_reporting(&mut client, target, &Style::default()),
-    )
-    .await
-    {
-        Ok(Ok(reported)) => reported,
-        Ok(Err(refused)) => {
-            return Err(Failure::new("the front opens a tunnel", refused.to_string()).into())
+    // A port whose two bytes are equal reads the same in either order: such a connection
+    // cannot show swapped bytes, and another is opened (at most three in all).
+    let mut attempts = 0;
+    let (reported, seen) = loop {
+        attempts += 1;
+        let mut client = cx.connect_only().await?;
+        let target = std::net::SocketAddr::from(([127, 0, 0, 1], cx.dest.port()));
+        let reported = match tokio::time::timeout(
+            PROMPT,
+            front.handshake_reporting(&mut client, target, &Style::default()),
+        )
+        .await
+        {
+            Ok(Ok(reported)) => reported,
+            Ok(Err(refused)) => {
+                return Err(Failure::new("the front opens a tunnel", refused.to_string()).into())
+            }
+            Err(_) => return Err(Failure::new("the front answers", "no answer").into()),
+        };
+        let server = cx.accept().await?;
+        let seen = server
+            .peer_addr()
+            .map_err(|e| Stop::Skip(format!("the destination's peer address: {e}")))?;
+        if seen.port().swap_bytes() != seen.port() || attempts == 3 {
+            break (reported, seen);
         }
-        Err(_) => return Err(Failure::new("the front answers", "no answer").into()),
+        cx.trace.event(format_args!(
+            "the front connected from port {}, whose bytes are equal: another connection",
+            seen.port()
+        ));
     };
-    let server = cx.accept().await?;
-    let seen = server
-        .peer_addr()
-        .map_err(|e| Stop::Skip(format!("the destination's peer address: {e}")))?;
     let Some(reported) = reported else {
         cx.trace
             .event("the reply names the bound address by a host name: not judged");
