@@ -41,7 +41,7 @@ use crate::via::HttpProxy;
       tprox-relay -p [::]:443:127.0.0.1:8443 --sni a.example=10.0.0.5:443 --sni '*.b.example=10.0.0.6:443'\n  \
       tprox-relay --socks5 1080 --http-connect 3128 --front-credentials pass.txt --allow 10.1.0.0/16:443\n\n\
       A mapping file has [[mapping]] tables with listen = \"ADDR:PORT\", dest = \"HOST:PORT\", and\n\
-      optionally via, direct_fallback, max_connections, stall_timeout, send_proxy, sni (a table of\n\
+      optionally via, direct_fallback, max_connections, stall_timeout, send_proxy, accept_proxy, sni (a table of\n\
       NAME = \"HOST:PORT\") and sni_only of its own; settings it leaves out come from the\n\
       command line. A front has mode = \"socks5\" or \"http-connect\" instead of dest, and\n\
       optionally credentials_file and allow (a list of NET[/BITS][:PORTS]).\n\n\
@@ -130,6 +130,13 @@ pub struct Args {
     /// address the client connected to. For a front, the header carries the front's client.
     #[arg(long, value_enum, value_name = "VERSION")]
     pub send_proxy: Option<crate::proxy_header::SendProxy>,
+    /// Expect a PROXY protocol header (v1 or v2) first from every client, as a proxy behind
+    /// another one that sends it does: the client it names is the one sent on with
+    /// --send-proxy. A connection that does not start with a valid header, or does not finish
+    /// it within the stall timeout, is closed; a v2 LOCAL header (a health check) keeps the
+    /// connection's real endpoints.
+    #[arg(long)]
+    pub accept_proxy: bool,
     /// Event loops, one thread each, sharing every listening port (SO_REUSEPORT): a connection
     /// is accepted, dialed and relayed on one thread. Default: one per core.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -196,6 +203,7 @@ impl Args {
                 crate::front::Allow::parse(&self.allow)?
             },
             send_proxy: self.send_proxy,
+            accept_proxy: self.accept_proxy,
         };
         let mut mappings = Vec::new();
         match (&self.dest_host, self.dest_port, self.listen_port) {

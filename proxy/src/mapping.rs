@@ -13,6 +13,7 @@
 //! max_connections = 100
 //! stall_timeout = 30             # seconds
 //! send_proxy = "v2"              # a PROXY protocol header first on each connection ("v1", "v2")
+//! accept_proxy = true            # clients send a PROXY protocol header first (either version)
 //!
 //! [[mapping]]
 //! listen = "[::]:443"
@@ -70,6 +71,10 @@ pub struct Mapping {
     /// The PROXY protocol header written first on each connection to the destination, so
     /// that it learns who the client was; none by default.
     pub send_proxy: Option<SendProxy>,
+    /// Every client sends a PROXY protocol header first (the mapping stands behind another
+    /// proxy): it is read, within the stall timeout, and the client it names is the one a
+    /// header of the mapping's own carries.
+    pub accept_proxy: bool,
 }
 
 /// Settings a mapping takes from the command line unless its TOML entry says otherwise.
@@ -91,6 +96,8 @@ pub struct Defaults {
     pub allow: Allow,
     /// The PROXY protocol header to send (`--send-proxy`).
     pub send_proxy: Option<SendProxy>,
+    /// Read a PROXY protocol header from every client (`--accept-proxy`).
+    pub accept_proxy: bool,
 }
 
 impl Defaults {
@@ -114,6 +121,7 @@ impl Defaults {
             sni: self.sni.clone(),
             front: None,
             send_proxy: self.send_proxy,
+            accept_proxy: self.accept_proxy,
         }
     }
 
@@ -264,6 +272,8 @@ struct Entry {
     sni_only: Option<bool>,
     /// `v1` or `v2`: a PROXY protocol header first on each connection to the destination.
     send_proxy: Option<SendProxy>,
+    /// Clients send a PROXY protocol header first.
+    accept_proxy: Option<bool>,
 }
 
 /// Reads the mappings of a TOML file; each missing setting comes from `defaults`.
@@ -354,6 +364,9 @@ impl Entry {
         if let Some(send) = self.send_proxy {
             mapping.send_proxy = Some(send);
         }
+        if let Some(accept) = self.accept_proxy {
+            mapping.accept_proxy = accept;
+        }
         if let Some(names) = self.sni {
             mapping.sni.names.clear();
             for (name, dest) in names {
@@ -413,6 +426,7 @@ mod tests {
             credentials: None,
             allow: Allow::default(),
             send_proxy: None,
+            accept_proxy: false,
         }
     }
 
@@ -460,6 +474,7 @@ mod tests {
             &path,
             "[[mapping]]\nlisten = \"[::]:0\"\ndest = \"h:1\"\nmax_connections = 3\n\
              stall_timeout = 0.5\nvia = \"http://u:p@127.0.0.1:3128\"\n\
+             accept_proxy = true\nsend_proxy = \"v1\"\n\
              [[mapping]]\nlisten = \"127.0.0.1:9\"\ndest = \"[::1]:2\"\n",
         )
         .unwrap();
@@ -471,8 +486,11 @@ mod tests {
             maps[0].via.as_ref().unwrap().to_string(),
             "http://u:***@127.0.0.1:3128"
         );
+        assert!(maps[0].accept_proxy);
+        assert_eq!(maps[0].send_proxy, Some(SendProxy::V1));
         assert_eq!(maps[1].dest_host, "::1");
         assert_eq!(maps[1].max_connections, 10);
+        assert!(!maps[1].accept_proxy);
         std::fs::write(&path, "[[mapping]]\nlisten = \"1:2\"\ndst = \"h:1\"\n").unwrap();
         let err = load_file(&path, &defaults()).unwrap_err();
         assert!(err.contains("unknown field `dst`"), "{err}");

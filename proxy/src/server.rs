@@ -531,7 +531,21 @@ async fn open(
     let mut named = String::new();
     // A front's client names the destination; the name lives here, `dest` borrows it.
     let mut requested = None;
+    // The client and the address it connected to, as a header of the mapping's own names them:
+    // the connection's, or those a received header names.
+    let mut source = peer;
+    let mut listener = client.local_addr().unwrap_or(peer);
     let opened = 'pair: {
+        // A header from the client comes before anything else, a front's handshake included.
+        if mapping.accept_proxy {
+            match crate::proxy_header::read(client, mapping.stall_timeout).await {
+                Err(e) => break 'pair Err(Ending::Handshake(format!("PROXY protocol: {e}"))),
+                Ok(received) => {
+                    source = received.source.unwrap_or(source);
+                    listener = received.destination.unwrap_or(listener);
+                }
+            }
+        }
         let server = if let Some(front) = &mapping.front {
             let request = match front::handshake(client, front, mapping.stall_timeout).await {
                 Err(refusal) => break 'pair Err(Ending::Handshake(refusal.to_string())),
@@ -585,8 +599,7 @@ async fn open(
         site.limit.shortage.end(&site.name);
         // The PROXY protocol header goes before any byte of the client's.
         if let Some(send) = mapping.send_proxy {
-            let listener = client.local_addr().unwrap_or(peer);
-            let header = send.header(peer, listener);
+            let header = send.header(source, listener);
             if let Err(e) = crate::write_early(&server, &header).await {
                 break 'pair Err(Ending::Failed(Side::Server, e));
             }
@@ -780,6 +793,7 @@ mod tests {
                 sni: Default::default(),
                 front: None,
                 send_proxy: None,
+                accept_proxy: false,
             };
             let site = Site {
                 mapping: Arc::new(mapping),

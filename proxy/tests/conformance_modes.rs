@@ -155,3 +155,63 @@ fn sending_the_proxy_protocol_v2_passes_every_case() {
 fn the_socks5_front_sending_the_proxy_protocol_v2_passes_every_case() {
     sends_the_proxy_protocol("v2", Some(("--socks5", "socks5")));
 }
+
+/// With `--accept-proxy`, every client sends a header first, the catalogue runs behind it, and
+/// the receiving cases pass; with `--send-proxy` too, the header it sends names the client the
+/// received one named.
+fn accepts_the_proxy_protocol(mode: &str, args: &[&str], front: Option<(&str, &str)>) {
+    let suite = match front {
+        Some((flag, front)) => tprox_suite::Suite::new_front(
+            [
+                env!("CARGO_BIN_EXE_tprox-relay"),
+                flag,
+                "{listen_port}",
+                "--stall-timeout",
+                "{stall_timeout}",
+            ]
+            .iter()
+            .chain(args)
+            .copied(),
+            front,
+        ),
+        None => tprox_suite::Suite::new(lab_form(args)),
+    };
+    let report = suite.proxy_protocol(mode).stall_timeout(STALL).run();
+    let header_cases = report
+        .cases
+        .iter()
+        .filter(|r| r.case.id.starts_with("proxy-protocol/"))
+        .count();
+    // Five receiving cases, and the two sending ones where it sends.
+    let sends = mode.contains("send:");
+    assert_eq!(
+        header_cases,
+        5 + 2 * usize::from(sends),
+        "the header cases ran"
+    );
+    report.assert_conforms();
+}
+
+#[test]
+fn accepting_the_proxy_protocol_v1_passes_every_case() {
+    accepts_the_proxy_protocol("accept:v1", &["--accept-proxy"], None);
+}
+
+#[test]
+fn a_chained_proxy_accepting_v2_and_sending_v1_passes_every_case() {
+    accepts_the_proxy_protocol(
+        "accept:v2,send:v1",
+        &["--accept-proxy", "--send-proxy", "v1"],
+        None,
+    );
+}
+
+/// A front behind another proxy: the header comes first, the handshake after it.
+#[test]
+fn the_socks5_front_accepting_the_proxy_protocol_v2_passes_every_case() {
+    accepts_the_proxy_protocol(
+        "accept:v2",
+        &["--accept-proxy"],
+        Some(("--socks5", "socks5")),
+    );
+}

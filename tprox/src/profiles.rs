@@ -38,8 +38,9 @@ pub struct Profile {
     /// The handshake its clients speak (`socks5`, `connect`), for a front: it is then started
     /// with `{listen_port}` only and tested through the front, the front cases included.
     pub front: Option<&'static str>,
-    /// The PROXY protocol header it is configured to send (`send:v1`, `send:v2`): it is then
-    /// tested with `--proxy-protocol`, the header cases included.
+    /// The PROXY protocol it is configured to speak (`send:v1`, `send:v2`, `accept:v1`,
+    /// `accept:v2`, or both ways): it is then tested with `--proxy-protocol`, that mode's
+    /// cases included.
     pub proxy_protocol: Option<&'static str>,
 }
 
@@ -145,6 +146,29 @@ pub const PROFILES: &[Profile] = &[
         expect: NOTHING_KNOWN,
         front: None,
         proxy_protocol: Some("send:v2"),
+    },
+    Profile {
+        name: "ref-chained-proxy",
+        about: "the reference proxy behind another proxy: accepting a PROXY protocol header and sending a v1 one naming the same client (--accept-proxy --send-proxy v1)",
+        install: "nothing: it is built in",
+        program: TPROX_ITSELF,
+        program_env: None,
+        args: &[
+            REFERENCE_ARG,
+            "{dest_host}",
+            "{dest_port}",
+            "{listen_port}",
+            "--stall-timeout",
+            "{stall_timeout}",
+            "--accept-proxy",
+            "--send-proxy",
+            "v1",
+        ],
+        config: None,
+        version_args: &[REFERENCE_ARG, "--version"],
+        expect: NOTHING_KNOWN,
+        front: None,
+        proxy_protocol: Some("accept:v2,send:v1"),
     },
     Profile {
         name: "socat",
@@ -259,6 +283,48 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/nginx-proxy-protocol.toml"),
         front: None,
         proxy_protocol: Some("send:v1"),
+    },
+    Profile {
+        name: "haproxy-accept-proxy",
+        about: "haproxy in TCP mode accepting a PROXY protocol header from its clients (bind ... accept-proxy)",
+        install: "apt-get install haproxy",
+        program: "haproxy",
+        program_env: None,
+        args: &["-db", "-f", "{config}"],
+        // The header is read within timeout client, the handshake's limit.
+        config: Some(
+            "global\n  maxconn 9000\n  pidfile {dir}/haproxy.pid\n\
+             defaults\n  mode tcp\n  timeout connect 10s\n  timeout client {stall_timeout}s\n  \
+             timeout server {stall_timeout}s\n\
+             frontend front\n  bind {dest_host}:{listen_port} accept-proxy\n  default_backend back\n\
+             backend back\n  server destination {dest_host}:{dest_port}\n",
+        ),
+        version_args: &["-v"],
+        expect: include_str!("../expect/haproxy-accept-proxy.toml"),
+        front: None,
+        proxy_protocol: Some("accept:v2"),
+    },
+    Profile {
+        name: "nginx-accept-proxy-protocol",
+        about: "nginx's stream module accepting a PROXY protocol header from its clients (listen ... proxy_protocol)",
+        install: "apt-get install nginx libnginx-mod-stream",
+        program: "nginx",
+        program_env: None,
+        args: &["-p", "{dir}", "-c", "{config}", "-e", "{dir}/error.log"],
+        // proxy_protocol_timeout (30 s by default) set to the stall timeout.
+        config: Some(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
+             daemon off;\nworker_processes auto;\nworker_rlimit_nofile 65536;\n\
+             pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+             events { worker_connections 32768; }\n\
+             stream {\n  proxy_protocol_timeout {stall_timeout}s;\n  server {\n    \
+             listen {dest_host}:{listen_port} proxy_protocol;\n    \
+             proxy_pass {dest_host}:{dest_port};\n    proxy_timeout {stall_timeout}s;\n  }\n}\n",
+        ),
+        version_args: &["-v"],
+        expect: include_str!("../expect/nginx-accept-proxy-protocol.toml"),
+        front: None,
+        proxy_protocol: Some("accept:v1"),
     },
     Profile {
         name: "rinetd",
@@ -524,7 +590,7 @@ impl Profile {
     }
 
     /// The PROXY protocol header it sends, if it is configured to.
-    pub fn proxy_protocol(&self) -> Option<tprox_core::proxy_protocol::Send> {
+    pub fn proxy_protocol(&self) -> Option<tprox_core::proxy_protocol::Mode> {
         self.proxy_protocol.map(|mode| {
             mode.parse()
                 .expect("a profile's proxy_protocol is a valid --proxy-protocol")

@@ -95,8 +95,8 @@ fn help_teaches_placeholders_and_exit_codes() {
 #[case::a_bad_stall_timeout(&["--stall-timeout", "0", "--reference"], 2, "between 0 and 3600")]
 #[case::an_unknown_option(&["--nonsense"], 2, "unexpected argument '--nonsense'")]
 #[case::an_unknown_option_before_the_proxy(&["--profil", "x"], 2, "unexpected argument '--profil'")]
-#[case::a_proxy_protocol_mode_that_is_none(&["--proxy-protocol", "send:v3", "--reference"], 2, "give send:v1 or send:v2")]
-#[case::a_proxy_protocol_for_a_profile(&["--proxy-protocol", "send:v1", "--profile", "socat"], 2, "that profile sends no PROXY protocol header")]
+#[case::a_proxy_protocol_mode_that_is_none(&["--proxy-protocol", "send:v3", "--reference"], 2, "Give send:v1 or send:v2")]
+#[case::a_proxy_protocol_for_a_profile(&["--proxy-protocol", "send:v1", "--profile", "socat"], 2, "that profile speaks no PROXY protocol")]
 fn bad_input_is_explained_with_its_exit_code(
     #[case] args: &[&str],
     #[case] code: i32,
@@ -414,5 +414,63 @@ fn the_proxy_protocol_is_checked_and_a_proxy_that_sends_none_is_told() {
         .code(2)
         .stderr(predicates::str::contains(
             "sent no PROXY protocol header on it",
+        ));
+}
+
+/// `--proxy-protocol accept:VERSION`: the reference started with `--accept-proxy` passes the
+/// receiving cases; a plain forwarder, which passes the header on, fails
+/// `proxy-protocol/not-forwarded` and still passes the cases whose destination reads the
+/// client's bytes (tprox saw the copy at the start and reads it off); a proxy that closes
+/// every client sending a header stops the run before the cases, saying why.
+#[test]
+fn accepting_the_proxy_protocol_is_checked_and_a_proxy_that_takes_none_is_told() {
+    tprox()
+        .args(["--reference", "--proxy-protocol", "accept:v2"])
+        .args([
+            "--only",
+            "proxy-protocol/",
+            "--skip",
+            "proxy-protocol/header-timeout",
+        ])
+        .args(["--only", "echo/single"])
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains(
+            "which accepts PROXY protocol v2 headers",
+        ))
+        .stdout(predicates::str::contains(
+            "Header split into one-byte writes: passed",
+        ))
+        .stdout(predicates::str::contains("5 passed, 0 failed"));
+    let plain = [
+        TPROX,
+        "__reference-proxy",
+        "{dest_host}",
+        "{dest_port}",
+        "{listen_port}",
+    ];
+    tprox()
+        .args(["--proxy-protocol", "accept:v1"])
+        .args([
+            "--only",
+            "proxy-protocol/not-forwarded",
+            "--only",
+            "echo/single",
+        ])
+        .arg("--")
+        .args(plain)
+        .assert()
+        .code(1)
+        .stdout(predicates::str::contains("Single echo connection: passed"))
+        .stdout(predicates::str::contains("the client's header came first"))
+        .stdout(predicates::str::contains("1 passed, 1 failed"));
+    tprox()
+        .args(["--proxy-protocol", "accept:v1", "--"])
+        .args([TPROX, "__reference-proxy", "--socks5", "{listen_port}"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "a client that sent a well-formed PROXY protocol header and a line of data got no \
+             connection to the destination",
         ));
 }

@@ -80,6 +80,18 @@ fn every_cell_of_the_committed_matrix_that_is_not_a_pass_is_explained() {
         tprox_core::CATALOGUE.len() + tprox_core::cases::PROXY_PROTOCOL_CASES.len()
     );
     assert!(sender.cells.values().all(|c| c.verdict == Verdict::Pass));
+    // Accepting a header and sending one of its own, it passes both sides' cases (LOCAL, a v2
+    // command, runs: the chained profile accepts v2).
+    let chained = matrix
+        .proxy("ref-chained-proxy")
+        .expect("the reference accepting and sending the PROXY protocol is in the matrix");
+    assert_eq!(
+        chained.cells.len(),
+        tprox_core::CATALOGUE.len()
+            + tprox_core::cases::PROXY_PROTOCOL_CASES.len()
+            + tprox_core::cases::PROXY_PROTOCOL_ACCEPT_CASES.len()
+    );
+    assert!(chained.cells.values().all(|c| c.verdict == Verdict::Pass));
     assert_eq!(
         matrix.cases.len(),
         tprox_core::cases::all().len(),

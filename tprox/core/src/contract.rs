@@ -8,7 +8,8 @@ use std::fmt::Write;
 
 use crate::case::Level;
 use crate::cases::{
-    all, bulk, resources, shutdown, timeout, CATALOGUE, FRONT_CASES, PROXY_PROTOCOL_CASES,
+    all, bulk, resources, shutdown, timeout, CATALOGUE, FRONT_CASES, PROXY_PROTOCOL_ACCEPT_CASES,
+    PROXY_PROTOCOL_CASES,
 };
 use crate::clock;
 use crate::harness::PROMPT;
@@ -64,6 +65,23 @@ pub fn markdown() -> String {
          then breaks.\n",
     );
     for case in PROXY_PROTOCOL_CASES {
+        case_section(&mut out, case);
+    }
+    out.push_str(
+        "\n## The PROXY protocol receiving cases\n\n\
+         A proxy may instead, or as well, be configured to accept the PROXY protocol from its \
+         clients, when it stands behind another proxy. With `tprox --proxy-protocol accept:v1` \
+         (or `accept:v2`; `accept:v2,send:v1` for a proxy that does both), every client tprox \
+         connects sends a well-formed header first, naming 127.88.0.1 with the client's own \
+         port as the source and the proxy's listener as the destination, every case above runs \
+         on the stream behind it, and these cases send it the awkward ways. Before the cases, a \
+         probe client sends a header and a line: a proxy that closes it without dialing ends \
+         the run with that said (it is configured for no header, or another version), and one \
+         that passes the header on to the destination has the copy read off there for every \
+         case but `proxy-protocol/not-forwarded`, so that this one mistake fails that case \
+         alone.\n",
+    );
+    for case in PROXY_PROTOCOL_ACCEPT_CASES {
         case_section(&mut out, case);
     }
     out.push_str(&timing());

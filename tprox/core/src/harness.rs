@@ -15,6 +15,7 @@ use crate::front::Front;
 use crate::net::read_exact_within;
 use crate::outcome::Failure;
 use crate::proxy::{free_port, HOST};
+use crate::proxy_protocol::{Found, Mode, Version};
 
 /// How long "promptly" may take: the time tprox allows for anything the contract expects to
 /// happen at once (an echo, a connect, a close). Generous on purpose: a correct proxy on a busy
@@ -54,7 +55,15 @@ pub struct Destination {
     /// its version. Every accepted connection's header is then read off first, so that each
     /// case runs on the stream as it would without one (the mirror, on the destination's
     /// side, of a front's handshake on the client's).
-    headers: Option<crate::proxy_protocol::Version>,
+    headers: Option<Version>,
+    /// In a run where the proxy accepts the PROXY protocol (`accept:VERSION`): its version.
+    /// Every client tprox connects sends a header of it first ([`connect_client`]).
+    client_headers: Option<Version>,
+    /// Set when the proxy was seen at its start to pass its clients' headers on to the
+    /// destination: each accepted connection's copy is then read off too, so that this one
+    /// mistake costs `proxy-protocol/not-forwarded` and not every case whose destination
+    /// reads the client's bytes.
+    forwarded: bool,
 }
 
 impl Destination {
@@ -72,6 +81,8 @@ impl Destination {
                         _lease: lease,
                         listener: RwLock::new(Some(Arc::new(listener))),
                         headers: None,
+                        client_headers: None,
+                        forwarded: false,
                     })
                 }
                 Err(e) => last = Some(e),
@@ -92,10 +103,19 @@ impl Destination {
             .clone()
     }
 
-    /// The same destination, reading a PROXY protocol header of `version` off every
-    /// connection it accepts (none: plain connections).
-    pub fn expecting_headers(mut self, version: Option<crate::proxy_protocol::Version>) -> Self {
-        self.headers = version;
+    /// The same destination in a run of PROXY protocol `mode` (none: plain connections): it
+    /// reads the proxy's header off every connection it accepts, where the proxy sends one,
+    /// and its clients send one first, where the proxy accepts one.
+    pub fn in_mode(mut self, mode: Option<Mode>) -> Self {
+        self.headers = mode.and_then(|m| m.send);
+        self.client_headers = mode.and_then(|m| m.accept);
+        self
+    }
+
+    /// The same destination for a proxy that passes its clients' headers on: each accepted
+    /// connection's copy is read off after the proxy's own header (if any).
+    pub(crate) fn reading_forwarded(mut self) -> Self {
+        self.forwarded = true;
         self
     }
 
@@ -106,33 +126,40 @@ impl Destination {
     }
 
     /// The version of the PROXY protocol header the proxy sends, in a run where it does.
-    pub fn headers(&self) -> Option<crate::proxy_protocol::Version> {
+    pub fn headers(&self) -> Option<Version> {
         self.headers
     }
 
+    /// The version of the PROXY protocol header the proxy accepts, in a run where it does:
+    /// tprox's clients send one first.
+    pub fn client_headers(&self) -> Option<Version> {
+        self.client_headers
+    }
+
     /// Accepts the next connection the proxy makes; in a PROXY protocol run, with its header
-    /// read off (a connection that starts with no header keeps its bytes).
+    /// read off (a connection that starts with no header keeps its bytes), and the copy of
+    /// the client's header after it where the proxy was seen to pass those on.
     pub async fn accept(&self) -> io::Result<TcpStream> {
         Ok(self.accept_with_header().await?.0)
     }
 
     /// Accepts the next connection the proxy makes and, in a PROXY protocol run, reads its
-    /// header: what was found (`None` in other runs), for the cases that judge the headers.
+    /// header: what was found (`None` in other runs), for the cases that judge the headers; a
+    /// copy of the client's header behind it, where the proxy was seen to pass those on, is
+    /// read off too.
     /// The header is read within [`PROMPT`]; a proxy writes it as soon as it has connected.
-    pub async fn accept_with_header(
-        &self,
-    ) -> io::Result<(TcpStream, Option<crate::proxy_protocol::Found>)> {
+    pub async fn accept_with_header(&self) -> io::Result<(TcpStream, Option<Found>)> {
         let mut stream = self.accept_plain().await?;
         let found = self.read_header(&mut stream).await;
+        if self.forwarded {
+            crate::proxy_protocol::read(&mut stream, PROMPT).await;
+        }
         Ok((stream, found))
     }
 
     /// In a PROXY protocol run, reads the header off a connection the proxy made to another
     /// listener of the case's own (an IPv6 destination), as [`Destination::accept`] does.
-    pub async fn read_header(
-        &self,
-        stream: &mut TcpStream,
-    ) -> Option<crate::proxy_protocol::Found> {
+    pub async fn read_header(&self, stream: &mut TcpStream) -> Option<Found> {
         match self.headers {
             Some(_) => Some(crate::proxy_protocol::read(stream, PROMPT).await),
             None => None,
@@ -172,6 +199,32 @@ impl Destination {
     }
 }
 
+/// Connects a client to the proxy at `proxy` and, in a run where the proxy accepts the PROXY
+/// protocol, sends the header first: the one place every client of tprox's is opened, so that
+/// each case and check runs on the stream after it as it would without one. The header names
+/// [`crate::proxy_protocol::claimed_source`] as the client, `proxy` as its destination.
+pub async fn connect_client(proxy: SocketAddr, dest: &Destination) -> io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(proxy).await?;
+    // Before the header, so that the client's first bytes after it never wait for its ACK.
+    stream.set_nodelay(true)?;
+    if let Some(version) = dest.client_headers {
+        stream
+            .write_all(&client_header(version, &stream, proxy)?)
+            .await?;
+    }
+    Ok(stream)
+}
+
+/// The header a client of tprox's on `stream` sends to the proxy at `proxy` in an accept run.
+pub fn client_header(
+    version: Version,
+    stream: &TcpStream,
+    proxy: SocketAddr,
+) -> io::Result<Vec<u8>> {
+    let claimed = crate::proxy_protocol::claimed_source(stream.local_addr()?);
+    Ok(crate::proxy_protocol::header(version, claimed, proxy))
+}
+
 /// A plain echo through the proxy: tprox's check that the proxy is alive and still accepting,
 /// before and after each case. It identifies its own destination connection by a token, so
 /// connections a case left behind cannot confuse it. Liveness only: a proxy that mangles data
@@ -184,7 +237,7 @@ pub async fn survival_echo(
     rng: &mut fastrand::Rng,
 ) -> Result<(), String> {
     let token: Vec<u8> = (0..16).map(|_| rng.alphanumeric() as u8).collect();
-    let mut client = match timeout(PROMPT, TcpStream::connect(proxy)).await {
+    let mut client = match timeout(PROMPT, connect_client(proxy, dest)).await {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => return Err(format!("connecting to the proxy failed: {e}")),
         Err(_) => {
@@ -467,9 +520,24 @@ impl Ctx {
         }
     }
 
-    /// Connects a client to the proxy and nothing more: no handshake, no primer.
+    /// Connects a client to the proxy and nothing more: no handshake, no primer (in a run
+    /// where the proxy accepts the PROXY protocol, the client's header is sent).
     pub async fn connect_only(&self) -> Result<TcpStream, Failure> {
-        match timeout(PROMPT, TcpStream::connect(self.proxy)).await {
+        self.connect_with(connect_client(self.proxy, &self.dest))
+            .await
+    }
+
+    /// Connects a client to the proxy and sends nothing at all, not even a PROXY protocol
+    /// header where the proxy expects one: for the cases that judge how it takes a header.
+    pub async fn connect_bare(&self) -> Result<TcpStream, Failure> {
+        self.connect_with(TcpStream::connect(self.proxy)).await
+    }
+
+    async fn connect_with(
+        &self,
+        connecting: impl std::future::Future<Output = io::Result<TcpStream>>,
+    ) -> Result<TcpStream, Failure> {
+        match timeout(PROMPT, connecting).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 self.trace.event(format_args!("client connected from {}", local(&stream)));

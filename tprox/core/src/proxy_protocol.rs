@@ -35,29 +35,91 @@ impl fmt::Display for Version {
     }
 }
 
-/// The run mode `--proxy-protocol` names: the proxy sends a header of this version on every
-/// connection it opens to the destination.
+/// The run mode `--proxy-protocol` names: which way the proxy speaks the protocol. A proxy
+/// may do both, as a chained proxy does: accept a header from the client side and send one of
+/// its own, carrying the client the first one named, to the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Send(pub Version);
+pub struct Mode {
+    /// `accept:VERSION`: the proxy expects a header of this version first on every client
+    /// connection, so tprox's clients send one.
+    pub accept: Option<Version>,
+    /// `send:VERSION`: the proxy writes a header of this version first on every connection it
+    /// opens to the destination, which tprox's destination reads and checks.
+    pub send: Option<Version>,
+}
 
-impl FromStr for Send {
+impl FromStr for Mode {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "send:v1" => Ok(Send(Version::V1)),
-            "send:v2" => Ok(Send(Version::V2)),
-            _ => Err(format!(
-                "'{text}' is no PROXY protocol mode: give send:v1 or send:v2 (the proxy sends the \
-                 header of that version to the destination)"
-            )),
+        let wrong = |why: String| {
+            format!(
+                "'{text}' is no PROXY protocol mode: {why}. Give send:v1 or send:v2 (the proxy \
+                 sends the header to the destination), accept:v1 or accept:v2 (it expects one \
+                 from its clients), or one of each joined by a comma (accept:v2,send:v1)"
+            )
+        };
+        let mut mode = Mode {
+            accept: None,
+            send: None,
+        };
+        for part in text.split(',') {
+            let (way, version) = part
+                .split_once(':')
+                .ok_or_else(|| wrong(format!("'{part}' has no ':'")))?;
+            let version = match version {
+                "v1" => Version::V1,
+                "v2" => Version::V2,
+                _ => return Err(wrong(format!("'{version}' is no version (v1, v2)"))),
+            };
+            let slot = match way {
+                "send" => &mut mode.send,
+                "accept" => &mut mode.accept,
+                _ => return Err(wrong(format!("'{way}' is neither send nor accept"))),
+            };
+            if slot.replace(version).is_some() {
+                return Err(wrong(format!("{way} is given twice")));
+            }
         }
+        Ok(mode)
     }
 }
 
-impl fmt::Display for Send {
+impl Mode {
+    /// The mode as a clause about the proxy, for the line that says what runs: ", which
+    /// accepts PROXY protocol v2 headers and sends v1 ones".
+    pub fn described(&self) -> String {
+        match (self.accept, self.send) {
+            (Some(accept), Some(send)) => {
+                format!(", which accepts PROXY protocol {accept} headers and sends {send} ones")
+            }
+            (Some(accept), None) => format!(", which accepts PROXY protocol {accept} headers"),
+            (None, Some(send)) => format!(", which sends PROXY protocol {send} headers"),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The reference proxy's options for this mode: it accepts either version.
+    pub fn reference_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.accept.is_some() {
+            args.push("--accept-proxy".to_string());
+        }
+        if let Some(send) = self.send {
+            args.extend(["--send-proxy".to_string(), send.to_string()]);
+        }
+        args
+    }
+}
+
+impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "send:{}", self.0)
+        match (self.accept, self.send) {
+            (Some(accept), Some(send)) => write!(f, "accept:{accept},send:{send}"),
+            (Some(accept), None) => write!(f, "accept:{accept}"),
+            (None, Some(send)) => write!(f, "send:{send}"),
+            (None, None) => f.write_str("none"),
+        }
     }
 }
 
@@ -234,6 +296,11 @@ pub fn parse_v1(raw: &[u8]) -> Result<Header, String> {
     if raw.len() > V1_MAX || !raw.ends_with(b"\r\n") {
         return Err(format!(
             "a v1 header is one line of at most {V1_MAX} bytes ending in CRLF (2.1); got {shown}"
+        ));
+    }
+    if !raw.starts_with(b"PROXY ") {
+        return Err(format!(
+            "a v1 header starts with \"PROXY \" (2.1); got {shown}"
         ));
     }
     let line = std::str::from_utf8(&raw[..raw.len() - 2])
@@ -429,6 +496,74 @@ fn check_tlvs(raw: &[u8], mut at: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The address tprox's clients name as their own in the header they send in an accept run:
+/// the real client's port on a loopback address no client of tprox's has, so that where a
+/// proxy sends a header of its own, it shows whether it passed on the client the first header
+/// named (as it must) or its socket's peer.
+pub fn claimed_source(real: SocketAddr) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::new(127, 88, 0, 1).into(), real.port())
+}
+
+/// A header of `version` with the PROXY command, as tprox's clients send it: for a client at
+/// `source` that connected to `destination`. IPv4 on both sides gives TCP4, anything else TCP6
+/// (an IPv4 address then in its mapped form).
+pub fn header(version: Version, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let six = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    let four = source.is_ipv4() && destination.is_ipv4();
+    match version {
+        Version::V1 => {
+            let (family, src, dst) = match four {
+                true => ("TCP4", source.ip(), destination.ip()),
+                false => (
+                    "TCP6",
+                    six(source.ip()).into(),
+                    six(destination.ip()).into(),
+                ),
+            };
+            format!(
+                "PROXY {family} {src} {dst} {} {}\r\n",
+                source.port(),
+                destination.port()
+            )
+            .into_bytes()
+        }
+        Version::V2 => {
+            let mut body = Vec::new();
+            match (four, source.ip(), destination.ip()) {
+                (true, IpAddr::V4(s), IpAddr::V4(d)) => {
+                    body.extend_from_slice(&s.octets());
+                    body.extend_from_slice(&d.octets());
+                }
+                (_, s, d) => {
+                    body.extend_from_slice(&six(s).octets());
+                    body.extend_from_slice(&six(d).octets());
+                }
+            }
+            body.extend_from_slice(&source.port().to_be_bytes());
+            body.extend_from_slice(&destination.port().to_be_bytes());
+            let family = if four { 0x11 } else { 0x21 };
+            v2(Command::Proxy, family, &body)
+        }
+    }
+}
+
+/// A v2 header of `command`, family and protocol byte `family` (0x11: TCP over IPv4, 0x21: over
+/// IPv6, 0x00: unspecified) and `body` (addresses, ports, TLVs) (section 2.2).
+pub fn v2(command: Command, family: u8, body: &[u8]) -> Vec<u8> {
+    let mut raw = SIGNATURE.to_vec();
+    raw.push(match command {
+        Command::Local => 0x20,
+        Command::Proxy => 0x21,
+    });
+    raw.push(family);
+    raw.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    raw.extend_from_slice(body);
+    raw
+}
+
 /// Bytes as a diagnostic shows them: text as text, the rest escaped, long runs cut.
 fn show(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(120)];
@@ -443,12 +578,10 @@ fn show(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// A v2 header with any command nibble, for malformed ones.
     fn v2(command: u8, family: u8, body: &[u8]) -> Vec<u8> {
-        let mut raw = SIGNATURE.to_vec();
-        raw.push(0x20 | command);
-        raw.push(family);
-        raw.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        raw.extend_from_slice(body);
+        let mut raw = super::v2(Command::Local, family, body);
+        raw[12] = 0x20 | command;
         raw
     }
 
@@ -549,6 +682,57 @@ mod tests {
         assert!(parse_v2(&version_one)
             .unwrap_err()
             .contains("version nibble"));
+    }
+
+    #[test]
+    fn the_headers_tprox_clients_send_parse_back_to_the_claimed_client() {
+        let real: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let listener: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let claimed = claimed_source(real);
+        assert_eq!(claimed, "127.88.0.1:40000".parse().unwrap());
+        let v1 = parse_v1(&header(Version::V1, claimed, listener)).unwrap();
+        let v2 = parse_v2(&header(Version::V2, claimed, listener)).unwrap();
+        for parsed in [v1, v2] {
+            assert_eq!(
+                (parsed.source, parsed.destination),
+                (Some(claimed), Some(listener))
+            );
+            assert_eq!(parsed.command, Command::Proxy);
+        }
+        let six: SocketAddr = "[::1]:5".parse().unwrap();
+        let mixed = parse_v1(&header(Version::V1, claimed, six)).unwrap();
+        assert_eq!(mixed.destination, Some(six));
+        assert_eq!(
+            parse_v2(&header(Version::V2, six, six)).unwrap().source,
+            Some(six)
+        );
+    }
+
+    #[test]
+    fn modes_parse_either_way_or_both_and_say_what_is_wrong() {
+        let mode: Mode = "accept:v2,send:v1".parse().unwrap();
+        assert_eq!(
+            (mode.accept, mode.send),
+            (Some(Version::V2), Some(Version::V1))
+        );
+        assert_eq!(mode.to_string(), "accept:v2,send:v1");
+        assert_eq!("send:v2".parse::<Mode>().unwrap().to_string(), "send:v2");
+        assert_eq!(
+            mode.reference_args(),
+            ["--accept-proxy", "--send-proxy", "v1"]
+        );
+        for (bad, says) in [
+            ("send:v3", "'v3' is no version"),
+            ("receive:v1", "neither send nor accept"),
+            ("send:v1,send:v2", "send is given twice"),
+            ("v1", "has no ':'"),
+        ] {
+            let why = bad.parse::<Mode>().unwrap_err();
+            assert!(
+                why.contains(says) && why.contains("accept:v1"),
+                "{bad}: {why}"
+            );
+        }
     }
 
     /// From a socket: a header split into one-byte writes is read whole, the stream goes on

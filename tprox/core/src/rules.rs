@@ -33,11 +33,13 @@ pub enum Rule {
     R13,
     /// PROXY protocol: proxies configured to send it only.
     R14,
+    /// PROXY protocol: proxies configured to accept it only.
+    R15,
 }
 
 impl Rule {
     /// Every rule, in order.
-    pub const ALL: [Rule; 14] = [
+    pub const ALL: [Rule; 15] = [
         Rule::R1,
         Rule::R2,
         Rule::R3,
@@ -52,6 +54,7 @@ impl Rule {
         Rule::R12,
         Rule::R13,
         Rule::R14,
+        Rule::R15,
     ];
 
     /// The rule's short title, as the contract names it.
@@ -71,6 +74,7 @@ impl Rule {
             Rule::R12 => "Low latency",
             Rule::R13 => "Front handshake",
             Rule::R14 => "PROXY protocol header",
+            Rule::R15 => "PROXY protocol receiving",
         }
     }
 
@@ -91,6 +95,7 @@ impl Rule {
             Rule::R12 => "The proxy adds no artificial delay to small messages: it forwards a write as soon as it reads it (TCP_NODELAY on both sockets, or equivalent).",
             Rule::R13 => "A front (a SOCKS5 or HTTP CONNECT proxy, whose clients name the destination in a handshake) reads the handshake however it is split into writes; answers success only once the destination is connected, and otherwise its protocol's refusal (SOCKS5: 0x05 for a refused destination, 0x04 for an unreachable or unknown one, 0x07 for an unsupported command; HTTP: 502, 503 or 504; wrong credentials: a failed SOCKS5 status or HTTP 407), then closes; forwards the bytes a client sends behind its request; rejects malformed requests; and closes a client that stops mid-handshake after about the stall timeout, without delaying any other client. Rules R1 to R12 apply to the stream after the handshake.",
             Rule::R14 => "A proxy configured to send the PROXY protocol (haproxy's doc/proxy-protocol.txt) writes exactly one header first on every connection it opens to the destination, before any byte of the client's. Version 1 (section 2.1): one line `PROXY TCP4` or `PROXY TCP6` (or `PROXY UNKNOWN`), two addresses in their usual form and two decimal ports from 0 to 65535, single spaces, at most 107 bytes with the CRLF that ends it. Version 2 (section 2.2): the 12-byte signature, version 2, the PROXY command, TCP over IPv4 or IPv6, a length that counts the addresses and any TLVs exactly, TLVs that fill it, and a CRC32c TLV that matches when there is one. The source is the client's address and port as the client opened the connection, the destination the address and port the client connected to. Rules R1 to R12 apply to the stream after the header.",
+            Rule::R15 => "A proxy configured to accept the PROXY protocol reads one header first on every client connection, however it is split into writes, and never guesses whether one is present (section 2): a connection that starts with anything but a valid header (a wrong signature, a v1 line with no CRLF within 107 bytes, garbage, data) is closed and none of it forwarded. A client that does not finish its header is closed after about the stall timeout, without delaying any other client. A v2 LOCAL header is accepted, its addresses discarded, and the connection relayed with its real endpoints (2.2). The header is consumed: the destination receives the client's bytes after it and nothing else, behind a header of the proxy's own where it is configured to send one, which then names the client the received header named. Rules R1 to R12 apply to the stream after the header.",
         }
     }
 }

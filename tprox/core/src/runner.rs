@@ -71,7 +71,7 @@ pub struct RunOptions {
     /// The PROXY protocol header the proxy sends first on every connection to the
     /// destination, when it is configured to: the destination reads it off, and the
     /// `proxy-protocol/` cases judge it.
-    pub proxy_protocol: Option<crate::proxy_protocol::Send>,
+    pub proxy_protocol: Option<crate::proxy_protocol::Mode>,
 }
 
 impl RunOptions {
@@ -309,13 +309,13 @@ pub async fn start(
     options: &RunOptions,
     echo_tag: Option<String>,
 ) -> Result<(RunningProxy, Arc<Destination>, Dialing), StartError> {
-    let dest = Destination::bind()
+    let mut dest = Destination::bind()
         .await
         .map_err(|e| StartError::Spawn {
             command: "(destination server)".into(),
             error: format!("cannot listen on loopback: {e}"),
         })?
-        .expecting_headers(options.proxy_protocol.map(|send| send.0));
+        .in_mode(options.proxy_protocol);
     let launch = Launch {
         dest_port: dest.port(),
         stall: options.stall,
@@ -324,12 +324,45 @@ pub async fn start(
         limits: options.limits,
     };
     let proxy = RunningProxy::start(&options.proxy, &launch).await?;
+    let fail = |proxy: RunningProxy, error: fn(String, String) -> StartError, found: String| async move {
+        let command = options.proxy.label.clone();
+        proxy.stop().await;
+        Err(error(command, found))
+    };
     // The readiness probe was a real connection that sent nothing: take the destination side
     // the proxy opened for it, so that the case's first accept is the case's own connection.
     // A proxy that never opened one dials only once the client speaks. A front dials when the
-    // handshake names the destination, which the probe never did.
+    // handshake names the destination, which the probe never did. A proxy that accepts the
+    // PROXY protocol dials once it has read the header, which the probe never sent: a probe
+    // of its own tells.
     let dialing = if options.front.is_some() {
         Dialing::OnAccept
+    } else if dest.client_headers().is_some() {
+        match header_probe(&proxy, &dest).await {
+            HeaderProbe::Relayed { forwarded } => {
+                if forwarded {
+                    dest = dest.reading_forwarded();
+                }
+                Dialing::OnAccept
+            }
+            HeaderProbe::NoHeader(found) => {
+                return fail(
+                    proxy,
+                    |command, found| StartError::NoHeader { command, found },
+                    found,
+                )
+                .await
+            }
+            HeaderProbe::Refused(why) => {
+                return fail(
+                    proxy,
+                    |command, why| StartError::HeaderRefused { command, why },
+                    why,
+                )
+                .await
+            }
+            HeaderProbe::NotDialed => Dialing::OnClientData,
+        }
     } else {
         match tokio::time::timeout(PROBE_FORWARD_WAIT, dest.accept_plain()).await {
             Ok(Ok(forwarded)) => {
@@ -339,11 +372,19 @@ pub async fn start(
             _ => Dialing::OnClientData,
         }
     };
-    if dialing == Dialing::OnAccept && options.front.is_none() && dest.headers().is_some() {
+    let checked = dest.client_headers().is_some();
+    if dialing == Dialing::OnAccept
+        && options.front.is_none()
+        && dest.headers().is_some()
+        && !checked
+    {
         if let Err(found) = header_sent(&proxy, &dest).await {
-            let command = options.proxy.label.clone();
-            proxy.stop().await;
-            return Err(StartError::NoHeader { command, found });
+            return fail(
+                proxy,
+                |command, found| StartError::NoHeader { command, found },
+                found,
+            )
+            .await;
         }
     }
     Ok((proxy, Arc::new(dest), dialing))
@@ -368,6 +409,82 @@ async fn header_sent(proxy: &RunningProxy, dest: &Destination) -> Result<(), Str
     match found {
         Found::Missing(why) => Err(why),
         Found::Header(_) | Found::Malformed(_) => Ok(()),
+    }
+}
+
+/// What a client that sent a PROXY protocol header and a line of data found, in a run where the
+/// proxy accepts the protocol.
+enum HeaderProbe {
+    /// The line reached the destination; `forwarded`: behind a copy of the client's header.
+    Relayed { forwarded: bool },
+    /// The proxy closed the client and opened nothing: why, as the client saw it.
+    Refused(String),
+    /// The line reached the destination on a connection the proxy opened without the header
+    /// of its own that the run says it sends: what came instead.
+    NoHeader(String),
+    /// Nothing reached the destination, and the client was not closed.
+    NotDialed,
+}
+
+/// Sends a well-formed header and a line from a new client, and sees what reaches the
+/// destination: the line alone (as it must), the line behind the client's header (the proxy
+/// passes headers on), nothing (it refused the header: most likely configured for the other
+/// version, or not for the protocol at all). A connection left from the readiness probe, which
+/// a proxy that does not read headers opened, carries nothing and is passed over.
+async fn header_probe(proxy: &RunningProxy, dest: &Destination) -> HeaderProbe {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LINE: &[u8] = b"tprox header probe\n";
+    let Ok(mut client) = crate::harness::connect_client(proxy.listen, dest).await else {
+        // Not this check's business: the cases say what is wrong with connecting.
+        return HeaderProbe::Relayed { forwarded: false };
+    };
+    let sent = crate::harness::client_header(
+        dest.client_headers()
+            .unwrap_or(crate::proxy_protocol::Version::V1),
+        &client,
+        proxy.listen,
+    )
+    .unwrap_or_default();
+    if client.write_all(LINE).await.is_err() {
+        return HeaderProbe::Refused("writing to the proxy after the header failed".into());
+    }
+    let deadline = tokio::time::Instant::now() + PROBE_FORWARD_WAIT;
+    let mut closed = Box::pin(async {
+        let mut byte = [0u8; 1];
+        match client.read(&mut byte).await {
+            Ok(0) => "the proxy closed the connection".to_string(),
+            Ok(_) => "the proxy answered the client, and forwarded nothing".to_string(),
+            Err(e) => format!("the connection failed: {e}"),
+        }
+    });
+    loop {
+        let accepted = tokio::select! {
+            accepted = tokio::time::timeout_at(deadline, dest.accept_plain()) => accepted,
+            why = &mut closed => return HeaderProbe::Refused(why),
+        };
+        let Ok(Ok(mut server)) = accepted else {
+            return HeaderProbe::NotDialed;
+        };
+        if let Some(crate::proxy_protocol::Found::Missing(why)) =
+            dest.read_header(&mut server).await
+        {
+            if crate::net::read_exact_within(&mut server, 1, PROMPT)
+                .await
+                .is_ok()
+            {
+                return HeaderProbe::NoHeader(why);
+            }
+            continue;
+        }
+        let Ok(got) = crate::net::read_exact_within(&mut server, LINE.len(), PROMPT).await else {
+            continue;
+        };
+        if got == LINE {
+            return HeaderProbe::Relayed { forwarded: false };
+        }
+        if sent.starts_with(&got) || got.starts_with(&sent) {
+            return HeaderProbe::Relayed { forwarded: true };
+        }
     }
 }
 

@@ -435,7 +435,13 @@ async fn open(
         expected: expected.to_string(),
         observed,
     };
-    let client = match timeout(FUZZ_PROMPT, TcpStream::connect(proxy)).await {
+    // With the PROXY protocol header first, where the proxy accepts one.
+    let client = match timeout(
+        FUZZ_PROMPT,
+        tprox_core::harness::connect_client(proxy, dest),
+    )
+    .await
+    {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => {
             return Err(violation(

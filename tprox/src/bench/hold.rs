@@ -17,8 +17,8 @@ pub fn main(name: &str, dest_port: u16) -> error::Result {
     profile.program().map_err(Error::Setup)?;
     if let Some(mode) = profile.proxy_protocol {
         return Err(Error::Usage(format!(
-            "--hold {name}: {name} sends PROXY protocol headers ({mode}), which the \
-             cross-check's servers do not read"
+            "--hold {name}: {name} speaks the PROXY protocol ({mode}), which the \
+             cross-check's clients and servers do not"
         )));
     }
     if let Some(front) = profile.front {

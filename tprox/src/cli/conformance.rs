@@ -56,18 +56,18 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
         Some(name) => Some(crate::profiles::find(name).map_err(Error::Usage)?),
         None => None,
     };
-    // A profile that sends the PROXY protocol brings its mode; the others send none.
+    // A profile that speaks the PROXY protocol brings its mode; the others speak none.
     let proxy_protocol = match (profile, cli.proxy_protocol) {
         (Some(profile), given) => match (profile.proxy_protocol(), given) {
             (own, None) => own,
             (Some(own), Some(given)) if own == given => Some(own),
             (own, Some(given)) => {
                 return Err(Error::Usage(format!(
-                    "--proxy-protocol {given} with --profile {}: that profile sends {}; the \
-                     profiles that send it: {}",
+                    "--proxy-protocol {given} with --profile {}: that profile speaks {}; the \
+                     profiles that speak it: {}",
                     profile.name,
-                    own.map_or("no PROXY protocol header".to_string(), |own| format!(
-                        "{own} headers"
+                    own.map_or("no PROXY protocol".to_string(), |own| format!(
+                        "the PROXY protocol as {own}"
                     )),
                     crate::profiles::PROFILES
                         .iter()
@@ -124,8 +124,10 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
         ),
     };
     let mut proxy = proxy.map_err(Error::Usage)?;
-    if let (Some(send), true) = (proxy_protocol, cli.reference) {
-        proxy = proxy.arg("--send-proxy").arg(&send.0.to_string());
+    if let (Some(mode), true) = (proxy_protocol, cli.reference) {
+        for arg in mode.reference_args() {
+            proxy = proxy.arg(&arg);
+        }
     }
     let parse = |patterns: &[String]| {
         patterns
@@ -252,7 +254,7 @@ async fn run(
                 .unwrap_or_default(),
             options
                 .proxy_protocol
-                .map(|send| format!(", which sends PROXY protocol {} headers", send.0))
+                .map(|mode| mode.described())
                 .unwrap_or_default(),
             options.stall.as_secs_f64(),
             options.seed,

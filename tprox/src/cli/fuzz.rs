@@ -49,10 +49,11 @@ pub(super) struct FuzzArgs {
     #[arg(long, value_name = "KIND[:USER:PASS]", value_parser = super::parse_front)]
     front: Option<tprox_core::front::Front>,
 
-    /// The proxy sends the PROXY protocol to the destination (send:v1 or send:v2): every
-    /// scenario runs behind the header. With --reference, the reference sends it.
-    #[arg(long, value_name = "send:VERSION", value_parser = super::parse_proxy_protocol)]
-    proxy_protocol: Option<tprox_core::proxy_protocol::Send>,
+    /// The proxy speaks the PROXY protocol (send:v1, send:v2, accept:v1, accept:v2, or one of
+    /// each joined by a comma): every scenario runs behind the headers. With --reference, the
+    /// reference speaks it.
+    #[arg(long, value_name = "MODE", value_parser = super::parse_proxy_protocol)]
+    proxy_protocol: Option<tprox_core::proxy_protocol::Mode>,
 
     /// Scenarios to generate.
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -107,8 +108,10 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
         ),
     };
     let mut proxy = proxy.map_err(Error::Usage)?;
-    if let (Some(send), true) = (args.proxy_protocol, args.reference) {
-        proxy = proxy.arg("--send-proxy").arg(&send.0.to_string());
+    if let (Some(mode), true) = (args.proxy_protocol, args.reference) {
+        for arg in mode.reference_args() {
+            proxy = proxy.arg(&arg);
+        }
     }
     let run = RunOptions {
         startup_timeout: Duration::from_secs_f64(args.startup_timeout),
@@ -125,7 +128,7 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
         target.push_str(&format!(" through its {front} front"));
     }
     if let Some(send) = &args.proxy_protocol {
-        target.push_str(&format!(", which sends PROXY protocol {} headers", send.0));
+        target.push_str(&send.described());
     }
     let mut replay_line = vec![
         "tprox fuzz --replay".to_string(),

@@ -91,19 +91,23 @@ struct Cli {
     #[arg(long, value_name = "KIND[:USER:PASS]", value_parser = parse_front)]
     front: Option<tprox_core::front::Front>,
 
-    /// The proxy sends the PROXY protocol to the destination: send:v1 (text) or send:v2
-    /// (binary), as haproxy's send-proxy and send-proxy-v2 or nginx's `proxy_protocol on` do.
-    /// tprox's destination reads the header off every connection, every case runs behind it,
-    /// and the proxy-protocol/ cases judge it (R14). With --reference, the reference proxy is
-    /// started with --send-proxy VERSION.
-    #[arg(long, value_name = "send:VERSION", value_parser = parse_proxy_protocol)]
-    proxy_protocol: Option<tprox_core::proxy_protocol::Send>,
+    /// The proxy speaks the PROXY protocol. send:v1 (text) or send:v2 (binary): it sends the
+    /// header to the destination, as haproxy's send-proxy and send-proxy-v2 or nginx's
+    /// `proxy_protocol on` do; tprox's destination reads it off every connection and the
+    /// header cases judge it (R14). accept:v1 or accept:v2: it expects one from its clients, as
+    /// haproxy's accept-proxy or nginx's `listen ... proxy_protocol` do; every tprox client
+    /// sends one first and the receiving cases judge how it is read (R15). Both, for a chained
+    /// proxy: accept:v2,send:v1. Every other case runs behind the headers. With --reference,
+    /// the reference proxy is started with --accept-proxy and/or --send-proxy VERSION.
+    #[arg(long, value_name = "MODE", value_parser = parse_proxy_protocol)]
+    proxy_protocol: Option<tprox_core::proxy_protocol::Mode>,
 
     /// Test a known proxy (socat, haproxy, nginx, rinetd, redir, tcpproxy, ref; the fronts
     /// squid, tinyproxy, microsocks, dante, ref-socks5, ref-connect, tested through their
     /// handshake; the PROXY protocol senders haproxy-send-proxy, haproxy-send-proxy-v2,
-    /// nginx-proxy-protocol, ref-send-proxy, tested with their header), started with a
-    /// generated configuration; see --list-profiles.
+    /// nginx-proxy-protocol, ref-send-proxy and receivers haproxy-accept-proxy,
+    /// nginx-accept-proxy-protocol, ref-chained-proxy, tested with their headers), started with
+    /// a generated configuration; see --list-profiles.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["proxy", "reference"])]
     profile: Option<String>,
 
@@ -385,6 +389,6 @@ pub(super) fn parse_front(text: &str) -> Result<tprox_core::front::Front, String
 }
 
 /// `--proxy-protocol`'s value.
-pub(super) fn parse_proxy_protocol(text: &str) -> Result<tprox_core::proxy_protocol::Send, String> {
+pub(super) fn parse_proxy_protocol(text: &str) -> Result<tprox_core::proxy_protocol::Mode, String> {
     text.parse()
 }

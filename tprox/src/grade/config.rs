@@ -13,8 +13,9 @@
 //! time_limit = "3m"             # wall clock for all of one submission's cases
 //! # front = "socks5"            # a SOCKS5 or HTTP CONNECT lab: socks5[:USER:PASS],
 //! #                             # connect[:USER:PASS]; adds the front/ cases
-//! # proxy_protocol = "send:v2"  # the proxies send a PROXY protocol header to the
-//! #                             # destination (send:v1, send:v2); adds the header cases
+//! # proxy_protocol = "send:v2"  # the proxies speak the PROXY protocol: send:v1, send:v2
+//! #                             # (to the destination), accept:v1, accept:v2 (from their
+//! #                             # clients), or both joined by a comma; adds its cases
 //!
 //! [limits]                      # per proxy process
 //! address_space_mib = 4096
@@ -71,8 +72,9 @@ pub struct Grading {
     pub start: Vec<String>,
     /// The handshake every client does first, for a class of SOCKS5 or HTTP CONNECT proxies.
     pub front: Option<tprox_core::front::Front>,
-    /// `[run] proxy_protocol`: the submissions send a PROXY protocol header to the destination.
-    pub proxy_protocol: Option<tprox_core::proxy_protocol::Send>,
+    /// `[run] proxy_protocol`: the submissions speak the PROXY protocol, sending it to the
+    /// destination, accepting it from their clients, or both.
+    pub proxy_protocol: Option<tprox_core::proxy_protocol::Mode>,
     pub stall: Duration,
     pub startup_timeout: Duration,
     pub time_limit: Duration,
@@ -575,6 +577,13 @@ pub(crate) mod tests {
             .cases
             .iter()
             .any(|(case, _)| case.id == "proxy-protocol/header"));
+        // Receivers are graded on the receiving cases, and not on the sending ones.
+        let receivers =
+            parse("[run]\nstart = \"./p\"\nproxy_protocol = \"accept:v1\"\n[points]\n\"*\" = 1\n")
+                .unwrap();
+        let ids: Vec<&str> = receivers.cases.iter().map(|(case, _)| case.id).collect();
+        assert!(ids.contains(&"proxy-protocol/split-header"), "{ids:?}");
+        assert!(!ids.contains(&"proxy-protocol/header"), "{ids:?}");
         assert!(!example()
             .cases
             .iter()

@@ -117,8 +117,10 @@ impl Suite {
         ])
     }
 
-    /// The proxy sends the PROXY protocol to the destination: `send:v1` or `send:v2`. Every
-    /// case runs behind the header, and the `proxy-protocol/` cases judge it.
+    /// The proxy speaks the PROXY protocol: `send:v1` or `send:v2` (it sends the header to the
+    /// destination), `accept:v1` or `accept:v2` (its clients send one first), or one of each
+    /// joined by a comma. Every case runs behind the headers, and the `proxy-protocol/` cases
+    /// judge them.
     ///
     /// # Panics
     /// If `mode` is not one of those.

@@ -5,7 +5,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::case::{Case, Level};
-use crate::harness::{Asked, Ctx, Dialing, PROMPT};
+use crate::harness::{connect_client, Asked, Ctx, Dialing, PROMPT};
 use crate::net::{read_exact_within, show, spawn_echo, wait_end};
 use crate::outcome::{Failure, Stop};
 use crate::rules::Rule;
@@ -108,7 +108,7 @@ async fn refused(mut cx: Ctx) -> Result<(), Stop> {
     cx.trace.event("destination stopped listening");
     // The destination stays closed until the client has seen the close: the proxy may accept
     // and dial at any moment after the client's connect returns.
-    let connected = timeout(PROMPT, TcpStream::connect(cx.proxy_addr())).await;
+    let connected = timeout(PROMPT, connect_client(cx.proxy_addr(), &cx.dest)).await;
     let closed = match connected {
         Ok(Ok(mut client)) => {
             cx.trace.event(format_args!(

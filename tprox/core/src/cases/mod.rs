@@ -11,6 +11,7 @@ mod latency;
 mod proxy_protocol;
 pub(crate) mod resources;
 pub(crate) mod shutdown;
+mod silent;
 pub(crate) mod timeout;
 
 use crate::case::Case;
@@ -71,21 +72,34 @@ pub static FRONT_CASES: &[&Case] = &[
 /// `--proxy-protocol send:VERSION`, after the [`CATALOGUE`] run on the stream behind the headers.
 pub static PROXY_PROTOCOL_CASES: &[&Case] = &[&proxy_protocol::HEADER, &proxy_protocol::ADDRESSES];
 
+/// The cases of a proxy that accepts the PROXY protocol (R15), run only with
+/// `--proxy-protocol accept:VERSION`, after the [`CATALOGUE`] run with a header on every client.
+pub static PROXY_PROTOCOL_ACCEPT_CASES: &[&Case] = &[
+    &proxy_protocol::SPLIT_HEADER,
+    &proxy_protocol::REFUSALS,
+    &proxy_protocol::HEADER_TIMEOUT,
+    &proxy_protocol::LOCAL,
+    &proxy_protocol::NOT_FORWARDED,
+];
+
 /// The cases that apply to a run: the catalogue, and the cases of the run's modes (a front's
-/// handshake cases, a PROXY protocol sender's header cases). The one place that decides it:
+/// handshake cases, a PROXY protocol sender's or receiver's header cases). The one place that decides it:
 /// every front end (the command, the matrix, grading, the suite) asks here, through
 /// [`crate::RunOptions::cases`] where it has a run's options, so that a new mode adds its cases
 /// here alone.
 pub fn applicable(
     front: Option<&crate::front::Front>,
-    proxy_protocol: Option<crate::proxy_protocol::Send>,
+    proxy_protocol: Option<crate::proxy_protocol::Mode>,
 ) -> Vec<&'static Case> {
     let mut cases = CATALOGUE.to_vec();
     if front.is_some() {
         cases.extend_from_slice(FRONT_CASES);
     }
-    if proxy_protocol.is_some() {
+    if proxy_protocol.is_some_and(|mode| mode.send.is_some()) {
         cases.extend_from_slice(PROXY_PROTOCOL_CASES);
+    }
+    if proxy_protocol.is_some_and(|mode| mode.accept.is_some()) {
+        cases.extend_from_slice(PROXY_PROTOCOL_ACCEPT_CASES);
     }
     cases
 }
@@ -97,6 +111,7 @@ pub fn all() -> Vec<&'static Case> {
         .iter()
         .chain(FRONT_CASES)
         .chain(PROXY_PROTOCOL_CASES)
+        .chain(PROXY_PROTOCOL_ACCEPT_CASES)
         .copied()
         .collect()
 }

@@ -19,7 +19,6 @@
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::case::{Case, Level};
 use crate::cases::bulk::{BLOCKED_QUIET, UNBOUNDED_CAP};
@@ -200,8 +199,11 @@ async fn end_pairs(cx: &mut Ctx, ending: Ending) -> Result<usize, Stop> {
     if let Ending::Refused = ending {
         cx.dest.close();
         for _ in 0..count {
-            if let Ok(Ok(mut client)) =
-                tokio::time::timeout(PROMPT, TcpStream::connect(cx.proxy_addr())).await
+            if let Ok(Ok(mut client)) = tokio::time::timeout(
+                PROMPT,
+                crate::harness::connect_client(cx.proxy_addr(), &cx.dest),
+            )
+            .await
             {
                 cx.ask(&mut client).await;
                 endings.push(tokio::spawn(async move {

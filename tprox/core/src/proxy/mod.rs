@@ -77,6 +77,15 @@ pub enum StartError {
         /// What came instead.
         found: String,
     },
+    /// In a run where the proxy accepts the PROXY protocol: a client that sent a well-formed
+    /// header and a line was closed, and nothing reached the destination. Said once, before
+    /// any case: the proxy is most likely configured for the other version, or not at all.
+    HeaderRefused {
+        /// The command, as shown to the user.
+        command: String,
+        /// What the client saw.
+        why: String,
+    },
 }
 
 impl std::fmt::Display for StartError {
@@ -114,6 +123,12 @@ impl std::fmt::Display for StartError {
                 "the proxy opened its connection to the destination and sent no PROXY protocol \
                  header on it ({found}): is it configured to send one, as --proxy-protocol \
                  says?\n  command: {command}"
+            ),
+            StartError::HeaderRefused { command, why } => write!(
+                f,
+                "a client that sent a well-formed PROXY protocol header and a line of data got no \
+                 connection to the destination ({why}): is the proxy configured to accept the \
+                 version --proxy-protocol names?\n  command: {command}"
             ),
         }
     }

@@ -1,7 +1,8 @@
 //! Cases of a proxy that sends the PROXY protocol (`--proxy-protocol send:v1|v2`, R14): the
 //! header on each connection to the destination, and the addresses it carries. The other cases
 //! run on the stream after the header, which tprox's destination reads off
-//! ([`crate::harness::Destination::accept`]).
+//! ([`crate::harness::Destination::accept`]). Where the proxy also accepts a header from its
+//! clients, the one it sends must carry the client that header named.
 
 use std::net::SocketAddr;
 
@@ -29,11 +30,11 @@ pub static HEADER: Case = Case {
 pub static ADDRESSES: Case = Case {
     id: "proxy-protocol/addresses",
     name: "Header carries the client",
-    requirement: "The header MUST carry the client's address and port as the client opened its connection as the source, and the address and port the client connected to (the proxy's listener) as the destination (section 2.1, 2.2), each connection its own client's.",
+    requirement: "The header MUST carry the client's address and port as the client opened its connection as the source, and the address and port the client connected to (the proxy's listener) as the destination (section 2.1, 2.2), each connection its own client's. A proxy that also accepts the PROXY protocol MUST carry the client that the header it received named, as that header's source.",
     rules: &[Rule::R14],
     level: Level::Must,
     alone: false,
-    assumes: "On loopback, where a client's address and port as tprox opened them are the ones the proxy sees. The headers reach the destination within PROMPT (5 s).",
+    assumes: "On loopback, where a client's address and port as tprox opened them are the ones the proxy sees. The headers reach the destination within PROMPT (5 s). In a run that also accepts headers, tprox's clients name 127.88.0.1 with their own port as the source and the proxy's listener as the destination.",
     body: |cx| Box::pin(addresses(cx)),
 };
 
@@ -111,7 +112,7 @@ async fn connect_clients(cx: &mut Ctx) -> Result<Vec<Seen>, Stop> {
     Ok(seen)
 }
 
-fn described(found: &Found) -> String {
+pub(super) fn described(found: &Found) -> String {
     match found {
         Found::Header(header) => format!("the header {}", show(&header.raw)),
         Found::Malformed(why) => format!("a malformed header: {why}"),
@@ -156,7 +157,7 @@ async fn header(mut cx: Ctx) -> Result<(), Stop> {
 }
 
 /// An IPv4 address as a dual-stack socket shows it (`::ffff:a.b.c.d`), as the IPv4 it is.
-fn unmapped(addr: SocketAddr) -> SocketAddr {
+pub(super) fn unmapped(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(v4.into(), v6.port()),
@@ -171,18 +172,28 @@ async fn addresses(mut cx: Ctx) -> Result<(), Stop> {
         return Err(Stop::Skip("not a PROXY protocol run".into()));
     };
     let listener = cx.proxy_addr();
+    // A chained proxy passes on the client its own client named.
+    let relayed = cx.dest.client_headers().is_some();
     for seen in connect_clients(&mut cx).await? {
         let header = well_formed(&seen, version)?;
         let carried = (
             header.source.map(unmapped),
             header.destination.map(unmapped),
         );
-        if carried != (Some(seen.client), Some(listener)) {
+        let client = match relayed {
+            true => crate::proxy_protocol::claimed_source(seen.client),
+            false => seen.client,
+        };
+        if carried != (Some(client), Some(listener)) {
             let shown = |addr: Option<SocketAddr>| addr.map_or("none".into(), |a| a.to_string());
+            let named = match relayed {
+                true => " (the client its received header named)",
+                false => "",
+            };
             return Err(Failure::new(
                 format!(
-                    "the header of client {}'s connection names source {} and destination {listener}",
-                    seen.client, seen.client
+                    "the header of client {}'s connection names source {client}{named} and destination {listener}",
+                    seen.client
                 ),
                 format!(
                     "source {}, destination {} ({})",
@@ -191,7 +202,10 @@ async fn addresses(mut cx: Ctx) -> Result<(), Stop> {
                     show(&header.raw)
                 ),
             )
-            .hint("the source is the client's address and port (the accepted socket's peer), the destination the proxy's own listening address and port; in v2, ports are in network byte order")
+            .hint(match relayed {
+                true => "a proxy that accepted a header passes on the client it named, not its socket's peer",
+                false => "the source is the client's address and port (the accepted socket's peer), the destination the proxy's own listening address and port; in v2, ports are in network byte order",
+            })
             .into());
         }
     }
