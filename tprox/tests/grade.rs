@@ -14,7 +14,7 @@ use serde_json::Value;
 
 mod browser;
 mod common;
-use common::{assert_all_gone, interrupt_when_started};
+use common::{assert_all_gone, grade_rows, interrupt_when_started};
 
 const TPROX: &str = env!("CARGO_BIN_EXE_tprox");
 
@@ -669,4 +669,113 @@ fn ctrl_c_during_grading_stops_everything_the_submissions_started() {
     );
     assert_all_gone(&class.pids);
     assert!(!class.out("grades").join("gradebook.json").exists());
+}
+
+/// A grading stopped midway (by pid, with SIGTERM, as a batch system's time limit stops a job)
+/// keeps the submissions that finished; `--resume` grades only the rest and ends with the
+/// gradebook an uninterrupted grading writes. A resumed grading with other settings is refused.
+#[test]
+fn a_grading_stopped_midway_resumes_to_the_same_gradebook() {
+    let class = Class::new(&unsandboxed(
+        "[run]\nstart = \"./tcpproxy\"\nstall_timeout = 2\n[points]\n\"echo/single\" = 1\n\
+         \"timeout/active\" = 2\n",
+    ));
+    // Each records its pid, so that nothing can be left running unseen.
+    let recorded = format!("echo $$ >> \"$PIDS\"\n{GOOD}");
+    let mut subs: Vec<String> = ["ann", "ben", "cat", "dan"]
+        .iter()
+        .map(|name| class.submit(name, &recorded).display().to_string())
+        .collect();
+    // One that never starts: its row is recorded like any other.
+    subs.push(class.submit("eve", "exit 3").display().to_string());
+    let one_at_a_time = ["-j".to_string(), "1".to_string()];
+    let mut args = subs.clone();
+    args.extend(one_at_a_time.iter().cloned());
+    args.extend(["--out".into(), "whole".into()]);
+    class.grade(&args).success();
+
+    let rows = |out: &Path| {
+        std::fs::read_dir(out.join("journal"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("row-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let stopped = class.out("stopped");
+    let child = std::process::Command::new(TPROX)
+        .arg("grade")
+        .arg(class.dir.path().join("grading.toml"))
+        .args(&subs)
+        .args(&one_at_a_time)
+        .arg("--out")
+        .arg(&stopped)
+        .current_dir(class.dir.path())
+        .env("TPROX_EXE", TPROX)
+        .env("PIDS", &class.pids)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rows(&stopped) < 2 {
+        assert!(Instant::now() < deadline, "no submission finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let ended = child.wait_with_output().unwrap();
+    assert!(!ended.status.success());
+    let said = String::from_utf8_lossy(&ended.stderr);
+    assert!(said.contains("with --resume grades the rest"), "{said}");
+    let kept = rows(&stopped);
+    assert!((2..5).contains(&kept), "{kept} of 5 rows kept");
+    assert!(!stopped.join("gradebook.json").exists());
+    assert_all_gone(&class.pids);
+    // The rows kept, as they were recorded: a resumed grading takes them as they are.
+    let kept_rows: Vec<Value> = std::fs::read_dir(stopped.join("journal"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("row-"))
+        .map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap())
+        .collect();
+
+    // Other settings cannot resume it, and say which.
+    let mut other = subs.clone();
+    other.extend(["--out".into(), "stopped".into(), "--resume".into()]);
+    other.extend(["--repeat".into(), "2".into()]);
+    class
+        .grade(&other)
+        .code(2)
+        .stderr(predicates::str::contains("--repeat changed: 1 then, 2 now"));
+
+    let mut resume = subs.clone();
+    resume.extend(one_at_a_time.iter().cloned());
+    resume.extend(["--out".into(), "stopped".into(), "--resume".into()]);
+    let resumed = class.grade(&resume).success();
+    let said = String::from_utf8_lossy(&resumed.get_output().stderr).into_owned();
+    assert!(
+        said.contains(&format!(
+            "resuming: {kept} of 5 submission(s) already graded, {} to go",
+            5 - kept
+        )),
+        "{said}"
+    );
+    let (whole, resumed) = (gradebook(&class.out("whole")), gradebook(&stopped));
+    assert_eq!(grade_rows(&resumed), grade_rows(&whole));
+    for row in &kept_rows {
+        let name = row["name"].as_str().unwrap();
+        assert_eq!(
+            submission(&resumed, name)["duration_s"],
+            row["duration_s"],
+            "{name} was graded again"
+        );
+    }
+    assert_eq!(submission(&resumed, "ann")["total"], 3.0);
+    assert_eq!(submission(&resumed, "eve")["status"], "did-not-start");
+    assert_exports_match(&stopped, &resumed);
+    assert_all_gone(&class.pids);
 }

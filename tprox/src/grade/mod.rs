@@ -6,7 +6,9 @@
 //! child grades through [`box_protocol`]), several at once; the results form a
 //! [`gradebook::Gradebook`], written as JSON, CSV and a self-contained HTML page, with the
 //! exports courses import ([`export`]). `--partition K/N` grades a fixed share, so that a large
-//! class splits across machines; [`gradebook::Gradebook::merge`] joins the shares again.
+//! class splits across machines; [`gradebook::Gradebook::merge`] joins the shares again. Each
+//! finished submission is recorded at once ([`journal`]), so that `--resume` goes on with a
+//! grading that was killed.
 
 mod box_protocol;
 mod ceiling;
@@ -14,6 +16,7 @@ pub mod config;
 mod copy;
 pub mod export;
 pub mod gradebook;
+mod journal;
 mod limits;
 pub mod repeat;
 pub mod sandbox;
@@ -154,6 +157,9 @@ pub struct GradeOptions {
     pub repeat: u32,
     /// Whether the submissions run in the kernel sandbox ([`sandbox::Decision::make`]).
     pub sandbox: sandbox::Decision,
+    /// Go on with the grading recorded in `out` ([`journal`]): grade only the submissions it
+    /// has no row for.
+    pub resume: bool,
 }
 
 /// Checks the submission directories: each must exist, and names (the directories' own names)
@@ -187,14 +193,54 @@ pub fn submission_dirs(paths: &[PathBuf]) -> Result<Vec<SubmissionDir>, String> 
     Ok(dirs)
 }
 
-/// Grades the submissions of the chosen partition, `jobs` at once, showing progress on stderr.
-pub async fn grade(options: &GradeOptions) -> Gradebook {
+/// Grades the submissions of the chosen partition, `jobs` at once, showing progress on stderr,
+/// and records each as it finishes; with `resume`, only those the recorded grading lacks. An
+/// error says why the grading could not begin (or resume).
+pub async fn grade(options: &GradeOptions) -> Result<Gradebook, String> {
     crate::proxy::become_subreaper();
     let started = SystemTime::now();
-    let mine = options.partition.take(options.submissions.clone());
+    let out = absolute_out(&options.out);
+    let key = journal::Key {
+        tprox: env!("CARGO_PKG_VERSION").into(),
+        grading_digest: options.grading.digest.clone(),
+        seed: options.grading.seed,
+        repeat: options.repeat.max(1),
+        partition: options.partition.to_string(),
+        sandbox: options.sandbox.label(),
+    };
+    let resumed = match options.resume {
+        true => journal::Journal::resume(&out, &key)?,
+        false => None,
+    };
+    let resuming = resumed.is_some();
+    if options.resume && !resuming {
+        eprintln!(
+            "tprox grade: --resume: no grading to resume in {}: grading every submission",
+            options.out.display()
+        );
+    }
+    let (journal, finished) = match resumed {
+        Some(resumed) => resumed,
+        None => (journal::Journal::start(&out, &key)?, Vec::new()),
+    };
+    let mut mine = options.partition.take(options.submissions.clone());
+    // Rows of submissions no longer given are not this grading's.
+    let finished: Vec<Submission> = finished
+        .into_iter()
+        .filter(|row| mine.iter().any(|s| s.name == row.name))
+        .collect();
+    if resuming {
+        eprintln!(
+            "tprox grade: resuming: {} of {} submission(s) already graded, {} to go",
+            finished.len(),
+            mine.len(),
+            mine.len() - finished.len()
+        );
+    }
+    mine.retain(|s| !finished.iter().any(|row| row.name == s.name));
+    let journal = Arc::new(journal);
     let progress = Progress::new(mine.len());
     let slots = Arc::new(Semaphore::new(options.jobs.max(1)));
-    let out = absolute_out(&options.out);
     let places = Places {
         out: out.clone(),
         keep_scratch: options.keep_scratch,
@@ -206,12 +252,13 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
     let repeat = options.repeat.max(1);
     let mut tasks = Vec::new();
     for submission in mine {
-        let (slots, grading, places, progress, boxes) = (
+        let (slots, grading, places, progress, boxes, journal) = (
             slots.clone(),
             options.grading.clone(),
             places.clone(),
             progress.clone(),
             boxes.clone(),
+            journal.clone(),
         );
         let place = options
             .submissions
@@ -220,7 +267,7 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
             .unwrap_or(0);
         tasks.push(tokio::spawn(async move {
             let _slot = slots.acquire_owned().await.expect("never closed");
-            grade_submission(
+            let row = grade_submission(
                 &submission,
                 place,
                 &grading,
@@ -229,10 +276,16 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
                 repeat,
                 &progress,
             )
-            .await
+            .await;
+            // Recorded before the slot goes to the next submission: a grading killed from now
+            // on keeps this one.
+            if let Err(e) = journal.record(place, &row) {
+                eprintln!("tprox grade: {e}: --resume would grade it again");
+            }
+            row
         }));
     }
-    let mut submissions = Vec::new();
+    let mut submissions = finished;
     for task in tasks {
         match task.await {
             Ok(graded) => submissions.push(graded),
@@ -245,7 +298,10 @@ pub async fn grade(options: &GradeOptions) -> Gradebook {
     progress.done();
     // Only the submissions' own directories were under it; leave no empty husk.
     let _ = std::fs::remove_dir(options.out.join("scratch"));
-    gradebook(options, started, submissions)
+    // In the share's order, whichever grading graded each.
+    let order = options.partition.take(options.submissions.clone());
+    submissions.sort_by_key(|row| order.iter().position(|s| s.name == row.name));
+    Ok(gradebook(options, started, submissions))
 }
 
 /// The output directory, absolute (submissions run in directories of their own, where a
@@ -316,6 +372,7 @@ async fn grade_submission(
         name: submission.name.clone(),
         done: 0,
         total: grading.cases.len() * repeat as usize,
+        started: std::time::Instant::now(),
     };
     let mut runs = Vec::new();
     for run in 0..repeat {
@@ -413,14 +470,35 @@ struct CaseCounter {
     name: String,
     done: usize,
     total: usize,
+    /// When its first case began, for the estimate of what is left.
+    started: std::time::Instant,
 }
 
 impl CaseCounter {
     fn tick(&mut self) {
         self.done += 1;
-        self.progress
-            .case_done(&self.name, format!("{}/{}", self.done, self.total));
+        let left = time_left(self.started.elapsed(), self.done, self.total)
+            .map(|left| format!(", {left} left"))
+            .unwrap_or_default();
+        self.progress.case_done(
+            &self.name,
+            format!("{}/{} cases{left}", self.done, self.total),
+        );
     }
+}
+
+/// What is left of work of which `done` of `total` pieces took `elapsed`, at the same pace, in
+/// words ("about 40 s", "about 12 min"); nothing before the first piece or after the last.
+fn time_left(elapsed: std::time::Duration, done: usize, total: usize) -> Option<String> {
+    if done == 0 || done >= total {
+        return None;
+    }
+    let left = elapsed.as_secs_f64() / done as f64 * (total - done) as f64;
+    Some(match left {
+        s if s < 90.0 => format!("about {:.0} s", s.max(1.0)),
+        s if s < 5400.0 => format!("about {:.0} min", s / 60.0),
+        s => format!("about {:.1} h", s / 3600.0),
+    })
 }
 
 impl Reporter for CaseCounter {
@@ -439,6 +517,8 @@ struct Progress {
     running: Arc<Mutex<Vec<(String, String)>>>,
     finished: Arc<Mutex<usize>>,
     total: usize,
+    /// When grading began: the pace so far estimates the time left.
+    started: std::time::Instant,
 }
 
 impl Progress {
@@ -452,6 +532,7 @@ impl Progress {
             running: Arc::default(),
             finished: Arc::default(),
             total,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -511,6 +592,12 @@ impl Progress {
             (None, _) => {}
         }
         line.push_str(&format!(" in {:.1} s", graded.duration_s));
+        if let Some(left) = time_left(self.started.elapsed(), count, self.total) {
+            line.push_str(&format!(
+                "; {left} left for the {} others",
+                self.total - count
+            ));
+        }
         if !graded.run_totals.is_empty() {
             let totals: Vec<String> = graded
                 .run_totals
@@ -549,8 +636,12 @@ impl Progress {
                 .iter()
                 .map(|(name, state)| format!("{name} {state}"))
                 .collect();
+            let finished = *self.finished.lock().unwrap_or_else(|e| e.into_inner());
+            let left = time_left(self.started.elapsed(), finished, self.total)
+                .map(|left| format!("{left} left · "))
+                .unwrap_or_default();
             bar.set_message(crate::terminal::one_line(&format!(
-                "grading {}",
+                "{left}grading {}",
                 text.join(", ")
             )));
         }
@@ -680,5 +771,23 @@ mod tests {
                 "{error:?} should say {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_time_left_follows_the_pace_so_far() {
+        assert_eq!(time_left(std::time::Duration::from_secs(10), 0, 4), None);
+        assert_eq!(time_left(std::time::Duration::from_secs(10), 4, 4), None);
+        assert_eq!(
+            time_left(std::time::Duration::from_secs(10), 1, 4).as_deref(),
+            Some("about 30 s")
+        );
+        assert_eq!(
+            time_left(std::time::Duration::from_secs(500), 10, 100).as_deref(),
+            Some("about 75 min")
+        );
+        assert_eq!(
+            time_left(std::time::Duration::from_secs(3600), 1, 3).as_deref(),
+            Some("about 2.0 h")
+        );
     }
 }

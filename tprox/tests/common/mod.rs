@@ -90,3 +90,34 @@ pub fn two_cases(tprox: &str, broken: bool, options: &[&str]) -> (i32, String, S
         String::from_utf8(out.stderr).unwrap(),
     )
 }
+
+/// A gradebook's submission: its name, total, and each case with its verdict.
+pub type GradeRow = (
+    String,
+    serde_json::Value,
+    Vec<(serde_json::Value, serde_json::Value)>,
+);
+
+/// A gradebook's rows by name: what two gradings must agree on to have graded alike.
+pub fn grade_rows(book: &serde_json::Value) -> Vec<GradeRow> {
+    let mut rows: Vec<GradeRow> = book["submissions"]
+        .as_array()
+        .expect("a gradebook has submissions")
+        .iter()
+        .map(|row| {
+            let verdicts = row["results"]
+                .as_array()
+                .expect("a row has results")
+                .iter()
+                .map(|r| (r["case"].clone(), r["outcome"].clone()))
+                .collect();
+            (
+                row["name"].as_str().unwrap_or_default().to_string(),
+                row["total"].clone(),
+                verdicts,
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
