@@ -68,9 +68,9 @@ pub struct RunOptions {
     /// The handshake every client does first, when the proxy is a SOCKS5 or HTTP CONNECT
     /// front rather than a forwarder to one destination.
     pub front: Option<std::sync::Arc<crate::front::Front>>,
-    /// The PROXY protocol header the proxy sends first on every connection to the
-    /// destination, when it is configured to: the destination reads it off, and the
-    /// `proxy-protocol/` cases judge it.
+    /// The PROXY protocol as the proxy is configured to speak it: a header it sends first on
+    /// every connection to the destination (read off there), one it accepts from its clients
+    /// (tprox's clients send it first), or both; that mode's `proxy-protocol/` cases judge it.
     pub proxy_protocol: Option<crate::proxy_protocol::Mode>,
 }
 
