@@ -133,13 +133,34 @@ impl Direction<'_> {
         Ending::from_error(self.to_side, e)
     }
 
-    /// Passes the EOF on: everything read has been delivered by now (R5).
+    /// Passes the EOF on: everything read has been delivered by now (R5). When the other
+    /// direction has ended already, the pair is done and the close that [`relay`]'s caller
+    /// makes next sends the same FIN: the shutdown is left out, a system call per connection.
     pub fn finish(&self) -> Result<(), Ending> {
+        if self.other_way_done() {
+            return Ok(());
+        }
         match socket2::SockRef::from(self.to).shutdown(Shutdown::Write) {
             // The receiver already went away; the other direction will find out for itself.
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             result => result.map_err(|e| self.write_failed(e)),
         }
+    }
+
+    /// Whether the other direction has passed its EOF on. It did so by shutting `from` down
+    /// for writing; `from`'s own EOF has just been read here, so `from` is then shut down both
+    /// ways, which epoll reports as a hang-up (tokio's write-closed readiness, which stays set).
+    /// A hang-up with an error is a reset instead, which leaves the shutdown to be made. Read
+    /// from the readiness tokio already holds, without a system call and without waiting: when
+    /// it does not say so, the shutdown is made, as it always may be.
+    fn other_way_done(&self) -> bool {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let ready = std::pin::pin!(self.from.ready(Interest::WRITABLE | Interest::ERROR));
+        matches!(
+            ready.poll(&mut Context::from_waker(Waker::noop())),
+            Poll::Ready(Ok(r)) if r.is_write_closed() && !r.is_error()
+        )
     }
 
     /// Counts `n` bytes delivered.
@@ -155,6 +176,9 @@ impl Direction<'_> {
 
 /// Relays between `client` and `server` until both directions have ended, counting what each
 /// direction delivered in `traffic`.
+///
+/// On [`Ending::BothEof`] the last EOF may not have been passed on yet ([`Direction::finish`]):
+/// the caller closes both sockets next, and that close sends it.
 ///
 /// On any ending but [`Ending::BothEof`] both sockets are set to close with a reset, so each peer
 /// learns at once that the pair is gone rather than reading a FIN it could take for a clean end.

@@ -487,7 +487,8 @@ async fn handle(client: TcpStream, peer: SocketAddr, site: &Site) {
             )) {
                 let _ = client.set_nodelay(true);
             }
-            let _ = server.set_nodelay(true);
+            // The server's socket has TCP_NODELAY from its dial (`connect_addr`, or
+            // `HttpProxy::connect` for a tunnel).
             let relay = relay::relay(
                 &client,
                 &server,
@@ -534,7 +535,8 @@ async fn open(
     // The client and the address it connected to, as a header of the mapping's own names them:
     // the connection's, or those a received header names.
     let mut source = peer;
-    let mut listener = client.local_addr().unwrap_or(peer);
+    // Asked of the socket only for a header that names it: a system call per connection.
+    let mut listener = None;
     let opened = 'pair: {
         // A header from the client comes before anything else, a front's handshake included.
         if mapping.accept_proxy {
@@ -542,7 +544,7 @@ async fn open(
                 Err(e) => break 'pair Err(Ending::Handshake(format!("PROXY protocol: {e}"))),
                 Ok(received) => {
                     source = received.source.unwrap_or(source);
-                    listener = received.destination.unwrap_or(listener);
+                    listener = received.destination;
                 }
             }
         }
@@ -599,6 +601,7 @@ async fn open(
         site.limit.shortage.end(&site.name);
         // The PROXY protocol header goes before any byte of the client's.
         if let Some(send) = mapping.send_proxy {
+            let listener = listener.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
             let header = send.header(source, listener);
             if let Err(e) = crate::write_early(&server, &header).await {
                 break 'pair Err(Ending::Failed(Side::Server, e));
@@ -634,7 +637,7 @@ async fn dial(
     name: &str,
 ) -> Result<TcpStream, String> {
     let direct = || async {
-        let dialed = TcpStream::connect((dest_host, dest_port)).await;
+        let dialed = connect(dest_host, dest_port).await;
         if let Err(e) = &dialed {
             if out_of_descriptors(e) {
                 shortage.begin(name, "dialing", e);
@@ -692,6 +695,53 @@ async fn dial(
     }
 }
 
+/// Connects to `host:port` as tokio's `TcpStream::connect` does (each address in turn, the last
+/// error when none answers), through [`connect_addr`].
+async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match connect_addr(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the name resolves to no address",
+        )
+    }))
+}
+
+/// Connects to `addr` with two system calls fewer than tokio's connect makes per connection:
+/// TCP_NODELAY is set on the socket it is created as (small messages must not wait for Nagle,
+/// R12), and the connect's outcome is read from the readiness that ends the wait, where tokio
+/// asks `getsockopt(SO_ERROR)` after every connect: the socket's error is asked only when the
+/// readiness reports one (a refused or reset connect is both an error and closed for writing).
+async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    let ready = stream
+        .ready(tokio::io::Interest::WRITABLE | tokio::io::Interest::ERROR)
+        .await?;
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+    }
+    Ok(stream)
+}
+
 /// Opens the server side for a front's client and answers the client's request: a
 /// destination the allow-list permits, dialed directly or through the mapping's HTTP proxy.
 /// On failure, the reply the client is owed and the log's reason.
@@ -729,7 +779,7 @@ async fn dial_front(
         let mut reason = String::new();
         let mut opened = None;
         for addr in addrs {
-            match timeout(mapping.stall_timeout, TcpStream::connect(addr)).await {
+            match timeout(mapping.stall_timeout, connect_addr(addr)).await {
                 Ok(Ok(server)) => {
                     opened = Some(server);
                     break;

@@ -68,6 +68,27 @@ fn the_generators_measure_direct_and_a_proxy_sanely() {
     // (2.06 GB/s), which a loaded machine can do to any pair of short measurements. Which is
     // faster is the bench's to report, with the spread of its rounds, not a test's to assert.
     assert!(figure("ref", "cpu_secs_per_gb") > 0.0);
+    assert!(figure("ref", "cpu_secs_per_connection") > 0.0);
+    // ci/test installs strace, so the calls are counted: every proxied connection costs at
+    // least an accept, a socket, a connect and two closes, and the calls by name add up to
+    // the total.
+    assert_eq!(
+        report["settings"]["syscalls_not_counted"],
+        serde_json::Value::Null
+    );
+    let calls = figure("ref", "syscalls_per_connection");
+    assert!(calls >= 5.0, "{calls} system calls per connection");
+    let entry = proxies.iter().find(|p| p["name"] == "ref").unwrap();
+    let by_call = entry["syscalls_by_call"].as_object().unwrap();
+    let sum: f64 = by_call.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((sum - calls).abs() < 0.01, "{sum} by call against {calls}");
+    for call in ["connect", "close"] {
+        assert!(by_call.contains_key(call), "no {call} in {by_call:?}");
+    }
+    assert!(
+        stdout.contains("System calls per connection, by call"),
+        "{stdout}"
+    );
     assert!(figure("ref", "idle_rss_bytes") > figure("ref", "idle_base_rss_bytes"));
     assert_eq!(report["proxies"][0]["name"], "direct");
     // Round trips get rounds of their own (five by default), so their spread is that of five.

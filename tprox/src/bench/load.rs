@@ -305,7 +305,9 @@ pub fn ping_pong(dial: &Dial, duration: Duration) -> io::Result<Vec<Duration>> {
 /// Complete connections per second through `dial` to a [`Behaviour::Reply`] server: connect
 /// (a front's handshake included: it is part of what a connection costs), send a
 /// [`MESSAGE`]-byte request, read the reply and the close; `workers` at once, for `duration`.
-pub fn connection_rate(dial: &Dial, workers: usize, duration: Duration) -> io::Result<f64> {
+/// Returns the rate in the measurement window and every connection completed, the warm-up's
+/// included, for a cost per connection measured over the whole run.
+pub fn connection_rate(dial: &Dial, workers: usize, duration: Duration) -> io::Result<(f64, u64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -340,10 +342,11 @@ pub fn connection_rate(dial: &Dial, workers: usize, duration: Duration) -> io::R
              measurement window"
         )));
     }
-    Ok(completed as f64 / elapsed.as_secs_f64())
+    Ok((completed as f64 / elapsed.as_secs_f64(), done.load(Relaxed)))
 }
 
-fn one_connection(dial: &Dial) -> io::Result<()> {
+/// One complete connection: connect, request, reply, the server's close.
+pub(super) fn one_connection(dial: &Dial) -> io::Result<()> {
     let mut stream = dial.connect()?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;

@@ -4,14 +4,15 @@
 //! For each proxy (a [`crate::profiles`] profile, or a command of the user's) tprox measures
 //! one-stream and N-stream throughput, the round trip of a 64-byte ping-pong (mean and p99), new
 //! connections per second (connect, one small request and reply, close), the CPU time the proxy
-//! spends per GB moved and its memory, and optionally its memory while holding many idle
-//! connections. Absolute figures depend on the machine; what carries over is the ratios, which
+//! spends per GB moved and per connection, the system calls it makes per connection
+//! ([`syscalls`]), its memory, and optionally its memory while holding many idle connections. Absolute figures depend on the machine; what carries over is the ratios, which
 //! is why everything is measured in the same run.
 
 pub(crate) mod hold;
 pub mod load;
 pub mod report;
 mod scale;
+pub mod syscalls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,6 +65,12 @@ pub struct Figures {
     pub conn_rate: Option<f64>,
     /// CPU seconds the proxy used per GB it moved in the throughput tests.
     pub cpu_per_gb: Option<f64>,
+    /// CPU seconds the proxy used per connection in the connection-rate test: what decides
+    /// the rate when the load generator shares the cores, and what the rate hides when the
+    /// machine's limit caps it.
+    pub cpu_per_conn: Option<f64>,
+    /// System calls per connection, counted one connection at a time ([`syscalls`]).
+    pub syscalls: Option<syscalls::Count>,
     /// Resident memory after the throughput tests, all its processes, bytes.
     pub rss: Option<u64>,
     /// Resident memory while holding the idle connections, bytes.
@@ -94,6 +101,7 @@ pub fn run(
 ) -> Result<Vec<Figures>, String> {
     raise_own_descriptor_limit();
     let targets = targets(options, scratch)?;
+    let count_calls = syscalls::unavailable().is_none();
     let runtime = output_runtime().map_err(|e| e.to_string())?;
     let mut rounds: Vec<Vec<Figures>> = Vec::new();
     for round in 0..options.rounds.max(options.rtt_rounds) {
@@ -115,7 +123,15 @@ pub fn run(
             let what = if full { "" } else { " (round trips)" };
             progress(&format!("round {}/{total}: {name}{what}", round + 1));
             if full {
-                measure(&runtime, target, options, round == 0, &mut figures[i]);
+                let first = round == 0;
+                measure(
+                    &runtime,
+                    target,
+                    options,
+                    first,
+                    count_calls,
+                    &mut figures[i],
+                );
             } else {
                 measure_round_trips(&runtime, target, options, &mut figures[i]);
             }
@@ -131,6 +147,7 @@ fn measure(
     target: &Target,
     options: &BenchOptions,
     first_round: bool,
+    count_calls: bool,
     f: &mut Figures,
 ) {
     let result = (|| -> Result<(), String> {
@@ -165,11 +182,31 @@ fn measure(
         // Connection rate, through a server that replies once and closes.
         let replier = Server::start(Behaviour::Reply).map_err(|e| format!("reply server: {e}"))?;
         let instance = Instance::start(runtime, target, replier.addr)?;
-        f.conn_rate = keep(
+        let cpu_before = instance.cpu();
+        let rate = keep(
             &mut f.errors,
             "connections",
             load::connection_rate(&instance.dial, options.workers, options.duration),
         );
+        if let (Some((per_sec, completed)), Some(before), Some(after)) =
+            (rate, cpu_before, instance.cpu())
+        {
+            f.conn_rate = Some(per_sec);
+            // As for CPU per GB: none at all is work not seen, not a win.
+            if completed > 0 && after > before {
+                f.cpu_per_conn = Some((after - before) / completed as f64);
+            }
+        } else {
+            f.conn_rate = rate.map(|(per_sec, _)| per_sec);
+        }
+        // Calls last, on the same warm proxy: strace slows it down.
+        if let (true, Some(pgid)) = (count_calls, instance.pgid()) {
+            f.syscalls = keep(
+                &mut f.errors,
+                "system calls",
+                syscalls::count(pgid, &instance.dial),
+            );
+        }
         instance.stop(runtime);
 
         // Memory with many idle connections: once, it does not vary by round.
@@ -380,6 +417,11 @@ impl Instance {
         })
     }
 
+    /// The proxy's process group (none for a direct connection).
+    fn pgid(&self) -> Option<i32> {
+        self.proxy.as_ref().map(RunningProxy::pgid)
+    }
+
     fn cpu(&self) -> Option<f64> {
         self.proxy.as_ref().map(|p| group_usage(p.pgid()).0)
     }
@@ -506,7 +548,7 @@ pub fn main(mut options: BenchOptions, progress: &dyn Progress) -> Result<Measur
         progress.step(step)
     })
     .map_err(Error::Setup)?;
-    let settings = format!(
+    let mut settings = format!(
         "tprox bench: {} s per measurement, {} round(s), round trips in {}, {} streams, {} connection workers, {} cores",
         options.duration.as_secs_f64(),
         options.rounds,
@@ -515,6 +557,10 @@ pub fn main(mut options: BenchOptions, progress: &dyn Progress) -> Result<Measur
         options.workers,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let uncounted = syscalls::unavailable();
+    if let Some(why) = &uncounted {
+        settings = format!("{settings}\n{why}");
+    }
     let json_settings = serde_json::json!({
         "duration_secs": options.duration.as_secs_f64(),
         "rounds": options.rounds,
@@ -523,6 +569,7 @@ pub fn main(mut options: BenchOptions, progress: &dyn Progress) -> Result<Measur
         "workers": options.workers,
         "idle_connections": options.idle,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "syscalls_not_counted": uncounted,
     });
     Ok(Measured::Table {
         text: report::table(&figures, "ref", &settings),
