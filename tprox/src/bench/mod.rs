@@ -5,8 +5,9 @@
 //! one-stream and N-stream throughput, the round trip of a 64-byte ping-pong (mean and p99), new
 //! connections per second (connect, one small request and reply, close), the CPU time the proxy
 //! spends per GB moved and per connection, the system calls it makes per connection
-//! ([`syscalls`]), its memory, and optionally its memory while holding many idle connections. Absolute figures depend on the machine; what carries over is the ratios, which
-//! is why everything is measured in the same run.
+//! ([`syscalls`]), its memory, and optionally its memory while holding many idle connections.
+//! Absolute figures depend on the machine; what carries over is the ratios, which is why
+//! everything is measured in the same run.
 
 pub(crate) mod hold;
 pub mod load;
@@ -188,16 +189,14 @@ fn measure(
             "connections",
             load::connection_rate(&instance.dial, options.workers, options.duration),
         );
-        if let (Some((per_sec, completed)), Some(before), Some(after)) =
+        f.conn_rate = rate.map(|(per_sec, _)| per_sec);
+        if let (Some((_, completed)), Some(before), Some(after)) =
             (rate, cpu_before, instance.cpu())
         {
-            f.conn_rate = Some(per_sec);
             // As for CPU per GB: none at all is work not seen, not a win.
             if completed > 0 && after > before {
                 f.cpu_per_conn = Some((after - before) / completed as f64);
             }
-        } else {
-            f.conn_rate = rate.map(|(per_sec, _)| per_sec);
         }
         // Calls last, on the same warm proxy: strace slows it down.
         if let (true, Some(pgid)) = (count_calls, instance.pgid()) {
