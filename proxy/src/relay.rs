@@ -72,7 +72,7 @@ pub enum Ending {
 
 impl Ending {
     /// The ending for an I/O error on `side`: resets and aborts are a peer leaving.
-    fn from_error(side: Side, error: io::Error) -> Ending {
+    pub(crate) fn from_error(side: Side, error: io::Error) -> Ending {
         match error.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted

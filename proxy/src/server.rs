@@ -8,6 +8,11 @@
 //! the connection limit (one semaphore across all loops), the descriptor-shortage flag, and the
 //! set of open pairs that a graceful stop waits for.
 //!
+//! A loop is a tokio runtime, or, on Linux, when every mapping it serves is plain forwarding
+//! to an address, the proxy's own epoll loop (`plain`), which makes fewer system calls per
+//! connection because it owns each socket's registration ([`EventLoop`]). Both follow the same
+//! rules and share the same limit, flag, set and stop.
+//!
 //! Nothing a single pair does can end an accept loop (R2, R11); only a stop signal does, and then
 //! the open pairs get a grace period to finish before they are closed.
 
@@ -30,6 +35,9 @@ use crate::relay::{self, Ending, Side, Traffic, Transfer};
 use crate::sni;
 use crate::via::TunnelError;
 
+#[cfg(target_os = "linux")]
+mod plain;
+
 /// Settings that apply to the whole process.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -44,6 +52,20 @@ pub struct Options {
     /// Event loops, one thread each. One loop per core keeps every connection on one core;
     /// fewer leave cores to the peers on a shared machine.
     pub threads: usize,
+    /// Which event loop serves plain forwarding.
+    pub event_loop: EventLoop,
+}
+
+/// Which event loop serves a thread's mappings when every one of them is plain forwarding (to
+/// an address, with no front, server names, PROXY protocol or HTTP proxy): any other mapping is
+/// served by tokio's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventLoop {
+    /// The proxy's own epoll loop, on Linux: about four system calls fewer per connection than
+    /// tokio's (elsewhere, tokio's).
+    Epoll,
+    /// tokio's, for everything.
+    Tokio,
 }
 
 impl Default for Options {
@@ -55,6 +77,7 @@ impl Default for Options {
             verbose: false,
             grace: Duration::from_secs(5),
             threads: cores(),
+            event_loop: EventLoop::Epoll,
         }
     }
 }
@@ -191,9 +214,17 @@ pub async fn start(bound: Vec<Bound>, options: Options) -> io::Result<Serving> {
     for (n, sites) in per_loop.into_iter().enumerate() {
         let (ready, started) = tokio::sync::oneshot::channel();
         let stop = serving.stop.clone();
+        #[cfg(target_os = "linux")]
+        let plain = serving.options.event_loop == EventLoop::Epoll && plain::suits(&sites);
         let spawned = std::thread::Builder::new()
             .name(format!("tprox-relay-{n}"))
-            .spawn(move || event_loop(sites, stop, ready));
+            .spawn(move || {
+                #[cfg(target_os = "linux")]
+                if plain {
+                    return plain::event_loop(sites, stop, ready);
+                }
+                event_loop(sites, stop, ready)
+            });
         let started = match spawned {
             Ok(thread) => {
                 serving.threads.push(thread);
@@ -364,6 +395,23 @@ struct Limit {
     shortage: Shortage,
 }
 
+impl Limit {
+    /// Says, once when the limit is reached and not once per loop, that clients now wait. The
+    /// flag is read before it is written, so that most connections only read the shared line.
+    fn slot_taken(&self, name: &str, max: usize) {
+        if self.slots.available_permits() == 0 {
+            if !self.full.swap(true, Relaxed) {
+                eprintln!(
+                    "tprox-relay: {name}: {max} connections open, the --max-connections limit; \
+                     new clients wait until one closes"
+                );
+            }
+        } else if self.full.load(Relaxed) {
+            self.full.store(false, Relaxed);
+        }
+    }
+}
+
 /// Backoff while descriptors are short: starts short, doubles to a ceiling, so a shortage
 /// (EMFILE, ENFILE) costs no CPU while it lasts and is over soon after it ends.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
@@ -441,19 +489,7 @@ async fn accept_loop(listener: TcpListener, site: Site, stop: CancellationToken)
                 () = stop.cancelled() => return,
             },
         };
-        // Said once when the limit is reached, not once per loop; the flag is read before it
-        // is written, so that most connections only read the shared line.
-        if limit.slots.available_permits() == 0 {
-            if !limit.full.swap(true, Relaxed) {
-                eprintln!(
-                    "tprox-relay: {}: {} connections open, the --max-connections limit; new \
-                     clients wait until one closes",
-                    site.name, site.mapping.max_connections
-                );
-            }
-        } else if limit.full.load(Relaxed) {
-            limit.full.store(false, Relaxed);
-        }
+        limit.slot_taken(&site.name, site.mapping.max_connections);
         let site = site.clone();
         site.pairs.clone().spawn(async move {
             handle(client, peer, &site).await;
@@ -719,6 +755,21 @@ async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
 /// asks `getsockopt(SO_ERROR)` after every connect: the socket's error is asked only when the
 /// readiness reports one (a refused or reset connect is both an error and closed for writing).
 async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::from_std(start_connect(addr)?.into())?;
+    let ready = stream
+        .ready(tokio::io::Interest::WRITABLE | tokio::io::Interest::ERROR)
+        .await?;
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+    }
+    Ok(stream)
+}
+
+/// A non-blocking socket with TCP_NODELAY whose connect to `addr` is under way (or done).
+/// Both event loops dial with it.
+fn start_connect(addr: SocketAddr) -> io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM.nonblocking().cloexec(),
@@ -730,16 +781,7 @@ async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
-    let stream = TcpStream::from_std(socket.into())?;
-    let ready = stream
-        .ready(tokio::io::Interest::WRITABLE | tokio::io::Interest::ERROR)
-        .await?;
-    if ready.is_error() || ready.is_write_closed() {
-        return Err(stream
-            .take_error()?
-            .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
-    }
-    Ok(stream)
+    Ok(socket)
 }
 
 /// Opens the server side for a front's client and answers the client's request: a

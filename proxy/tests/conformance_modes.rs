@@ -1,6 +1,7 @@
 //! The catalogue against the reference proxy in its other modes: the buffered copy (the default
-//! is splice on Linux), one mapping of a process that serves several, one event loop or four
-//! (the default is one per core), its SOCKS5 and HTTP CONNECT fronts, with and without
+//! is splice on Linux), tokio's event loop (the default for plain forwarding is the proxy's own
+//! epoll loop), one mapping of a process that serves several, one event loop or four (the
+//! default is one per core), its SOCKS5 and HTTP CONNECT fronts, with and without
 //! credentials, and sending the PROXY protocol in each version, as a forwarder and as a front.
 
 use std::time::Duration;
@@ -51,6 +52,11 @@ fn one_mapping_of_several_passes_every_case() {
     .stall_timeout(STALL)
     .run()
     .assert_conforms();
+}
+
+#[test]
+fn the_tokio_event_loop_passes_every_case() {
+    passes_every_case(&["--event-loop", "tokio"]);
 }
 
 #[test]

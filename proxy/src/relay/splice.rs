@@ -19,6 +19,8 @@ pub async fn pump(dir: crate::relay::Direction<'_>) -> Result<(), crate::relay::
 
 #[cfg(target_os = "linux")]
 pub use linux::pump;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{splice, Pipe};
 
 /// Bytes a direction's pipe may hold. A bigger pipe moves more per system call; 1 MiB is the
 /// most an unprivileged process may ask for by default (`/proc/sys/fs/pipe-max-size`).
@@ -36,14 +38,14 @@ mod linux {
     use crate::relay::{Direction, Ending, Transfer};
 
     /// A non-blocking pipe and what it can hold.
-    struct Pipe {
-        read: OwnedFd,
-        write: OwnedFd,
-        capacity: usize,
+    pub(crate) struct Pipe {
+        pub(crate) read: OwnedFd,
+        pub(crate) write: OwnedFd,
+        pub(crate) capacity: usize,
     }
 
     impl Pipe {
-        fn new() -> io::Result<Pipe> {
+        pub(crate) fn new() -> io::Result<Pipe> {
             let mut fds = [0 as RawFd; 2];
             // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
             if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
@@ -77,7 +79,7 @@ mod linux {
     }
 
     /// Moves up to `len` bytes from `from` to `to` without blocking.
-    fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         // SAFETY: plain descriptors, null offsets (both are streams), flags only.
         let n = unsafe {
             libc::splice(

@@ -102,25 +102,41 @@ pub fn count(pgid: i32, dial: &Dial) -> io::Result<Count> {
     parse_summary(&text, CONNECTIONS)
 }
 
-/// Reads strace's messages until it says it attached to `processes` processes, on a thread of
-/// its own so that a silent strace cannot hold the bench; the rest of its messages are read
-/// and dropped there so that it never blocks on a full pipe.
+/// Reads strace's messages until it has answered for each of `processes` processes, on a
+/// thread of its own so that a silent strace cannot hold the bench; the rest of its messages
+/// are read and dropped there so that it never blocks on a full pipe.
+///
+/// A process may end between being listed and being attached (a child that socat forked for
+/// a connection of the warm-up): strace then says it could not attach to it, and goes on with
+/// the others. That is an answer too, as long as strace attached to at least one process; if
+/// it attached to none, what it said is the error (typically no ptrace permission).
 fn wait_attached(stderr: std::process::ChildStderr, processes: usize) -> io::Result<()> {
     let (attached, seen) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut lines = Vec::new();
-        let mut count = 0;
+        let (mut traced, mut answered) = (0, 0);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let done = answered == processes;
             if line.contains(" attached") {
-                count += 1;
-                if count == processes {
-                    let _ = attached.send(Ok(()));
+                traced += 1;
+                answered += 1;
+            } else if line.contains("attach: ") {
+                answered += 1;
+                if !done {
+                    lines.push(line);
                 }
-            } else if count < processes {
+            } else if !done {
                 lines.push(line);
             }
+            if !done && answered == processes {
+                let _ = attached.send(if traced > 0 {
+                    Ok(())
+                } else {
+                    Err(lines.join("; "))
+                });
+            }
         }
-        if count < processes {
+        if answered < processes {
             let _ = attached.send(Err(lines.join("; ")));
         }
     });
