@@ -8,7 +8,8 @@
 //! socket is registered once, edge-triggered, for its whole life, and closing it is all it takes
 //! to leave epoll (tokio deregisters every socket before closing it: one `epoll_ctl` per socket);
 //! and a FIN reported with the last data spares the read that would return 0 ([`pair`]). Timers
-//! (a dial's and a stalled write's) are a heap of deadlines read at each turn, not system calls.
+//! (a dial's and a stalled write's) are an ordered set of deadlines read at each turn, not
+//! system calls.
 //!
 //! What is shared with the other loops is what the tokio loop shares: the mapping's connection
 //! limit (its semaphore, waited on with this loop's [`sys::Bell`] as the waker), the
