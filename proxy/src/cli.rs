@@ -36,12 +36,13 @@ use crate::via::HttpProxy;
     after_help = "Examples:\n  \
       tprox-relay 127.0.0.1 9000 8080               the lab form: :8080 -> 127.0.0.1:9000\n  \
       tprox-relay -p 8080:db:5432 -p [::]:0:web:80  two mappings; the second dual-stack, any port\n  \
+      tprox-relay -p udp:5353:10.0.0.53:53          UDP: a session per client, closed when idle\n  \
       tprox-relay -p 0:intranet:443 --via http://u:p@squid:3128 --direct-fallback\n  \
       tprox-relay --config mappings.toml -d         mappings from a file, one log line per connection\n  \
       tprox-relay -p [::]:443:127.0.0.1:8443 --sni a.example=10.0.0.5:443 --sni '*.b.example=10.0.0.6:443'\n  \
       tprox-relay --socks5 1080 --http-connect 3128 --front-credentials pass.txt --allow 10.1.0.0/16:443\n\n\
       A mapping file has [[mapping]] tables with listen = \"ADDR:PORT\", dest = \"HOST:PORT\", and\n\
-      optionally via, direct_fallback, max_connections, stall_timeout, send_proxy, accept_proxy, sni (a table of\n\
+      optionally protocol (tcp or udp), via, direct_fallback, max_connections, stall_timeout, send_proxy, accept_proxy, sni (a table of\n\
       NAME = \"HOST:PORT\") and sni_only of its own; settings it leaves out come from the\n\
       command line. A front has mode = \"socks5\" or \"http-connect\" instead of dest, and\n\
       optionally credentials_file and allow (a list of NET[/BITS][:PORTS]).\n\n\
@@ -58,7 +59,8 @@ pub struct Args {
     pub listen_port: Option<u16>,
     /// A mapping: listen on BIND:LOCAL (BIND defaults to 127.0.0.1; LOCAL 0 picks a free port)
     /// and forward to HOST:PORT. IPv6 addresses in brackets; `[::]` listens dual-stack. Repeatable.
-    #[arg(short = 'p', long = "map", value_name = "[BIND:]LOCAL:HOST:PORT")]
+    /// `udp:` before it forwards UDP datagrams instead (a session per client address).
+    #[arg(short = 'p', long = "map", value_name = "[udp:][BIND:]LOCAL:HOST:PORT")]
     pub maps: Vec<String>,
     /// Read mappings from a TOML file (see below).
     #[arg(short, long, value_name = "FILE")]
@@ -147,6 +149,12 @@ pub struct Args {
     /// every other mapping anyway.
     #[arg(long, value_enum, default_value_t = LoopMode::Epoll, value_name = "LOOP")]
     pub event_loop: LoopMode,
+    /// The lab form's mapping forwards UDP datagrams instead of TCP connections (a -p mapping
+    /// says so itself: -p udp:LOCAL:HOST:PORT). Each client address and port is a session with
+    /// its own socket towards the destination; a session with nothing either way for the stall
+    /// timeout is closed.
+    #[arg(long)]
+    pub udp: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -222,12 +230,26 @@ impl Args {
         };
         let mut mappings = Vec::new();
         match (&self.dest_host, self.dest_port, self.listen_port) {
-            (Some(host), Some(dest_port), Some(listen_port)) => mappings.push(defaults.mapping(
-                self.listen_host.clone(),
-                listen_port,
-                host.clone(),
-                dest_port,
-            )),
+            (Some(host), Some(dest_port), Some(listen_port)) => {
+                let mut mapping = defaults.mapping(
+                    self.listen_host.clone(),
+                    listen_port,
+                    host.clone(),
+                    dest_port,
+                );
+                if self.udp {
+                    mapping.udp = true;
+                    mapping.check_udp()?;
+                }
+                mappings.push(mapping);
+            }
+            (None, None, None) if self.udp => {
+                return Err(
+                    "--udp is for the lab form (DEST_HOST DEST_PORT LISTEN_PORT); a -p mapping \
+                     says udp: itself"
+                        .into(),
+                )
+            }
             (None, None, None) => {}
             _ => {
                 return Err("the lab form needs all three: DEST_HOST DEST_PORT LISTEN_PORT".into())
@@ -326,7 +348,20 @@ where
     };
     runtime.block_on(async {
         let mut bound = Vec::new();
-        for mapping in &config.mappings {
+        let mut datagrams = Vec::new();
+        for mapping in config.mappings.iter().filter(|m| m.udp) {
+            match crate::udp::bind(mapping) {
+                Ok(socket) => datagrams.push((socket, mapping.clone())),
+                Err(e) => {
+                    eprintln!(
+                        "tprox-relay: cannot listen for UDP on {}: {e}",
+                        crate::host_port(&mapping.bind, mapping.local_port)
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        for mapping in config.mappings.iter().filter(|m| !m.udp) {
             match server::bind(mapping, config.options.threads) {
                 Ok(listener) => bound.push(listener),
                 Err(e) => {
@@ -341,6 +376,7 @@ where
         // Listening is announced only once a signal stops the proxy gracefully: a SIGTERM right
         // after the announcement must not meet the default action (exit without grace).
         let signals = StopSignals::install();
+        let verbose = config.options.verbose;
         let serving = match server::start(bound, config.options).await {
             Ok(serving) => serving,
             Err(e) => {
@@ -348,7 +384,21 @@ where
                 return ExitCode::FAILURE;
             }
         };
+        // UDP mappings are served on this thread's runtime, beside the stop: a datagram
+        // costs one receive and one send, and a session no task of an event loop.
+        let mut udp_addrs = Vec::new();
+        for (socket, mapping) in datagrams {
+            udp_addrs.push(socket.local_addr().ok());
+            tokio::spawn(async move {
+                if let Err(e) = crate::udp::serve(socket, mapping.clone(), verbose).await {
+                    eprintln!("tprox-relay: UDP mapping {mapping} stopped: {e}");
+                }
+            });
+        }
         announce(serving.local_addrs());
+        for addr in udp_addrs.into_iter().flatten() {
+            announce_udp(addr);
+        }
         let stop = || {
             let signals = signals.clone();
             async move { signals.next().await }
@@ -370,6 +420,13 @@ fn announce(addrs: &[std::net::SocketAddr]) {
     for addr in addrs {
         let _ = writeln!(out, "Listening on {addr}");
     }
+    let _ = out.flush();
+}
+
+/// `Listening on udp ADDR:PORT`, for a UDP mapping.
+fn announce_udp(addr: std::net::SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Listening on udp {addr}");
     let _ = out.flush();
 }
 

@@ -13,6 +13,8 @@
 //!   destination of a TLS client by the server name it asks for; [`front`] lets each client
 //!   name its destination itself, with a SOCKS5 or HTTP CONNECT handshake; [`proxy_header`]
 //!   tells the destination who the client was (the PROXY protocol, `--send-proxy`).
+//! * [`udp`] forwards datagrams: a session per client address, with its own socket towards the
+//!   destination, closed when idle.
 //! * [`mapping`] says what is forwarded where; `cli` (the `cli` feature, on by default) turns the command line into mappings, and
 //!   bad input into one clear line on stderr.
 
@@ -26,6 +28,7 @@ pub mod proxy_header;
 pub mod relay;
 pub mod server;
 pub mod sni;
+pub mod udp;
 pub mod via;
 
 /// Bytes buffered per direction of a pair by the buffered copy. Together with the kernel's

@@ -75,6 +75,9 @@ pub struct Mapping {
     /// proxy): it is read, within the stall timeout, and the client it names is the one a
     /// header of the mapping's own carries.
     pub accept_proxy: bool,
+    /// Datagrams instead of connections (`-p udp:...`, `protocol = "udp"`): a session per
+    /// client address, ended when idle for `stall_timeout` (see [`crate::udp`]).
+    pub udp: bool,
 }
 
 /// Settings a mapping takes from the command line unless its TOML entry says otherwise.
@@ -122,6 +125,7 @@ impl Defaults {
             front: None,
             send_proxy: self.send_proxy,
             accept_proxy: self.accept_proxy,
+            udp: false,
         }
     }
 
@@ -142,6 +146,9 @@ impl fmt::Display for Mapping {
     /// `BIND:LOCAL -> HOST:PORT`, the way log lines name a mapping.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let listen = host_port(&self.bind, self.local_port);
+        if self.udp {
+            f.write_str("udp ")?;
+        }
         match &self.front {
             Some(front) => write!(f, "{listen} ({} front)", front.kind)?,
             None => write!(
@@ -160,8 +167,42 @@ impl fmt::Display for Mapping {
 /// Default listen address of a `-p` mapping without BIND.
 pub const DEFAULT_BIND: &str = "127.0.0.1";
 
-/// Parses `[BIND:]LOCAL:HOST:PORT`.
+/// Parses `[udp:|tcp:][BIND:]LOCAL:HOST:PORT`.
 pub fn parse_spec(spec: &str, defaults: &Defaults) -> Result<Mapping, String> {
+    let (udp, spec) = match spec.split_once(':') {
+        Some(("udp", rest)) => (true, rest),
+        Some(("tcp", rest)) => (false, rest),
+        _ => (false, spec),
+    };
+    let mut mapping = parse_address_spec(spec, defaults)?;
+    if udp {
+        mapping.udp = true;
+        mapping.check_udp()?;
+    }
+    Ok(mapping)
+}
+
+impl Mapping {
+    /// A UDP mapping forwards datagrams to one address: none of the TCP mappings' extras.
+    pub fn check_udp(&self) -> Result<(), String> {
+        let extra = [
+            (self.via.is_some(), "--via"),
+            (!self.sni.names.is_empty(), "--sni"),
+            (self.front.is_some(), "a front"),
+            (self.send_proxy.is_some(), "--send-proxy"),
+            (self.accept_proxy, "--accept-proxy"),
+        ];
+        match extra.iter().find(|(set, _)| *set) {
+            Some((_, what)) => Err(format!(
+                "UDP mapping {self}: {what} is for TCP mappings only; a UDP mapping forwards \
+                 datagrams to one HOST:PORT"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parse_address_spec(spec: &str, defaults: &Defaults) -> Result<Mapping, String> {
     let parts = split_colons(spec)
         .ok_or_else(|| format!("'{spec}': an unclosed '[' (write IPv6 addresses as [::1])"))?;
     let (bind, local, host, port) = match parts.as_slice() {
@@ -274,6 +315,8 @@ struct Entry {
     send_proxy: Option<SendProxy>,
     /// Clients send a PROXY protocol header first.
     accept_proxy: Option<bool>,
+    /// `tcp` (the default) or `udp`.
+    protocol: Option<String>,
 }
 
 /// Reads the mappings of a TOML file; each missing setting comes from `defaults`.
@@ -376,6 +419,15 @@ impl Entry {
                     .map_err(|e| format!("sni: {e}"))?;
             }
         }
+        match self.protocol.as_deref() {
+            None | Some("tcp") => {}
+            Some("udp") if kind.is_none() => {
+                mapping.udp = true;
+                mapping.check_udp()?;
+            }
+            Some("udp") => return Err("protocol = 'udp' is for forwarding, not for a front".into()),
+            Some(other) => return Err(format!("protocol = '{other}': expected tcp or udp")),
+        }
         if let Some(only) = self.sni_only {
             mapping.sni.unknown_closed = only;
         }
@@ -428,6 +480,27 @@ mod tests {
             send_proxy: None,
             accept_proxy: false,
         }
+    }
+
+    #[test]
+    fn a_udp_spec_is_a_udp_mapping_without_tcp_extras() {
+        let m = parse_spec("udp:[::1]:5353:127.0.0.1:53", &defaults()).unwrap();
+        assert!(m.udp);
+        assert_eq!(
+            (m.bind.as_str(), m.local_port, m.dest_port),
+            ("::1", 5353, 53)
+        );
+        assert!(
+            !parse_spec("tcp:8080:example.com:80", &defaults())
+                .unwrap()
+                .udp
+        );
+        let with_via = Defaults {
+            via: Some("http://127.0.0.1:3128".parse().unwrap()),
+            ..defaults()
+        };
+        let err = parse_spec("udp:5353:127.0.0.1:53", &with_via).unwrap_err();
+        assert!(err.contains("--via is for TCP mappings only"), "{err}");
     }
 
     #[test]

@@ -886,6 +886,7 @@ mod tests {
                 front: None,
                 send_proxy: None,
                 accept_proxy: false,
+                udp: false,
             };
             let site = Site {
                 mapping: Arc::new(mapping),

@@ -2,7 +2,8 @@
 //! is splice on Linux), tokio's event loop (the default for plain forwarding is the proxy's own
 //! epoll loop), one mapping of a process that serves several, one event loop or four (the
 //! default is one per core), its SOCKS5 and HTTP CONNECT fronts, with and without
-//! credentials, and sending the PROXY protocol in each version, as a forwarder and as a front.
+//! credentials, and sending the PROXY protocol in each version, as a forwarder and as a front;
+//! and its UDP forwarding against the UDP catalogue.
 
 use std::time::Duration;
 
@@ -57,6 +58,34 @@ fn one_mapping_of_several_passes_every_case() {
 #[test]
 fn the_tokio_event_loop_passes_every_case() {
     passes_every_case(&["--event-loop", "tokio"]);
+}
+
+#[test]
+fn udp_forwarding_passes_the_udp_catalogue() {
+    tprox_suite::Suite::new(lab_form(&["--udp"]))
+        .udp()
+        .stall_timeout(STALL)
+        .run()
+        .assert_conforms();
+}
+
+/// A `-p udp:` mapping beside TCP ones in one process: the TCP loops and the UDP sessions
+/// share nothing but the process.
+#[test]
+fn a_udp_mapping_beside_tcp_ones_passes_the_udp_catalogue() {
+    tprox_suite::Suite::new([
+        env!("CARGO_BIN_EXE_tprox-relay"),
+        "-p",
+        "0:127.0.0.1:9",
+        "-p",
+        "udp:127.0.0.1:{listen_port}:{dest_host}:{dest_port}",
+        "--stall-timeout",
+        "{stall_timeout}",
+    ])
+    .udp()
+    .stall_timeout(STALL)
+    .run()
+    .assert_conforms();
 }
 
 #[test]

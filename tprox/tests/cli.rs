@@ -97,6 +97,8 @@ fn help_teaches_placeholders_and_exit_codes() {
 #[case::an_unknown_option_before_the_proxy(&["--profil", "x"], 2, "unexpected argument '--profil'")]
 #[case::a_proxy_protocol_mode_that_is_none(&["--proxy-protocol", "send:v3", "--reference"], 2, "Give send:v1 or send:v2")]
 #[case::a_proxy_protocol_for_a_profile(&["--proxy-protocol", "send:v1", "--profile", "socat"], 2, "that profile speaks no PROXY protocol")]
+#[case::udp_for_a_profile(&["--udp", "--profile", "socat"], 2, "the profiles are TCP proxies")]
+#[case::udp_through_a_front(&["--udp", "--front", "socks5", "--reference"], 2, "cannot be used with")]
 fn bad_input_is_explained_with_its_exit_code(
     #[case] args: &[&str],
     #[case] code: i32,
@@ -107,6 +109,29 @@ fn bad_input_is_explained_with_its_exit_code(
         .assert()
         .code(code)
         .stderr(predicates::str::contains(message));
+}
+
+/// A program that binds the UDP port and forwards nothing: said once, before the cases.
+#[test]
+fn a_udp_run_of_a_proxy_that_forwards_no_datagram_is_a_setup_error() {
+    tprox()
+        .args([
+            "--udp",
+            "--",
+            "python3",
+            "-c",
+            "import socket, sys, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+             time.sleep(60)",
+            "{listen_port}",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("the proxy does not forward UDP"))
+        .stderr(predicates::str::contains(
+            "no datagram sent to the proxy reached the destination",
+        ));
 }
 
 #[test]

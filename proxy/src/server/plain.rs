@@ -632,6 +632,7 @@ mod tests {
             front: None,
             send_proxy: None,
             accept_proxy: false,
+            udp: false,
         }
     }
 

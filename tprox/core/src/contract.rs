@@ -9,7 +9,7 @@ use std::fmt::Write;
 use crate::case::Level;
 use crate::cases::{
     all, bulk, resources, shutdown, timeout, CATALOGUE, FRONT_CASES, PROXY_PROTOCOL_ACCEPT_CASES,
-    PROXY_PROTOCOL_CASES,
+    PROXY_PROTOCOL_CASES, UDP_CATALOGUE,
 };
 use crate::clock;
 use crate::harness::PROMPT;
@@ -82,6 +82,19 @@ pub fn markdown() -> String {
          alone.\n",
     );
     for case in PROXY_PROTOCOL_ACCEPT_CASES {
+        case_section(&mut out, case);
+    }
+    out.push_str(
+        "\n## The UDP cases\n\n\
+         A UDP forwarder relays datagrams rather than connections. `tprox --udp` starts it with \
+         the same command template, `{listen_port}` being a UDP port and `{stall_timeout}` its \
+         sessions' idle timeout T; tprox's destination answers datagrams on the UDP port \
+         `{dest_port}`, and these cases run instead of every case above (rules R16 to R19; \
+         R1 to R15 are a TCP proxy's). Before the cases, and around each, a datagram is echoed \
+         through from a fresh client, sent again each second until it arrives (UDP may drop \
+         one): a forwarder that passes none on ends the run with that said.\n",
+    );
+    for case in UDP_CATALOGUE {
         case_section(&mut out, case);
     }
     out.push_str(&timing());

@@ -64,6 +64,8 @@ pub struct Destination {
     /// mistake costs `proxy-protocol/not-forwarded` and not every case whose destination
     /// reads the client's bytes.
     forwarded: bool,
+    /// In a UDP run (`--udp`): the destination's UDP socket, on the same port number.
+    udp: Option<crate::udp::UdpDestination>,
 }
 
 impl Destination {
@@ -83,6 +85,7 @@ impl Destination {
                         headers: None,
                         client_headers: None,
                         forwarded: false,
+                        udp: None,
                     })
                 }
                 Err(e) => last = Some(e),
@@ -117,6 +120,28 @@ impl Destination {
     pub(crate) fn reading_forwarded(mut self) -> Self {
         self.forwarded = true;
         self
+    }
+
+    /// A destination for a UDP run: it also listens for datagrams on its port number. A port
+    /// whose UDP half cannot be bound is passed over for another, as a taken TCP port is.
+    pub async fn bind_udp() -> io::Result<Self> {
+        let mut last = None;
+        for _ in 0..10 {
+            let mut dest = Self::bind().await?;
+            match crate::udp::UdpDestination::bind(dest.port).await {
+                Ok(udp) => {
+                    dest.udp = Some(udp);
+                    return Ok(dest);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+    }
+
+    /// The UDP socket, in a UDP run.
+    pub fn udp(&self) -> Option<&crate::udp::UdpDestination> {
+        self.udp.as_ref()
     }
 
     /// Accepts the next connection, its header (if any) left in it.
@@ -169,7 +194,7 @@ impl Destination {
     /// Whether the destination listens now (it is not between [`Destination::close`] and
     /// [`Destination::reopen`]).
     pub fn is_listening(&self) -> bool {
-        self.current().is_some()
+        self.current().is_some() && self.udp.as_ref().is_none_or(|udp| udp.is_open())
     }
 
     /// Stops listening: connections to the destination are refused from now on.
@@ -191,8 +216,14 @@ impl Destination {
         }
     }
 
-    /// Listens again on the same port.
+    /// Listens again on the same port (for datagrams too, in a UDP run).
     pub async fn reopen(&self) -> io::Result<()> {
+        if let Some(udp) = &self.udp {
+            udp.reopen().await?;
+        }
+        if self.current().is_some() {
+            return Ok(());
+        }
         let listener = TcpListener::bind((HOST, self.port)).await?;
         *self.listener.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(listener));
         Ok(())
@@ -237,6 +268,9 @@ pub async fn survival_echo(
     rng: &mut fastrand::Rng,
 ) -> Result<(), String> {
     let token: Vec<u8> = (0..16).map(|_| rng.alphanumeric() as u8).collect();
+    if let Some(udp) = dest.udp() {
+        return crate::udp::echo(proxy, udp, &token).await;
+    }
     let mut client = match timeout(PROMPT, connect_client(proxy, dest)).await {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => return Err(format!("connecting to the proxy failed: {e}")),

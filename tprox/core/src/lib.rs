@@ -41,6 +41,7 @@ pub mod rules;
 pub mod runner;
 pub mod select;
 pub mod summary;
+pub mod udp;
 pub mod verdict;
 
 pub use case::{Case, Level};

@@ -72,12 +72,15 @@ pub struct RunOptions {
     /// every connection to the destination (read off there), one it accepts from its clients
     /// (tprox's clients send it first), or both; that mode's `proxy-protocol/` cases judge it.
     pub proxy_protocol: Option<crate::proxy_protocol::Mode>,
+    /// A UDP forwarder (`--udp`): `{listen_port}` is a UDP port, the destination answers
+    /// datagrams, and the UDP catalogue runs instead of the TCP one.
+    pub udp: bool,
 }
 
 impl RunOptions {
     /// The cases that apply to a run with these options (see [`crate::cases::applicable`]).
     pub fn cases(&self) -> Vec<&'static Case> {
-        crate::cases::applicable(self.front.as_deref(), self.proxy_protocol)
+        crate::cases::applicable(self.front.as_deref(), self.proxy_protocol, self.udp)
     }
 
     /// The options `tprox` uses by default, for `proxy` with stall timeout `stall`.
@@ -97,6 +100,7 @@ impl RunOptions {
             keep_going: false,
             front: None,
             proxy_protocol: None,
+            udp: false,
         }
     }
 }
@@ -309,8 +313,12 @@ pub async fn start(
     options: &RunOptions,
     echo_tag: Option<String>,
 ) -> Result<(RunningProxy, Arc<Destination>, Dialing), StartError> {
-    let mut dest = Destination::bind()
-        .await
+    let bound = if options.udp {
+        Destination::bind_udp().await
+    } else {
+        Destination::bind().await
+    };
+    let mut dest = bound
         .map_err(|e| StartError::Spawn {
             command: "(destination server)".into(),
             error: format!("cannot listen on loopback: {e}"),
@@ -322,8 +330,25 @@ pub async fn start(
         startup_timeout: options.startup_timeout,
         echo_output: echo_tag,
         limits: options.limits,
+        udp: options.udp,
     };
     let proxy = RunningProxy::start(&options.proxy, &launch).await?;
+    if let Some(udp) = dest.udp() {
+        // A datagram through and its answer back: a proxy that forwards none is said once,
+        // not as every case's failure. There is no dialing to learn for UDP.
+        let token = format!("tprox udp probe {}", fastrand::u32(..));
+        if let Err(why) = crate::udp::echo(proxy.listen, udp, token.as_bytes()).await {
+            let command = options.proxy.label.clone();
+            let output = proxy.output_tail();
+            proxy.stop().await;
+            return Err(StartError::NoDatagrams {
+                command,
+                why,
+                output,
+            });
+        }
+        return Ok((proxy, Arc::new(dest), Dialing::OnAccept));
+    }
     let fail = |proxy: RunningProxy, error: fn(String, String) -> StartError, found: String| async move {
         let command = options.proxy.label.clone();
         proxy.stop().await;

@@ -402,6 +402,7 @@ impl Instance {
                 open_files: descriptor_headroom(),
                 ..Limits::default()
             },
+            udp: false,
         };
         let proxy = runtime
             .block_on(RunningProxy::start(command, &launch))

@@ -124,6 +124,17 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
         ),
     };
     let mut proxy = proxy.map_err(Error::Usage)?;
+    if cli.udp && cli.reference {
+        proxy = proxy.arg("--udp");
+    }
+    if cli.udp && profile.is_some() {
+        return Err(Error::Usage(
+            "--udp with --profile: the profiles are TCP proxies; give the UDP forwarder's command \
+             (tprox --udp -- socat -T {stall_timeout} UDP4-RECVFROM:{listen_port},fork \
+             UDP4:{dest_host}:{dest_port})"
+                .into(),
+        ));
+    }
     if let (Some(mode), true) = (proxy_protocol, cli.reference) {
         for arg in mode.reference_args() {
             proxy = proxy.arg(&arg);
@@ -151,6 +162,7 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
         retries: cli.retries,
         front: front.map(Arc::new),
         proxy_protocol,
+        udp: cli.udp,
         ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
     };
     let catalogue = options.cases();
@@ -394,6 +406,9 @@ fn rerun_template(cli: &Cli, options: &RunOptions) -> String {
     if let Some(send) = &options.proxy_protocol {
         parts.extend(["--proxy-protocol".into(), send.to_string()]);
     }
+    if options.udp {
+        parts.push("--udp".into());
+    }
     if let Some(name) = &cli.profile {
         parts.extend(["--profile".into(), shell_quote(name)]);
     } else if cli.reference {
@@ -409,6 +424,8 @@ pub(super) fn list() {
     for case in tprox_core::cases::all() {
         let front = if case.rules.contains(&rules::Rule::R13) {
             " (with --front)"
+        } else if case.rules.iter().any(|r| rules::Rule::UDP.contains(r)) {
+            " (with --udp)"
         } else {
             ""
         };

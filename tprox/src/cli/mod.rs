@@ -39,6 +39,8 @@ Examples:
   tprox fuzz --reference                  generated scenarios, shrunk on failure (tprox fuzz --help)
   tprox --profile nginx                   a known proxy with a generated configuration
   tprox --proxy-protocol send:v2 -- haproxy -f haproxy.cfg   a proxy that sends PROXY v2 headers
+  tprox --udp -- socat -T {stall_timeout} UDP4-RECVFROM:{listen_port},fork UDP4:{dest_host}:{dest_port}
+  tprox --reference --udp                 the UDP catalogue against the reference's UDP forwarding
   tprox matrix                            every known proxy through the catalogue, as a matrix
   tprox --expect tprox-expect.toml ./tcpproxy   known deviations green, regressions red
   tprox diff main.json branch.json        the cases whose verdict changed between two reports
@@ -101,6 +103,15 @@ struct Cli {
     /// the reference proxy is started with --accept-proxy and/or --send-proxy VERSION.
     #[arg(long, value_name = "MODE", value_parser = parse_proxy_protocol)]
     proxy_protocol: Option<tprox_core::proxy_protocol::Mode>,
+
+    /// The proxy forwards UDP datagrams, not TCP connections: `{listen_port}` is a UDP port,
+    /// tprox's destination answers datagrams on `{dest_port}`, and the UDP catalogue runs
+    /// instead of the TCP one (datagrams whole and alone, a session per client, idle sessions
+    /// dropped after `{stall_timeout}` and active ones kept, bounded memory; rules R16-R19 of
+    /// docs/contract.md). With --reference, the reference proxy forwards UDP (tprox-relay
+    /// --udp).
+    #[arg(long, conflicts_with_all = ["front", "proxy_protocol"])]
+    udp: bool,
 
     /// Test a known proxy (socat, haproxy, nginx, rinetd, redir, tcpproxy, ref; the fronts
     /// squid, tinyproxy, microsocks, dante, ref-socks5, ref-connect, tested through their

@@ -159,7 +159,7 @@ impl Grading {
             None => None,
         };
         // A front's class is graded on the front cases too, a sender's on the header cases.
-        let catalogue = tprox_core::cases::applicable(front.as_ref(), proxy_protocol);
+        let catalogue = tprox_core::cases::applicable(front.as_ref(), proxy_protocol, false);
         let ids: Vec<&str> = catalogue.iter().map(|case| case.id).collect();
         let accepted = Expectations::from_entries(file.expect, &ids)
             .map_err(|e| problem(format!("[expect] {e}")))?;

@@ -132,6 +132,13 @@ impl Suite {
         self
     }
 
+    /// The proxy forwards UDP datagrams: `{listen_port}` is a UDP port, and the UDP catalogue
+    /// runs instead of the TCP one (`tprox --udp`).
+    pub fn udp(mut self) -> Self {
+        self.options.udp = true;
+        self
+    }
+
     /// The stall timeout the proxy uses (default 10 s). Pass it to the proxy with the
     /// `{stall_timeout}` placeholder.
     pub fn stall_timeout(mut self, stall: Duration) -> Self {

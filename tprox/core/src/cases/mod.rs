@@ -13,6 +13,7 @@ pub(crate) mod resources;
 pub(crate) mod shutdown;
 mod silent;
 pub(crate) mod timeout;
+pub(crate) mod udp;
 
 use crate::case::Case;
 
@@ -82,15 +83,33 @@ pub static PROXY_PROTOCOL_ACCEPT_CASES: &[&Case] = &[
     &proxy_protocol::NOT_FORWARDED,
 ];
 
+/// The UDP catalogue (R16 to R19): a UDP forwarder's cases, run instead of the [`CATALOGUE`]
+/// with `--udp`.
+pub static UDP_CATALOGUE: &[&Case] = &[
+    &udp::SIZES_CASE,
+    &udp::SESSIONS,
+    &udp::REPLIES,
+    &udp::IDLE,
+    &udp::ACTIVE,
+    &udp::FLOOD,
+    &udp::UNREACHABLE,
+];
+
 /// The cases that apply to a run: the catalogue, and the cases of the run's modes (a front's
-/// handshake cases, a PROXY protocol sender's or receiver's header cases). The one place that decides it:
+/// handshake cases, a PROXY protocol sender's or receiver's header cases), or for a UDP
+/// forwarder the UDP catalogue. The one place that decides it:
 /// every front end (the command, the matrix, grading, the suite) asks here, through
 /// [`crate::RunOptions::cases`] where it has a run's options, so that a new mode adds its cases
 /// here alone.
 pub fn applicable(
     front: Option<&crate::front::Front>,
     proxy_protocol: Option<crate::proxy_protocol::Mode>,
+    udp: bool,
 ) -> Vec<&'static Case> {
+    // A UDP forwarder has no stream, handshake or header: its own catalogue, and only it.
+    if udp {
+        return UDP_CATALOGUE.to_vec();
+    }
     let mut cases = CATALOGUE.to_vec();
     if front.is_some() {
         cases.extend_from_slice(FRONT_CASES);
@@ -112,6 +131,7 @@ pub fn all() -> Vec<&'static Case> {
         .chain(FRONT_CASES)
         .chain(PROXY_PROTOCOL_CASES)
         .chain(PROXY_PROTOCOL_ACCEPT_CASES)
+        .chain(UDP_CATALOGUE)
         .copied()
         .collect()
 }

@@ -86,6 +86,16 @@ pub enum StartError {
         /// What the client saw.
         why: String,
     },
+    /// In a UDP run: datagrams sent to the proxy's port never reached the destination, or the
+    /// destination's answers never came back. Said once, before any case.
+    NoDatagrams {
+        /// The command, as shown to the user.
+        command: String,
+        /// What was seen.
+        why: String,
+        /// Its last lines of output.
+        output: String,
+    },
 }
 
 impl std::fmt::Display for StartError {
@@ -130,6 +140,19 @@ impl std::fmt::Display for StartError {
                  connection to the destination ({why}): is the proxy configured to accept the \
                  version --proxy-protocol names?\n  command: {command}"
             ),
+            StartError::NoDatagrams {
+                command,
+                why,
+                output,
+            } => {
+                write!(
+                    f,
+                    "the proxy does not forward UDP: {why}; is it a UDP forwarder, listening for \
+                     datagrams on {{listen_port}} and sending them to {{dest_host}}:{{dest_port}}?\n  \
+                     command: {command}"
+                )?;
+                write_output(f, output)
+            }
         }
     }
 }
@@ -159,6 +182,9 @@ pub struct Launch {
     pub echo_output: Option<String>,
     /// Resource limits the proxy runs under.
     pub limits: Limits,
+    /// A UDP forwarder: it is ready once its port is bound for UDP (there is no connection
+    /// to accept).
+    pub udp: bool,
 }
 
 /// A running proxy instance. Dropping it kills its whole process group.
@@ -264,7 +290,11 @@ impl RunningProxy {
                     output: proxy.output_tail(),
                 });
             }
-            if let Ok(Ok(probe)) =
+            if launch.udp {
+                if udp_bound(port) {
+                    return Ok(proxy);
+                }
+            } else if let Ok(Ok(probe)) =
                 tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(proxy.listen))
                     .await
             {
@@ -321,6 +351,12 @@ impl Drop for RunningProxy {
             unregister(self.pgid);
         }
     }
+}
+
+/// Whether someone has bound UDP port `port`: the port is leased to this run, so that someone
+/// is the proxy (on loopback, on every address, or dual-stack).
+fn udp_bound(port: u16) -> bool {
+    crate::udp::port_bound(port).unwrap_or(false)
 }
 
 fn explain_spawn_error(program: &str, e: &std::io::Error) -> String {

@@ -89,12 +89,15 @@ fn ephemeral_range() -> (u16, u16) {
 /// SO_REUSEADDR, so that connections using the port count too.
 pub(super) fn port_taken(port: u16) -> bool {
     use socket2::{Domain, Socket, Type};
-    let Ok(socket) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
-        return true;
-    };
-    socket
-        .bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
-        .is_err()
+    // UDP too: the same number serves a UDP run's listener and destination.
+    [Type::STREAM, Type::DGRAM].into_iter().any(|kind| {
+        let Ok(socket) = Socket::new(Domain::IPV4, kind, None) else {
+            return true;
+        };
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .is_err()
+    })
 }
 
 #[cfg(test)]
