@@ -42,6 +42,8 @@ pub struct Profile {
     /// `accept:v2`, or both ways): it is then tested with `--proxy-protocol`, that mode's
     /// cases included.
     pub proxy_protocol: Option<&'static str>,
+    /// A UDP forwarder: tested with `--udp`, against the UDP catalogue.
+    pub udp: bool,
 }
 
 /// A profile's expectations when it has no known deviation.
@@ -49,6 +51,20 @@ const NOTHING_KNOWN: &str = "";
 
 /// The program name that stands for the tprox executable itself.
 pub const TPROX_ITSELF: &str = "{tprox}";
+
+/// An nginx configuration that runs its stream module in the foreground, with its pid file
+/// and error log in the scratch directory, around `$stream` (the `stream { ... }` block).
+macro_rules! nginx_stream {
+    ($stream:literal) => {
+        concat!(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
+             daemon off;\nworker_processes auto;\nworker_rlimit_nofile 65536;\n\
+             pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+             events { worker_connections 32768; }\n",
+            $stream
+        )
+    };
+}
 
 /// Every profile, the reference first.
 pub const PROFILES: &[Profile] = &[
@@ -64,6 +80,7 @@ pub const PROFILES: &[Profile] = &[
         expect: NOTHING_KNOWN,
         front: None,
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "ref-buffered",
@@ -86,6 +103,7 @@ pub const PROFILES: &[Profile] = &[
         expect: NOTHING_KNOWN,
         front: None,
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "ref-socks5",
@@ -105,6 +123,7 @@ pub const PROFILES: &[Profile] = &[
         expect: NOTHING_KNOWN,
         front: Some("socks5"),
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "ref-connect",
@@ -124,6 +143,7 @@ pub const PROFILES: &[Profile] = &[
         expect: NOTHING_KNOWN,
         front: Some("connect"),
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "ref-send-proxy",
@@ -146,6 +166,7 @@ pub const PROFILES: &[Profile] = &[
         expect: NOTHING_KNOWN,
         front: None,
         proxy_protocol: Some("send:v2"),
+        udp: false,
     },
     Profile {
         name: "ref-chained-proxy",
@@ -169,6 +190,7 @@ pub const PROFILES: &[Profile] = &[
         expect: NOTHING_KNOWN,
         front: None,
         proxy_protocol: Some("accept:v2,send:v1"),
+        udp: false,
     },
     Profile {
         name: "socat",
@@ -185,6 +207,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/socat.toml"),
         front: None,
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "haproxy",
@@ -204,6 +227,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/haproxy.toml"),
         front: None,
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "nginx",
@@ -213,17 +237,16 @@ pub const PROFILES: &[Profile] = &[
         program_env: None,
         args: &["-p", "{dir}", "-c", "{config}", "-e", "{dir}/error.log"],
         config: Some(
-            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
-             daemon off;\nworker_processes auto;\nworker_rlimit_nofile 65536;\n\
-             pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
-             events { worker_connections 32768; }\n\
-             stream {\n  server {\n    listen {dest_host}:{listen_port};\n    \
-             proxy_pass {dest_host}:{dest_port};\n    proxy_timeout {stall_timeout}s;\n  }\n}\n",
+            nginx_stream!(
+                "stream {\n  server {\n    listen {dest_host}:{listen_port};\n    \
+             proxy_pass {dest_host}:{dest_port};\n    proxy_timeout {stall_timeout}s;\n  }\n}\n"
+            ),
         ),
         version_args: &["-v"],
         expect: include_str!("../expect/nginx.toml"),
         front: None,
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "haproxy-send-proxy",
@@ -243,6 +266,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/haproxy-send-proxy.toml"),
         front: None,
         proxy_protocol: Some("send:v1"),
+        udp: false,
     },
     Profile {
         name: "haproxy-send-proxy-v2",
@@ -262,6 +286,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/haproxy-send-proxy-v2.toml"),
         front: None,
         proxy_protocol: Some("send:v2"),
+        udp: false,
     },
     Profile {
         name: "nginx-proxy-protocol",
@@ -271,18 +296,17 @@ pub const PROFILES: &[Profile] = &[
         program_env: None,
         args: &["-p", "{dir}", "-c", "{config}", "-e", "{dir}/error.log"],
         config: Some(
-            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
-             daemon off;\nworker_processes auto;\nworker_rlimit_nofile 65536;\n\
-             pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
-             events { worker_connections 32768; }\n\
-             stream {\n  server {\n    listen {dest_host}:{listen_port};\n    \
+            nginx_stream!(
+                "stream {\n  server {\n    listen {dest_host}:{listen_port};\n    \
              proxy_pass {dest_host}:{dest_port};\n    proxy_timeout {stall_timeout}s;\n    \
-             proxy_protocol on;\n  }\n}\n",
+             proxy_protocol on;\n  }\n}\n"
+            ),
         ),
         version_args: &["-v"],
         expect: include_str!("../expect/nginx-proxy-protocol.toml"),
         front: None,
         proxy_protocol: Some("send:v1"),
+        udp: false,
     },
     Profile {
         name: "haproxy-accept-proxy",
@@ -303,6 +327,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/haproxy-accept-proxy.toml"),
         front: None,
         proxy_protocol: Some("accept:v2"),
+        udp: false,
     },
     Profile {
         name: "nginx-accept-proxy-protocol",
@@ -313,18 +338,17 @@ pub const PROFILES: &[Profile] = &[
         args: &["-p", "{dir}", "-c", "{config}", "-e", "{dir}/error.log"],
         // proxy_protocol_timeout (30 s by default) set to the stall timeout.
         config: Some(
-            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
-             daemon off;\nworker_processes auto;\nworker_rlimit_nofile 65536;\n\
-             pid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
-             events { worker_connections 32768; }\n\
-             stream {\n  proxy_protocol_timeout {stall_timeout}s;\n  server {\n    \
+            nginx_stream!(
+                "stream {\n  proxy_protocol_timeout {stall_timeout}s;\n  server {\n    \
              listen {dest_host}:{listen_port} proxy_protocol;\n    \
-             proxy_pass {dest_host}:{dest_port};\n    proxy_timeout {stall_timeout}s;\n  }\n}\n",
+             proxy_pass {dest_host}:{dest_port};\n    proxy_timeout {stall_timeout}s;\n  }\n}\n"
+            ),
         ),
         version_args: &["-v"],
         expect: include_str!("../expect/nginx-accept-proxy-protocol.toml"),
         front: None,
         proxy_protocol: Some("accept:v1"),
+        udp: false,
     },
     Profile {
         name: "rinetd",
@@ -338,6 +362,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/rinetd.toml"),
         front: None,
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "redir",
@@ -351,6 +376,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/redir.toml"),
         front: None,
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "tcpproxy",
@@ -371,6 +397,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/tcpproxy.toml"),
         front: None,
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "squid",
@@ -394,6 +421,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/squid.toml"),
         front: Some("connect"),
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "tinyproxy",
@@ -410,6 +438,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/tinyproxy.toml"),
         front: Some("connect"),
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "microsocks",
@@ -423,6 +452,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/microsocks.toml"),
         front: Some("socks5"),
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "dante",
@@ -444,6 +474,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/dante.toml"),
         front: Some("socks5"),
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "v2ray",
@@ -464,6 +495,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/v2ray.toml"),
         front: Some("socks5"),
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "pproxy",
@@ -478,6 +510,7 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/pproxy.toml"),
         front: Some("socks5:alice:secret"),
         proxy_protocol: None,
+        udp: false,
     },
     Profile {
         name: "node-proxy",
@@ -509,6 +542,85 @@ pub const PROFILES: &[Profile] = &[
         expect: include_str!("../expect/node-proxy.toml"),
         front: Some("connect"),
         proxy_protocol: None,
+        udp: false,
+    },
+    // UDP forwarders, tested with --udp against the UDP catalogue. `{stall_timeout}` is
+    // their sessions' idle timeout.
+    Profile {
+        name: "ref-udp",
+        about: "the reference proxy forwarding UDP (--udp): a session per client",
+        install: "nothing: it is built in",
+        program: TPROX_ITSELF,
+        program_env: None,
+        args: &[
+            REFERENCE_ARG,
+            "--udp",
+            "{dest_host}",
+            "{dest_port}",
+            "{listen_port}",
+            "--stall-timeout",
+            "{stall_timeout}",
+        ],
+        config: None,
+        version_args: &[REFERENCE_ARG, "--version"],
+        expect: NOTHING_KNOWN,
+        front: None,
+        proxy_protocol: None,
+        udp: true,
+    },
+    Profile {
+        name: "socat-udp",
+        about: "socat UDP4-LISTEN,fork: a process per client, -T the idle timeout",
+        install: "apt-get install socat",
+        program: "socat",
+        program_env: None,
+        args: &[
+            "-T",
+            "{stall_timeout}",
+            "UDP4-LISTEN:{listen_port},bind={dest_host},reuseaddr,fork",
+            "UDP4:{dest_host}:{dest_port}",
+        ],
+        config: None,
+        version_args: &["-V"],
+        expect: include_str!("../expect/socat-udp.toml"),
+        front: None,
+        proxy_protocol: None,
+        udp: true,
+    },
+    Profile {
+        name: "nginx-udp",
+        about: "nginx's stream module over UDP (listen ... udp reuseport, as its documentation shows), proxy_timeout the idle timeout",
+        install: "apt-get install nginx libnginx-mod-stream",
+        program: "nginx",
+        program_env: None,
+        args: &["-p", "{dir}", "-c", "{config}", "-e", "{dir}/error.log"],
+        config: Some(
+            nginx_stream!(
+                "stream {\n  server {\n    listen {dest_host}:{listen_port} udp reuseport;\n    \
+             proxy_pass {dest_host}:{dest_port};\n    proxy_timeout {stall_timeout}s;\n  }\n}\n"
+            ),
+        ),
+        version_args: &["-v"],
+        expect: include_str!("../expect/nginx-udp.toml"),
+        front: None,
+        proxy_protocol: None,
+        udp: true,
+    },
+    Profile {
+        name: "rinetd-udp",
+        about: "rinetd forwarding UDP (PORT/udp, [timeout=] the idle timeout)",
+        install: "apt-get install rinetd",
+        program: "rinetd",
+        program_env: None,
+        args: &["-f", "-c", "{config}"],
+        config: Some(
+            "{dest_host} {listen_port}/udp {dest_host} {dest_port}/udp [timeout={stall_timeout}]\n",
+        ),
+        version_args: &["-v"],
+        expect: include_str!("../expect/rinetd-udp.toml"),
+        front: None,
+        proxy_protocol: None,
+        udp: true,
     },
 ];
 
@@ -750,6 +862,7 @@ mod tests {
             expect: NOTHING_KNOWN,
             front: None,
             proxy_protocol: None,
+            udp: false,
         };
         let err = profile.program().unwrap_err();
         assert!(err.contains("apt-get install nothing-at-all"), "{err}");

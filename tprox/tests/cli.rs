@@ -97,7 +97,7 @@ fn help_teaches_placeholders_and_exit_codes() {
 #[case::an_unknown_option_before_the_proxy(&["--profil", "x"], 2, "unexpected argument '--profil'")]
 #[case::a_proxy_protocol_mode_that_is_none(&["--proxy-protocol", "send:v3", "--reference"], 2, "Give send:v1 or send:v2")]
 #[case::a_proxy_protocol_for_a_profile(&["--proxy-protocol", "send:v1", "--profile", "socat"], 2, "that profile speaks no PROXY protocol")]
-#[case::udp_for_a_profile(&["--udp", "--profile", "socat"], 2, "the profiles are TCP proxies")]
+#[case::udp_for_a_profile(&["--udp", "--profile", "socat"], 2, "that profile is a TCP proxy; the UDP forwarders among the profiles: ref-udp, socat-udp")]
 #[case::udp_through_a_front(&["--udp", "--front", "socks5", "--reference"], 2, "cannot be used with")]
 fn bad_input_is_explained_with_its_exit_code(
     #[case] args: &[&str],

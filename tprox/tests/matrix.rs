@@ -92,6 +92,12 @@ fn every_cell_of_the_committed_matrix_that_is_not_a_pass_is_explained() {
             + tprox_core::cases::PROXY_PROTOCOL_ACCEPT_CASES.len()
     );
     assert!(chained.cells.values().all(|c| c.verdict == Verdict::Pass));
+    // Forwarding UDP, it passes the UDP catalogue.
+    let udp = matrix
+        .proxy("ref-udp")
+        .expect("the reference forwarding UDP is in the matrix");
+    assert_eq!(udp.cells.len(), tprox_core::cases::UDP_CATALOGUE.len());
+    assert!(udp.cells.values().all(|c| c.verdict == Verdict::Pass));
     assert_eq!(
         matrix.cases.len(),
         tprox_core::cases::all().len(),

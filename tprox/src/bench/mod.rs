@@ -526,16 +526,23 @@ pub fn main(mut options: BenchOptions, progress: &dyn Progress) -> Result<Measur
     }
     if options.profiles.is_empty() {
         // A proxy that sends the PROXY protocol would send its header to the bench's servers,
-        // which do not read one: it is the same forwarder as its plain profile.
+        // which do not read one: it is the same forwarder as its plain profile. A UDP
+        // forwarder has no connections to measure.
         options.profiles = profiles::PROFILES
             .iter()
-            .filter(|p| p.program().is_ok() && p.proxy_protocol.is_none())
+            .filter(|p| p.program().is_ok() && p.proxy_protocol.is_none() && !p.udp)
             .map(|p| p.name.to_string())
             .collect();
     }
     for name in &options.profiles {
         let profile = profiles::find(name).map_err(Error::Setup)?;
         profile.program().map_err(Error::Setup)?;
+        if profile.udp {
+            return Err(Error::Usage(format!(
+                "--profiles {name}: {name} forwards UDP, and tprox bench measures TCP \
+                 forwarding; measure it with tprox --profile {name}"
+            )));
+        }
         if let Some(mode) = profile.proxy_protocol {
             return Err(Error::Usage(format!(
                 "--profiles {name}: {name} sends PROXY protocol headers ({mode}), which the \

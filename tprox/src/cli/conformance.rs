@@ -127,14 +127,24 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
     if cli.udp && cli.reference {
         proxy = proxy.arg("--udp");
     }
-    if cli.udp && profile.is_some() {
-        return Err(Error::Usage(
-            "--udp with --profile: the profiles are TCP proxies; give the UDP forwarder's command \
-             (tprox --udp -- socat -T {stall_timeout} UDP4-RECVFROM:{listen_port},fork \
-             UDP4:{dest_host}:{dest_port})"
-                .into(),
-        ));
-    }
+    // A UDP profile brings --udp; a TCP one cannot take it.
+    let udp = match profile {
+        Some(profile) if cli.udp && !profile.udp => {
+            return Err(Error::Usage(format!(
+                "--udp with --profile {}: that profile is a TCP proxy; the UDP forwarders among \
+                 the profiles: {}",
+                profile.name,
+                crate::profiles::PROFILES
+                    .iter()
+                    .filter(|p| p.udp)
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+        Some(profile) => profile.udp,
+        None => cli.udp,
+    };
     if let (Some(mode), true) = (proxy_protocol, cli.reference) {
         for arg in mode.reference_args() {
             proxy = proxy.arg(&arg);
@@ -162,7 +172,7 @@ fn settings(cli: &Cli, scratch: &mut Option<tempfile::TempDir>) -> error::Result
         retries: cli.retries,
         front: front.map(Arc::new),
         proxy_protocol,
-        udp: cli.udp,
+        udp,
         ..RunOptions::new(proxy, Duration::from_secs_f64(cli.stall_timeout))
     };
     let catalogue = options.cases();

@@ -73,7 +73,7 @@ pub(super) fn run(args: MatrixArgs) -> error::Result {
                 chosen.iter().any(|p| {
                     let front = p.front();
                     let applicable =
-                        tprox_core::cases::applicable(front.as_ref(), p.proxy_protocol(), false);
+                        tprox_core::cases::applicable(front.as_ref(), p.proxy_protocol(), p.udp);
                     applicable.iter().any(|c| c.id == case.id)
                 })
             })

@@ -135,6 +135,7 @@ async fn run_profile(
         jobs: options.jobs,
         front: profile.front().map(std::sync::Arc::new),
         proxy_protocol: profile.proxy_protocol(),
+        udp: profile.udp,
         ..RunOptions::new(command, options.stall)
     };
     // Of the matrix's rows, those that apply to this proxy (a plain forwarder has no

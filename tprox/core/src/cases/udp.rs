@@ -48,12 +48,17 @@ pub const PER_CLIENT: usize = 3;
 /// socket buffer on the way overflows, whatever the proxy's speed.
 const BURST: usize = 20;
 
-/// Datagrams in `udp/flood`, and their size: 64 MB offered to a destination that does not read.
-pub const FLOOD_DATAGRAMS: usize = 64_000;
+/// Datagrams in `udp/flood`, and their size: 200 MB offered to a destination that does not
+/// read, far more than any socket buffer holds.
+pub const FLOOD_DATAGRAMS: usize = 200_000;
 /// The size of each.
 pub const FLOOD_SIZE: usize = 1_000;
-/// How much the proxy's resident memory may grow meanwhile.
-pub const FLOOD_BOUND: u64 = 16 * 1024 * 1024;
+/// How much the proxy's resident memory may grow meanwhile: as much as a TCP proxy's may with
+/// blocked connections (`resources/memory`). Resident memory is summed over the proxy's
+/// processes, so a forwarder that forks a process per session (socat) counts the pages its
+/// processes share once per process: its flood costs it up to about 20 MiB; a queue without
+/// bound (the `udp-unbounded-queue` fixture) holds whatever it could read of the 200 MB.
+pub const FLOOD_BOUND: u64 = 32 * 1024 * 1024;
 /// The flood stops after this long, whatever it has sent.
 const FLOOD_TIME: Duration = Duration::from_secs(5);
 
@@ -108,7 +113,7 @@ pub static ACTIVE: Case = Case {
     rules: &[Rule::R18, Rule::R17],
     level: Level::Must,
     alone: false,
-    assumes: "A datagram every T/4: from the client for 1.25 T, then from the destination alone for 1.25 T; each within PROMPT (5 s).",
+    assumes: "A datagram every T/4: from the client for 1.25 T, then from the destination alone for 2 T + 1 s (long enough that a session whose deadline only the client's datagrams move has expired, also with timers kept in whole seconds); each within PROMPT (5 s).",
     body: |cx| Box::pin(active(cx)),
 };
 
@@ -119,7 +124,7 @@ pub static FLOOD: Case = Case {
     rules: &[Rule::R19],
     level: Level::Must,
     alone: true,
-    assumes: "64,000 datagrams of 1,000 bytes as fast as one client sends them (at most 5 s); the proxy's resident memory grows by less than 16 MiB. Runs alone: the flood fills loopback's buffers.",
+    assumes: "200,000 datagrams of 1,000 bytes as fast as one client sends them (at most 5 s); the proxy's resident memory, summed over its processes, grows by less than 32 MiB. Runs alone: the flood fills loopback's buffers.",
     body: |cx| Box::pin(flood(cx)),
 };
 
@@ -150,9 +155,33 @@ fn fresh_client_failure(e: std::io::Error) -> Stop {
     Stop::Skip(format!("cannot open a UDP client socket: {e}"))
 }
 
-/// The next datagram at `socket` within [`PROMPT`], and who sent it; if none came, the
-/// failure of `expected`.
+/// The next datagram at `socket` within [`PROMPT`] that is not empty, and who sent it; if none
+/// came, the failure of `expected`. Empty datagrams are passed over: no case but `udp/sizes`
+/// sends one, and a forwarder that adds them (one at each session's start "to simulate a
+/// connection", or one to the client as a session ends) fails `udp/sizes` for it, and no
+/// other case.
 async fn arrives(
+    socket: &UdpSocket,
+    expected: impl Into<String>,
+) -> Result<(Vec<u8>, SocketAddr), Failure> {
+    let deadline = tokio::time::Instant::now() + PROMPT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match recv_within(socket, left).await {
+            Some((data, _)) if data.is_empty() => continue,
+            Some(found) => return Ok(found),
+            None => return Err(Failure::new(expected, nothing())),
+        }
+    }
+}
+
+/// As [`arrives`], for a case that judges what did come itself.
+async fn next_datagram(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
+    arrives(socket, String::new()).await.ok()
+}
+
+/// The next datagram at `socket` within [`PROMPT`] whatever it is, an empty one included.
+async fn arrives_exactly(
     socket: &UdpSocket,
     expected: impl Into<String>,
 ) -> Result<(Vec<u8>, SocketAddr), Failure> {
@@ -168,7 +197,12 @@ fn nothing() -> String {
 
 /// What a datagram that should have been `sent` looks like when `got` arrived instead.
 fn mismatch(sent: &[u8], got: &[u8]) -> String {
-    if got.len() < sent.len() && sent.starts_with(got) {
+    if got.is_empty() && !sent.is_empty() {
+        format!(
+            "an empty datagram arrived instead of the {} bytes sent",
+            sent.len()
+        )
+    } else if got.len() < sent.len() && sent.starts_with(got) {
         format!(
             "{} bytes arrived, the first {} of the {} sent: truncated (a receive buffer of {} bytes?)",
             got.len(),
@@ -194,10 +228,32 @@ async fn sizes(mut cx: Ctx) -> Result<(), Stop> {
     let client = client(cx.proxy_addr())
         .await
         .map_err(fresh_client_failure)?;
+    // A new session's first datagram arrives alone: nothing before it.
+    let first = cx.payload(100);
+    let _ = client.send(&first).await;
+    let (got, from) = arrives_exactly(
+        &server,
+        "the client's first datagram reaches the destination",
+    )
+    .await?;
+    if got != first {
+        return Err(Failure::new(
+            "the first datagram of a new session arrives alone and unchanged: nothing the client did not send comes before it",
+            mismatch(&first, &got),
+        )
+        .hint("send only what the client sent: no empty datagram to announce a session, and no other")
+        .into());
+    }
+    let _ = server.send_to(&got, from).await;
+    arrives_exactly(
+        &client,
+        "the destination's answer to the first datagram reaches the client",
+    )
+    .await?;
     for &size in SIZES {
         let ask = cx.payload(size);
         let _ = client.send(&ask).await;
-        let (got, from) = arrives(&server, format!("a {size}-byte datagram from the client reaches the destination"))
+        let (got, from) = arrives_exactly(&server, format!("a {size}-byte datagram from the client reaches the destination"))
         .await
         .map_err(|f| f.hint(if size > 8192 {
                 "a receive buffer smaller than 65,507 bytes truncates large datagrams, or they are dropped"
@@ -214,7 +270,7 @@ async fn sizes(mut cx: Ctx) -> Result<(), Stop> {
         }
         let answer = cx.payload(size);
         let _ = server.send_to(&answer, from).await;
-        let (back, _) = arrives(
+        let (back, _) = arrives_exactly(
             &client,
             format!("a {size}-byte answer from the destination reaches the client"),
         )
@@ -339,14 +395,12 @@ async fn sessions(mut cx: Ctx) -> Result<(), Stop> {
     for (i, socket) in clients.iter().enumerate() {
         let mut own = 0;
         while own < PER_CLIENT {
-            let Some((got, _)) = recv_within(socket, PROMPT).await else {
-                return Err(Failure::new(
-                    format!("client {i} receives the {PER_CLIENT} replies to its datagrams"),
-                    format!("it received {own} within {} s", PROMPT.as_secs()),
-                )
-                .hint("send each reply to the client whose session's socket received it")
-                .into());
-            };
+            let (got, _) = arrives(
+                socket,
+                format!("client {i} receives the {PER_CLIENT} replies to its datagrams (it received {own})"),
+            )
+            .await
+            .map_err(|f| f.hint("send each reply to the client whose session's socket received it"))?;
             let mine = tag(i, 0);
             if got.get(..10) != mine.get(..10) {
                 return Err(Failure::new(
@@ -378,7 +432,7 @@ async fn replies(mut cx: Ctx) -> Result<(), Stop> {
         let _ = server.send_to(answer, from).await;
     }
     for (n, answer) in answers.iter().enumerate() {
-        match recv_within(&client, PROMPT).await {
+        match next_datagram(&client).await {
             Some((got, _)) if got == *answer => {}
             Some((got, _)) => {
                 return Err(Failure::new(
@@ -401,7 +455,7 @@ async fn replies(mut cx: Ctx) -> Result<(), Stop> {
     tokio::time::sleep(later).await;
     let unasked = cx.text(24);
     let _ = server.send_to(&unasked, from).await;
-    match recv_within(&client, PROMPT).await {
+    match next_datagram(&client).await {
         Some((got, _)) if got == unasked => Ok(()),
         got => Err(Failure::new(
             format!(
@@ -544,7 +598,7 @@ async fn active(mut cx: Ctx) -> Result<(), Stop> {
     while started.elapsed() < phase {
         let ask = cx.text(12);
         let _ = client.send(&ask).await;
-        let Some((got, from)) = recv_within(&server, PROMPT).await else {
+        let Some((got, from)) = next_datagram(&server).await else {
             return Err(Failure::new(
                 "every datagram of an active session reaches the destination",
                 format!(
@@ -582,11 +636,14 @@ async fn active(mut cx: Ctx) -> Result<(), Stop> {
     };
     // From the destination alone: its traffic keeps the session too.
     let second = Instant::now();
-    while second.elapsed() < phase {
+    // Longer than the first phase: a session that only the client's datagrams keep must be
+    // seen to expire, whatever the granularity of the forwarder's timers.
+    let destination_phase = cx.stall * 2 + Duration::from_secs(1);
+    while second.elapsed() < destination_phase {
         let unasked = cx.text(12);
         let at = second.elapsed();
         let _ = server.send_to(&unasked, from).await;
-        match recv_within(&client, PROMPT).await {
+        match next_datagram(&client).await {
             Some((got, _)) if got == unasked => {}
             _ => {
                 return Err(Failure::new(
@@ -606,7 +663,7 @@ async fn active(mut cx: Ctx) -> Result<(), Stop> {
     // The client speaks again: still the same session.
     let last = cx.text(12);
     let _ = client.send(&last).await;
-    match recv_within(&server, PROMPT).await {
+    match next_datagram(&server).await {
         Some((_, now)) if now == from => Ok(()),
         Some((_, now)) => Err(expired_while_active(
             from,
@@ -735,7 +792,7 @@ async fn unreachable(mut cx: Ctx) -> Result<(), Stop> {
     // The client whose datagrams were refused is served again too.
     let later = cx.text(16);
     let _ = other.send(&later).await;
-    match recv_within(&server, PROMPT).await {
+    match next_datagram(&server).await {
         Some((got, _)) if got == later => Ok(()),
         got => Err(Failure::new(
             "the client whose datagrams met ICMP port unreachable is served once the destination listens again",
