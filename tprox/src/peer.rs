@@ -7,6 +7,8 @@
 //! counts are told when it ends, and the totals when the peer stops (the command line prints
 //! them).
 
+mod udp;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -61,6 +63,10 @@ pub struct PeerOptions {
     pub close_after: Option<u64>,
     /// Reset the connection after this many bytes received.
     pub reset_after: Option<u64>,
+    /// Datagrams instead of connections (`--udp`; see [`udp`]).
+    pub udp: bool,
+    /// UDP, connecting: the peer ends once nothing has arrived for this long.
+    pub idle: Duration,
 }
 
 /// Parses `[ADDR:]PORT`: without ADDR, loopback on IPv4 and, where the host has it, IPv6.
@@ -140,9 +146,26 @@ impl Totals {
         )
     }
 
+    /// A new connection's counts, counted in the summary from now on.
+    fn register(&self) -> Arc<Counts> {
+        let counts = Arc::new(Counts::default());
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(counts.clone());
+        counts
+    }
+
     /// Whether a connection failed (a write into a closed connection, say).
     pub fn any_failed(&self) -> bool {
         self.failed.load(Relaxed) > 0
+    }
+}
+
+/// Waits for every task: a peer ends when all its connections (or listeners) have.
+async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) {
+    for task in tasks {
+        let _ = task.await;
     }
 }
 
@@ -153,6 +176,9 @@ pub async fn run(options: PeerOptions, totals: Arc<Totals>) -> Result<(), String
 }
 
 async fn serve_all(options: Arc<PeerOptions>, totals: Arc<Totals>) -> Result<(), String> {
+    if options.udp {
+        return udp::run(options, totals).await;
+    }
     match &options.place {
         Place::Listen(addrs) => listen(addrs, options.clone(), totals).await,
         Place::Connect(target, count) => {
@@ -166,9 +192,7 @@ async fn serve_all(options: Arc<PeerOptions>, totals: Arc<Totals>) -> Result<(),
                     serve(n as u64, stream, &options, &totals).await
                 }));
             }
-            for task in tasks {
-                let _ = task.await;
-            }
+            join_all(tasks).await;
             Ok(())
         }
     }
@@ -273,12 +297,7 @@ async fn serve(n: u64, stream: TcpStream, options: &PeerOptions, totals: &Totals
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
-    let counts = Arc::new(Counts::default());
-    totals
-        .connections
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(counts.clone());
+    let counts = totals.register();
     let end = converse(stream, options, &counts).await;
     if matches!(end, Ending::Failed(_)) {
         totals.failed.fetch_add(1, Relaxed);

@@ -2,7 +2,7 @@
 //! on the connecting side, their byte counts, and bad input.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -136,6 +136,48 @@ fn sources_through_the_proxy_are_echoed_and_counted_on_both_sides() {
     );
 }
 
+/// A UDP echo peer behind the reference's UDP forwarding: three UDP sources, each its own
+/// session, get back what they sent; the echo counts each sender apart.
+#[test]
+fn udp_sources_through_the_proxy_are_echoed_and_counted_on_both_sides() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut echo = Running::start(&["peer", "echo", "--udp", "--listen", &listen]);
+    echo.wait_for("listening on udp 127.0.0.1");
+    let mapping = format!("udp:0:127.0.0.1:{port}");
+    let proxy = Running::start(&["__reference-proxy", "-p", &mapping]);
+    let line = proxy.wait_for("Listening on udp ");
+    let addr = line.trim_start_matches("Listening on udp ").to_string();
+    let (code, out) = run(&[
+        "peer",
+        "source",
+        "--udp",
+        "--connect",
+        &format!("{addr}x3"),
+        "--bytes",
+        "20000",
+        "--idle",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.matches("20000 B received, 20000 B sent").count(),
+        3,
+        "{out}"
+    );
+    assert_eq!(echo.interrupt(), 130);
+    assert!(
+        echo.text()
+            .contains("3 connection(s), 60000 B received, 60000 B sent"),
+        "{}",
+        echo.text()
+    );
+}
+
 #[test]
 fn a_greeting_reaches_each_client_first() {
     let (_greet, _proxy, addr) =
@@ -223,6 +265,14 @@ fn bad_input_is_a_usage_error() {
         ),
         (&["peer", "echo"], "--listen"),
         (&["peer", "shout", "--listen", "9"], "invalid value 'shout'"),
+        (
+            &["peer", "reset", "--udp", "--listen", "9"],
+            "refuse and reset are for TCP",
+        ),
+        (
+            &["peer", "echo", "--udp", "--listen", "9", "--idle", "0"],
+            "--idle 0: give seconds",
+        ),
     ] {
         let (code, out) = run(args);
         assert_eq!(code, 2, "{args:?}: {out}");

@@ -12,9 +12,15 @@ Examples, to debug a proxy that forwards :8080 to :9000:
                                                  stops reading: does the proxy stop too?
   tprox peer refuse --listen 9000                connections to 9000 are refused
   tprox peer reset --listen 9000 --reset-after 10   resets each connection after 10 bytes
+  tprox peer echo --udp --listen 9000            a UDP destination that echoes each datagram
+  tprox peer source --udp --connect 127.0.0.1:8080x5 --bytes 100000
+                                                 five UDP clients send 100 kB each in datagrams
 
 Each connection's bytes received and sent are printed when it ends, the totals when the peer
-stops. A listening peer runs until Ctrl-C; a connecting one until all its connections end.";
+stops. A listening peer runs until Ctrl-C; a connecting one until all its connections end.
+With --udp each sender is a connection of its own; a connecting UDP peer speaks first (source
+its bytes, greet its greeting, echo and sink an empty datagram) and ends after --idle with
+nothing received.";
 
 /// Play one side of a connection by hand.
 #[derive(Debug, clap::Args)]
@@ -64,6 +70,15 @@ pub(super) struct PeerArgs {
     /// Reset the connection after N bytes received (reset mode: 0 by default).
     #[arg(long, value_name = "N")]
     reset_after: Option<u64>,
+
+    /// Datagrams instead of connections: listen or connect with UDP sockets (echo, sink,
+    /// source, greet; each sender is a connection of its own).
+    #[arg(long)]
+    udp: bool,
+
+    /// UDP, connecting: end once nothing has arrived for SECS.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0, requires = "udp")]
+    idle: f64,
 }
 
 pub(super) fn run(args: PeerArgs) -> error::Result {
@@ -81,6 +96,24 @@ pub(super) fn run(args: PeerArgs) -> error::Result {
             ))
         }
     };
+    if args.udp && matches!(args.mode, Mode::Refuse | Mode::Reset) {
+        return Err(Error::Usage(
+            "refuse and reset are for TCP: UDP has no connection to refuse or reset (a UDP port \
+             nobody binds answers ICMP port unreachable by itself)"
+                .into(),
+        ));
+    }
+    if args.udp && args.reset_after.is_some() {
+        return Err(Error::Usage(
+            "--reset-after is for TCP: UDP has no connection to reset".into(),
+        ));
+    }
+    if !(args.idle > 0.0 && args.idle <= 3600.0) {
+        return Err(Error::Usage(format!(
+            "--idle {}: give seconds between 0 and 3600",
+            args.idle
+        )));
+    }
     if args.mode == Mode::Refuse && matches!(place, Place::Connect(..)) {
         return Err(Error::Usage(
             "refuse is for a listening peer: tprox peer refuse --listen PORT".into(),
@@ -96,6 +129,8 @@ pub(super) fn run(args: PeerArgs) -> error::Result {
         stop_reading_after: args.stop_reading_after,
         close_after: args.close_after,
         reset_after: args.reset_after,
+        udp: args.udp,
+        idle: std::time::Duration::from_secs_f64(args.idle),
     };
     let totals = Arc::new(Totals::new(|line| eprintln!("tprox peer: {line}")));
     let result = run_interruptible("tprox peer", "", crate::peer::run(options, totals.clone()));
