@@ -34,6 +34,9 @@ pub enum Mode {
     Refuse,
     /// Reset the connection (after --reset-after bytes received, default at once).
     Reset,
+    /// Listening only: a relay between the connected peers, whatever one sends going to all
+    /// the others (over UDP, to every other sender seen).
+    Hub,
 }
 
 /// Where the peer is.
@@ -104,6 +107,47 @@ pub fn parse_connect(text: &str) -> Result<(String, usize), String> {
         _ => Err(format!(
             "'{text}' is not HOST:PORT[xN] (for example 127.0.0.1:8080x10)"
         )),
+    }
+}
+
+/// The connections of a hub: each member's queue of bytes from the others. Bounded, and
+/// awaited: a member that reads slowly slows the hub, rather than lose bytes.
+#[derive(Default)]
+struct Hub {
+    members: std::sync::Mutex<Vec<Member>>,
+}
+
+/// A hub member's number, and where the others' bytes for it go.
+type Member = (u64, tokio::sync::mpsc::Sender<Arc<[u8]>>);
+
+impl Hub {
+    /// Joins member `n`: the bytes the others send come out of the receiver.
+    fn join(&self, n: u64) -> tokio::sync::mpsc::Receiver<Arc<[u8]>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        self.lock().push((n, tx));
+        rx
+    }
+
+    fn leave(&self, n: u64) {
+        self.lock().retain(|(m, _)| *m != n);
+    }
+
+    /// Sends `data` from member `n` to every other member.
+    async fn broadcast(&self, n: u64, data: &[u8]) {
+        let data: Arc<[u8]> = data.into();
+        let others: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(m, _)| *m != n)
+            .map(|(_, tx)| tx.clone())
+            .collect();
+        for tx in others {
+            let _ = tx.send(data.clone()).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -234,13 +278,20 @@ async fn listen(
     }
     let mut accepts = Vec::new();
     let serial = Arc::new(AtomicU64::new(0));
+    let hub = Arc::new(Hub::default());
     for listener in listeners {
         let Ok(listener) = listener else {
             accepts.push(tokio::spawn(std::future::pending::<()>()));
             continue;
         };
         let (options, totals, serial) = (options.clone(), totals.clone(), serial.clone());
-        accepts.push(tokio::spawn(accept_loop(listener, options, totals, serial)));
+        accepts.push(tokio::spawn(accept_loop(
+            listener,
+            options,
+            totals,
+            serial,
+            hub.clone(),
+        )));
     }
     for accept in accepts {
         let _ = accept.await;
@@ -253,12 +304,18 @@ async fn accept_loop(
     options: Arc<PeerOptions>,
     totals: Arc<Totals>,
     serial: Arc<AtomicU64>,
+    hub: Arc<Hub>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let n = serial.fetch_add(1, Relaxed) + 1;
                 let (options, totals) = (options.clone(), totals.clone());
+                if options.mode == Mode::Hub {
+                    let hub = hub.clone();
+                    tokio::spawn(async move { hub_member(n, stream, &hub, &totals).await });
+                    continue;
+                }
                 tokio::spawn(async move { serve(n, stream, &options, &totals).await });
             }
             Err(e) => {
@@ -290,14 +347,19 @@ impl std::fmt::Display for Ending {
     }
 }
 
-async fn serve(n: u64, stream: TcpStream, options: &PeerOptions, totals: &Totals) {
-    let started = Instant::now();
+/// A new connection's peer, for its lines, and its counts; small writes go out at once.
+fn open_connection(stream: &TcpStream, totals: &Totals) -> (String, Arc<Counts>) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
-    let counts = totals.register();
+    (peer, totals.register())
+}
+
+async fn serve(n: u64, stream: TcpStream, options: &PeerOptions, totals: &Totals) {
+    let started = Instant::now();
+    let (peer, counts) = open_connection(&stream, totals);
     let end = converse(stream, options, &counts).await;
     if matches!(end, Ending::Failed(_)) {
         totals.failed.fetch_add(1, Relaxed);
@@ -311,6 +373,45 @@ async fn serve(n: u64, stream: TcpStream, options: &PeerOptions, totals: &Totals
 
 /// Bytes read at a time.
 const CHUNK: usize = 64 * 1024;
+
+/// One member of a TCP hub: what it sends goes to the others, what they send comes to it,
+/// until it closes.
+async fn hub_member(n: u64, stream: TcpStream, hub: &Hub, totals: &Totals) {
+    let started = Instant::now();
+    let (peer, counts) = open_connection(&stream, totals);
+    let mut inbox = hub.join(n);
+    (totals.tell)(format!("member {n} ({peer}): joined"));
+    let (mut reader, mut writer) = stream.into_split();
+    let out_counts = counts.clone();
+    let deliver = tokio::spawn(async move {
+        while let Some(data) = inbox.recv().await {
+            if writer.write_all(&data).await.is_err() {
+                break;
+            }
+            out_counts.sent.fetch_add(data.len() as u64, Relaxed);
+        }
+    });
+    let mut buf = vec![0u8; CHUNK];
+    let end = loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => break Ending::Eof,
+            Ok(len) => {
+                counts.received.fetch_add(len as u64, Relaxed);
+                hub.broadcast(n, &buf[..len]).await;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ending::ResetByPeer,
+            Err(e) => break Ending::Failed(e),
+        }
+    };
+    hub.leave(n);
+    deliver.abort();
+    (totals.tell)(format!(
+        "member {n} ({peer}): {} B received, {} B sent, {:.3} s, {end}",
+        counts.received.load(Relaxed),
+        counts.sent.load(Relaxed),
+        started.elapsed().as_secs_f64()
+    ));
+}
 
 async fn converse(stream: TcpStream, options: &PeerOptions, counts: &Arc<Counts>) -> Ending {
     let reset_limit = match options.mode {

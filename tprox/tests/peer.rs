@@ -82,6 +82,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A listening peer on a free port, and the reference proxy in front of it; returns both and
 /// the proxy's address.
 fn peer_behind_proxy(args: &[&str]) -> (Running, Running, String) {
@@ -140,11 +148,7 @@ fn sources_through_the_proxy_are_echoed_and_counted_on_both_sides() {
 /// session, get back what they sent; the echo counts each sender apart.
 #[test]
 fn udp_sources_through_the_proxy_are_echoed_and_counted_on_both_sides() {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_udp_port();
     let listen = format!("127.0.0.1:{port}");
     let mut echo = Running::start(&["peer", "echo", "--udp", "--listen", &listen]);
     echo.wait_for("listening on udp 127.0.0.1");
@@ -176,6 +180,87 @@ fn udp_sources_through_the_proxy_are_echoed_and_counted_on_both_sides() {
         "{}",
         echo.text()
     );
+}
+
+/// A TCP hub: what one member sends reaches every other member, and not itself.
+#[test]
+fn a_hub_relays_each_members_bytes_to_the_others() {
+    use std::io::{Read, Write};
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _hub = Running::start(&["peer", "hub", "--listen", &listen]);
+    _hub.wait_for("listening on 127.0.0.1");
+    let members: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(&listen).unwrap())
+        .collect();
+    for member in &members {
+        member
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+    }
+    // Once the hub has said that the third joined, every member is relayed to.
+    _hub.wait_for("member 3");
+    (&members[0]).write_all(b"hello hub\n").unwrap();
+    for member in &members[1..] {
+        let mut got = [0u8; 10];
+        (&*member).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello hub\n");
+    }
+    members[0]
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut nothing = [0u8; 1];
+    assert!(
+        (&members[0]).read(&mut nothing).is_err(),
+        "the sender got its own bytes back"
+    );
+}
+
+/// A UDP hub: a datagram from one sender reaches every other sender it has seen.
+#[test]
+fn a_udp_hub_relays_each_datagram_to_the_other_senders() {
+    let port = free_udp_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _hub = Running::start(&["peer", "hub", "--udp", "--listen", &listen]);
+    _hub.wait_for("listening on udp 127.0.0.1");
+    let members: Vec<UdpSocket> = (0..3)
+        .map(|_| {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.connect(&listen).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            socket
+        })
+        .collect();
+    // Each joins by speaking; the earlier ones hear the later ones join. The hub reads one
+    // socket, in the order the datagrams were sent: it has seen every sender when the last
+    // datagram comes.
+    for (i, member) in members.iter().enumerate() {
+        member.send(format!("join {i}").as_bytes()).unwrap();
+    }
+    members[2].send(b"from 2").unwrap();
+    for (i, member) in members[..2].iter().enumerate() {
+        let mut buf = [0u8; 64];
+        let mut heard = Vec::new();
+        while let Ok(n) = member.recv(&mut buf) {
+            heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            if heard.last().is_some_and(|text| text == "from 2") || heard.len() > 4 {
+                break;
+            }
+        }
+        assert_eq!(
+            heard.last().map(String::as_str),
+            Some("from 2"),
+            "member {i}: {heard:?}"
+        );
+        assert!(
+            heard[..heard.len() - 1]
+                .iter()
+                .all(|text| text.starts_with("join")),
+            "member {i}: {heard:?}"
+        );
+    }
 }
 
 #[test]
@@ -265,6 +350,10 @@ fn bad_input_is_a_usage_error() {
         ),
         (&["peer", "echo"], "--listen"),
         (&["peer", "shout", "--listen", "9"], "invalid value 'shout'"),
+        (
+            &["peer", "hub", "--connect", "127.0.0.1:9"],
+            "hub is for a listening peer",
+        ),
         (
             &["peer", "reset", "--udp", "--listen", "9"],
             "refuse and reset are for TCP",

@@ -13,6 +13,7 @@ Examples, to debug a proxy that forwards :8080 to :9000:
   tprox peer refuse --listen 9000                connections to 9000 are refused
   tprox peer reset --listen 9000 --reset-after 10   resets each connection after 10 bytes
   tprox peer echo --udp --listen 9000            a UDP destination that echoes each datagram
+  tprox peer hub --listen 9000                   what one connected peer sends goes to all others
   tprox peer source --udp --connect 127.0.0.1:8080x5 --bytes 100000
                                                  five UDP clients send 100 kB each in datagrams
 
@@ -117,6 +118,13 @@ pub(super) fn run(args: PeerArgs) -> error::Result {
     if args.mode == Mode::Refuse && matches!(place, Place::Connect(..)) {
         return Err(Error::Usage(
             "refuse is for a listening peer: tprox peer refuse --listen PORT".into(),
+        ));
+    }
+    if args.mode == Mode::Hub && matches!(place, Place::Connect(..)) {
+        return Err(Error::Usage(
+            "hub is for a listening peer: tprox peer hub --listen PORT relays between the peers \
+             that connect to it"
+                .into(),
         ));
     }
     let options = PeerOptions {

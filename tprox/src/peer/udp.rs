@@ -2,7 +2,8 @@
 //!
 //! A listening peer answers every sender on its sockets, each sender counted as a
 //! "connection" of its own: echo sends each datagram back, sink discards it, greet sends the
-//! greeting to a new sender before echoing, source sends `--bytes` to a new sender. A
+//! greeting to a new sender before echoing, source sends `--bytes` to a new sender, hub sends
+//! it to every other sender seen. A
 //! connecting peer has nobody to hear from until it has spoken, so it speaks first: source
 //! sends `--bytes`, greet its greeting, echo and sink one empty datagram that opens their
 //! session on a forwarder; it ends once nothing has arrived for `--idle`. UDP has no
@@ -130,6 +131,14 @@ async fn listen(socket: Arc<UdpSocket>, options: Arc<PeerOptions>, totals: Arc<T
                 (totals.tell)(format!(
                     "sender {from}: {received} B received, no more taken from it"
                 ));
+            }
+        }
+        if options.mode == Mode::Hub {
+            // To every other sender seen: a datagram a buffer cannot take is dropped, as UDP may.
+            for (to, other) in senders.iter().filter(|(to, _)| **to != from) {
+                if send(&socket, &buf[..len], Some(*to)) {
+                    other.counts.sent.fetch_add(len as u64, Relaxed);
+                }
             }
         }
     }
