@@ -23,6 +23,11 @@ pub struct Usage {
     pub rss: u64,
     /// User plus system CPU time used so far.
     pub cpu: Duration,
+    /// Time the group's threads have spent runnable but waiting for a CPU so far (the
+    /// scheduler's run delay, `/proc/PID/task/TID/schedstat`; zero where the kernel does not
+    /// keep it). With `cpu`, what the proxy wanted to run: a busy-waiting proxy on a machine
+    /// too loaded to give it a core still wants one, and a loaded machine cannot hide it.
+    pub waiting: Duration,
     /// Processes in the group.
     pub processes: usize,
 }
@@ -78,12 +83,14 @@ pub fn sample(pgid: i32) -> Result<Usage, String> {
         sockets: 0,
         rss: 0,
         cpu: Duration::ZERO,
+        waiting: Duration::ZERO,
         processes: 0,
     };
     for process in group(pgid)?.into_iter().filter(|p| !p.exited) {
         usage.processes += 1;
         usage.rss += process.rss;
         usage.cpu += process.cpu;
+        usage.waiting += run_delay(process.pid);
         let (all, sockets) = descriptors(process.pid)
             .map_err(|e| format!("cannot count the proxy's descriptors: {e}"))?;
         usage.fds += all;
@@ -93,6 +100,20 @@ pub fn sample(pgid: i32) -> Result<Usage, String> {
         return Err(format!("no process of group {pgid} found under /proc"));
     }
     Ok(usage)
+}
+
+/// The run delay of every thread of process `pid` (the second field of each thread's
+/// schedstat, in nanoseconds), summed; zero where the kernel keeps none.
+fn run_delay(pid: i32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// How many descriptors process `pid` holds, and how many of them are sockets. Not procfs's

@@ -500,7 +500,10 @@ async fn idle(mut cx: Ctx) -> Result<(), Stop> {
     let started = Instant::now();
     tokio::time::sleep(window).await;
     let end = crate::probe::sample(cx.proxy_pgid).map_err(Stop::Skip)?;
-    let used = end.cpu.saturating_sub(start.cpu).as_secs_f64();
+    // Time runnable but waiting for a core counts too (as in `resources/cpu`): a loaded
+    // machine does not hide a busy-waiting forwarder.
+    let used = (end.cpu.saturating_sub(start.cpu) + end.waiting.saturating_sub(start.waiting))
+        .as_secs_f64();
     let share = used / started.elapsed().as_secs_f64();
     let tick = 1.0 / procfs::ticks_per_second() as f64;
     cx.trace.figure(Figure::new(
