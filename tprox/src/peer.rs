@@ -7,6 +7,7 @@
 //! counts are told when it ends, and the totals when the peer stops (the command line prints
 //! them).
 
+mod channels;
 mod udp;
 
 use std::net::SocketAddr;
@@ -37,6 +38,10 @@ pub enum Mode {
     /// Listening only: a relay between the connected peers, whatever one sends going to all
     /// the others (over UDP, to every other sender seen).
     Hub,
+    /// Listening, with --connect: each inbound peer paired with an outbound one of its own to
+    /// --connect, bytes both ways, a close or reset passed on to the partner (see
+    /// `--redial`; over UDP a channel per sender, ended after --idle).
+    Channels,
 }
 
 /// Where the peer is.
@@ -68,8 +73,14 @@ pub struct PeerOptions {
     pub reset_after: Option<u64>,
     /// Datagrams instead of connections (`--udp`; see [`udp`]).
     pub udp: bool,
-    /// UDP, connecting: the peer ends once nothing has arrived for this long.
+    /// UDP, connecting: the peer ends once nothing has arrived for this long; UDP channels:
+    /// a channel ends once nothing has gone either way for this long.
     pub idle: Duration,
+    /// Channels: where each inbound peer's partner is, `HOST:PORT`.
+    pub to: Option<String>,
+    /// Channels: how long an outbound peer that cannot be reached is dialled again, so that
+    /// a channel opened before its destination is up still finds it.
+    pub redial: Duration,
 }
 
 /// Parses `[ADDR:]PORT`: without ADDR, loopback on IPv4 and, where the host has it, IPv6.
@@ -314,6 +325,10 @@ async fn accept_loop(
                 if options.mode == Mode::Hub {
                     let hub = hub.clone();
                     tokio::spawn(async move { hub_member(n, stream, &hub, &totals).await });
+                    continue;
+                }
+                if options.mode == Mode::Channels {
+                    tokio::spawn(async move { channels::tcp(n, stream, &options, &totals).await });
                     continue;
                 }
                 tokio::spawn(async move { serve(n, stream, &options, &totals).await });

@@ -130,6 +130,60 @@ fn a_proxy_that_logs_every_connection_is_not_blocked_by_its_output() {
     );
 }
 
+/// `--udp`: the reference's UDP forwarding and a command of the user's (the reference again)
+/// beside a direct socket; every figure taken, and the user's command measured as `yours`.
+#[test]
+fn udp_forwarders_are_measured_per_datagram() {
+    let (stdout, report) = bench(
+        &["--udp", "--profiles", "ref-udp", "--duration", "0.3"],
+        &[
+            env!("CARGO_BIN_EXE_tprox"),
+            "__reference-proxy",
+            "--udp",
+            "{dest_host}",
+            "{dest_port}",
+            "{listen_port}",
+        ],
+    );
+    assert_eq!(report["kind"], "udp", "{report}");
+    let forwarders = report["forwarders"].as_array().unwrap();
+    let names: Vec<&str> = forwarders
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["direct", "ref-udp", "yours"], "{stdout}");
+    for f in forwarders {
+        assert!(f["errors"].as_array().unwrap().is_empty(), "{f}");
+        assert!(f["round_trips_per_sec"].as_f64().unwrap() > 0.0, "{f}");
+        assert!(f["rtt_mean_secs"].as_f64().unwrap() > 0.0, "{f}");
+        let lost = f["lost_share"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&lost), "{f}");
+        if f["name"] != "direct" {
+            // A forwarder's CPU is its own processes': there is some for any datagram.
+            assert!(f["cpu_secs_per_million"].as_f64().unwrap() > 0.0, "{f}");
+        }
+    }
+    assert!(stdout.contains("| **ref-udp** |"), "{stdout}");
+    assert!(
+        stdout.contains("no lead claimed from fewer than 3 rounds"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn udp_and_tcp_profiles_are_kept_apart() {
+    tprox()
+        .args(["bench", "--udp", "--profiles", "nginx"])
+        .assert()
+        .code(2)
+        .stderr(contains("nginx forwards TCP").and(contains("ref-udp")));
+    tprox()
+        .args(["bench", "--profiles", "ref-udp"])
+        .assert()
+        .code(2)
+        .stderr(contains("ref-udp forwards UDP"));
+}
+
 #[test]
 fn unknown_and_missing_profiles_are_setup_errors() {
     tprox()
@@ -150,23 +204,37 @@ fn unknown_and_missing_profiles_are_setup_errors() {
         .stderr(contains("cargo install tcpproxy --version 0.4.1"));
 }
 
-/// docs/bench.md's table is made from docs/bench.json by the command that the page names, so
-/// a hand edit of either shows here.
-#[test]
-fn the_bench_page_holds_the_rendering_of_its_report() {
+/// Asserts that docs/bench.md holds, before `end_marker`, what `--markdown-from REPORT` makes of
+/// docs/REPORT, which names `subject`: the page's tables are made by the command that the page
+/// names, so a hand edit of either shows here.
+fn assert_page_holds_rendering(report: &str, subject: &str, end_marker: &str) {
     let output = tprox()
-        .args(["bench", "--markdown-from", "../docs/bench.json"])
+        .args(["bench", "--markdown-from"])
+        .arg(format!("../docs/{report}"))
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     let generated = String::from_utf8(output.stdout).unwrap();
-    assert!(generated.contains("| **ref**"), "{generated}");
+    assert!(
+        generated.contains(&format!("| **{subject}**")),
+        "{generated}"
+    );
     let page = std::fs::read_to_string("../docs/bench.md").unwrap();
     assert!(
-        page.contains(&format!("-->\n\n{generated}\n<!-- tprox bench: end")),
-        "docs/bench.md is not the rendering of docs/bench.json; remake it with\n  tprox bench \
-         --markdown-from docs/bench.json --update docs/bench.md\nThe rendering:\n{generated}"
+        page.contains(&format!("-->\n\n{generated}\n{end_marker}")),
+        "docs/bench.md is not the rendering of docs/{report}; remake it with\n  tprox bench \
+         --markdown-from docs/{report} --update docs/bench.md\nThe rendering:\n{generated}"
     );
+}
+
+#[test]
+fn the_bench_page_holds_the_rendering_of_its_report() {
+    assert_page_holds_rendering("bench.json", "ref", "<!-- tprox bench: end");
+}
+
+#[test]
+fn the_bench_page_holds_the_rendering_of_its_udp_report() {
+    assert_page_holds_rendering("bench-udp.json", "ref-udp", "<!-- tprox bench --udp: end");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `tprox peer` end to end, through the reference proxy: each mode on the listening side and
 //! on the connecting side, their byte counts, and bad input.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -336,6 +336,153 @@ fn a_peer_that_stops_reading_holds_back_the_source() {
     );
 }
 
+/// Channels: each inbound peer gets an outbound partner of its own, dialled again until the
+/// destination is up; each hears its own partner only, and the ends are passed on.
+#[test]
+fn channels_pair_each_inbound_peer_with_an_outbound_one_dialled_until_it_is_up() {
+    let (port, target) = (free_port(), format!("127.0.0.1:{}", free_port()));
+    let listen = format!("127.0.0.1:{port}");
+    let mut channels = Running::start(&[
+        "peer",
+        "channels",
+        "--listen",
+        &listen,
+        "--connect",
+        &target,
+    ]);
+    channels.wait_for("listening on 127.0.0.1");
+    // Both clients come in while nothing listens at the target yet.
+    let clients: Vec<std::net::TcpStream> = (0..2)
+        .map(|i| {
+            let mut c = std::net::TcpStream::connect(&listen).unwrap();
+            c.write_all(format!("client {i}\n").as_bytes()).unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            c
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let mut echo = Running::start(&["peer", "echo", "--listen", &target]);
+    for (i, mut c) in clients.into_iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert_eq!(
+            got,
+            format!("client {i}\n"),
+            "each hears its own partner only"
+        );
+    }
+    channels.wait_for("channel 2 (");
+    assert_eq!(channels.interrupt(), 130);
+    let text = channels.text();
+    assert_eq!(text.matches("both sides done").count(), 2, "{text}");
+    assert!(
+        text.contains("2 connection(s), 18 B received, 18 B sent"),
+        "{text}"
+    );
+    echo.interrupt();
+    assert!(echo.text().contains("2 connection(s)"), "{}", echo.text());
+}
+
+/// A partner's reset resets its inbound peer; a partner never reached resets it after --redial.
+#[test]
+fn channels_pass_a_reset_on_and_give_up_on_a_partner_after_redial() {
+    let target_port = free_port();
+    let target = format!("127.0.0.1:{target_port}");
+    let _reset = Running::start(&["peer", "reset", "--listen", &target]);
+    _reset.wait_for("listening on");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let channels = Running::start(&[
+        "peer",
+        "channels",
+        "--listen",
+        &listen,
+        "--connect",
+        &target,
+    ]);
+    channels.wait_for("listening on");
+    let mut c = std::net::TcpStream::connect(&listen).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = c.write_all(b"x");
+    let mut buf = [0u8; 16];
+    let err = c
+        .read(&mut buf)
+        .expect_err("the partner's reset is passed on");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    channels.wait_for("reset by the other side");
+
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let lonely = Running::start(&[
+        "peer",
+        "channels",
+        "--listen",
+        &listen,
+        "--connect",
+        &nowhere,
+        "--redial",
+        "0.3",
+    ]);
+    lonely.wait_for("listening on");
+    let started = Instant::now();
+    let mut c = std::net::TcpStream::connect(&listen).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let err = c.read(&mut buf).expect_err("no partner: reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "dialled again first"
+    );
+    let line = lonely.wait_for("no partner");
+    assert!(line.contains(&nowhere), "{line}");
+}
+
+/// UDP channels: a socket of its own towards the destination per sender, replies to that
+/// sender alone, and the channel ended after --idle.
+#[test]
+fn udp_channels_keep_each_senders_replies_apart_and_end_when_idle() {
+    let target = format!("127.0.0.1:{}", free_udp_port());
+    let _echo = Running::start(&["peer", "echo", "--udp", "--listen", &target]);
+    _echo.wait_for("listening on udp");
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let channels = Running::start(&[
+        "peer",
+        "channels",
+        "--udp",
+        "--listen",
+        &listen,
+        "--connect",
+        &target,
+        "--idle",
+        "1",
+    ]);
+    channels.wait_for("listening on udp");
+    let clients: Vec<UdpSocket> = (0..3)
+        .map(|_| {
+            let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.connect(&listen).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c
+        })
+        .collect();
+    for round in 0..3 {
+        for (i, c) in clients.iter().enumerate() {
+            c.send(format!("{round} from {i}").as_bytes()).unwrap();
+        }
+        for (i, c) in clients.iter().enumerate() {
+            let mut buf = [0u8; 64];
+            let len = c.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..len], format!("{round} from {i}").as_bytes());
+        }
+    }
+    assert!(channels.wait_for("channel 3:").contains("paired with udp"));
+    let line = channels.wait_for("nothing for 1.0 s");
+    assert!(line.contains("B in, ") && line.contains("B back"), "{line}");
+    // Three channels, each with one socket: the echo saw three senders.
+    assert!(_echo.wait_for("sender 3").contains("first datagram"));
+    assert!(!_echo.text().contains("sender 4"), "{}", _echo.text());
+}
+
 #[test]
 fn bad_input_is_a_usage_error() {
     for (args, says) in [
@@ -357,6 +504,29 @@ fn bad_input_is_a_usage_error() {
         (
             &["peer", "reset", "--udp", "--listen", "9"],
             "refuse and reset are for TCP",
+        ),
+        (
+            &["peer", "channels", "--listen", "9"],
+            "channels needs both sides",
+        ),
+        (
+            &["peer", "channels", "--connect", "127.0.0.1:9"],
+            "channels needs both sides",
+        ),
+        (
+            &[
+                "peer",
+                "channels",
+                "--listen",
+                "9",
+                "--connect",
+                "127.0.0.1:9x3",
+            ],
+            "without xN",
+        ),
+        (
+            &["peer", "echo", "--listen", "9", "--connect", "127.0.0.1:9"],
+            "not both",
         ),
         (
             &["peer", "echo", "--udp", "--listen", "9", "--idle", "0"],

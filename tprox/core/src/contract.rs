@@ -205,7 +205,8 @@ fn timing() -> String {
          the case, and is counted and reported apart (`survival` in the JSON report, a line \
          before the closing one): it is charged to R11 (after the case) or R1 (before it, \
          when the case did not run), not to the case's own rules, since one such bug fails \
-         every case it happens in.\n",
+         every case it happens in; for a UDP forwarder, whose check is a datagram echo from a \
+         fresh client, to R19 (after) or R16 (before).\n",
     );
     out.push_str(
         "\nA proxy that opens its connection to the destination only once the client has sent \

@@ -36,10 +36,11 @@ pub struct CaseReport {
 /// it the proxy's exit status and another echo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SurvivalCheck {
-    /// The echo before the body failed: the body never ran. The proxy forwards nothing (R1),
-    /// or an earlier case of a shared run broke it.
+    /// The echo before the body failed: the body never ran. The proxy forwards nothing (R1;
+    /// a UDP forwarder's datagrams, R16), or an earlier case of a shared run broke it.
     Before,
-    /// After the body, the proxy had exited or no longer served an echo (R11).
+    /// After the body, the proxy had exited or no longer served an echo (R11; a UDP
+    /// forwarder, R19).
     After {
         /// Whether the body had failed too (its failure is then in the report as well).
         body_failed: bool,
@@ -47,11 +48,15 @@ pub enum SurvivalCheck {
 }
 
 impl SurvivalCheck {
-    /// The rule a failure of this check shows broken.
-    pub fn rule(self) -> Rule {
-        match self {
-            SurvivalCheck::Before => Rule::R1,
-            SurvivalCheck::After { .. } => Rule::R11,
+    /// The rule a failure of this check around `case` shows broken: a TCP proxy's R1 or R11,
+    /// a UDP forwarder's R16 (it forwards nothing) or R19 (a peer's behaviour stopped it).
+    pub fn rule(self, case: &crate::Case) -> Rule {
+        let udp = case.rules.iter().any(|rule| Rule::UDP.contains(rule));
+        match (self, udp) {
+            (SurvivalCheck::Before, false) => Rule::R1,
+            (SurvivalCheck::After { .. }, false) => Rule::R11,
+            (SurvivalCheck::Before, true) => Rule::R16,
+            (SurvivalCheck::After { .. }, true) => Rule::R19,
         }
     }
 }
@@ -82,13 +87,15 @@ impl CaseReport {
             return Vec::new();
         }
         match self.survival {
-            Some(SurvivalCheck::Before) => vec![Rule::R1],
-            Some(SurvivalCheck::After { body_failed: false }) => vec![Rule::R11],
-            Some(SurvivalCheck::After { body_failed: true }) => {
+            Some(check @ SurvivalCheck::After { body_failed: true }) => {
                 let mut rules = self.case.rules.to_vec();
-                rules.push(Rule::R11);
+                let rule = check.rule(self.case);
+                if !rules.contains(&rule) {
+                    rules.push(rule);
+                }
                 rules
             }
+            Some(check) => vec![check.rule(self.case)],
             None => self.case.rules.to_vec(),
         }
     }

@@ -592,7 +592,7 @@ async fn run_case(
             let survival = problem
                 .is_some()
                 .then_some(SurvivalCheck::After { body_failed });
-            let outcome = with_survival(outcome, problem);
+            let outcome = with_survival(outcome, problem, options.udp);
             (note_lateness(outcome, lateness.worst(), &trace), survival)
         }
     };
@@ -700,7 +700,7 @@ async fn check_survival(
 
 /// The case's outcome once the survival check after it is known: a failure of that check
 /// fails the case, joined to the body's own failure where there is one.
-fn with_survival(outcome: Outcome, problem: Option<String>) -> Outcome {
+fn with_survival(outcome: Outcome, problem: Option<String>, udp: bool) -> Outcome {
     let Some(problem) = problem else {
         return outcome;
     };
@@ -709,6 +709,13 @@ fn with_survival(outcome: Outcome, problem: Option<String>) -> Outcome {
             failure.observed = format!("{}; {problem}", failure.observed);
             Outcome::Fail(failure)
         }
+        _ if udp => Outcome::Fail(
+            Failure::new("the forwarder keeps serving new clients whatever its peers do (R19)", problem).hint(
+                "the forwarder crashed or stopped serving: common causes are a receive loop that ends on an error \
+                 (ECONNREFUSED from an ICMP port unreachable, a datagram larger than its buffer), or memory or \
+                 descriptors exhausted by sessions never closed",
+            ),
+        ),
         _ => Outcome::Fail(
             Failure::new("the proxy keeps running and accepting whatever its peers do (R11)", problem).hint(
                 "the proxy crashed or stopped accepting: common causes are SIGPIPE on writing to a closed socket \

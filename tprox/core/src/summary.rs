@@ -97,13 +97,14 @@ pub fn failure_details(report: &CaseReport, rerun: Option<&str>, proxy_output: b
         field(
             "charged to",
             &match check {
-                crate::report::SurvivalCheck::Before => {
-                    "R1: the survival echo before the case failed, so the case itself did not run"
-                        .to_string()
-                }
-                crate::report::SurvivalCheck::After { .. } => {
-                    "R11: tprox's survival check after the case failed".to_string()
-                }
+                crate::report::SurvivalCheck::Before => format!(
+                    "{}: the survival echo before the case failed, so the case itself did not run",
+                    check.rule(case)
+                ),
+                crate::report::SurvivalCheck::After { .. } => format!(
+                    "{}: tprox's survival check after the case failed",
+                    check.rule(case)
+                ),
             },
         );
     }
@@ -204,5 +205,26 @@ mod tests {
         );
         assert!(reports[4].failed_rules().is_empty());
         assert!(failure_details(&reports[1], None, false).contains("charged to  R11"));
+    }
+
+    #[test]
+    fn a_udp_forwarders_survival_failures_are_charged_to_the_udp_rules() {
+        use crate::report::SurvivalCheck::{After, Before};
+        use crate::rules::Rule;
+        let sizes = crate::cases::UDP_CATALOGUE
+            .iter()
+            .find(|case| case.id == "udp/sizes")
+            .unwrap();
+        assert_eq!(
+            report(sizes, true, Some(After { body_failed: false })).failed_rules(),
+            vec![Rule::R19]
+        );
+        assert_eq!(
+            report(sizes, true, Some(After { body_failed: true })).failed_rules(),
+            vec![Rule::R16, Rule::R19]
+        );
+        let before = report(sizes, true, Some(Before));
+        assert_eq!(before.failed_rules(), vec![Rule::R16]);
+        assert!(failure_details(&before, None, false).contains("charged to  R16"));
     }
 }

@@ -14,6 +14,7 @@ pub mod load;
 pub mod report;
 mod scale;
 pub mod syscalls;
+pub mod udp;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +50,8 @@ pub struct BenchOptions {
     /// proxies interleaved): they vary most from one measurement to the next.
     pub rtt_rounds: usize,
     pub json: Option<PathBuf>,
+    /// UDP forwarders instead ([`udp`]): datagrams, not connections.
+    pub udp: bool,
 }
 
 /// One proxy's figures (medians over the rounds).
@@ -383,6 +386,17 @@ impl Instance {
         target: &Target,
         dest: std::net::SocketAddr,
     ) -> Result<Instance, String> {
+        Self::start_as(runtime, target, dest, false)
+    }
+
+    /// Starts the target forwarding to `dest`, over UDP when `udp` (ready once its port is
+    /// bound).
+    fn start_as(
+        runtime: &tokio::runtime::Runtime,
+        target: &Target,
+        dest: std::net::SocketAddr,
+        udp: bool,
+    ) -> Result<Instance, String> {
         let (command, front) = match target {
             Target::Direct => {
                 return Ok(Instance {
@@ -402,7 +416,7 @@ impl Instance {
                 open_files: descriptor_headroom(),
                 ..Limits::default()
             },
-            udp: false,
+            udp,
         };
         let proxy = runtime
             .block_on(RunningProxy::start(command, &launch))
@@ -520,6 +534,9 @@ pub trait Progress: Sync {
 
 /// `tprox bench`: checks the selection and measures it.
 pub fn main(mut options: BenchOptions, progress: &dyn Progress) -> Result<Measured, Error> {
+    if options.udp {
+        return udp::main(options, progress);
+    }
     if options.profiles.is_empty() && options.scale.is_some() {
         // A minute or more per proxy: only the reference unless others are asked for.
         options.profiles = vec!["ref".into()];
@@ -610,26 +627,36 @@ pub fn markdown_main(
         ))
     };
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let figures = report::from_json(&value).map_err(bad)?;
-    let settings = &value["settings"];
-    let number = |key: &str| settings[key].as_f64().unwrap_or(f64::NAN);
-    let line = format!(
-        "`tprox bench` on {} cores: {} s per measurement, {} round(s), round trips in {}, {} \
-         streams, {} connection workers ({}).",
-        number("cores"),
-        number("duration_secs"),
-        number("rounds"),
-        number("rtt_rounds"),
-        number("streams"),
-        number("workers"),
-        report.file_name().unwrap_or_default().to_string_lossy()
-    );
-    let subject = value["subject"].as_str().unwrap_or("ref");
-    let generated = report::markdown(&figures, subject, &line);
+    let file = report.file_name().unwrap_or_default().to_string_lossy();
+    let (generated, markers) = if udp::is_udp_report(&value) {
+        (
+            udp::markdown_from(&value, &file).map_err(bad)?,
+            (report::UDP_MARKDOWN_BEGIN, report::UDP_MARKDOWN_END),
+        )
+    } else {
+        let figures = report::from_json(&value).map_err(bad)?;
+        let settings = &value["settings"];
+        let number = |key: &str| settings[key].as_f64().unwrap_or(f64::NAN);
+        let line = format!(
+            "`tprox bench` on {} cores: {} s per measurement, {} round(s), round trips in {}, {} \
+             streams, {} connection workers ({file}).",
+            number("cores"),
+            number("duration_secs"),
+            number("rounds"),
+            number("rtt_rounds"),
+            number("streams"),
+            number("workers"),
+        );
+        let subject = value["subject"].as_str().unwrap_or("ref");
+        (
+            report::markdown(&figures, subject, &line),
+            (report::MARKDOWN_BEGIN, report::MARKDOWN_END),
+        )
+    };
     let Some(page) = page else {
         return Ok(Some(generated));
     };
-    let updated = report::replace_generated(&read(page)?, &generated)
+    let updated = report::replace_generated(&read(page)?, markers, &generated)
         .map_err(|why| Error::Usage(format!("cannot update {}: {why}", page.display())))?;
     std::fs::write(page, updated).map_err(|e| Error::output("the page", page, e))?;
     Ok(None)

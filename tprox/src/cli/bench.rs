@@ -14,6 +14,7 @@ Examples:
   tprox bench --profiles ref,socat -- ./myproxy {dest_host} {dest_port} {listen_port}
   tprox bench --markdown-from docs/bench.json --update docs/bench.md   the page's table, remade
   tprox bench --scale 10000 --scale-secs 60       every connection the descriptors allow, all busy
+  tprox bench --udp --rounds 3                    the UDP forwarders: ref-udp, socat-udp, nginx-udp...
 
 Each proxy is started with a generated configuration (tprox --list-profiles shows them) and
 measured in turn, all in one run: throughput of one stream and of N streams into a sink,
@@ -24,7 +25,7 @@ connections one at a time under strace give each proxy's system calls per connec
 and by call (strace must be installed; Debian package strace). A direct connection to the
 same servers is the limit of the machine; for connections, half the direct rate is (a proxied
 connection is two TCP connections). The table ends with the reference's ratios to the best
-other proxy for each figure.
+other proxy for each figure. With --udp, UDP forwarders are measured instead, per datagram.
 
 Absolute figures depend on the machine and its load; compare ratios from one run.";
 
@@ -86,6 +87,13 @@ pub(super) struct BenchArgs {
         default_value = "ref"
     )]
     idle_profiles: Vec<String>,
+
+    /// Measure UDP forwarders instead [default profiles: every installed UDP one]: 64-byte
+    /// datagrams echoed through each, 4 clients keeping 16 in flight, for round trips per
+    /// second, CPU time per million datagrams and lost datagrams; then one client, one datagram
+    /// at a time, for the round trip.
+    #[arg(long, conflicts_with_all = ["scale", "hold", "markdown_from"])]
+    udp: bool,
 
     /// Also write the figures and ratios as JSON to FILE.
     #[arg(long, value_name = "FILE")]
@@ -149,6 +157,7 @@ pub(super) fn run(args: BenchArgs) -> error::Result {
         scale: args.scale.map(|n| n as usize),
         scale_secs: Duration::from_secs(args.scale_secs.into()),
         json: args.json,
+        udp: args.udp,
     };
     let json = options.json.clone();
     let measured = run_blocking_interruptible("tprox bench", "; no figures written", move || {

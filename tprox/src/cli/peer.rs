@@ -14,6 +14,9 @@ Examples, to debug a proxy that forwards :8080 to :9000:
   tprox peer reset --listen 9000 --reset-after 10   resets each connection after 10 bytes
   tprox peer echo --udp --listen 9000            a UDP destination that echoes each datagram
   tprox peer hub --listen 9000                   what one connected peer sends goes to all others
+  tprox peer channels --listen 8000 --connect 127.0.0.1:9000
+                                                 each peer on 8000 gets a partner connection to
+                                                 9000, dialled again for --redial until it is up
   tprox peer source --udp --connect 127.0.0.1:8080x5 --bytes 100000
                                                  five UDP clients send 100 kB each in datagrams
 
@@ -32,15 +35,11 @@ pub(super) struct PeerArgs {
     mode: crate::peer::Mode,
 
     /// Listen on [ADDR:]PORT (a bare port: IPv4 and IPv6 loopback).
-    #[arg(
-        long,
-        value_name = "[ADDR:]PORT",
-        conflicts_with = "connect",
-        required_unless_present = "connect"
-    )]
+    #[arg(long, value_name = "[ADDR:]PORT", required_unless_present = "connect")]
     listen: Option<String>,
 
-    /// Connect to HOST:PORT, N times at once with xN (127.0.0.1:8080x10).
+    /// Connect to HOST:PORT, N times at once with xN (127.0.0.1:8080x10); channels: where each
+    /// inbound peer's partner is dialled (with --listen).
     #[arg(long, value_name = "HOST:PORT[xN]", value_parser = crate::peer::parse_connect)]
     connect: Option<(String, usize)>,
 
@@ -77,26 +76,57 @@ pub(super) struct PeerArgs {
     #[arg(long)]
     udp: bool,
 
-    /// UDP, connecting: end once nothing has arrived for SECS.
+    /// UDP, connecting: end once nothing has arrived for SECS; UDP channels: end a channel
+    /// once nothing has gone either way for SECS.
     #[arg(long, value_name = "SECS", default_value_t = 2.0, requires = "udp")]
     idle: f64,
+
+    /// Channels: dial an outbound peer that cannot be reached again, with a growing pause
+    /// (50 ms doubling to 1 s), for SECS before resetting its inbound partner.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    redial: f64,
 }
 
 pub(super) fn run(args: PeerArgs) -> error::Result {
     use crate::peer::{Mode, PeerOptions, Place, Totals};
     use std::sync::Arc;
-    let place = match (args.listen, args.connect) {
-        (Some(text), _) => match crate::peer::parse_listen(&text) {
-            Ok(addrs) => Place::Listen(addrs),
-            Err(message) => return Err(Error::Usage(message)),
-        },
-        (None, Some((target, count))) => Place::Connect(target, count),
-        (None, None) => {
-            return Err(Error::Usage(
-                "give --listen [ADDR:]PORT or --connect HOST:PORT[xN]".into(),
-            ))
-        }
-    };
+    let mut to = None;
+    let place =
+        match (args.listen, args.connect) {
+            (Some(text), connect) => match crate::peer::parse_listen(&text) {
+                Ok(addrs) if args.mode == Mode::Channels => match connect {
+                    Some((target, 1)) => {
+                        to = Some(target);
+                        Place::Listen(addrs)
+                    }
+                    Some((target, _)) => {
+                        return Err(Error::Usage(format!(
+                            "channels pairs each inbound peer with one outbound peer: give \
+                         --connect {target} without xN"
+                        )))
+                    }
+                    None => return Err(Error::Usage(
+                        "channels needs both sides: tprox peer channels --listen PORT --connect \
+                         HOST:PORT pairs each peer that comes in on PORT with one it connects to \
+                         HOST:PORT"
+                            .into(),
+                    )),
+                },
+                Ok(_) if connect.is_some() => {
+                    return Err(Error::Usage(
+                        "give --listen or --connect, not both (only channels takes both)".into(),
+                    ))
+                }
+                Ok(addrs) => Place::Listen(addrs),
+                Err(message) => return Err(Error::Usage(message)),
+            },
+            (None, Some((target, count))) => Place::Connect(target, count),
+            (None, None) => {
+                return Err(Error::Usage(
+                    "give --listen [ADDR:]PORT or --connect HOST:PORT[xN]".into(),
+                ))
+            }
+        };
     if args.udp && matches!(args.mode, Mode::Refuse | Mode::Reset) {
         return Err(Error::Usage(
             "refuse and reset are for TCP: UDP has no connection to refuse or reset (a UDP port \
@@ -120,6 +150,18 @@ pub(super) fn run(args: PeerArgs) -> error::Result {
             "refuse is for a listening peer: tprox peer refuse --listen PORT".into(),
         ));
     }
+    if args.mode == Mode::Channels && matches!(place, Place::Connect(..)) {
+        return Err(Error::Usage(
+            "channels needs both sides: tprox peer channels --listen PORT --connect HOST:PORT"
+                .into(),
+        ));
+    }
+    if !(args.redial >= 0.0 && args.redial <= 3600.0) {
+        return Err(Error::Usage(format!(
+            "--redial {}: give seconds between 0 and 3600",
+            args.redial
+        )));
+    }
     if args.mode == Mode::Hub && matches!(place, Place::Connect(..)) {
         return Err(Error::Usage(
             "hub is for a listening peer: tprox peer hub --listen PORT relays between the peers \
@@ -139,6 +181,8 @@ pub(super) fn run(args: PeerArgs) -> error::Result {
         reset_after: args.reset_after,
         udp: args.udp,
         idle: std::time::Duration::from_secs_f64(args.idle),
+        to,
+        redial: std::time::Duration::from_secs_f64(args.redial),
     };
     let totals = Arc::new(Totals::new(|line| eprintln!("tprox peer: {line}")));
     let result = run_interruptible("tprox peer", "", crate::peer::run(options, totals.clone()));

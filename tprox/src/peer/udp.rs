@@ -22,7 +22,7 @@ use super::{join_all, Counts, Mode, PeerOptions, Place, Totals};
 /// The largest datagram a source sends: what fits an Ethernet frame with room for tunnels.
 const DATAGRAM: usize = 1_200;
 /// A receive buffer for the largest IPv4 UDP payload.
-const RECEIVE: usize = 65_536;
+pub(super) const RECEIVE: usize = 65_536;
 
 /// Runs a UDP peer: until stopped (listening), or until every socket has been idle for
 /// `--idle` (connecting).
@@ -39,7 +39,11 @@ pub(super) async fn run(options: Arc<PeerOptions>, totals: Arc<Totals>) -> Resul
                     format!("{:?}", options.mode).to_lowercase()
                 ));
                 let (options, totals) = (options.clone(), totals.clone());
-                tasks.push(tokio::spawn(listen(Arc::new(socket), options, totals)));
+                let socket = Arc::new(socket);
+                tasks.push(match options.mode {
+                    Mode::Channels => tokio::spawn(super::channels::udp(socket, options, totals)),
+                    _ => tokio::spawn(listen(socket, options, totals)),
+                });
             }
             join_all(tasks).await;
             Ok(())
