@@ -415,3 +415,52 @@ fn fronts_are_measured_through_their_handshake() {
     let socks_idle = proxies.iter().find(|p| p["name"] == "ref-socks5").unwrap();
     assert_eq!(socks_idle["idle_connections"], 200, "{stdout}");
 }
+
+/// Ctrl-C in the middle of a measurement stops the proxies and removes the scratch directory
+/// of their configurations: the measuring thread is abandoned, the directory is not.
+#[test]
+fn an_interrupted_bench_leaves_no_scratch_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tprox"))
+        .args([
+            "bench",
+            "--profiles",
+            "ref",
+            "--duration",
+            "5",
+            "--idle",
+            "0",
+        ])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let scratch = loop {
+        let made: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("tprox-bench-"))
+            .collect();
+        if let Some(dir) = made.first() {
+            break dir.path();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "no scratch directory"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Into the measurement, with the reference running.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("interrupted by SIGINT"),
+        "{output:?}"
+    );
+    assert!(!scratch.exists(), "{} was left behind", scratch.display());
+}

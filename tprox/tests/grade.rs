@@ -283,6 +283,53 @@ cpu_seconds = 77
     assert_eq!(std::fs::read_dir(&subs[0]).unwrap().count(), 1);
 }
 
+/// A UDP lab (`[run] udp = true`), in the sandbox: graded on the UDP catalogue alone; a
+/// forwarder that ignores the idle timeout loses that case's points, and a TCP proxy handed in
+/// for a UDP lab passes no datagram and does not start.
+#[test]
+fn a_udp_class_is_graded_on_the_udp_cases() {
+    let class = Class::new(&sandboxed(
+        "[run]\nstart = \"./tcpproxy {dest_host} {dest_port} {listen_port} {stall_timeout}\"\n\
+         stall_timeout = 2\nudp = true\n[points]\n\"*\" = 1\n\"udp/sessions\" = 3\n",
+    ));
+    let reference = "exec \"$TPROX_EXE\" __reference-proxy";
+    let subs = [
+        class.submit(
+            "good",
+            &format!("{reference} --udp \"$1\" \"$2\" \"$3\" --stall-timeout \"$4\""),
+        ),
+        class.submit(
+            "never-expires",
+            &format!("{reference} --udp \"$1\" \"$2\" \"$3\" --stall-timeout 600"),
+        ),
+        class.submit("tcp", &format!("{reference} \"$1\" \"$2\" \"$3\"")),
+    ];
+    let out = class.out("grades");
+    let mut args: Vec<String> = subs.iter().map(|p| p.display().to_string()).collect();
+    args.extend(["--jobs", "3", "--out"].map(String::from));
+    args.push(out.display().to_string());
+    class.grade(&args).success();
+    let book = gradebook(&out);
+    // Seven UDP cases, udp/sessions worth 3; no TCP case graded.
+    assert_eq!(book["max_total"], 9.0, "{book:#}");
+    let good = submission(&book, "good");
+    assert_eq!(good["status"], "graded", "{good:#}");
+    assert_eq!(good["total"], 9.0, "{}", messages(good));
+    let lazy = submission(&book, "never-expires");
+    assert_eq!(lazy["total"], 8.0, "{}", messages(lazy));
+    let failed: Vec<&str> = lazy["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["points"] == 0.0)
+        .map(|r| r["case"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["udp/idle-expiry"], "{}", messages(lazy));
+    let tcp = submission(&book, "tcp");
+    assert_eq!(tcp["status"], "did-not-start", "{tcp:#}");
+    assert_eq!(tcp["total"], 0.0);
+}
+
 #[test]
 fn partitions_grade_disjoint_shares_that_merge_into_one_gradebook() {
     let class = Class::new(&sandboxed(

@@ -309,8 +309,10 @@ fn targets(
     Ok(targets)
 }
 
-/// A scratch directory for the proxies' configurations, removed when dropped.
-fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, Error> {
+/// A scratch directory for the proxies' configurations, removed when dropped. The command
+/// line makes it and holds it, outside the measuring thread: an interrupt abandons that thread,
+/// and the directory must still go.
+pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, Error> {
     let scratch = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
@@ -533,9 +535,14 @@ pub trait Progress: Sync {
 }
 
 /// `tprox bench`: checks the selection and measures it.
-pub fn main(mut options: BenchOptions, progress: &dyn Progress) -> Result<Measured, Error> {
+/// `scratch` is where the proxies' configurations go ([`scratch_dir`]).
+pub fn main(
+    mut options: BenchOptions,
+    scratch: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<Measured, Error> {
     if options.udp {
-        return udp::main(options, progress);
+        return udp::main(options, scratch, progress);
     }
     if options.profiles.is_empty() && options.scale.is_some() {
         // A minute or more per proxy: only the reference unless others are asked for.
@@ -567,13 +574,12 @@ pub fn main(mut options: BenchOptions, progress: &dyn Progress) -> Result<Measur
             )));
         }
     }
-    let scratch = scratch_dir("tprox-bench-")?;
     if let Some(count) = options.scale {
-        return scale_main(&options, count, scratch.path(), progress);
+        return scale_main(&options, count, scratch, progress);
     }
     let targets = options.profiles.len() + 1 + usize::from(options.command.is_some());
     progress.start((targets * options.rounds.max(options.rtt_rounds)) as u64);
-    let figures = run(&options, scratch.path(), &|step| {
+    let figures = run(&options, scratch, &|step| {
         progress.advance();
         progress.step(step)
     })

@@ -109,6 +109,7 @@ const METRICS: &[Metric] = &[
 /// `tprox bench --udp`: checks the selection (UDP forwarders only) and measures it.
 pub fn main(
     mut options: BenchOptions,
+    scratch: &std::path::Path,
     progress: &dyn super::Progress,
 ) -> Result<super::Measured, Error> {
     if options.profiles.is_empty() {
@@ -134,8 +135,7 @@ pub fn main(
         }
         profile.program().map_err(Error::Setup)?;
     }
-    let scratch = super::scratch_dir("tprox-bench-")?;
-    let targets = super::targets(&options, scratch.path()).map_err(Error::Setup)?;
+    let targets = super::targets(&options, scratch).map_err(Error::Setup)?;
     progress.start((targets.len() * options.rounds) as u64);
     let runtime = super::output_runtime()?;
     let mut rounds = Vec::new();

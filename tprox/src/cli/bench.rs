@@ -160,8 +160,11 @@ pub(super) fn run(args: BenchArgs) -> error::Result {
         udp: args.udp,
     };
     let json = options.json.clone();
+    // Held here, so that it is removed also when an interrupt abandons the measuring thread.
+    let scratch = crate::bench::scratch_dir("tprox-bench-")?;
+    let path = scratch.path().to_path_buf();
     let measured = run_blocking_interruptible("tprox bench", "; no figures written", move || {
-        crate::bench::main(options, &Bar::default())
+        crate::bench::main(options, &path, &Bar::default())
     })??;
     let (report, conclusion) = match measured {
         Measured::Table { text, json } => {

@@ -16,6 +16,8 @@
 //! # proxy_protocol = "send:v2"  # the proxies speak the PROXY protocol: send:v1, send:v2
 //! #                             # (to the destination), accept:v1, accept:v2 (from their
 //! #                             # clients), or both joined by a comma; adds its cases
+//! # udp = true                  # a UDP forwarder lab: {listen_port} is a UDP port, graded
+//! #                             # on the UDP catalogue (udp/...) alone
 //!
 //! [limits]                      # per proxy process
 //! address_space_mib = 4096
@@ -75,6 +77,8 @@ pub struct Grading {
     /// `[run] proxy_protocol`: the submissions speak the PROXY protocol, sending it to the
     /// destination, accepting it from their clients, or both.
     pub proxy_protocol: Option<tprox_core::proxy_protocol::Mode>,
+    /// `[run] udp`: the submissions forward UDP, and are graded on the UDP catalogue.
+    pub udp: bool,
     pub stall: Duration,
     pub startup_timeout: Duration,
     pub time_limit: Duration,
@@ -158,8 +162,17 @@ impl Grading {
             ),
             None => None,
         };
-        // A front's class is graded on the front cases too, a sender's on the header cases.
-        let catalogue = tprox_core::cases::applicable(front.as_ref(), proxy_protocol, false);
+        let udp = file.run.udp.unwrap_or(false);
+        if udp && (front.is_some() || proxy_protocol.is_some()) {
+            return Err(problem(
+                "[run] udp = true with a front or proxy_protocol: those are TCP's; a UDP class \
+                 is graded on the UDP catalogue alone"
+                    .into(),
+            ));
+        }
+        // A front's class is graded on the front cases too, a sender's on the header cases, a
+        // UDP forwarder's on the UDP cases alone.
+        let catalogue = tprox_core::cases::applicable(front.as_ref(), proxy_protocol, udp);
         let ids: Vec<&str> = catalogue.iter().map(|case| case.id).collect();
         let accepted = Expectations::from_entries(file.expect, &ids)
             .map_err(|e| problem(format!("[expect] {e}")))?;
@@ -175,6 +188,7 @@ impl Grading {
             start,
             front,
             proxy_protocol,
+            udp,
             stall: seconds(
                 file.run.stall_timeout,
                 "[run] stall_timeout",
@@ -421,6 +435,7 @@ struct RunSection {
     start: Words,
     front: Option<String>,
     proxy_protocol: Option<String>,
+    udp: Option<bool>,
     stall_timeout: Option<Seconds>,
     startup_timeout: Option<Seconds>,
     time_limit: Option<Seconds>,
@@ -532,6 +547,22 @@ pub(crate) mod tests {
         assert!(error.contains("[run] front"), "{error}");
         // Without a front, a front pattern matches nothing, and says so.
         let error = parse(&format!("{MINIMAL}[points]\n\"front/\" = 1\n")).unwrap_err();
+        assert!(error.contains("matches no case"), "{error}");
+    }
+
+    #[test]
+    fn a_udp_class_is_graded_on_the_udp_cases_alone() {
+        let grading = parse(&format!("{MINIMAL}udp = true\n[points]\n\"*\" = 1\n")).unwrap();
+        assert!(grading.udp);
+        assert!(grading.cases.iter().all(|(c, _)| c.id.starts_with("udp/")));
+        assert_eq!(grading.cases.len(), tprox_core::cases::UDP_CATALOGUE.len());
+        let error = parse(&format!(
+            "{MINIMAL}udp = true\nfront = \"socks5\"\n[points]\n\"*\" = 1\n"
+        ))
+        .unwrap_err();
+        assert!(error.contains("[run] udp = true with a front"), "{error}");
+        // A TCP class has no UDP case to give points to.
+        let error = parse(&format!("{MINIMAL}[points]\n\"udp/\" = 1\n")).unwrap_err();
         assert!(error.contains("matches no case"), "{error}");
     }
 

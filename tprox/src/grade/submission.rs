@@ -441,6 +441,7 @@ async fn run_cases(
         keep_going: true,
         front: grading.front.clone().map(std::sync::Arc::new),
         proxy_protocol: grading.proxy_protocol,
+        udp: grading.udp,
         ..RunOptions::new(proxy, grading.stall)
     };
     let info = RunInfo::of(&options, SystemTime::now(), true, None);
