@@ -421,7 +421,7 @@ fn fronts_are_measured_through_their_handshake() {
 #[test]
 fn an_interrupted_bench_leaves_no_scratch_directory() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tprox"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tprox"))
         .args([
             "bench",
             "--profiles",
