@@ -111,7 +111,62 @@ fn a_failure_is_shrunk_saved_and_replayed_by_the_printed_command() {
     );
 }
 
+/// `--udp`: datagram scenarios on the reference's UDP forwarding pass; a saved UDP scenario
+/// replays only as one.
+#[test]
+fn the_reference_passes_udp_scenarios_and_they_replay_only_as_udp() {
+    let output = tprox()
+        .args([
+            "fuzz",
+            "--udp",
+            "--reference",
+            "--cases",
+            "40",
+            "--seed",
+            "3",
+        ])
+        .args(["--stall-timeout", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("40 scenario(s) passed (seed 3)"),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("udp.json");
+    let scenario = "{\"steps\": [{\"do\": \"datagram\", \"conn\": 1, \"side\": \"client\", \
+                    \"len\": 3000, \"fill\": 7}, {\"do\": \"datagram\", \"conn\": 1, \
+                    \"side\": \"server\", \"len\": 0, \"fill\": 0}]}";
+    std::fs::write(&file, scenario).unwrap();
+    let replay = |udp: bool| {
+        let mut command = tprox();
+        command
+            .arg("fuzz")
+            .arg("--replay")
+            .arg(&file)
+            .arg("--reference");
+        if udp {
+            command.arg("--udp");
+        }
+        command.output().unwrap()
+    };
+    let tcp = replay(false);
+    assert_eq!(tcp.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&tcp.stderr).contains("replay it with --udp"));
+    let udp = replay(true);
+    let stdout = String::from_utf8_lossy(&udp.stdout);
+    assert_eq!(udp.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("the destination sends session 1 a datagram of 0 byte(s)"),
+        "{stdout}"
+    );
+}
+
 #[rstest::rstest]
+#[case::udp_with_a_front(&["fuzz", "--udp", "--front", "socks5", "--reference"], "cannot be used with")]
 #[case::no_proxy(&["fuzz"], "no proxy to fuzz")]
 #[case::a_missing_scenario_file(&["fuzz", "--replay", "/nonexistent/s.json", "--reference"], "cannot read the scenario file")]
 #[case::zero_cases(&["fuzz", "--cases", "0", "--reference"], "--cases")]

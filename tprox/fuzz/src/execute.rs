@@ -359,7 +359,8 @@ pub async fn execute(
                 conn.reset_by = Some(*side);
                 conn.peer(*side).send(Command::Reset);
             }
-            (_, None) => {}
+            // Datagrams are UDP's ([`crate::udp`]): nothing over a connection.
+            (Step::Datagram { .. }, _) | (_, None) => {}
         }
     }
     // Let the scenario play out as written before anyone reads again: writes still queued go

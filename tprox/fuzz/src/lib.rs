@@ -13,6 +13,7 @@
 
 pub mod execute;
 pub mod scenario;
+pub mod udp;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -105,7 +106,11 @@ pub fn fuzz(options: &FuzzOptions, progress: impl FnMut(u32, bool)) -> FuzzOutco
     let played = RefCell::new(0u32);
 
     let mut runner = seeded_runner(options);
-    let result = runner.run(&scenario::scenario(), |scenario| {
+    let strategy = match options.run.udp {
+        true => proptest::strategy::Strategy::boxed(scenario::udp_scenario()),
+        false => proptest::strategy::Strategy::boxed(scenario::scenario()),
+    };
+    let result = runner.run(&strategy, |scenario| {
         let mut outcome = runtime.block_on(play_on(options, &shared, &scenario));
         // While shrinking, a smaller scenario counts as failing only if it fails again, every
         // time, on proxies started for it alone: the minimal scenario is then one that the
@@ -255,20 +260,29 @@ async fn play_on(
     }
 }
 
-/// Plays `scenario` and checks, after it, that the proxy is still running (R11).
+/// Plays `scenario` and checks, after it, that the proxy is still running (R11; a UDP
+/// forwarder's R19).
 async fn play(run: &RunOptions, target: &mut Target, scenario: &Scenario) -> Result<(), Violation> {
     let front = run.front.as_deref();
-    let verdict = execute::execute(
-        scenario,
-        target.proxy.listen,
-        &target.dest,
-        front,
-        run.stall,
-    )
-    .await;
+    let verdict = match run.udp {
+        true => udp::execute(scenario, target.proxy.listen, &target.dest, run.stall).await,
+        false => {
+            execute::execute(
+                scenario,
+                target.proxy.listen,
+                &target.dest,
+                front,
+                run.stall,
+            )
+            .await
+        }
+    };
     if let Some(status) = target.proxy.exit_status() {
         return Err(Violation {
-            rule: tprox_core::rules::Rule::R11,
+            rule: match run.udp {
+                true => tprox_core::rules::Rule::R19,
+                false => tprox_core::rules::Rule::R11,
+            },
             conn: 0,
             expected: "the proxy keeps running, whatever its peers do".into(),
             observed: format!(

@@ -70,13 +70,23 @@ pub enum Step {
     Shutdown { conn: u8, side: Side },
     /// Aborts the connection with a reset once its writes are handed over.
     Reset { conn: u8, side: Side },
+    /// UDP (`tprox fuzz --udp`): sends one datagram of `len` bytes: a client from its own
+    /// socket (session `conn`), or the destination to session `conn`'s source, once it has
+    /// seen one (before, the step does nothing). The other end must receive it whole before
+    /// the next step.
+    Datagram {
+        conn: u8,
+        side: Side,
+        len: u32,
+        fill: u8,
+    },
 }
 
 impl Step {
-    /// The connection the step acts on, if any.
+    /// The TCP connection the step acts on, if any.
     pub fn conn(&self) -> Option<u8> {
         match self {
-            Step::Pause { .. } => None,
+            Step::Pause { .. } | Step::Datagram { .. } => None,
             Step::Write { conn, .. }
             | Step::Fill { conn, .. }
             | Step::StopReading { conn, .. }
@@ -132,6 +142,18 @@ impl fmt::Display for Step {
                     side.name()
                 )
             }
+            Step::Datagram {
+                conn,
+                side: Side::Client,
+                len,
+                fill,
+            } => write!(f, "client {conn} sends a datagram of {len} byte(s) (fill {fill})"),
+            Step::Datagram {
+                conn, len, fill, ..
+            } => write!(
+                f,
+                "the destination sends session {conn} a datagram of {len} byte(s) (fill {fill})"
+            ),
         }
     }
 }
@@ -149,6 +171,15 @@ pub fn write_bytes(len: u32, fill: u8) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scenario {
     pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// Whether this is a UDP scenario (`tprox fuzz --udp`): one with datagram steps.
+    pub fn is_udp(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|step| matches!(step, Step::Datagram { .. }))
+    }
 }
 
 impl fmt::Display for Scenario {
@@ -199,6 +230,41 @@ fn step() -> impl Strategy<Value = Step> {
 /// simplifying each (smaller writes, lower connection numbers, shorter pauses).
 pub fn scenario() -> impl Strategy<Value = Scenario> {
     proptest::collection::vec(step(), 1..=MAX_STEPS).prop_map(|steps| Scenario { steps })
+}
+
+/// Datagram sizes: every size from empty to the largest IPv4 payload, mostly small.
+fn datagram_len() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        1 => Just(0u32),
+        4 => 1u32..64,
+        3 => 64u32..1_500,
+        2 => 1_500u32..9_000,
+        1 => 9_000u32..=65_507,
+    ]
+}
+
+fn udp_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (conn(), datagram_len(), any::<u8>()).prop_map(|(conn, len, fill)| Step::Datagram {
+            conn,
+            side: Side::Client,
+            len,
+            fill
+        }),
+        3 => (conn(), datagram_len(), any::<u8>()).prop_map(|(conn, len, fill)| Step::Datagram {
+            conn,
+            side: Side::Server,
+            len,
+            fill
+        }),
+        1 => (0u16..300).prop_map(|ms| Step::Pause { ms }),
+    ]
+}
+
+/// UDP scenarios (`tprox fuzz --udp`) of 1 to [`MAX_STEPS`] steps: datagrams either way on up to
+/// [`CONNECTIONS`] sessions, and pauses.
+pub fn udp_scenario() -> impl Strategy<Value = Scenario> {
+    proptest::collection::vec(udp_step(), 1..=MAX_STEPS).prop_map(|steps| Scenario { steps })
 }
 
 #[cfg(test)]

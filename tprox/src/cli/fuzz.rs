@@ -15,6 +15,7 @@ Examples:
   tprox fuzz --stall-timeout 2 ./tcpproxy          classic style, as in the main run
   tprox fuzz --cases 1000 --seed 7 -- python3 proxy.py {dest_host} {dest_port} {listen_port}
   tprox fuzz --replay tprox-fuzz-failure.json ./tcpproxy     play a saved scenario again
+  tprox fuzz --udp --reference                    UDP scenarios against the reference's UDP forwarding
 
 A scenario is a short program for both peers of up to three connections: writes of random
 sizes (1 byte to several MiB) from either side, pauses, reads that stop, resume or trickle,
@@ -22,6 +23,12 @@ half-closes from either side in either order, and resets. The contract is the or
 side receives exactly what the other wrote (R1), a shutdown arrives as EOF after all the data
 while the other direction stays open (R5), a reset closes the other side promptly (R6), and
 nothing else is closed (R7: a scenario's pauses stay far below the stall timeout).
+
+With --udp the proxy is a UDP forwarder and a scenario is datagrams, one at a time, on up to
+three sessions: a client sends one (0 to 65,507 bytes), or the destination sends one to a
+session it has heard from, with pauses between. Each must arrive whole (R16); each session
+reaches the destination from one source of its own, and the destination's datagrams reach
+that session's client and no other (R17).
 
 On the first failure, the scenario is shrunk (fewer steps, smaller writes) to a minimal one
 that still fails, printed as steps, saved as JSON (--save), and the command that replays it
@@ -54,6 +61,11 @@ pub(super) struct FuzzArgs {
     /// reference speaks it.
     #[arg(long, value_name = "MODE", value_parser = super::parse_proxy_protocol)]
     proxy_protocol: Option<tprox_core::proxy_protocol::Mode>,
+
+    /// The proxy forwards UDP: scenarios of datagrams on sessions, judged by the UDP rules
+    /// (R16, R17). With --reference, the reference forwards UDP.
+    #[arg(long, conflicts_with_all = ["front", "proxy_protocol"])]
+    udp: bool,
 
     /// Scenarios to generate.
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -108,6 +120,9 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
         ),
     };
     let mut proxy = proxy.map_err(Error::Usage)?;
+    if args.udp && args.reference {
+        proxy = proxy.arg("--udp");
+    }
     if let (Some(mode), true) = (args.proxy_protocol, args.reference) {
         for arg in mode.reference_args() {
             proxy = proxy.arg(&arg);
@@ -117,6 +132,7 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
         startup_timeout: Duration::from_secs_f64(args.startup_timeout),
         front: args.front.clone().map(std::sync::Arc::new),
         proxy_protocol: args.proxy_protocol,
+        udp: args.udp,
         ..RunOptions::new(proxy, Duration::from_secs_f64(args.stall_timeout))
     };
     let mut target = if args.reference {
@@ -130,12 +146,18 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
     if let Some(send) = &args.proxy_protocol {
         target.push_str(&send.described());
     }
+    if args.udp {
+        target.push_str(" (UDP)");
+    }
     let mut replay_line = vec![
         "tprox fuzz --replay".to_string(),
         shell_quote(&args.save.to_string_lossy()),
     ];
     if args.stall_timeout != defaults::STALL.as_secs_f64() {
         replay_line.push(format!("--stall-timeout {}", args.stall_timeout));
+    }
+    if args.udp {
+        replay_line.push("--udp".into());
     }
     if let Some(send) = &args.proxy_protocol {
         replay_line.push(format!("--proxy-protocol {send}"));
@@ -159,6 +181,21 @@ pub(super) fn run(args: FuzzArgs) -> error::Result {
 
 fn fuzz_replay(path: &std::path::Path, run: &RunOptions, target: &str) -> error::Result {
     let scenario = fuzz::load(path).map_err(Error::Usage)?;
+    match (scenario.is_udp(), run.udp) {
+        (true, false) => {
+            return Err(Error::Usage(format!(
+                "{} is a UDP scenario (datagrams): replay it with --udp",
+                path.display()
+            )))
+        }
+        (false, true) if !scenario.steps.iter().all(|s| s.conn().is_none()) => {
+            return Err(Error::Usage(format!(
+                "{} is a TCP scenario (connections): replay it without --udp",
+                path.display()
+            )))
+        }
+        _ => {}
+    }
     eprintln!(
         "tprox fuzz: replaying {} ({} step(s)) against {target}",
         path.display(),
