@@ -294,6 +294,30 @@ mod tests {
     }
 
     #[test]
+    fn udp_scenarios_are_datagrams_and_pauses_and_say_so() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        for _ in 0..200 {
+            let scenario = udp_scenario().new_tree(&mut runner).unwrap().current();
+            assert!(scenario
+                .steps
+                .iter()
+                .all(|s| matches!(s, Step::Datagram { len, .. } if *len <= 65_507)
+                    || matches!(s, Step::Pause { .. })));
+            let has_datagram = scenario
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::Datagram { .. }));
+            assert_eq!(scenario.is_udp(), has_datagram);
+            assert!(scenario.steps.iter().all(|s| s.conn().is_none()));
+            let text = serde_json::to_string(&scenario).unwrap();
+            assert_eq!(serde_json::from_str::<Scenario>(&text).unwrap(), scenario);
+        }
+        let tcp = scenario().new_tree(&mut runner).unwrap().current();
+        assert!(!tcp.is_udp());
+    }
+
+    #[test]
     fn write_bytes_are_the_same_every_time_and_differ_by_fill() {
         assert_eq!(write_bytes(100, 7), write_bytes(100, 7));
         assert_ne!(write_bytes(100, 7), write_bytes(100, 8));
