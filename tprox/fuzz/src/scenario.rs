@@ -299,11 +299,10 @@ mod tests {
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         for _ in 0..200 {
             let scenario = udp_scenario().new_tree(&mut runner).unwrap().current();
-            assert!(scenario
-                .steps
-                .iter()
-                .all(|s| matches!(s, Step::Datagram { len, .. } if *len <= 65_507)
-                    || matches!(s, Step::Pause { .. })));
+            assert!(scenario.steps.iter().all(
+                |s| matches!(s, Step::Datagram { len, .. } if *len <= 65_507)
+                    || matches!(s, Step::Pause { .. })
+            ));
             let has_datagram = scenario
                 .steps
                 .iter()

@@ -230,7 +230,7 @@ enum Command {
     /// (see tprox bench --help).
     Bench(BenchArgs),
     /// Play one side of a connection by hand, netcat-style: echo, sink, source, greet, refuse,
-    /// reset (see tprox peer --help).
+    /// reset, and the relays hub and channels; TCP or UDP (see tprox peer --help).
     Peer(PeerArgs),
     /// Run the catalogue against every known proxy and write the compatibility matrix as JSON,
     /// Markdown and HTML (see tprox matrix --help).
