@@ -278,9 +278,10 @@ fn call_lines(figures: &[Figures]) -> String {
         if out.is_empty() {
             let _ = writeln!(
                 out,
-                "\nSystem calls per connection, by call ({} connections one at a time, under \
-                 strace):",
-                super::syscalls::CONNECTIONS
+                "\nSystem calls per connection, by call ({} connections one at a time, or as \
+                 many as go through in {} s, under strace):",
+                super::syscalls::CONNECTIONS,
+                super::syscalls::COUNT_LIMIT.as_secs()
             );
         }
         let mut calls: Vec<(&String, &f64)> = count.by_call.iter().collect();
@@ -651,9 +652,10 @@ pub fn markdown(figures: &[Figures], subject: &str, settings: &str) -> String {
     if !calls.is_empty() {
         let _ = write!(
             out,
-            "\nSystem calls per connection, by call ({} connections one at a time, under strace; \
-             the median round):\n\n{}\n",
+            "\nSystem calls per connection, by call ({} connections one at a time, or as many \
+             as go through in {} s, under strace; the median round):\n\n{}\n",
             super::syscalls::CONNECTIONS,
+            super::syscalls::COUNT_LIMIT.as_secs(),
             calls.join("\n")
         );
     }

@@ -21,8 +21,9 @@ measured in turn, all in one run: throughput of one stream and of N streams into
 64-byte ping-pong round trips (mean and 99th percentile), complete connections per second
 (connect, 64-byte request and reply, close), and the CPU time and memory of all the proxy's
 processes: CPU time per GB moved and per connection. Then, outside the timed runs, 500
-connections one at a time under strace give each proxy's system calls per connection, overall
-and by call (strace must be installed; Debian package strace). A direct connection to the
+connections one at a time under strace (or as many as go through in 20 s, for a proxy that
+takes long per connection) give each proxy's system calls per connection, overall and by call
+(strace must be installed; Debian package strace). A direct connection to the
 same servers is the limit of the machine; for connections, half the direct rate is (a proxied
 connection is two TCP connections). The table ends with the reference's ratios to the best
 other proxy for each figure. With --udp, UDP forwarders are measured instead, per datagram.

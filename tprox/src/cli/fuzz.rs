@@ -237,10 +237,14 @@ fn fuzz_generate(
         persist: args.persist.clone(),
     };
     eprintln!(
-        "tprox fuzz: {} scenario(s) against {target} (stall timeout {} s, seed {seed}, {} proxy per scenario)",
+        "tprox fuzz: {} scenario(s) against {target} (stall timeout {} s, seed {seed}, {})",
         args.cases,
         args.stall_timeout,
-        if options.instance == fuzz::Instance::Shared { "one" } else { "a fresh" }
+        if options.instance == fuzz::Instance::Shared {
+            "one proxy for all scenarios"
+        } else {
+            "a fresh proxy per scenario"
+        }
     );
     let bar = crate::progress::bar(
         u64::from(args.cases),

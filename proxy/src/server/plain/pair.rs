@@ -271,7 +271,7 @@ impl Pump {
             if !to_ready.writable {
                 return Ok(false);
             }
-            return match sys::send(to.fd, &self.held[self.sent..]) {
+            return match sys::send(to.fd, &self.held[self.sent..], self.eof) {
                 Ok(n) => {
                     self.sent += n;
                     self.moved += n as u64;
@@ -346,7 +346,7 @@ impl Pump {
         let data = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
         let mut written = 0;
         while written < n && to_ready.writable {
-            match sys::send(to.fd, &data[written..]) {
+            match sys::send(to.fd, &data[written..], self.eof) {
                 Ok(k) => {
                     written += k;
                     self.moved += k as u64;

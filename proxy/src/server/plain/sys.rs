@@ -184,9 +184,20 @@ pub(super) fn read(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> 
 }
 
 /// `send(2)` without SIGPIPE: a peer that has gone is an error to report, not a signal.
-pub(super) fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+///
+/// `fin_follows` says that the caller shuts the socket down (or closes it) right after this
+/// send, whatever it takes: the data is then held back (`MSG_MORE`) for the FIN to leave in
+/// the same segment. The peer then wakes once for both, not once for the data and again for
+/// the EOF, and a packet and its acknowledgement are spared, on a path that every
+/// request-reply connection takes (the server replies and closes).
+pub(super) fn send(fd: RawFd, data: &[u8], fin_follows: bool) -> io::Result<usize> {
+    let flags = if fin_follows {
+        libc::MSG_NOSIGNAL | libc::MSG_MORE
+    } else {
+        libc::MSG_NOSIGNAL
+    };
     // SAFETY: `data` is valid for reads of its length.
-    check_size(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) })
+    check_size(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) })
 }
 
 /// Shuts the socket down for writing: the EOF passed on (R5).
