@@ -308,7 +308,7 @@ impl Loop {
     }
 
     /// How long epoll may wait: until the next deadline, not at all while pairs have more to
-    /// move, without limit when nothing is due.
+    /// move, a minute at most when nothing is due.
     fn timeout(&self) -> libc::c_int {
         /// How long the loop waits when nothing is due: long, but never forever. Measured: a
         /// loop that waits with no timeout (-1) is woken on an idle CPU far more often than one
