@@ -143,6 +143,13 @@ pub struct Args {
     /// is accepted, dialed and relayed on one thread. Default: one per core.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+    /// Run each event loop on a CPU of its own, and have the kernel queue each client on the
+    /// loop of the CPU its handshake arrived on (Linux 6.1 or later, SO_INCOMING_CPU): no other
+    /// CPU is woken to accept, dial and relay it. More connections per second with less CPU
+    /// time each, most on virtual machines; but a loop cannot move to an idle CPU, so busy
+    /// streams that all arrive on one CPU share one loop. Needs no more --threads than CPUs.
+    #[arg(long)]
+    pub pin_cpus: bool,
     /// Which event loop serves plain forwarding (every client to one address, no front, --sni,
     /// PROXY protocol or --via): epoll, the proxy's own on Linux, which registers each socket
     /// once and makes about four system calls fewer per connection; or tokio, which serves
@@ -275,6 +282,11 @@ impl Args {
         if let Some(path) = &self.config {
             mappings.extend(mapping::load_file(path, &defaults)?);
         }
+        let threads = self.threads.map_or_else(server::cores, usize::from);
+        if self.pin_cpus {
+            // Checked here, so that it is bad input (2), not a proxy that failed to start.
+            server::cpus_to_pin(threads).map_err(|e| e.to_string())?;
+        }
         let copy = match self.copy {
             CopyMode::Buffered => Transfer::Buffered,
             CopyMode::Splice | CopyMode::Auto => Transfer::Splice,
@@ -286,11 +298,12 @@ impl Args {
                 log_connections: self.log_connections,
                 verbose: self.verbose,
                 grace: Duration::from_secs_f64(self.grace),
-                threads: self.threads.map_or_else(server::cores, usize::from),
+                threads,
                 event_loop: match self.event_loop {
                     LoopMode::Epoll => server::EventLoop::Epoll,
                     LoopMode::Tokio => server::EventLoop::Tokio,
                 },
+                pin_cpus: self.pin_cpus,
             },
         })
     }

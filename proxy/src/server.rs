@@ -35,6 +35,7 @@ use crate::relay::{self, Ending, Side, Traffic, Transfer};
 use crate::sni;
 use crate::via::TunnelError;
 
+mod pin;
 #[cfg(target_os = "linux")]
 mod plain;
 
@@ -54,6 +55,9 @@ pub struct Options {
     pub threads: usize,
     /// Which event loop serves plain forwarding.
     pub event_loop: EventLoop,
+    /// Each loop runs on a CPU of its own and takes the clients whose handshake arrived on
+    /// that CPU ([`pin`]).
+    pub pin_cpus: bool,
 }
 
 /// Which event loop serves a thread's mappings when every one of them is plain forwarding (to
@@ -78,9 +82,12 @@ impl Default for Options {
             grace: Duration::from_secs(5),
             threads: cores(),
             event_loop: EventLoop::Epoll,
+            pin_cpus: false,
         }
     }
 }
+
+pub(crate) use pin::cpus_for as cpus_to_pin;
 
 /// The cores this process may run on (one when the system cannot say).
 pub fn cores() -> usize {
@@ -211,14 +218,32 @@ pub async fn start(bound: Vec<Bound>, options: Options) -> io::Result<Serving> {
         pairs,
         threads: Vec::new(),
     };
+    let cpus = if serving.options.pin_cpus {
+        match pin::cpus_for(loops) {
+            Ok(cpus) => Some(cpus),
+            Err(e) => {
+                serving.finish();
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     for (n, sites) in per_loop.into_iter().enumerate() {
         let (ready, started) = tokio::sync::oneshot::channel();
+        let cpu = cpus.as_ref().map(|cpus| cpus[n]);
         let stop = serving.stop.clone();
         #[cfg(target_os = "linux")]
         let plain = serving.options.event_loop == EventLoop::Epoll && plain::suits(&sites);
         let spawned = std::thread::Builder::new()
             .name(format!("tprox-relay-{n}"))
             .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if let Err(e) = pin::pin(cpu, &sites) {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                }
                 #[cfg(target_os = "linux")]
                 if plain {
                     return plain::event_loop(sites, stop, ready);

@@ -93,6 +93,12 @@ fn one_event_loop_passes_every_case() {
     passes_every_case(&["--threads", "1"]);
 }
 
+/// A loop per CPU, each pinned to its own and taking the clients that arrive there.
+#[test]
+fn event_loops_pinned_to_their_cpus_pass_every_case() {
+    passes_every_case(&["--pin-cpus"]);
+}
+
 /// Four event loops sharing the port, whatever the machine's cores.
 #[test]
 fn four_event_loops_pass_every_case() {

@@ -439,3 +439,123 @@ fn the_last_bytes_and_the_fin_leave_in_one_segment() {
         );
     }
 }
+
+/// The CPUs this test process may run on, from the kernel's own list (`0-3,6`).
+fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    list.split(',')
+        .flat_map(|run| {
+            let (a, b) = run.split_once('-').unwrap_or((run, run));
+            a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()
+        })
+        .collect()
+}
+
+/// Each event loop's thread of `pid`: (its name, the CPUs it may run on, its run time so far
+/// in ns).
+fn loop_threads(pid: u32) -> Vec<(String, String, u64)> {
+    let mut threads: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| {
+            let dir = task.unwrap().path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let name = name.trim().to_string();
+            name.starts_with("tprox-relay-").then_some(())?;
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            let cpus = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                .trim()
+                .to_string();
+            let schedstat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            let ran = schedstat.split_whitespace().next()?.parse().ok()?;
+            Some((name, cpus, ran))
+        })
+        .collect();
+    threads.sort();
+    threads
+}
+
+/// `--pin-cpus`: each loop may run on one CPU, a different one each, and takes the clients
+/// whose handshake arrived there: a client on CPU c (on loopback, its SYN is processed where it
+/// runs) is served by loop c alone, which the loops' run times show. Without the listeners'
+/// SO_INCOMING_CPU the kernel would spread the clients over both loops by their ports' hash.
+#[cfg(target_os = "linux")]
+#[test]
+fn pinned_event_loops_serve_the_clients_of_their_own_cpu() {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let cpus = allowed_cpus();
+    let dest = format!("0:127.0.0.1:{}", echo_server().port());
+    if cpus.len() < 1024 {
+        // More loops than CPUs: bad input, said with what to do.
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tprox-relay"))
+            .args(["-p", &dest, "--pin-cpus", "--threads"])
+            .arg((cpus.len() + 1).to_string())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("give --threads"), "{stderr}");
+    }
+    let threads = cpus.len().min(2);
+    let proxy = Proxy::start(
+        &["-p", &dest, "--pin-cpus", "--threads", &threads.to_string()],
+        1,
+    );
+    let pid = proxy.child.id();
+    let before = loop_threads(pid);
+    let pinned: Vec<&str> = before.iter().map(|(_, cpus, _)| cpus.as_str()).collect();
+    let expected: Vec<String> = cpus[..threads].iter().map(usize::to_string).collect();
+    assert_eq!(
+        pinned, expected,
+        "each loop on one CPU of its own, in order"
+    );
+    if threads < 2 {
+        eprintln!("one CPU: which loop serves a client is not checked");
+        return;
+    }
+    // SO_REUSEPORT groups choose by SO_INCOMING_CPU since Linux 6.1.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+    let version: (u32, u32) = (
+        numbers.next().unwrap().parse().unwrap(),
+        numbers.next().unwrap().parse().unwrap(),
+    );
+    if version < (6, 1) {
+        eprintln!("Linux {release}: older than 6.1, which loop serves a client is not checked");
+        return;
+    }
+    for (n, &cpu) in cpus[..threads].iter().enumerate() {
+        let addr = proxy.listening[0];
+        let start = loop_threads(pid);
+        let client = thread::spawn(move || {
+            let mut set = CpuSet::new();
+            set.set(cpu).unwrap();
+            sched_setaffinity(Pid::from_raw(0), &set).unwrap();
+            for _ in 0..100 {
+                assert_eq!(round_trip(addr, b"here"), b"here");
+            }
+        });
+        client.join().unwrap();
+        let end = loop_threads(pid);
+        let ran: Vec<u64> = start.iter().zip(&end).map(|(a, b)| b.2 - a.2).collect();
+        let others: u64 = ran
+            .iter()
+            .enumerate()
+            .filter(|&(m, _)| m != n)
+            .map(|(_, r)| r)
+            .sum();
+        assert!(
+            others * 10 < ran[n],
+            "100 clients on CPU {cpu}: loop {n} ran {} µs, the others {} µs; all should be loop {n}'s",
+            ran[n] / 1000,
+            others / 1000
+        );
+    }
+}
