@@ -22,6 +22,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::case::{Case, Level};
 use crate::cases::bulk::{BLOCKED_QUIET, UNBOUNDED_CAP};
+use crate::clock::ProxyWrites;
 use crate::figure::Figure;
 use crate::harness::{Ctx, PROMPT};
 use crate::net::{flood, mib, read_exact_within, spawn_echo, wait_end, Progress};
@@ -452,12 +453,36 @@ async fn cpu(cx: Ctx) -> Result<(), Stop> {
         let (rx, tx) = client.into_split();
         let progress = Progress::new();
         floods.push((flood(tx, MEMORY_PUSH, progress.clone()), progress));
-        blocked.push((rx, server));
+        // Where the kernel's queues can be read, when the proxy last wrote to the server.
+        let writes = ProxyWrites::watch(&server);
+        blocked.push((rx, server, writes));
     }
-    for (_, progress) in &floods {
-        progress
-            .wait_blocked(BLOCKED_QUIET, Duration::from_secs(5))
-            .await;
+    // Blocked means the proxy has nothing left to move, not only that the client's writes
+    // paused: the kernel lets a blocked writer go on only once a third of its send buffer is
+    // free, so behind a slow proxy (4 KiB per read, a pause after each) the client can be still
+    // for longer than BLOCKED_QUIET while the proxy still reads and writes, waking hundreds of
+    // times a second; on a loaded machine those wake-ups wait for a core, and that wait would
+    // be counted below as CPU wanted. So the proxy's own writes towards the server must have
+    // stopped too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let quiet = |last: Option<Instant>| last.is_none_or(|t| t.elapsed() >= BLOCKED_QUIET);
+        let clients_still = floods.iter().all(|(task, p)| {
+            task.is_finished() || (p.bytes() > 0 && p.last().elapsed() >= BLOCKED_QUIET)
+        });
+        let proxy_still = blocked
+            .iter()
+            .all(|(_, _, writes)| quiet(writes.as_ref().and_then(ProxyWrites::last)));
+        if clients_still && proxy_still {
+            break;
+        }
+        if Instant::now() >= deadline {
+            cx.trace.event(format_args!(
+                "the blocked connections were still moving after 5 s: measuring anyway"
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The window ends well before the stall timeout could abort the blocked connections.
     let window = cx
