@@ -33,11 +33,17 @@ fn front(cx: &Ctx) -> Result<Front, Stop> {
 /// A normal pair through the front: the echo of a short message, so a case can show the
 /// front still serves.
 async fn echo_works(cx: &mut Ctx, after: &str) -> Result<(), Stop> {
-    let client = cx.connect().await.map_err(|f| {
+    let client = normal_client(cx, after).await?;
+    echo_through(cx, client, after).await
+}
+
+/// A normal client through the front, its handshake done, for the echo `after` something.
+async fn normal_client(cx: &Ctx, after: &str) -> Result<tokio::net::TcpStream, Stop> {
+    cx.connect().await.map_err(|f| {
         Failure::new(format!("after {after}, {}", f.expected), f.observed)
             .hint("the front stopped serving")
-    })?;
-    echo_through(cx, client, after).await
+            .into()
+    })
 }
 
 /// The echo of a short message through `client`, whose handshake is done.

@@ -1,9 +1,12 @@
 //! Front cases about the answers a front gives when it will not, or cannot, connect: a
 //! refused destination, a destination that never answers the dial, a command it does not serve.
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
-use super::{close_limit, echo_works, front, is_refusal, SOCKS5_CLOSE};
+use super::{
+    close_limit, echo_through, echo_works, front, is_refusal, normal_client, SOCKS5_CLOSE,
+};
 use crate::case::{Case, Level};
 use crate::front::{Refused, Style};
 use crate::harness::{Ctx, PROMPT};
@@ -29,7 +32,7 @@ pub static UNANSWERED_DIAL: Case = Case {
     rules: &[Rule::R13, Rule::R3, Rule::R7],
     level: Level::Must,
     alone: false,
-    assumes: "On loopback only: the destination is a listener of tprox's with a backlog of 0 whose accept queue tprox fills first, so that Linux drops the SYNs that follow. A normal echo works within PROMPT (5 s) while the dial hangs; the answer comes within 1.5 T + PROMPT of the request.",
+    assumes: "On loopback only: the destination is a listener of tprox's with a backlog of 0 whose accept queue tprox fills first, so that Linux drops the SYNs that follow. A normal echo works within PROMPT (5 s) while the dial hangs: its echo reaches tprox before the front's answer does, by the kernel's record of what each socket received and when (TCP_INFO), not by tprox's clock, which a loaded machine skews; the answer comes within 1.5 T + PROMPT of the request.",
     body: |cx| Box::pin(unanswered_dial(cx)),
 };
 
@@ -174,22 +177,135 @@ impl Unanswering {
 /// a listening socket, TCP_INFO's `tcpi_unacked` is the queue's length and `tcpi_sacked` its
 /// limit (the backlog); the queue is full once the length exceeds the limit.
 fn accept_queue_full(listener: &socket2::Socket) -> bool {
-    use std::os::fd::AsRawFd;
+    tcp_info(listener.as_fd()).is_ok_and(|info| info.tcpi_unacked > info.tcpi_sacked)
+}
+
+/// The kernel's TCP_INFO of the socket `fd`.
+fn tcp_info(fd: BorrowedFd<'_>) -> std::io::Result<libc::tcp_info> {
     // SAFETY: tcp_info is plain data, for which all zeroes is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: `info` and `len` describe a buffer of the right size, and the descriptor is
-    // `listener`'s own, open for the whole call.
+    // SAFETY: `info` and `len` describe a buffer of the right size, and `fd` is open for the
+    // whole call, as its borrow says.
     let got = unsafe {
         libc::getsockopt(
-            listener.as_raw_fd(),
+            fd.as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
             (&mut info as *mut libc::tcp_info).cast(),
             &mut len,
         )
     };
-    got == 0 && info.tcpi_unacked > info.tcpi_sacked
+    if got == 0 {
+        Ok(info)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Which came first to tprox's sockets: the normal client's echo, or the front's answer to the
+/// request whose dial hung. tprox's own clock cannot tell: the two are read by different tasks,
+/// and on a loaded machine a task that is woken late reads its clock late, so a serial front
+/// that answers the hung request and serves the waiting client in the same millisecond could
+/// be taken either way. The kernel counts the bytes each socket has received
+/// (`tcpi_bytes_received`) and notes when the last of them came (`tcpi_last_data_recv`), as
+/// they come.
+#[derive(Clone, Copy)]
+enum Order {
+    /// The echo was in before the answer: the client was served while the dial hung.
+    EchoFirst,
+    /// The answer came first, or too near the echo to tell; by about this long.
+    AnswerFirst(Duration),
+}
+
+/// What the request's socket and the normal client's had received, read right after the echo.
+struct AtEcho {
+    /// The request's socket: bytes so far (a SOCKS5 front's method reply among them) and when
+    /// the last came.
+    dialing: Received,
+    /// When the echo came.
+    echo: Arrival,
+}
+
+impl AtEcho {
+    fn read(normal: BorrowedFd<'_>, dialing: BorrowedFd<'_>) -> std::io::Result<Self> {
+        let dialing = received(dialing)?;
+        let echo = received(normal)?
+            .last
+            .ok_or_else(|| std::io::Error::other("the echo left no trace in its socket"))?;
+        Ok(AtEcho { dialing, echo })
+    }
+
+    /// The order, given how many bytes the request's socket held once the answer was read:
+    /// more than at the echo means the answer was still to come then. Otherwise the socket's
+    /// last data at the echo was the answer's, and the kernel's times of the two decide.
+    fn order(&self, answered_bytes: u64) -> Order {
+        match &self.dialing.last {
+            Some(answer) if self.dialing.bytes >= answered_bytes => {
+                if self.echo.end() < answer.start {
+                    Order::EchoFirst
+                } else {
+                    Order::AnswerFirst(self.echo.start.saturating_duration_since(answer.start))
+                }
+            }
+            _ => Order::EchoFirst,
+        }
+    }
+}
+
+/// The kernel's clock counts in ticks of up to 10 ms (HZ = 100, the coarsest Linux has).
+const TICK: Duration = Duration::from_millis(10);
+
+/// What a socket has received so far.
+struct Received {
+    bytes: u64,
+    /// When the last data came; `None` when none has.
+    last: Option<Arrival>,
+}
+
+/// When the last data reached a socket, on tprox's clock: within `start..start + width`.
+struct Arrival {
+    start: std::time::Instant,
+    width: Duration,
+}
+
+impl Arrival {
+    fn end(&self) -> std::time::Instant {
+        self.start + self.width
+    }
+}
+
+/// What `fd` has received so far. The kernel says how long ago the last data came, so the
+/// moment is the clock read around the call less that, give or take a tick; a read that took
+/// long (tprox preempted in it) is read again, up to ten times, for a narrow window.
+fn received(fd: BorrowedFd<'_>) -> std::io::Result<Received> {
+    let mut best = read_received(fd)?;
+    for _ in 1..10 {
+        if best.1 < Duration::from_millis(1) {
+            break;
+        }
+        let again = read_received(fd)?;
+        if again.1 < best.1 {
+            best = again;
+        }
+    }
+    Ok(best.0)
+}
+
+/// One read of what `fd` has received, and how long the read took.
+fn read_received(fd: BorrowedFd<'_>) -> std::io::Result<(Received, Duration)> {
+    let before = std::time::Instant::now();
+    let info = tcp_info(fd)?;
+    let took = before.elapsed();
+    let ago = Duration::from_millis(u64::from(info.tcpi_last_data_recv));
+    let read = Received {
+        bytes: info.tcpi_bytes_received,
+        last: (info.tcpi_bytes_received > 0).then(|| Arrival {
+            start: before.checked_sub(ago + TICK).unwrap_or(before),
+            width: took + 2 * TICK,
+        }),
+    };
+    Ok((read, took))
 }
 
 async fn unanswered_dial(mut cx: Ctx) -> Result<(), Stop> {
@@ -200,6 +316,12 @@ async fn unanswered_dial(mut cx: Ctx) -> Result<(), Stop> {
         unanswering.addr
     ));
     let mut client = cx.connect_only().await?;
+    // The same socket under a descriptor of the case's own, for the kernel's account of when
+    // the answer came, while the handshake's task holds the stream.
+    let dialing = client
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Stop::Skip(format!("could not duplicate the client's descriptor: {e}")))?;
     let asked = tokio::time::Instant::now();
     let front_for_dial = front.clone();
     let target = unanswering.addr;
@@ -211,8 +333,17 @@ async fn unanswered_dial(mut cx: Ctx) -> Result<(), Stop> {
     // before it comes.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let early = answer.is_finished();
-    echo_works(&mut cx, "a request whose dial hangs").await?;
-    let served = tokio::time::Instant::now();
+    const AFTER: &str = "a request whose dial hangs";
+    let normal = normal_client(&cx, AFTER).await?;
+    let normal_fd = normal
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Stop::Skip(format!("could not duplicate the client's descriptor: {e}")))?;
+    echo_through(&mut cx, normal, AFTER).await?;
+    let at_echo = AtEcho::read(normal_fd.as_fd(), dialing.as_fd())
+        .map_err(|e| Stop::Skip(format!("could not read the sockets' TCP_INFO: {e}")))?;
+    // Closes the normal client, which the echo left open through this descriptor.
+    drop(normal_fd);
     let latest = cx.stall.mul_f64(crate::cases::timeout::LATEST) + PROMPT;
     let left = (asked + latest).saturating_duration_since(tokio::time::Instant::now());
     let expected = if front.is_socks5() {
@@ -236,12 +367,15 @@ async fn unanswered_dial(mut cx: Ctx) -> Result<(), Stop> {
         }
     };
     let after = (answered - asked).as_secs_f64();
-    if !early && answered < served {
+    let answered_bytes = tcp_info(dialing.as_fd())
+        .map_err(|e| Stop::Skip(format!("could not read the socket's TCP_INFO: {e}")))?
+        .tcpi_bytes_received;
+    if let (false, Order::AnswerFirst(gap)) = (early, at_echo.order(answered_bytes)) {
         return Err(Failure::new(
             "a normal client is served while another's dial hangs",
             format!(
-                "it was served only {:.2} s after the front gave up on that dial, {after:.2} s after the request",
-                (served - answered).as_secs_f64()
+                "its echo came only once the front had given up on that dial ({} ms after the answer, by the kernel's clock; {after:.2} s after the request)",
+                gap.as_millis()
             ),
         )
         .hint("the front dials in its accept loop, or in a pool that a hanging dial holds: one dial that never completes holds up every client")
@@ -368,6 +502,51 @@ mod tests {
         assert!(persist(
             "HTTP/1.0 502 Bad Gateway\nContent-Length: 0\nConnection: Keep-Alive\n\n"
         ));
+    }
+
+    #[test]
+    fn the_kernel_counts_decide_which_came_first() {
+        let t0 = std::time::Instant::now();
+        let at = |ms: u64| Arrival {
+            start: t0 + Duration::from_millis(ms),
+            width: 2 * TICK,
+        };
+        // A SOCKS5 front's method reply came at 0 ms, the echo at 100 ms, the answer later.
+        let served_while_dialing = AtEcho {
+            dialing: Received {
+                bytes: 2,
+                last: Some(at(0)),
+            },
+            echo: at(100),
+        };
+        assert!(matches!(served_while_dialing.order(12), Order::EchoFirst));
+        // A serial front: the whole answer was in before the echo, within the same tick.
+        let serial = AtEcho {
+            dialing: Received {
+                bytes: 12,
+                last: Some(at(2000)),
+            },
+            echo: at(2000),
+        };
+        assert!(matches!(serial.order(12), Order::AnswerFirst(_)));
+        // The answer was in by the time tprox looked, but the kernel had the echo long before.
+        let looked_late = AtEcho {
+            dialing: Received {
+                bytes: 12,
+                last: Some(at(2000)),
+            },
+            echo: at(100),
+        };
+        assert!(matches!(looked_late.order(12), Order::EchoFirst));
+        // Nothing had come on the request's socket at the echo.
+        let nothing_yet = AtEcho {
+            dialing: Received {
+                bytes: 0,
+                last: None,
+            },
+            echo: at(100),
+        };
+        assert!(matches!(nothing_yet.order(39), Order::EchoFirst));
     }
 
     #[test]
