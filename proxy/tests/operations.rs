@@ -416,7 +416,6 @@ fn segments_received(stream: &TcpStream) -> u32 {
 #[test]
 fn the_last_bytes_and_the_fin_leave_in_one_segment() {
     let server = greet_and_close_server(b"220 hello, and goodbye\r\n");
-    let proxy = Proxy::start(&["-p", &format!("0:127.0.0.1:{}", server.port())], 1);
     let received = |addr| {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream
@@ -430,13 +429,19 @@ fn the_last_bytes_and_the_fin_leave_in_one_segment() {
     // The same exchange with nothing between says how many segments that is on this kernel
     // (the handshake's SYN-ACK counts too).
     let direct = received(server);
-    for _ in 0..20 {
-        assert_eq!(
-            received(proxy.listening[0]),
-            direct,
-            "segments received through the proxy, against {direct} directly: the FIN came \
-             on its own"
-        );
+    // Both loops: the proxy's own, and tokio's, which every front, --sni, PROXY protocol and
+    // --via mapping runs on.
+    for event_loop in ["epoll", "tokio"] {
+        let map = format!("0:127.0.0.1:{}", server.port());
+        let proxy = Proxy::start(&["-p", &map, "--event-loop", event_loop], 1);
+        for _ in 0..20 {
+            assert_eq!(
+                received(proxy.listening[0]),
+                direct,
+                "segments received through the proxy ({event_loop} loop), against {direct} \
+                 directly: the FIN came on its own"
+            );
+        }
     }
 }
 
