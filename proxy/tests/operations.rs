@@ -388,9 +388,9 @@ fn greet_and_close_server(greeting: &'static [u8]) -> std::net::SocketAddr {
     addr
 }
 
-/// Segments a client has received on `stream` so far (TCP_INFO's tcpi_segs_in).
+/// The kernel's record of a TCP socket (TCP_INFO): segments received, round-trip time.
 #[cfg(target_os = "linux")]
-fn segments_received(stream: &TcpStream) -> u32 {
+fn tcp_info(stream: &TcpStream) -> libc::tcp_info {
     use std::os::fd::AsRawFd;
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -405,7 +405,13 @@ fn segments_received(stream: &TcpStream) -> u32 {
         )
     };
     assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
-    info.tcpi_segs_in
+    info
+}
+
+/// Segments a client has received on `stream` so far (TCP_INFO's tcpi_segs_in).
+#[cfg(target_os = "linux")]
+fn segments_received(stream: &TcpStream) -> u32 {
+    tcp_info(stream).tcpi_segs_in
 }
 
 /// When the last bytes and the FIN arrive together, they leave together: the client gets the
@@ -443,6 +449,134 @@ fn the_last_bytes_and_the_fin_leave_in_one_segment() {
             );
         }
     }
+}
+
+/// A destination that reads one 64-byte request, answers it and closes; for each connection
+/// it sends `what` of the accepted socket's TCP_INFO, read once the request is in.
+#[cfg(target_os = "linux")]
+fn request_server(
+    what: fn(&libc::tcp_info) -> u32,
+) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<u32>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut request = [0u8; 64];
+            if stream.read_exact(&mut request).is_err() {
+                continue;
+            }
+            let _ = tx.send(what(&tcp_info(&stream)));
+            let _ = stream.write_all(&request);
+        }
+    });
+    (addr, rx)
+}
+
+/// The dial's last handshake acknowledgement travels with the client's first bytes: the
+/// destination receives the SYN and then one segment, where a client that connects and then
+/// writes (the same exchange with nothing between) sends the SYN, the ACK and the data. On
+/// loopback the destination's side of each packet runs on the proxy's CPU. To have the
+/// client's bytes there before the dial, as they nearly always are under load, the proxy is
+/// stopped while the client connects and writes (the kernel completes the client's handshake
+/// and queues its bytes on its own).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_first_bytes_carry_the_dials_last_acknowledgement() {
+    let (server, counts) = request_server(|info| info.tcpi_segs_in);
+    let exchange = |addr| {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(&[7u8; 64]).unwrap();
+        stream
+    };
+    let finish = |mut stream: TcpStream| {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply, [7u8; 64]);
+        counts.recv_timeout(Duration::from_secs(10)).unwrap()
+    };
+    let direct = finish(exchange(server));
+    let map = format!("0:127.0.0.1:{}", server.port());
+    let proxy = Proxy::start(&["-p", &map, "--event-loop", "epoll"], 1);
+    for _ in 0..10 {
+        proxy.signal(Signal::SIGSTOP);
+        // kill(2) returns before the stop takes hold: a thread woken by the client's arrival
+        // could still accept it before its bytes come.
+        wait_until_stopped(proxy.child.id());
+        let stream = exchange(proxy.listening[0]);
+        proxy.signal(Signal::SIGCONT);
+        assert_eq!(
+            finish(stream),
+            direct - 1,
+            "segments the destination received through the proxy, against {direct} from a \
+             client that connects and then writes: the handshake's ACK went on its own"
+        );
+    }
+}
+
+/// Waits until every thread of process `pid` is stopped (state `T` in its `stat`).
+#[cfg(target_os = "linux")]
+fn wait_until_stopped(pid: u32) {
+    let start = Instant::now();
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .all(|task| {
+                let stat = std::fs::read_to_string(task.unwrap().path().join("stat"));
+                // The state follows the command name, which is in parentheses.
+                stat.is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('T')))
+            })
+    };
+    while !stopped() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "tprox-relay did not stop"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A destination that speaks first gets the dial's last acknowledgement at the end of the
+/// proxy's first turn for the pair, not when the kernel's 200 ms delayed-ACK timer would send
+/// it: the destination's socket measures the handshake's round trip from its SYN-ACK to that
+/// ACK. A loaded machine can delay a turn too, so one of five connections under 100 ms is
+/// enough; an ACK left to the timer takes 200 ms on every one.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_destination_that_speaks_first_is_not_kept_waiting_for_the_dials_acknowledgement() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let _ = tx.send(tcp_info(&stream).tcpi_rtt);
+            let _ = stream.write_all(b"220 hello\r\n");
+        }
+    });
+    let map = format!("0:127.0.0.1:{}", server.port());
+    let proxy = Proxy::start(&["-p", &map, "--event-loop", "epoll"], 1);
+    let mut handshakes = Vec::new();
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(proxy.listening[0]).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut greeting = Vec::new();
+        stream.read_to_end(&mut greeting).unwrap();
+        assert_eq!(greeting, b"220 hello\r\n");
+        let rtt_us = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        handshakes.push(Duration::from_micros(rtt_us.into()));
+    }
+    assert!(
+        handshakes
+            .iter()
+            .any(|rtt| *rtt < Duration::from_millis(100)),
+        "the destination's handshake took {handshakes:?}: the proxy left its last ACK to the \
+         kernel's delayed-ACK timer"
+    );
 }
 
 /// The CPUs this test process may run on, from the kernel's own list (`0-3,6`).

@@ -35,7 +35,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use self::pair::{Flow, Pair, Ready, Rules};
-use super::{out_of_descriptors, start_connect, Site, Stop, BACKOFF};
+use super::{out_of_descriptors, start_connect, Handshake, Site, Stop, BACKOFF};
 use crate::host_port;
 use crate::mapping::Mapping;
 use crate::relay::Ending;
@@ -461,7 +461,7 @@ impl Loop {
             eprintln!("tprox-relay: {}: accepted on {}", peer_name(), site.mapping);
         }
         let now = Instant::now();
-        let server = match start_connect(listener.dest) {
+        let server = match start_connect(listener.dest, Handshake::AckWithFirstBytes) {
             Ok(server) => OwnedFd::from(server),
             Err(e) => {
                 if out_of_descriptors(&e) {
@@ -525,7 +525,11 @@ impl Loop {
                 if first {
                     listener.site.limit.shortage.end(&listener.site.name);
                 }
-                entry.pair.relay(listener.rules, &mut self.scratch)
+                let flow = entry.pair.relay(listener.rules, &mut self.scratch);
+                if first {
+                    entry.pair.release_handshake_ack();
+                }
+                flow
             }
         };
         match flow {

@@ -133,6 +133,12 @@ impl Pair {
         Some(Ok(true))
     }
 
+    /// Ends the dial's hold on its handshake's last acknowledgement: called once, after the
+    /// pair's first turn, in which the client's first bytes (if they had come) carried it.
+    pub(super) fn release_handshake_ack(&self) {
+        sys::release_handshake_ack(&self.server);
+    }
+
     /// The next time something about this pair must be checked, if any.
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.dialing.or(match (self.up.stall, self.down.stall) {

@@ -200,6 +200,15 @@ pub(super) fn send(fd: RawFd, data: &[u8], fin_follows: bool) -> io::Result<usiz
     check_size(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) })
 }
 
+/// Sends the handshake's last acknowledgement now if no data has carried it yet, and ends the
+/// delayed-acknowledgement mode the dial began in (see `Handshake::AckWithFirstBytes`): from
+/// here on the socket acknowledges as any other, so that a destination which writes twice and
+/// waits for the first acknowledgement (Nagle) is never held up by the proxy.
+pub(super) fn release_handshake_ack(fd: &OwnedFd) {
+    // An error would mean a socket already failed, which its next read or write reports.
+    let _ = socket2::SockRef::from(fd).set_tcp_quickack(true);
+}
+
 /// Shuts the socket down for writing: the EOF passed on (R5).
 pub(super) fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: no pointers.
